@@ -1,0 +1,109 @@
+"""Typed errors: one root, one class per failure a user handles differently.
+
+Class tree::
+
+    SynthError
+    ├── ConfigurationError (also ValueError)  bad argument, environment or input; nothing was sent
+    ├── APIStatusError                        the server answered with an error status
+    │   ├── AuthenticationError               401 / 403
+    │   ├── ValidationError                   422, carries the parsed ``detail``
+    │   ├── RateLimitError                    429 after retries
+    │   └── ServerError                       5xx after retries
+    ├── APIConnectionError                    no usable answer (connection refused, dropped, timeout)
+    └── ResponseFormatError                   a 200 whose body is not the documented shape
+
+This module imports nothing else from the package, so every other module can import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "RateLimitError",
+    "ResponseFormatError",
+    "ServerError",
+    "SynthError",
+    "ValidationError",
+]
+
+
+class SynthError(Exception):
+    """Root of every error this library raises on purpose.
+
+    ``status_code`` and ``request_id`` are set when a server answered; ``seed_indices`` is set by
+    the expansion when the failure belongs to a request built from those seed rows.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+        self.seed_indices: list[int] | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep errors picklable across num_proc workers with their keyword-only fields.
+        return (_rebuild, (type(self), self.message, self.status_code, self.request_id,
+                           self.body, self.seed_indices))
+
+
+def _rebuild(cls: type[SynthError], message: str, status_code: int | None,
+             request_id: str | None, body: Any, seed_indices: list[int] | None) -> SynthError:
+    err = cls.__new__(cls)
+    SynthError.__init__(err, message, status_code=status_code, request_id=request_id, body=body)
+    err.seed_indices = seed_indices
+    if isinstance(err, ValidationError):
+        err.detail = body.get("detail") if isinstance(body, dict) else None
+    return err
+
+
+class ConfigurationError(SynthError, ValueError):
+    """A bad argument, environment variable or input row, found before anything was sent."""
+
+
+class APIStatusError(SynthError):
+    """The server answered with an error status."""
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the token is missing, wrong or not allowed."""
+
+
+class ValidationError(APIStatusError):
+    """422: the server refused the request body; ``detail`` is its list of problems."""
+
+    def __init__(self, message: str, *, detail: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.detail = detail
+
+
+class RateLimitError(APIStatusError):
+    """429 that persisted through every retry."""
+
+
+class ServerError(APIStatusError):
+    """5xx that persisted through every retry."""
+
+
+class APIConnectionError(SynthError):
+    """No usable answer: connection refused or dropped, or a timeout, after every retry."""
+
+
+class ResponseFormatError(SynthError):
+    """A successful status whose body is not the documented JSON array of items."""

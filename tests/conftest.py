@@ -1,0 +1,30 @@
+"""Test-wide setup.
+
+The Hub endpoint is read by huggingface_hub and datasets at import time, so the fake Hub's
+address is fixed here, before any test module imports them. Nothing of ours is patched: the
+real client libraries talk HTTP to `fakehub.FakeHub` on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_HOME = tempfile.mkdtemp(prefix="synth-datasets-tests-")
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HOME"] = os.path.join(_HOME, "hf")
+os.environ["SYNTH_DATASETS_CACHE"] = os.path.join(_HOME, "synth-cache")
+os.environ.pop("HF_TOKEN", None)
+for _name in ("COLLINEAR_API_KEY", "COLLINEAR_BASE_URL", "COLLINEAR_MODEL_ID"):
+    os.environ.pop(_name, None)
