@@ -59,12 +59,27 @@ class SynthError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep errors picklable across num_proc workers with their keyword-only fields.
-        return (_rebuild, (type(self), self.message, self.status_code, self.request_id,
-                           self.body, self.seed_indices))
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                self.status_code,
+                self.request_id,
+                self.body,
+                self.seed_indices,
+            ),
+        )
 
 
-def _rebuild(cls: type[SynthError], message: str, status_code: int | None,
-             request_id: str | None, body: Any, seed_indices: list[int] | None) -> SynthError:
+def _rebuild(
+    cls: type[SynthError],
+    message: str,
+    status_code: int | None,
+    request_id: str | None,
+    body: Any,
+    seed_indices: list[int] | None,
+) -> SynthError:
     err = cls.__new__(cls)
     SynthError.__init__(err, message, status_code=status_code, request_id=request_id, body=body)
     err.seed_indices = seed_indices

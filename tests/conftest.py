@@ -28,3 +28,31 @@ os.environ["SYNTH_DATASETS_CACHE"] = os.path.join(_HOME, "synth-cache")
 os.environ.pop("HF_TOKEN", None)
 for _name in ("COLLINEAR_API_KEY", "COLLINEAR_BASE_URL", "COLLINEAR_MODEL_ID"):
     os.environ.pop(_name, None)
+
+import pytest  # noqa: E402
+
+from synth_datasets import SynthClient  # noqa: E402
+from synth_datasets.testing import ReferenceServer  # noqa: E402
+
+MODEL_ID = "123e4567-e89b-12d3-a456-426614174000"
+
+
+@pytest.fixture
+def ref_server():
+    """A fresh reference server per test, so request counts are the test's own."""
+    with ReferenceServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def ref_client(ref_server):
+    client = SynthClient(
+        ref_server.token, ref_server.url, backoff_factor=0.01, max_retries=3, timeout=10.0
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return tmp_path / "synth-cache"

@@ -1,0 +1,1 @@
+"""Dataset card templates, shipped inside the wheel as ``synth_datasets.cards``."""

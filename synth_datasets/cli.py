@@ -1,0 +1,330 @@
+"""``synth-datasets``: expand, serve (and, with the publish step, push and card).
+
+Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Errors are one line;
+``-v`` shows the traceback and DEBUG logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import sys
+import traceback
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .errors import ConfigurationError, SynthError
+
+__all__ = ["main"]
+
+# The reference server accepts any UUID; this one marks runs made against it.
+LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
+MANIFEST = "synth_manifest.json"
+_DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+class UsageError(Exception):
+    """A bad command line: exit 2."""
+
+
+def _add_expand(sub: Any) -> None:
+    p = sub.add_parser(
+        "expand",
+        help="expand a seed dataset through the synth-data endpoint",
+        description="Expand SOURCE (a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or "
+        "a Hub dataset id) into MULTIPLIER generations per row, each linked to its seed.",
+    )
+    p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
+    p.add_argument("--split", default=None, help="split to use (default: train)")
+    p.add_argument("--config", default=None, help="Hub dataset config name")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
+    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    p.add_argument("--multiplier", type=int, default=4, help="generations per seed (default 4)")
+    p.add_argument("--model-id", default=None, help="model UUID (default: COLLINEAR_MODEL_ID)")
+    p.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--request-size", type=int, default=8, help="examples per request (default 8)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "keep"],
+        default="raise",
+        help="raise: stop on a failed request; keep: keep error rows",
+    )
+    p.add_argument("--max-retries", type=int, default=5, help="retries per request (default 5)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
+    p.add_argument("--cache-dir", default=None, help="request cache folder")
+    p.add_argument(
+        "--run-id", default=None, help="ask for fresh samples: a new id misses the cache"
+    )
+    p.add_argument("--no-original", action="store_true", help="do not keep the `original` column")
+    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="start the bundled reference server on loopback and use it (no account)",
+    )
+    p.add_argument(
+        "--base-url", default=None, help="endpoint base URL (default COLLINEAR_BASE_URL)"
+    )
+    p.add_argument("--show", type=int, default=3, help="print this many result rows (default 3)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synth-datasets",
+        description="Turn a small Hugging Face dataset into a large synthetic one.",
+    )
+    parser.add_argument("--version", action="version", version=f"synth-datasets {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_expand(sub)
+    from .testing import PARSER_DESCRIPTION, add_serve_arguments
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the offline reference server of the endpoint",
+        description=PARSER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_serve_arguments(serve)
+    return parser
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def load_source(source: str, *, split: str | None, config: str | None) -> Any:
+    """A file, a ``save_to_disk`` folder or a Hub id, as one ``Dataset`` split."""
+    import datasets
+
+    path = Path(source)
+    if path.is_file():
+        kind = _DATA_SUFFIXES.get(path.suffix.lower())
+        if kind is None:
+            raise UsageError(
+                f"{source}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv, "
+                ".parquet, a save_to_disk folder or a Hub id)"
+            )
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        ds.info.dataset_name = path.stem
+        return ds
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                name = split or "train"
+                if name not in loaded:
+                    raise UsageError(f"{source} has splits {list(loaded)}: choose one with --split")
+                return loaded[name]
+            return loaded
+        return datasets.load_dataset(str(path), split=split or "train")
+    if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
+        raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
+    return datasets.load_dataset(source, name=config, split=split or "train")
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt_file is not None:
+        try:
+            return args.prompt_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
+    if args.prompt is None:
+        raise UsageError("give the instruction prompt with --prompt or --prompt-file")
+    return str(args.prompt)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def _dry_run(args: argparse.Namespace, ds: Any, prompt: str, columns: list[str] | None) -> int:
+    from .client import DEFAULT_BASE_URL, ENDPOINT_PATH, resolve_model_id
+    from .rows import make_examples, plan_layout
+
+    layout = plan_layout(ds.features, columns=columns, keep_original=not args.no_original)
+    n = len(ds)
+    requests_ = math.ceil(n / args.request_size)
+    first = ds.select(range(min(args.request_size, n)))
+    examples = make_examples(layout, first.to_dict(), list(range(len(first))))
+    model_id = LOCAL_MODEL_ID if args.local else resolve_model_id(args.model_id)
+    base = (
+        "http://127.0.0.1:<port> (local reference server)"
+        if args.local
+        else (args.base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL)
+    )
+    has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
+    body = {
+        "model_id": model_id,
+        "multiplier": args.multiplier,
+        "examples": examples,
+        "prompt": prompt,
+    }
+    print(
+        f"plan: {n} seed rows -> {requests_} requests of <= {args.request_size} examples, "
+        f"{n * args.multiplier} generations targeted (multiplier {args.multiplier}), "
+        f"{args.concurrency} in flight"
+    )
+    print(f"endpoint: POST {base}{ENDPOINT_PATH}")
+    print(
+        "headers: Authorization: Bearer *** "
+        + ("" if has_key else "(no key set: COLLINEAR_API_KEY)")
+    )
+    print(
+        f"sent columns: {', '.join(layout.columns)}; passthrough: "
+        f"{', '.join(layout.passthrough) or '-'}"
+    )
+    print(f"output columns: {', '.join(layout.column_names)}")
+    print("first request body:")
+    print(json.dumps(body, ensure_ascii=False, indent=2, default=str))
+    print("dry run: nothing was sent")
+    return 0
+
+
+def write_output(dataset: Any, output: Path, fmt: str) -> Path:
+    """Data under ``data/`` (so ``load_dataset(folder)`` finds it) plus the manifest."""
+    from .expand import get_provenance
+
+    data_dir = output / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for old in data_dir.glob("train-*"):
+        old.unlink()
+    if fmt == "parquet":
+        target = data_dir / "train-00000-of-00001.parquet"
+        dataset.to_parquet(str(target))
+    else:
+        target = data_dir / "train-00000-of-00001.jsonl"
+        dataset.to_json(str(target), lines=True, force_ascii=False)
+    manifest = {
+        "provenance": get_provenance(dataset),
+        "num_rows": len(dataset),
+        "format": fmt,
+        "files": [str(target.relative_to(output))],
+    }
+    (output / MANIFEST).write_text(
+        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    return target
+
+
+def _cmd_expand(args: argparse.Namespace) -> int:
+    from .client import SynthClient
+    from .expand import expand
+
+    prompt = _read_prompt(args)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    ds = load_source(args.source, split=args.split, config=args.config)
+    if args.limit is not None:
+        ds = ds.select(range(min(args.limit, len(ds))))
+    if len(ds) == 0:
+        raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
+    if args.dry_run:
+        return _dry_run(args, ds, prompt, columns)
+    with ExitStack() as stack:
+        if args.local:
+            from .testing import ReferenceServer
+
+            server = stack.enter_context(ReferenceServer())
+            client = SynthClient(server.token, server.url, max_retries=args.max_retries)
+            model_id = args.model_id or LOCAL_MODEL_ID
+            print(
+                f"using the local reference server at {server.url} "
+                "(offline engine: deterministic rewriting, not a language model)"
+            )
+        else:
+            client = SynthClient(None, args.base_url, max_retries=args.max_retries)
+            model_id = args.model_id
+        result = expand(
+            ds,
+            prompt=prompt,
+            multiplier=args.multiplier,
+            model_id=model_id,
+            client=client,
+            columns=columns,
+            request_size=args.request_size,
+            max_concurrency=args.concurrency,
+            keep_original=not args.no_original,
+            on_error=args.on_error,
+            cache=not args.no_cache,
+            cache_dir=args.cache_dir,
+            run_id=args.run_id,
+            source={"name": args.source, "split": args.split or "train", "config": args.config},
+        )
+    errors = sum(1 for e in result["error"] if e is not None)
+    seeds = len({i for i in result["source_index"] if i is not None})
+    print(
+        f"expanded {len(ds)} seed rows into {len(result)} rows "
+        f"({seeds} seeds linked, {errors} rows with an error)"
+    )
+    for row in result.select(range(min(args.show, len(result)))):
+        print(json.dumps(row, ensure_ascii=False, default=str)[:400])
+    if args.output is not None:
+        target = write_output(result, args.output, args.format)
+        print(f"wrote {len(result)} rows to {target} and {args.output / MANIFEST}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        import datasets
+
+        datasets.logging.set_verbosity_warning()
+        # Each retry is counted in the final summary; a warning per retry is noise here.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    try:
+        if args.command == "expand":
+            return _cmd_expand(args)
+        if args.command == "serve":
+            from .testing import run_serve
+
+            return run_serve(args)
+        parser.error(f"unknown command {args.command}")
+    except UsageError as exc:
+        _fail(args, exc)
+        return 2
+    except ConfigurationError as exc:
+        _fail(args, exc)
+        return 2
+    except SynthError as exc:
+        _fail(args, exc)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "synth-datasets: interrupted; answered requests are cached, rerun to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:  # anything else: still one line unless -v
+        _fail(args, exc, prefix=f"{type(exc).__name__}: ")
+        return 1
+    return 0
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
+    if args.verbose:
+        traceback.print_exc()
+    message = " ".join(str(exc).split())
+    print(f"synth-datasets: error: {prefix}{message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

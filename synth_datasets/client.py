@@ -1,0 +1,482 @@
+"""HTTP client for Collinear's ``POST /api/v1/synth_data/generate``.
+
+One pooled ``requests.Session`` per client; retries live in one place (``urllib3.util.Retry`` on
+the adapter for connect errors, read timeouts before the headers, and 429/5xx answers, plus the same
+``Retry`` budget for a body that breaks while it is being read). Arguments are checked before
+anything is sent, so a bad call costs nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.util.retry import Retry
+
+from ._version import __version__
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    ConfigurationError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+    SynthError,
+    ValidationError,
+)
+from .parsing import parse_body
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENDPOINT_PATH",
+    "Generation",
+    "SynthClient",
+    "resolve_model_id",
+    "validate_examples",
+    "validate_model_id",
+    "validate_multiplier",
+    "validate_prompt",
+]
+
+logger = logging.getLogger("synth_datasets.client")
+
+DEFAULT_BASE_URL = "https://api.collinear.ai"
+ENDPOINT_PATH = "/api/v1/synth_data/generate"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Generation with a large multiplier is slow: the read timeout has to cover the whole answer.
+DEFAULT_TIMEOUT = (10.0, 600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One generated item: the example it came from and the raw ``generated`` text."""
+
+    original: dict[str, Any]
+    generated: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What one ``generate`` call cost: for the expansion's statistics."""
+
+    request_id: str | None
+    attempts: int
+    elapsed: float
+
+
+class _Retry(Retry):
+    """``Retry`` whose wait for a ``Retry-After`` header is capped.
+
+    A server asking for minutes of patience would otherwise stall the whole expansion silently;
+    past the cap we wait the cap, and the retry budget decides the rest.
+    """
+
+    DEFAULT_RETRY_AFTER_MAX = 120.0
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        # Some servers send fractional seconds ("0.5"); urllib3 only reads integers or dates.
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            return super().parse_retry_after(retry_after)
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        if value is None:
+            return None
+        return min(value, self.retry_after_max)
+
+
+def _mask(secret: str | None) -> str:
+    return "None" if not secret else "'***'"
+
+
+def validate_model_id(model_id: object) -> str:
+    """A UUID (``str`` or ``uuid.UUID``) as the canonical string the API expects."""
+    if isinstance(model_id, uuid.UUID):
+        return str(model_id)
+    if isinstance(model_id, str):
+        try:
+            return str(uuid.UUID(model_id.strip()))
+        except ValueError:
+            pass
+    raise ConfigurationError(
+        f"model_id must be a UUID such as '123e4567-e89b-12d3-a456-426614174000', got {model_id!r:.60}"
+    )
+
+
+def validate_multiplier(multiplier: object) -> int:
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int):
+        raise ConfigurationError(
+            f"multiplier must be an int >= 1, got {type(multiplier).__name__} {multiplier!r:.30}"
+        )
+    if multiplier < 1:
+        raise ConfigurationError(f"multiplier must be an int >= 1, got {multiplier}")
+    return multiplier
+
+
+def validate_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigurationError("prompt must be a non-empty string")
+    return prompt
+
+
+def validate_examples(examples: object) -> list[dict[str, Any]]:
+    if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence):
+        raise ConfigurationError(
+            f"examples must be a non-empty list of JSON objects, got {type(examples).__name__}"
+        )
+    if not examples:
+        raise ConfigurationError("examples must be a non-empty list of JSON objects, got []")
+    for i, example in enumerate(examples):
+        if not isinstance(example, Mapping):
+            raise ConfigurationError(
+                f"examples[{i}] must be a JSON object (dict), got {type(example).__name__}"
+            )
+    return [dict(e) for e in examples]
+
+
+def resolve_model_id(model_id: object | None) -> str:
+    """The argument, else ``COLLINEAR_MODEL_ID``; a clear error when neither is set."""
+    if model_id is None:
+        model_id = os.environ.get("COLLINEAR_MODEL_ID") or None
+    if model_id is None:
+        raise ConfigurationError("no model_id: pass model_id= or set COLLINEAR_MODEL_ID")
+    return validate_model_id(model_id)
+
+
+def _encode_body(body: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        for i, example in enumerate(body["examples"]):
+            try:
+                json.dumps(example, allow_nan=False)
+            except (TypeError, ValueError) as inner:
+                raise ConfigurationError(
+                    f"examples[{i}] is not JSON-serialisable: {inner}"
+                ) from None
+        raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
+
+
+def _check_base_url(base_url: str) -> str:
+    base_url = base_url.strip().rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"base_url must start with https:// (or http:// for loopback), got {base_url!r:.80}"
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"refusing to send the API token over plain http to {parts.hostname}: use https://"
+        )
+    return base_url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SynthClient:
+    """Client for the synth-data endpoint.
+
+    Configuration comes from the arguments, else ``COLLINEAR_API_KEY`` / ``COLLINEAR_BASE_URL``,
+    read when the client is built. ``pool_maxsize`` should match the number of requests you keep
+    in flight (the expansion sets it to ``max_concurrency``).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_max: float = _Retry.DEFAULT_RETRY_AFTER_MAX,
+        pool_maxsize: int = 16,
+    ) -> None:
+        api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
+        if not api_key or not api_key.strip():
+            raise ConfigurationError(
+                "no API key: set COLLINEAR_API_KEY or pass api_key= to SynthClient"
+            )
+        if max_retries < 0 or isinstance(max_retries, bool):
+            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}")
+        self._api_key = api_key.strip()
+        self.base_url = _check_base_url(
+            base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
+        )
+        self.timeout = timeout if isinstance(timeout, tuple) else (min(timeout, 10.0), timeout)
+        self.max_retries = max_retries
+        self.backoff_factor = backoff_factor
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self.pool_maxsize = max(1, pool_maxsize)
+        self._session = self._make_session()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.base_url + ENDPOINT_PATH
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def _make_retry(self) -> _Retry:
+        retry = _Retry(
+            total=self.max_retries,
+            connect=self.max_retries,
+            read=self.max_retries,
+            status=self.max_retries,
+            other=0,
+            allowed_methods=frozenset({"POST"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.backoff_factor,
+            backoff_max=self.backoff_max,
+            backoff_jitter=self.backoff_factor,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        retry.retry_after_max = self.retry_after_max
+        return retry
+
+    def _make_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=self._make_retry()
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update(
+            {
+                "Authorization": f"Bearer {self._api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"synth-datasets/{__version__}",
+            }
+        )
+        return session
+
+    def __repr__(self) -> str:
+        return (
+            f"SynthClient(base_url={self.base_url!r}, api_key={_mask(self._api_key)}, "
+            f"max_retries={self.max_retries})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # num_proc workers receive the client through a pipe; the session is rebuilt there.
+        state = self.__dict__.copy()
+        del state["_session"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._session = self._make_session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> SynthClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the call ------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        *,
+        model_id: str | uuid.UUID | None = None,
+        prompt: str,
+        examples: Sequence[Mapping[str, Any]],
+        multiplier: int,
+    ) -> list[Generation]:
+        """Send one request; ``model_id`` defaults to ``COLLINEAR_MODEL_ID``."""
+        items, _ = self.generate_items(
+            model_id=resolve_model_id(model_id),
+            prompt=prompt,
+            examples=examples,
+            multiplier=multiplier,
+        )
+        return [Generation(item["original"], item["generated"]) for item in items]
+
+    def build_body(
+        self, *, model_id: object, prompt: object, examples: object, multiplier: object
+    ) -> bytes:
+        """The exact request body, after every check: nothing invalid leaves the machine."""
+        return _encode_body(
+            {
+                "model_id": validate_model_id(model_id),
+                "multiplier": validate_multiplier(multiplier),
+                "examples": validate_examples(examples),
+                "prompt": validate_prompt(prompt),
+            }
+        )
+
+    def generate_items(
+        self, *, model_id: object, prompt: object, examples: object, multiplier: object
+    ) -> tuple[list[dict[str, Any]], CallInfo]:
+        """Like ``generate`` but returns the parsed items as dicts and what the call cost."""
+        body = self.build_body(
+            model_id=model_id, prompt=prompt, examples=examples, multiplier=multiplier
+        )
+        return self.post(body)
+
+    def post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
+        """Send an already built body; retry until an answer parses or the budget is spent."""
+        started = time.monotonic()
+        retry: Retry = self._make_retry()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                # stream=True: requests would otherwise read the body inside post(), where a
+                # connection dropped mid-body escapes the retry budget below.
+                response = self._session.post(
+                    self.url, data=body, timeout=self.timeout, stream=True
+                )
+            except requests.RequestException as exc:
+                # The adapter already spent its retries on this one.
+                raise self._connection_error(exc) from None
+            attempts += _adapter_retries(response)
+            request_id = _request_id(response)
+            try:
+                content = response.content  # buffer the whole body before parsing
+                failure: Exception | None = None
+            except requests.RequestException as exc:
+                failure = exc
+            if failure is None:
+                if response.status_code >= 400:
+                    raise _status_error(response, self.host)
+                try:
+                    items = parse_body(
+                        content,
+                        content_type=response.headers.get("Content-Type"),
+                        status_code=response.status_code,
+                        request_id=request_id,
+                    )
+                except ResponseFormatError as exc:
+                    failure = exc
+                else:
+                    elapsed = time.monotonic() - started
+                    logger.debug(
+                        "%s %s -> %d, %d items, request id %s, %d attempt(s), %.3fs",
+                        "POST",
+                        self.host,
+                        response.status_code,
+                        len(items),
+                        request_id,
+                        attempts,
+                        elapsed,
+                    )
+                    return items, CallInfo(request_id, attempts, elapsed)
+            # The body broke on the way (dropped, truncated, unparseable): same retry budget.
+            try:
+                retry = retry.increment(
+                    method="POST", url=ENDPOINT_PATH, error=ProtocolError(str(failure))
+                )
+            except MaxRetryError:
+                if isinstance(failure, SynthError):
+                    raise failure from None
+                raise APIConnectionError(
+                    f"the answer from {self.host} broke off while being read "
+                    f"({type(failure).__name__}) after {attempts} attempt(s)",
+                    status_code=response.status_code,
+                    request_id=request_id,
+                ) from None
+            logger.debug("retrying after a broken body from %s: %s", self.host, failure)
+            retry.sleep()
+
+    def _connection_error(self, exc: requests.RequestException) -> APIConnectionError:
+        reason = exc.__class__.__name__
+        inner = exc.args[0] if exc.args else None
+        if isinstance(inner, MaxRetryError) and inner.reason is not None:
+            reason = inner.reason.__class__.__name__
+        kind = "timed out" if isinstance(exc, requests.Timeout) or "Timeout" in reason else "failed"
+        return APIConnectionError(
+            f"connection to {self.host} {kind} ({reason}) after {self.max_retries} retries; "
+            "check COLLINEAR_BASE_URL and your network"
+        )
+
+
+def _adapter_retries(response: requests.Response) -> int:
+    retries = getattr(response.raw, "retries", None)
+    return len(retries.history) if retries is not None else 0
+
+
+def _request_id(response: requests.Response) -> str | None:
+    headers = response.headers
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray")
+
+
+def _server_message(response: requests.Response) -> tuple[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return (text[:200] + ("…" if len(text) > 200 else "")), None
+    if isinstance(body, dict):
+        detail = body.get("detail", body.get("error", body.get("message")))
+        if isinstance(detail, list):
+            parts = []
+            for d in detail[:5]:
+                if isinstance(d, dict):
+                    loc = ".".join(str(x) for x in d.get("loc", []))
+                    parts.append(f"{loc}: {d.get('msg')}")
+                else:
+                    parts.append(str(d))
+            return "; ".join(parts), body
+        if detail is not None:
+            return str(detail)[:300], body
+    return json.dumps(body)[:200], body
+
+
+def _status_error(response: requests.Response, host: str) -> APIStatusError:
+    """The one place that maps a status to an error class and its next step."""
+    status = response.status_code
+    request_id = _request_id(response)
+    message, body = _server_message(response)
+    rid = f" (request id {request_id})" if request_id else ""
+    head = f"{status} from {host}: {message}{rid}"
+    kwargs: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
+    if status in (401, 403):
+        return AuthenticationError(
+            f"{head}; check COLLINEAR_API_KEY (or api_key=) and the base URL", **kwargs
+        )
+    if status == 422:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        return ValidationError(
+            f"{head}; the server refused the request body", detail=detail, **kwargs
+        )
+    if status == 429:
+        return RateLimitError(
+            f"{head}; still rate limited after retries: lower max_concurrency or retry later",
+            **kwargs,
+        )
+    if status >= 500:
+        return ServerError(f"{head}; the server kept failing after retries", **kwargs)
+    return APIStatusError(head, **kwargs)

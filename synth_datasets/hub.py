@@ -1,0 +1,120 @@
+"""Publish an expanded dataset and its card to the Hub so that neither clobbers the other.
+
+Order matters (see datasets' push_to_hub): the card goes first, then the data. ``push_to_hub``
+of datasets reads the README already in the repo and merges only ``dataset_info`` and
+``configs`` into its YAML, so the card's text survives and later splits merge in. A README that
+is already there is kept, so a second split or a re-push never rewrites the card text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import get_token, validate_repo_id
+
+from .card import build_card
+from .errors import ConfigurationError
+
+__all__ = ["push_to_hub", "resolve_hf_token", "validate_hub_repo_id"]
+
+logger = logging.getLogger("synth_datasets.hub")
+
+
+def resolve_hf_token(token: str | None) -> str:
+    """The argument, else ``HF_TOKEN``, else the huggingface_hub login; refused when none."""
+    token = token or os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise ConfigurationError(
+            "no Hugging Face token: pass token=, set HF_TOKEN, or run `hf auth login`"
+        )
+    return token
+
+
+def validate_hub_repo_id(repo_id: object) -> str:
+    if not isinstance(repo_id, str) or not repo_id:
+        raise ConfigurationError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigurationError(f"invalid Hub repo id {repo_id!r}: {first}") from None
+    if repo_id.count("/") != 1:
+        raise ConfigurationError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+    return repo_id
+
+
+def _existing_card(repo_id: str, token: str, revision: str | None) -> DatasetCard | None:
+    try:
+        return DatasetCard.load(repo_id, repo_type="dataset", token=token,
+                                **({"revision": revision} if revision else {}))
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+
+
+def push_to_hub(
+    dataset: datasets.Dataset,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    split: str = "train",
+    config_name: str = "default",
+    card: DatasetCard | None = None,
+    overwrite_card: bool = False,
+    include_prompt: bool = True,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    task_categories: str | list[str] | None = None,
+    tags: Sequence[str] = (),
+    pretty_name: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    max_shard_size: str | int | None = None,
+) -> str:
+    """Push ``dataset`` as ``split`` of ``repo_id`` with its card; returns the repo URL.
+
+    Everything is checked (repo id, token, dataset) before the first upload.
+    """
+    repo_id = validate_hub_repo_id(repo_id)
+    if not isinstance(dataset, datasets.Dataset):
+        raise ConfigurationError(
+            f"push_to_hub takes a datasets.Dataset, got {type(dataset).__name__}"
+        )
+    if not split or not isinstance(split, str):
+        raise ConfigurationError(f"split must be a non-empty name, got {split!r}")
+    token = resolve_hf_token(token)
+    if card is None:
+        card = build_card(
+            dataset, repo_id=repo_id, split=split, pretty_name=pretty_name, license=license,
+            language=language, task_categories=task_categories, tags=tags,
+            include_prompt=include_prompt, provenance=provenance,
+        )
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+    if overwrite_card or _existing_card(repo_id, token, revision) is None:
+        card.push_to_hub(
+            repo_id, repo_type="dataset", token=token, revision=revision, create_pr=create_pr,
+            commit_message=(commit_message or "Add dataset card") + " (card)",
+        )
+    else:
+        logger.info("keeping the dataset card already in %s", repo_id)
+    kwargs: dict[str, Any] = {}
+    if max_shard_size is not None:
+        kwargs["max_shard_size"] = max_shard_size
+    dataset.push_to_hub(
+        repo_id, config_name=config_name, split=split, private=private, token=token,
+        revision=revision, create_pr=create_pr,
+        commit_message=commit_message or f"Upload {split} split ({len(dataset)} rows)",
+        **kwargs,
+    )
+    return str(url)

@@ -1,0 +1,387 @@
+"""``SynthMapper``: the expansion engine as a batched async callable for ``ds.map``.
+
+One map batch is one request. datasets runs async map functions concurrently and keeps their
+order; each call hands its batch to a thread pool of ``max_concurrency`` workers (the default
+executor has only cpus+4 threads) that share one HTTP connection pool of the same size.
+
+``SynthMapper`` is a ``functools.partial`` of an ``async def`` function: that is what
+``inspect.iscoroutinefunction`` recognises on every supported Python (3.11 does not see an
+instance with an async ``__call__`` as a coroutine function, and datasets would then run nothing
+concurrently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+from datasets import Features
+
+from ._version import __version__
+from .cache import RequestCache, request_key
+from .client import SynthClient, resolve_model_id, validate_multiplier, validate_prompt
+from .errors import ConfigurationError, SynthError
+from .rows import Layout, RowBuilder, make_examples, plan_layout
+
+__all__ = ["ExpansionStats", "SynthMapper"]
+
+logger = logging.getLogger("synth_datasets")
+
+ON_ERROR = ("raise", "keep")
+
+
+@dataclass
+class ExpansionStats:
+    """Counters of one process's run; ``summary()`` is the line logged at the end."""
+
+    requests_sent: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failed_requests: int = 0
+    seeds: int = 0
+    targeted: int = 0
+    returned: int = 0
+    parse_errors: int = 0
+    cast_errors: int = 0
+    unlinked: int = 0
+    empty_seeds: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def summary(self) -> str:
+        return (
+            f"{self.requests_sent} requests sent, {self.cache_hits} answered from cache, "
+            f"{self.retries} retried, {self.failed_requests} failed; "
+            f"{self.returned}/{self.targeted} generations returned/targeted for {self.seeds} "
+            f"seeds; {self.parse_errors} parse errors, {self.cast_errors} type errors, "
+            f"{self.unlinked} unlinked, {self.empty_seeds} seeds without generations"
+        )
+
+    def __getstate__(self) -> dict[str, int]:
+        return self.as_dict()
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def _format_indices(indices: Sequence[int]) -> str:
+    if not indices:
+        return "none"
+    lo, hi = min(indices), max(indices)
+    if len(indices) == hi - lo + 1:
+        return f"{lo}-{hi}" if hi > lo else str(lo)
+    shown = ", ".join(map(str, list(indices)[:10]))
+    return shown + (", …" if len(indices) > 10 else "")
+
+
+class _Engine:
+    """Configuration plus the per-process resources (client, cache, threads), built lazily."""
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        multiplier: int,
+        model_id: str,
+        client_config: dict[str, Any],
+        explicit_api_key: str | None,
+        columns: Sequence[str] | None,
+        generated_features: Features | Mapping[str, Any] | None,
+        request_size: int,
+        max_concurrency: int,
+        keep_original: bool,
+        on_error: str,
+        cache: bool,
+        cache_dir: str | None,
+        run_id: str | None,
+    ) -> None:
+        self.prompt = prompt
+        self.multiplier = multiplier
+        self.model_id = model_id
+        self.client_config = client_config
+        self._api_key = explicit_api_key
+        self.columns = list(columns) if columns is not None else None
+        self.generated_features = (
+            Features(dict(generated_features)) if generated_features is not None else None
+        )
+        self.request_size = request_size
+        self.max_concurrency = max_concurrency
+        self.keep_original = keep_original
+        self.on_error = on_error
+        self.cache_enabled = cache
+        self.cache_dir = cache_dir
+        self.run_id = run_id
+        self.layout: Layout | None = None
+        self.stats = ExpansionStats()
+        self._reset_resources()
+
+    def _reset_resources(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._client: SynthClient | None = None
+        self._cache: RequestCache | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._builder: RowBuilder | None = None
+
+    # Only configuration crosses a pickle (num_proc workers); resources are rebuilt there.
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("_lock", "_client", "_cache", "_executor", "_builder", "_pid")
+        return {k: v for k, v in self.__dict__.items() if k not in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_resources()
+
+    def __repr__(self) -> str:
+        return f"<synth_datasets engine {self.client_config.get('base_url')} model {self.model_id}>"
+
+    # -- resources -------------------------------------------------------------------------------
+
+    def _ensure(self) -> tuple[SynthClient, RequestCache | None, RowBuilder]:
+        if self._pid != os.getpid():  # forked: never share sockets or sqlite handles
+            self._reset_resources()
+        if self._client is None or self._builder is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = SynthClient(
+                        self._api_key, **self.client_config, pool_maxsize=self.max_concurrency
+                    )
+                if self.cache_enabled and self._cache is None:
+                    self._cache = RequestCache(self.cache_dir)
+                if self._builder is None:
+                    if self.layout is None:
+                        raise ConfigurationError(
+                            "the mapper does not know the dataset's columns: use "
+                            "ds.map(mapper, **mapper.map_kwargs(ds))"
+                        )
+                    self._builder = RowBuilder(self.layout, self.multiplier)
+        return self._client, self._cache, self._builder
+
+    def executor(self) -> ThreadPoolExecutor:
+        if self._pid != os.getpid():
+            self._reset_resources()
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=self.max_concurrency, thread_name_prefix="synth_datasets"
+                    )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
+        self._reset_resources()
+
+    # -- one batch = one request -----------------------------------------------------------------
+
+    def process(
+        self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+    ) -> dict[str, list[Any]]:
+        client, cache, builder = self._ensure()
+        indices = list(indices)
+        if not indices:
+            return builder.empty()
+        examples = make_examples(builder.layout, batch, indices)
+        body = client.build_body(
+            model_id=self.model_id,
+            prompt=self.prompt,
+            examples=examples,
+            multiplier=self.multiplier,
+        )
+        key = request_key(client.base_url, body, self.run_id) if cache is not None else ""
+        items = cache.get(key) if cache is not None else None
+        self.stats.add(seeds=len(indices), targeted=len(indices) * self.multiplier)
+        if items is not None:
+            self.stats.add(cache_hits=1)
+        else:
+            try:
+                items, info = client.post(body)
+            except SynthError as exc:
+                self.stats.add(failed_requests=1)
+                exc.seed_indices = indices
+                exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
+                if self.on_error == "raise":
+                    raise
+                return builder.build_errors(batch, indices, examples, exc.message)
+            if cache is not None:
+                cache.put(key, items)
+            self.stats.add(requests_sent=1, retries=info.attempts - 1)
+        rows, counts = builder.build(batch, indices, examples, items)
+        self.stats.add(returned=len(items), **counts)
+        return rows
+
+    def fingerprint(self, input_fingerprint: str | None) -> str:
+        """What datasets' map cache is keyed by: public config only, never the token."""
+        assert self.layout is not None
+        config = {
+            "library": __version__,
+            "base_url": self.client_config.get("base_url"),
+            "model_id": self.model_id,
+            "prompt": self.prompt,
+            "multiplier": self.multiplier,
+            "columns": list(self.layout.columns),
+            "features": self.layout.features.to_dict(),
+            "request_size": self.request_size,
+            "on_error": self.on_error,
+            "run_id": self.run_id,
+            "input": input_fingerprint,
+        }
+        text = json.dumps(config, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+async def _map_batch(
+    engine: _Engine, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+) -> dict[str, list[Any]]:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(engine.executor(), engine.process, batch, indices)
+
+
+def _rebuild(engine: _Engine) -> SynthMapper:
+    return functools.partial.__new__(SynthMapper, _map_batch, engine)
+
+
+class SynthMapper(functools.partial):  # type: ignore[type-arg]
+    """The expansion as a batched async callable for ``Dataset.map`` / ``IterableDataset.map``.
+
+    ``ds.map(mapper, **mapper.map_kwargs(ds))`` is the whole recipe. The API key comes from
+    ``api_key=``, ``client=`` or ``COLLINEAR_API_KEY``.
+    """
+
+    def __new__(
+        cls,
+        *,
+        prompt: str,
+        multiplier: int,
+        model_id: str | None = None,
+        client: SynthClient | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        columns: Sequence[str] | None = None,
+        generated_features: Features | Mapping[str, Any] | None = None,
+        request_size: int = 8,
+        max_concurrency: int = 16,
+        keep_original: bool = True,
+        on_error: str = "raise",
+        cache: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> SynthMapper:
+        validate_prompt(prompt)
+        validate_multiplier(multiplier)
+        for name, value in (("request_size", request_size), ("max_concurrency", max_concurrency)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        if on_error not in ON_ERROR:
+            raise ConfigurationError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
+        if client is None:
+            client = SynthClient(api_key, base_url)  # validates the key and URL now, not per batch
+            explicit_key = api_key
+        else:
+            explicit_key = client._api_key
+        client_config: dict[str, Any] = {
+            "base_url": client.base_url,
+            "timeout": timeout if timeout is not None else client.timeout,
+            "max_retries": max_retries if max_retries is not None else client.max_retries,
+            "backoff_factor": client.backoff_factor,
+            "backoff_max": client.backoff_max,
+            "retry_after_max": client.retry_after_max,
+        }
+        engine = _Engine(
+            prompt=prompt,
+            multiplier=multiplier,
+            model_id=resolve_model_id(model_id),
+            client_config=client_config,
+            explicit_api_key=explicit_key,
+            columns=columns,
+            generated_features=generated_features,
+            request_size=request_size,
+            max_concurrency=max_concurrency,
+            keep_original=keep_original,
+            on_error=on_error,
+            cache=cache,
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
+            run_id=run_id,
+        )
+        self = super().__new__(cls, _map_batch, engine)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.engine,))
+
+    def __repr__(self) -> str:
+        e = self.engine
+        return (
+            f"SynthMapper(base_url={e.client_config.get('base_url')!r}, model_id={e.model_id!r}, "
+            f"multiplier={e.multiplier}, request_size={e.request_size}, "
+            f"max_concurrency={e.max_concurrency}, on_error={e.on_error!r})"
+        )
+
+    @property
+    def engine(self) -> _Engine:
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def stats(self) -> ExpansionStats:
+        return self.engine.stats
+
+    @property
+    def layout(self) -> Layout | None:
+        return self.engine.layout
+
+    def bind(self, features: Features | None) -> Layout:
+        """Plan the output columns for input ``features``; every name is checked here."""
+        e = self.engine
+        e.layout = plan_layout(
+            features,
+            columns=e.columns,
+            generated_features=e.generated_features,
+            keep_original=e.keep_original,
+        )
+        e._builder = None
+        return e.layout
+
+    def map_kwargs(self, ds: datasets.Dataset | datasets.IterableDataset) -> dict[str, Any]:
+        """The keyword arguments that make ``ds.map(mapper, **kwargs)`` the whole expansion."""
+        features = ds.features
+        if features is None and isinstance(ds, datasets.IterableDataset):
+            features = ds._resolve_features().features  # a first look at the data
+        layout = self.bind(features)
+        kwargs: dict[str, Any] = {
+            "batched": True,
+            "batch_size": self.engine.request_size,
+            "with_indices": True,
+            "remove_columns": list(layout.input_features),
+            "features": layout.features,
+        }
+        if isinstance(ds, datasets.Dataset):
+            kwargs["new_fingerprint"] = self.engine.fingerprint(ds._fingerprint)
+            kwargs["desc"] = "synth_datasets: expanding"
+        return kwargs
+
+    def close(self) -> None:
+        """Stop the worker threads and close the connection pool."""
+        self.engine.close()

@@ -1,0 +1,528 @@
+"""From dataset rows to examples, and from returned items back to typed output rows.
+
+The output schema is fixed before the first request (``Layout.features``), so no batch can change
+the Arrow schema; a value that does not fit its feature becomes null with the reason in ``error``.
+Items are linked to the example they came from by content (equality, then canonical JSON), never
+by position alone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import ClassLabel, Features, Json, LargeList, List, Value
+
+from .errors import ConfigurationError
+from .parsing import parse_generated
+
+__all__ = [
+    "LINEAGE_COLUMNS",
+    "Layout",
+    "RowBuilder",
+    "canonical_json",
+    "link_items",
+    "make_examples",
+    "plan_layout",
+]
+
+LINEAGE_COLUMNS = ("source_index", "original", "generated_raw", "error")
+
+_TEMPORAL_PREFIXES = ("timestamp", "date32", "date64", "time32", "time64", "duration")
+_BINARY_DTYPES = ("binary", "large_binary", "binary_view")
+_MEDIA_TYPES = ("Image", "Audio", "Video", "Pdf", "Nifti")
+
+
+class CastError(Exception):
+    """A generated value does not fit its feature; the message says where and why."""
+
+
+# -- layout ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns are sent, which pass through, and the output features."""
+
+    columns: tuple[str, ...]
+    passthrough: tuple[str, ...]
+    generated_features: Features
+    input_features: Features
+    keep_original: bool
+
+    @property
+    def original_features(self) -> dict[str, Any]:
+        return {c: _jsonsafe_feature(self.input_features[c]) for c in self.columns}
+
+    @property
+    def features(self) -> Features:
+        out: dict[str, Any] = dict(self.generated_features)
+        out.update({c: self.input_features[c] for c in self.passthrough})
+        out["source_index"] = Value("int64")
+        if self.keep_original:
+            out["original"] = self.original_features
+        out["generated_raw"] = Value("string")
+        out["error"] = Value("string")
+        return Features(out)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.features)
+
+
+def _feature_kind(feature: Any) -> str:
+    return type(feature).__name__
+
+
+def _check_sendable(name: str, feature: Any) -> None:
+    """Refuse, before any request, columns that cannot travel as JSON."""
+    kind = _feature_kind(feature)
+    if kind in _MEDIA_TYPES:
+        raise ConfigurationError(
+            f"column {name!r} is {kind} data, which cannot be sent as JSON: "
+            "drop it from columns= (it will pass through unchanged)"
+        )
+    if isinstance(feature, Value) and feature.dtype in _BINARY_DTYPES:
+        raise ConfigurationError(
+            f"column {name!r} holds bytes, which cannot be sent as JSON: "
+            "drop it from columns= or decode it to text first"
+        )
+    for child in _children(feature):
+        _check_sendable(name, child)
+
+
+def _children(feature: Any) -> list[Any]:
+    if isinstance(feature, dict):
+        return list(feature.values())
+    if isinstance(feature, (List, LargeList)):
+        return [feature.feature]
+    return []
+
+
+def _jsonsafe_feature(feature: Any) -> Any:
+    """The feature of a value after JSON conversion: temporal and decimal values become text."""
+    if isinstance(feature, dict):
+        return {k: _jsonsafe_feature(v) for k, v in feature.items()}
+    if isinstance(feature, List):
+        return List(_jsonsafe_feature(feature.feature), length=feature.length)
+    if isinstance(feature, LargeList):
+        return LargeList(_jsonsafe_feature(feature.feature))
+    if isinstance(feature, Value) and (
+        feature.dtype.startswith(_TEMPORAL_PREFIXES) or feature.dtype.startswith("decimal")
+    ):
+        return Value("string")
+    return feature
+
+
+def _generated_feature(feature: Any) -> Any:
+    # A seed column that was all null says nothing about what comes back: keep it as JSON.
+    if isinstance(feature, Value) and feature.dtype == "null":
+        return Json()
+    return feature
+
+
+def plan_layout(
+    input_features: Features | None,
+    *,
+    columns: Sequence[str] | None = None,
+    generated_features: Features | Mapping[str, Any] | None = None,
+    keep_original: bool = True,
+) -> Layout:
+    """Decide the output columns and check every name before anything is sent."""
+    if input_features is None:
+        raise ConfigurationError(
+            "the dataset has no known features: pass generated_features= or resolve them first"
+        )
+    names = list(input_features)
+    if columns is None:
+        chosen = names
+    else:
+        if isinstance(columns, str):
+            columns = [columns]
+        chosen = list(columns)
+        unknown = [c for c in chosen if c not in input_features]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
+                f"the dataset has {', '.join(map(repr, names))}"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ConfigurationError(f"columns= lists a column twice: {chosen}")
+    if not chosen:
+        raise ConfigurationError("columns= is empty: choose at least one column to send")
+    for c in chosen:
+        _check_sendable(c, input_features[c])
+    passthrough = [c for c in names if c not in chosen]
+    if generated_features is None:
+        gen = Features({c: _generated_feature(input_features[c]) for c in chosen})
+    else:
+        gen = Features(dict(generated_features))
+        if not gen:
+            raise ConfigurationError("generated_features= is empty")
+    clash = [c for c in (*gen, *passthrough) if c in LINEAGE_COLUMNS]
+    if clash:
+        raise ConfigurationError(
+            f"column name(s) {', '.join(map(repr, clash))} collide with the lineage columns "
+            f"{', '.join(LINEAGE_COLUMNS)}: rename them first (ds.rename_column)"
+        )
+    both = [c for c in gen if c in passthrough]
+    if both:
+        raise ConfigurationError(
+            f"generated column(s) {', '.join(map(repr, both))} are also passthrough columns: "
+            "add them to columns= or rename them"
+        )
+    return Layout(tuple(chosen), tuple(passthrough), gen, Features(input_features), keep_original)
+
+
+# -- examples ---------------------------------------------------------------------------------------
+
+
+def _jsonsafe(value: Any) -> Any:
+    """Python values as JSON would carry them; bytes are refused."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonsafe(v) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError("bytes")
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if tolist is not None:
+        return _jsonsafe(tolist())
+    raise TypeError(type(value).__name__)
+
+
+def _is_plain(feature: Any) -> bool:
+    """Whether values of this feature are already JSON-safe (no conversion pass needed)."""
+    if isinstance(feature, dict):
+        return all(_is_plain(v) for v in feature.values())
+    if isinstance(feature, (List, LargeList)):
+        return _is_plain(feature.feature)
+    if isinstance(feature, Value):
+        return (
+            feature.dtype == "string"
+            or feature.dtype == "large_string"
+            or (feature.dtype.startswith(("int", "uint", "bool")) or feature.dtype == "null")
+        )
+    return isinstance(feature, ClassLabel)
+
+
+def make_examples(
+    layout: Layout, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The JSON-safe example of each row of a batch (only the chosen columns)."""
+    n = len(indices)
+    cols = layout.columns
+    values = [batch[c] for c in cols]
+    examples = [{c: v[i] for c, v in zip(cols, values, strict=False)} for i in range(n)]
+    convert = [c for c in cols if not _is_plain(layout.input_features[c])]
+    for c in convert:
+        for i, example in enumerate(examples):
+            try:
+                example[c] = _jsonsafe(example[c])
+            except TypeError as exc:
+                raise ConfigurationError(
+                    f"row {indices[i]}, column {c!r}: a {exc} value cannot be sent as JSON"
+                ) from None
+    return examples
+
+
+# -- linking ----------------------------------------------------------------------------------------
+
+
+def _normalise(value: Any) -> Any:
+    # A server may echo 1.0 as 1: the same number must link the same way.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(_normalise(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def link_items(
+    examples: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]], multiplier: int
+) -> list[int | None]:
+    """The position in ``examples`` of each item's ``original``, or None when none matches.
+
+    Identical examples share their items in order: the first ``multiplier`` go to the first copy.
+    """
+    n = len(items)
+    # Fast path: the server answered in order and in full.
+    if n == len(examples) * multiplier and all(
+        items[t]["original"] == examples[t // multiplier] for t in range(n)
+    ):
+        return [t // multiplier for t in range(n)]
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for pos, example in enumerate(examples):
+        by_key[canonical_json(example)].append(pos)
+    seen: dict[str, int] = defaultdict(int)
+    out: list[int | None] = []
+    for item in items:
+        key = canonical_json(item.get("original"))
+        positions = by_key.get(key)
+        if not positions:
+            out.append(None)
+            continue
+        k = seen[key]
+        seen[key] = k + 1
+        out.append(positions[min(k // multiplier, len(positions) - 1)])
+    return out
+
+
+# -- casting ----------------------------------------------------------------------------------------
+
+Caster = Callable[[Any, str], Any]
+
+
+def _value_caster(dtype: str) -> Caster:
+    if dtype in ("string", "large_string", "string_view"):
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, str):
+                return v
+            raise CastError(f"{where}: expected text, got {type(v).__name__}")
+
+    elif dtype == "bool":
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, bool):
+                return v
+            raise CastError(f"{where}: expected true/false, got {type(v).__name__}")
+
+    elif dtype.startswith(("int", "uint")):
+        bits = int("".join(ch for ch in dtype if ch.isdigit()) or 64)
+        lo, hi = (
+            (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        )
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise CastError(f"{where}: expected an integer, got {type(v).__name__}")
+            if not lo <= v <= hi:
+                raise CastError(f"{where}: {v} does not fit {dtype}")
+            return v
+
+    elif dtype.startswith("float") or dtype in ("double", "halffloat"):
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+            raise CastError(f"{where}: expected a number, got {type(v).__name__}")
+
+    elif dtype.startswith(("timestamp", "date")):
+        parse = _dt.date.fromisoformat if dtype.startswith("date") else _dt.datetime.fromisoformat
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, str):
+                try:
+                    return parse(v)
+                except ValueError:
+                    pass
+            raise CastError(f"{where}: expected an ISO {dtype.split('[')[0]}, got {v!r:.40}")
+
+    elif dtype == "null":
+
+        def cast(v: Any, where: str) -> Any:
+            return None
+
+    else:
+
+        def cast(v: Any, where: str) -> Any:  # other Arrow types: leave it to Arrow's own cast
+            return v
+
+    return cast
+
+
+def _compile(feature: Any) -> Caster:
+    """A function that returns a value fitting ``feature`` or raises CastError."""
+    if isinstance(feature, Value):
+        inner = _value_caster(feature.dtype)
+
+        def cast_value(v: Any, where: str) -> Any:
+            return None if v is None else inner(v, where)
+
+        return cast_value
+    if isinstance(feature, ClassLabel):
+        names = feature.names
+
+        def cast_label(v: Any, where: str) -> Any:
+            if v is None:
+                return None
+            if isinstance(v, str) and v in names:
+                return names.index(v)
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(names):
+                return v
+            raise CastError(f"{where}: {v!r:.40} is not one of the labels {names[:10]}")
+
+        return cast_label
+    if isinstance(feature, (List, LargeList)):
+        item = _compile(feature.feature)
+        length = getattr(feature, "length", -1)
+
+        def cast_list(v: Any, where: str) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, list):
+                raise CastError(f"{where}: expected a list, got {type(v).__name__}")
+            if length != -1 and len(v) != length:
+                raise CastError(f"{where}: expected {length} items, got {len(v)}")
+            return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
+        return cast_list
+    if isinstance(feature, dict):
+        fields = [(k, _compile(f)) for k, f in feature.items()]
+
+        def cast_struct(v: Any, where: str) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, dict):
+                raise CastError(f"{where}: expected an object, got {type(v).__name__}")
+            out = {}
+            for k, c in fields:
+                if k not in v:
+                    raise CastError(f"{where}.{k}: missing")
+                out[k] = c(v[k], f"{where}.{k}")
+            return out
+
+        return cast_struct
+    return lambda v, where: v  # Json() and anything free-form
+
+
+# -- rows -------------------------------------------------------------------------------------------
+
+
+class RowBuilder:
+    """Turns one request's items into output columns; compiled once per layout."""
+
+    def __init__(self, layout: Layout, multiplier: int) -> None:
+        self.layout = layout
+        self.multiplier = multiplier
+        self.casters = [(c, _compile(f)) for c, f in layout.generated_features.items()]
+        self.names = layout.column_names
+
+    def empty(self) -> dict[str, list[Any]]:
+        return {name: [] for name in self.names}
+
+    def build(
+        self,
+        batch: Mapping[str, Sequence[Any]],
+        indices: Sequence[int],
+        examples: Sequence[dict[str, Any]],
+        items: Sequence[Mapping[str, Any]],
+    ) -> tuple[dict[str, list[Any]], dict[str, int]]:
+        """Rows for a successful answer: grouped by seed, server order within a seed."""
+        links = link_items(examples, items, self.multiplier)
+        order: list[tuple[int, int]] = []  # (position or n for unlinked, item number)
+        n = len(examples)
+        for t, pos in enumerate(links):
+            order.append((n if pos is None else pos, t))
+        got = set(links)
+        order.extend((pos, -1) for pos in range(n) if pos not in got)  # seeds left with nothing
+        order.sort()
+        out = self.empty()
+        counts = {"parse_errors": 0, "unlinked": 0, "cast_errors": 0, "empty_seeds": 0}
+        for pos, t in order:
+            if t == -1:
+                counts["empty_seeds"] += 1
+                self._append(
+                    out,
+                    batch,
+                    indices,
+                    examples,
+                    pos,
+                    None,
+                    None,
+                    ["shortfall: the server returned no generation for this seed"],
+                )
+                continue
+            item = items[t]
+            raw = item["generated"]
+            errors: list[str] = []
+            values: dict[str, Any] | None
+            if pos == n:
+                counts["unlinked"] += 1
+                errors.append("unlinked: the returned original matches no example sent")
+                pos_or_none = None
+            else:
+                pos_or_none = pos
+            parsed = parse_generated(raw)
+            if parsed.value is None:
+                counts["parse_errors"] += 1
+                errors.append(f"parse: {parsed.error}")
+                values = None
+            else:
+                values = parsed.value
+            self._append(out, batch, indices, examples, pos_or_none, raw, values, errors, counts)
+        return out, counts
+
+    def _append(
+        self,
+        out: dict[str, list[Any]],
+        batch: Mapping[str, Sequence[Any]],
+        indices: Sequence[int],
+        examples: Sequence[dict[str, Any]],
+        pos: int | None,
+        raw: str | None,
+        values: dict[str, Any] | None,
+        errors: list[str],
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        cast_failed = False
+        for name, cast in self.casters:
+            value = None
+            if values is not None:
+                if name not in values:
+                    errors.append(f"missing: no {name!r} in the generated object")
+                    cast_failed = True
+                else:
+                    try:
+                        value = cast(values[name], name)
+                    except CastError as exc:
+                        errors.append(f"type: {exc}")
+                        cast_failed = True
+            out[name].append(value)
+        if cast_failed and counts is not None:
+            counts["cast_errors"] += 1
+        for name in self.layout.passthrough:
+            out[name].append(None if pos is None else batch[name][pos])
+        out["source_index"].append(None if pos is None else indices[pos])
+        if self.layout.keep_original:
+            out["original"].append(None if pos is None else examples[pos])
+        out["generated_raw"].append(raw)
+        out["error"].append("; ".join(errors) if errors else None)
+
+    def build_errors(
+        self,
+        batch: Mapping[str, Sequence[Any]],
+        indices: Sequence[int],
+        examples: Sequence[dict[str, Any]],
+        message: str,
+    ) -> dict[str, list[Any]]:
+        """One row per seed of a failed request (``on_error="keep"``)."""
+        out = self.empty()
+        for pos in range(len(indices)):
+            self._append(out, batch, indices, examples, pos, None, None, [f"request: {message}"])
+        return out
