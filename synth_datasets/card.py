@@ -57,9 +57,19 @@ def size_category(n: int) -> str:
     return "n>10B" if n >= 10_000_000_000 else "1B<n<10B"
 
 
+def _normalise(value: Any) -> Any:
+    """Case and spacing do not make a row new."""
+    if isinstance(value, str):
+        return " ".join(value.lower().split())
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
 def _normalised_text(values: Sequence[Any]) -> str:
-    text = json.dumps(list(values), ensure_ascii=False, sort_keys=True, default=str)
-    return _SPACES.sub(" ", text.lower()).strip()
+    return json.dumps(_normalise(list(values)), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def dataset_stats(

@@ -79,6 +79,49 @@ def _add_expand(sub: Any) -> None:
         "--base-url", default=None, help="endpoint base URL (default COLLINEAR_BASE_URL)"
     )
     p.add_argument("--show", type=int, default=3, help="print this many result rows (default 3)")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        default=None,
+        help="push the result and its card to this Hub dataset repo",
+    )
+    _add_publish_options(p)
+
+
+def _add_publish_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--public", action="store_true", help="create the Hub repo public (default private)"
+    )
+    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    p.add_argument("--license", default=None, help="license for the card (default: the source's)")
+    p.add_argument("--language", action="append", default=None, help="card language (repeatable)")
+    p.add_argument(
+        "--task-category",
+        action="append",
+        default=None,
+        dest="task_categories",
+        help="card task category (repeatable)",
+    )
+    p.add_argument(
+        "--no-prompt-in-card", action="store_true", help="do not publish the prompt in the card"
+    )
+
+
+def _add_publish(sub: Any) -> None:
+    push = sub.add_parser(
+        "push", help="push an --output folder (or save_to_disk folder) to the Hub"
+    )
+    push.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
+    push.add_argument("repo_id", help="Hub dataset repo, namespace/name")
+    push.add_argument("--split", default="train", help="split name on the Hub (default train)")
+    push.add_argument("--revision", default=None, help="branch to push to")
+    push.add_argument("--create-pr", action="store_true", help="open a pull request instead")
+    push.add_argument("--commit-message", default=None)
+    _add_publish_options(push)
+    card = sub.add_parser("card", help="write README.md (the dataset card) into a result folder")
+    card.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
+    card.add_argument("--repo-id", default=None, help="repo id to show in the usage snippet")
+    _add_publish_options(card)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,6 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_expand(sub)
+    _add_publish(sub)
     from .testing import PARSER_DESCRIPTION, add_serve_arguments
 
     serve = sub.add_parser(
@@ -218,6 +262,88 @@ def write_output(dataset: Any, output: Path, fmt: str) -> Path:
     return target
 
 
+def _card_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "license": args.license,
+        "language": args.language,
+        "task_categories": args.task_categories,
+        "include_prompt": not args.no_prompt_in_card,
+    }
+
+
+def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
+    from .card import build_card
+
+    card = build_card(dataset, repo_id=repo_id or str(folder), **_card_options(args))
+    path = folder / "README.md"
+    card.save(path)
+    return path
+
+
+def load_result(folder: Path) -> Any:
+    """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
+    import datasets
+
+    from .expand import attach_provenance
+
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = [str(folder / f) for f in manifest.get("files", [])]
+        kind = "parquet" if manifest.get("format") == "parquet" else "json"
+        ds = datasets.load_dataset(kind, data_files=files, split="train")
+        if manifest.get("provenance"):
+            attach_provenance(ds, manifest["provenance"])
+        return ds
+    if (folder / "state.json").exists():
+        return datasets.load_from_disk(str(folder))
+    raise UsageError(
+        f"{folder}: neither an `expand --output` folder ({MANIFEST}) nor a save_to_disk folder"
+    )
+
+
+def _push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> str:
+    from .hub import push_to_hub
+
+    url = push_to_hub(
+        dataset,
+        repo_id,
+        private=not args.public,
+        token=args.hf_token,
+        **_card_options(args),
+        **kwargs,
+    )
+    print(f"pushed {len(dataset)} rows and the dataset card to {url}")
+    return url
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import resolve_hf_token, validate_hub_repo_id
+
+    validate_hub_repo_id(args.repo_id)
+    resolve_hf_token(args.hf_token)
+    dataset = load_result(args.dir)
+    _push(
+        dataset,
+        args.repo_id,
+        args,
+        split=args.split,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+    )
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    dataset = load_result(args.dir)
+    path = write_card(dataset, args.dir, args, args.repo_id)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .client import SynthClient
     from .expand import expand
@@ -233,6 +359,11 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
     if args.dry_run:
         return _dry_run(args, ds, prompt, columns)
+    if args.push_to_hub is not None:  # refuse a bad repo id or a missing token before any request
+        from .hub import resolve_hf_token, validate_hub_repo_id
+
+        validate_hub_repo_id(args.push_to_hub)
+        resolve_hf_token(args.hf_token)
     with ExitStack() as stack:
         if args.local:
             from .testing import ReferenceServer
@@ -273,7 +404,10 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
         target = write_output(result, args.output, args.format)
-        print(f"wrote {len(result)} rows to {target} and {args.output / MANIFEST}")
+        card = write_card(result, args.output, args, args.push_to_hub)
+        print(f"wrote {len(result)} rows to {target}, the card to {card.name} and {MANIFEST}")
+    if args.push_to_hub is not None:
+        _push(result, args.push_to_hub, args)
     return 0
 
 
@@ -293,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "expand":
             return _cmd_expand(args)
+        if args.command == "push":
+            return _cmd_push(args)
+        if args.command == "card":
+            return _cmd_card(args)
         if args.command == "serve":
             from .testing import run_serve
 

@@ -64,6 +64,7 @@ _NOTHING: Any = object()  # "no value seen", distinct from a JSON null
 # Apart from strings, only braces matter to find balanced objects; escapes come as pairs so that
 # an escaped quote never ends a string.
 _SCAN = re.compile(r"""\\.|[{}"']""", re.S)
+_FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +168,10 @@ def parse_body(
     except RecursionError:
         raise _format_error(
             _Malformed("JSON nested too deeply to read"), text, status_code, request_id
+        ) from None
+    except ValueError as exc:  # not a JSONDecodeError: e.g. an integer too long to convert
+        raise _format_error(
+            _Malformed(f"unreadable JSON ({exc})"), text, status_code, request_id
         ) from None
 
 
@@ -523,21 +528,33 @@ def _parse_fallback(text: str, problem: str) -> Parsed:
 
 
 def _fence_bodies(text: str) -> list[str]:
-    """Bodies of Markdown code fences (```lang ... ```) in order; unclosed runs to the end."""
+    """Candidate bodies of Markdown code fences (```lang ... ```), in order.
+
+    An opening fence must start a line (as in Markdown), so a ``` inside a JSON string (where raw
+    newlines cannot occur) is never taken for one. The body ends at the first ``` after it (a
+    one-line fence) or, when that cuts it short, at the next fence that starts a line; an unclosed
+    fence runs to the end of the text (truncated output).
+    """
     bodies: list[str] = []
     n = len(text)
-    pos = text.find("```")
-    while pos != -1 and len(bodies) < _MAX_FENCES:
-        start = pos + 3
-        # Skip the info string (``json``, ``JSON``, ``python``...) but not content on the same line.
+    opener = _FENCE_LINE.search(text)
+    while opener is not None and len(bodies) < _MAX_FENCES:
+        start = opener.end()
+        # Skip the info string (``json``, ``JSON``, ``python``...) but not content on that line.
         while start < n and text[start] not in " \t\r\n{[":
             start += 1
-        close = text.find("```", start)
-        if close == -1:
+        close_any = text.find("```", start)
+        if close_any == -1:
             bodies.append(text[start:])
             break
-        bodies.append(text[start:close])
-        pos = text.find("```", close + 3)
+        bodies.append(text[start:close_any])
+        closer = _FENCE_LINE.search(text, start)
+        if closer is None:
+            bodies.append(text[start:])
+            break
+        if closer.end() - 3 != close_any:
+            bodies.append(text[start : closer.end() - 3])
+        opener = _FENCE_LINE.search(text, closer.end())
     return bodies
 
 

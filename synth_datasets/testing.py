@@ -105,7 +105,9 @@ class Faults:
     Rates are fractions in [0, 1]. Status, drop and truncate outcomes are drawn once per generate
     request from ``random.Random(seed)``; per-item faults (malformed, fenced, wrapped, shortfall,
     extra, alter_original, shuffle) are derived from the request content and ``seed``, so they are
-    deterministic per item. ``script`` is consumed first, one entry per generate request.
+    deterministic per item. ``script`` is consumed first, one entry per generate request
+    (a request refused by ``max_concurrency`` consumes nothing). Latency applies to every
+    admitted request; scripted and random statuses are answered before auth and validation.
     """
 
     latency: float = 0.0

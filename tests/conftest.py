@@ -56,3 +56,6 @@ def ref_client(ref_server):
 @pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "synth-cache"
+
+from fakehub import HUB_TOKEN  # noqa: E402, F401
+from fakehub import fake_hub as fake_hub  # noqa: E402  (registers the fake Hub fixture)

@@ -13,14 +13,25 @@ In tests/conftest.py::
 
     from fakehub import fake_hub  # noqa: F401  (registers the fixture)
 
-In a test module (the tests directory is on `sys.path` under pytest's default `prepend`
-import mode, because tests/ has no `__init__.py`)::
+In a test module (tests/ is on `sys.path` under pytest's default `prepend` import mode,
+because it has no `__init__.py`; checked with pytest 9.2). Import the fixture under its own name
+with `as`: ruff then treats it as a deliberate re-export, and test parameters named `fake_hub`
+raise neither F401 nor F811 (a plain `import fake_hub  # noqa: F401` still trips F811 on every
+test that takes `fake_hub`)::
 
-    from fakehub import HUB_TOKEN, FakeHub, fake_hub  # noqa: F401
+    import pytest
+    from datasets import Dataset
+    from fakehub import HUB_TOKEN, LFS_PUT_WARNING_FILTER, FakeHub
+    from fakehub import fake_hub as fake_hub
 
-    def test_push(fake_hub: FakeHub) -> None:  # noqa: F811
+    pytestmark = pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
+
+    def test_push(fake_hub: FakeHub) -> None:
         Dataset.from_dict({"a": [1]}).push_to_hub("tester/demo", token=HUB_TOKEN)
         assert "README.md" in fake_hub.files("tester/demo")
+
+Any test that uploads an LFS file (every parquet shard) needs `LFS_PUT_WARNING_FILTER` while
+pytest turns warnings into errors: see that constant.
 
 `fake_hub` is function-scoped: the server itself is started once per session (on first use,
 stopped at the end of the session) and `hub.reset()` empties its state before every test. It also
@@ -42,6 +53,8 @@ State and inspection
   raw (still percent-encoded) path plus `?query` when there is one; `headers` is a dict whose
   lookups ignore case (`headers.get("authorization")`).
 - `hub.unhandled`: `(method, path)` of requests that matched no route (they get a 404).
+- `hub.server_errors`: tracebacks of bugs in the fake itself (answered with a 400, never a 5xx,
+  which the client would retry with backoff).
 - `hub.add_repo(repo_id, files, ...)`: seed a repo directly, without HTTP.
 
 Behaviour
@@ -75,6 +88,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -313,6 +327,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[tuple[str, str]] = []
+        self.server_errors: list[str] = []
         self._tickets: dict[str, tuple[str, str, int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -327,9 +342,14 @@ class FakeHub:
         app = web.Application(client_max_size=1 << 36)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        loop.run_until_complete(site.start())
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            loop.run_until_complete(site.start())
+        except BaseException:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            raise
         self._loop, self._runner = loop, runner
         self._thread = threading.Thread(target=loop.run_forever, name="fakehub", daemon=True)
         self._thread.start()
@@ -357,6 +377,7 @@ class FakeHub:
             self.repos.clear()
             self.requests.clear()
             self.unhandled.clear()
+            self.server_errors.clear()
             self._tickets.clear()
 
     # ---- inspection and seeding ------------------------------------------------------------
@@ -452,7 +473,7 @@ class FakeHub:
             self.requests.append(RecordedRequest(request.method, raw, _Headers(request.headers)))
         body = await request.read() if request.can_read_body else b""
         split = urlsplit(raw)
-        segments = [s for s in split.path.split("/")[1:]]
+        segments = split.path.split("/")[1:]
         if segments and segments[-1] == "":
             segments.pop()
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -461,6 +482,13 @@ class FakeHub:
                 response = self._route(request, segments, query, body)
         except _HttpError as err:
             return err.response()
+        except (ValueError, KeyError, TypeError) as exc:
+            # A malformed payload. Answer 400, not 500: the client retries 5xx with backoff.
+            return _HttpError(400, f"Malformed request: {exc!r}").response()
+        except Exception:
+            with self._lock:
+                self.server_errors.append(traceback.format_exc())
+            return _HttpError(400, "Fake Hub internal error (see hub.server_errors)").response()
         if response is None:
             with self._lock:
                 self.unhandled.append((request.method, raw))

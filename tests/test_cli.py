@@ -172,3 +172,52 @@ def test_serve_help_says_not_a_language_model():
     proc = cli("serve", "--help")
     assert proc.returncode == 0
     assert "not a language model" in " ".join(proc.stdout.split()).lower()
+
+
+def test_output_folder_has_card_and_loads(tmp_path):
+    out_dir = tmp_path / "out"
+    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "More like these.", "--limit", "4",
+               "--multiplier", "2", "--output", str(out_dir), "--cache-dir", str(tmp_path / "c"),
+               "--license", "cc-by-4.0")
+    assert proc.returncode == 0, proc.stderr
+    readme = (out_dir / "README.md").read_text()
+    assert "license: cc-by-4.0" in readme and "## How it was made" in readme
+    assert "More like these." in readme
+    assert len(datasets.load_dataset(str(out_dir), split="train")) == 8
+    # `card` rewrites it from the folder alone, prompt withheld on request.
+    (out_dir / "README.md").unlink()
+    proc = cli("card", str(out_dir), "--no-prompt-in-card")
+    assert proc.returncode == 0, proc.stderr
+    readme = (out_dir / "README.md").read_text()
+    assert "More like these." not in readme and "## Statistics" in readme
+
+
+def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
+    from conftest import HUB_TOKEN
+
+    out_dir = tmp_path / "out"
+    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "p", "--limit", "3", "--multiplier", "2",
+               "--output", str(out_dir), "--cache-dir", str(tmp_path / "c"))
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("push", str(out_dir), "me/from-folder", env={"HF_TOKEN": HUB_TOKEN})
+    assert proc.returncode == 0, proc.stderr
+    assert fake_hub.repos["me/from-folder"].private is True
+    files = fake_hub.files("me/from-folder")
+    assert "README.md" in files and any(p.endswith(".parquet") for p in files)
+    assert b"## How it was made" in files["README.md"]
+
+    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "p", "--limit", "3", "--multiplier", "2",
+               "--cache-dir", str(tmp_path / "c"), "--push-to-hub", "me/direct", "--public",
+               env={"HF_TOKEN": HUB_TOKEN})
+    assert proc.returncode == 0, proc.stderr
+    assert fake_hub.repos["me/direct"].private is False
+    loaded = datasets.load_dataset("me/direct", split="train", token=HUB_TOKEN)
+    assert len(loaded) == 6
+
+
+def test_push_to_hub_without_token_fails_before_any_request(tmp_path, fake_hub):
+    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "p", "--push-to-hub", "me/x",
+               "--cache-dir", str(tmp_path / "c"), env={"HF_TOKEN": ""})
+    assert proc.returncode == 2
+    assert "HF_TOKEN" in proc.stderr and "expanded" not in proc.stdout
+    assert fake_hub.requests == []

@@ -48,6 +48,7 @@ def _every_route_is_known(fake_hub: FakeHub) -> Iterator[None]:
     """Whatever the real clients called, the fake answered on purpose (no catch-all 404)."""
     yield
     assert fake_hub.unhandled == []
+    assert fake_hub.server_errors == []
 
 
 def _endpoint() -> str:
@@ -80,17 +81,18 @@ def _push_card(repo_id: str = REPO) -> DatasetCard:
 
 
 def test_private_push_then_load_round_trip(fake_hub: FakeHub) -> None:
-    Dataset.from_dict(ROWS).push_to_hub(REPO, token=HUB_TOKEN, private=True)
+    Dataset.from_dict(ROWS).push_to_hub(REPO, token=HUB_TOKEN, private=True, num_shards=2)
 
     assert fake_hub.repos[REPO].private is True
     assert fake_hub.repos[REPO].type == "dataset"
     files = fake_hub.files(REPO)
-    shards = [p for p in files if p.startswith("data/train-") and p.endswith(".parquet")]
-    assert shards == ["data/train-00000-of-00001.parquet"]
+    shards = sorted(p for p in files if p.startswith("data/train-") and p.endswith(".parquet"))
+    assert shards == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
     assert "README.md" in files
     head = fake_hub.commits(REPO)[-1]
-    assert shards[0] in head.lfs_paths  # went through the LFS batch + PUT + verify path
-    assert hashlib.sha256(files[shards[0]]).hexdigest() in fake_hub.repos[REPO].lfs_objects
+    for shard in shards:  # went through the LFS batch + PUT + verify path
+        assert shard in head.lfs_paths
+        assert hashlib.sha256(files[shard]).hexdigest() in fake_hub.repos[REPO].lfs_objects
     assert len(head.sha) == 40
 
     loaded = load_dataset(REPO, token=HUB_TOKEN, split="train")

@@ -1,0 +1,105 @@
+"""The dataset card: metadata, sections and statistics from the data; never a token."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import MODEL_ID
+from datasets import Dataset
+from huggingface_hub import DatasetCard
+
+from synth_datasets import expand
+from synth_datasets.card import build_card, dataset_stats, size_category
+from synth_datasets.expand import attach_provenance, get_provenance
+
+LONG = "word " * 200
+
+
+def expanded(ref_server, ref_client, cache_dir, **kw):
+    seeds = Dataset.from_list(
+        [{"q": f"question {i} {LONG if i == 0 else ''}", "a": f"answer {i}", "id": i} for i in range(6)]
+    )
+    seeds.info.license = "apache-2.0"
+    return expand(seeds, prompt="Write more Q&A pairs, secret sauce prompt.", multiplier=3,
+                  model_id=MODEL_ID, client=ref_client, cache_dir=cache_dir,
+                  columns=["q", "a"], on_error="keep", **kw)
+
+
+def split_card(text: str) -> tuple[dict, str]:
+    _, header, body = text.split("---\n", 2)
+    return yaml.safe_load(header), body
+
+
+def test_card_metadata_and_sections(ref_server, ref_client, cache_dir):
+    ref_server.set_faults(rate_malformed=0.3, seed=1)
+    out = expanded(ref_server, ref_client, cache_dir)
+    card = build_card(out, repo_id="me/synthetic-qa", language="en", task_categories=["question-answering"])
+    assert isinstance(card, DatasetCard)
+    meta, body = split_card(str(card))
+    assert meta["pretty_name"] == "synthetic-qa"
+    assert meta["license"] == "apache-2.0"  # inherited from the source
+    assert meta["language"] == "en" and meta["task_categories"] == ["question-answering"]
+    assert meta["size_categories"] == ["n<1K"]
+    assert {"synthetic", "synth_datasets"} <= set(meta["tags"])
+    assert card.data.to_dict()["tags"] == meta["tags"]  # huggingface_hub parses it too
+    for heading in ("## How it was made", "## Statistics", "## Schema", "## Samples", "## Usage",
+                    "## Limitations"):
+        assert heading in body
+    assert MODEL_ID in body and "127.0.0.1" in body
+    assert "secret sauce prompt" in body
+    assert "| Multiplier | 3 generations" in body
+    prov = get_provenance(out)
+    assert prov["source"]["fingerprint"] in body
+    assert 'load_dataset("me/synthetic-qa", split="train")' in body
+    assert '"source_index", "original", "generated_raw", "error"' in body
+    for name in ("source_index", "original", "generated_raw", "error", "id"):
+        assert f"| `{name}` |" in body
+    assert body.count("```json") == 3
+    assert "word word" in body and LONG not in body  # long values cut
+    assert ref_client._api_key not in str(card)
+
+
+def test_stats_count_from_the_data(ref_server, ref_client, cache_dir):
+    ref_server.set_faults(rate_malformed=0.5, rate_alter_original=0.2, seed=2)
+    out = expanded(ref_server, ref_client, cache_dir)
+    stats = dataset_stats(out)
+    errors = [e for e in out["error"] if e is not None]
+    assert stats["rows"] == len(out)
+    assert stats["error_rows"] == len(errors) > 0
+    assert stats["clean_rows"] == len(out) - len(errors)
+    assert stats["unlinked"] == sum(i is None for i in out["source_index"])
+    assert stats["targeted"] == 18 and stats["source_rows"] == 6
+    kinds = dict((k, c) for k, c, _ in stats["errors_by_kind"])
+    assert kinds.get("parse", 0) == sum(e.count("parse:") > 0 for e in errors)
+    assert kinds.get("unlinked", 0) == stats["unlinked"]
+
+
+def test_identical_and_duplicate_rows_counted():
+    rows = [
+        {"q": "same", "source_index": 0, "original": {"q": "same"}, "generated_raw": "{}", "error": None},
+        {"q": "new", "source_index": 0, "original": {"q": "same"}, "generated_raw": "{}", "error": None},
+        {"q": "New ", "source_index": 1, "original": {"q": "x"}, "generated_raw": "{}", "error": None},
+        {"q": None, "source_index": 1, "original": {"q": "x"}, "generated_raw": "bad", "error": "parse: no"},
+    ]
+    ds = Dataset.from_list(rows)
+    attach_provenance(ds, {"generated_columns": ["q"], "multiplier": 2, "source": {"num_rows": 2}})
+    stats = dataset_stats(ds)
+    assert stats["identical_to_seed"] == 1
+    assert stats["duplicates"] == 1  # "new" and "New " normalise to the same text
+    assert stats["errors_by_kind"][0][:2] == ("parse", 1)
+    assert stats["targeted"] == 4 and stats["returned"] == 4
+
+
+def test_prompt_opt_out_and_overrides(ref_server, ref_client, cache_dir):
+    out = expanded(ref_server, ref_client, cache_dir)
+    card = build_card(out, include_prompt=False, license="mit", pretty_name="QA",
+                      tags=["qa"], provenance={"model_id": "override-model"})
+    meta, body = split_card(str(card))
+    assert "secret sauce" not in body and "not published" in body
+    assert meta["license"] == "mit" and meta["pretty_name"] == "QA" and "qa" in meta["tags"]
+    assert "override-model" in body
+
+
+def test_size_categories():
+    assert size_category(999) == "n<1K"
+    assert size_category(1000) == "1K<n<10K"
+    assert size_category(250_000) == "100K<n<1M"

@@ -1,0 +1,570 @@
+"""Tests for synth_datasets.parsing: body framings, generated-text recovery, and never crashing.
+
+The tables pin realistic server and model outputs; the property tests check the guarantees the
+rest of the library leans on (round-trips are exact, failures are values or one typed error).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from synth_datasets.errors import ResponseFormatError
+from synth_datasets.parsing import Item, Parsed, parse_body, parse_generated
+
+CONV = {
+    "conv_prefix": [{"role": "user", "content": "What is the capital of France?"}],
+    "response": {"role": "assistant", "content": "Paris."},
+}
+CONV_TEXT = json.dumps(CONV, indent=2)
+
+
+def _item(i: int, generated: str | None = None) -> Item:
+    return {
+        "original": {"conv_prefix": [{"role": "user", "content": f"q{i}"}], "response": "r"},
+        "generated": generated if generated is not None else json.dumps({"n": i, "text": f"g{i}"}),
+    }
+
+
+ITEMS = [_item(i) for i in range(3)]
+
+
+# --------------------------------------------------------------------------------------------
+# parse_generated: table
+
+GENERATED_OK: list[Any] = [
+    pytest.param('{"a": 1, "b": "x"}', {"a": 1, "b": "x"}, "json", id="plain-object"),
+    pytest.param(CONV_TEXT, CONV, "json", id="pretty-printed"),
+    pytest.param(
+        '{"text": "héllo wörld, 東京 🚀"}', {"text": "héllo wörld, 東京 🚀"}, "json", id="unicode"
+    ),
+    pytest.param(
+        '{"text": "\\u00e9\\ud83d\\ude80"}', {"text": "é🚀"}, "json", id="unicode-escapes"
+    ),
+    pytest.param(f"```json\n{CONV_TEXT}\n```", CONV, "fenced", id="json-fence"),
+    pytest.param(f"```\n{CONV_TEXT}\n```", CONV, "fenced", id="bare-fence"),
+    pytest.param(
+        f"Sure! Here is the conversation:\n\n```json\n{CONV_TEXT}\n```\n\nLet me know!",
+        CONV,
+        "fenced",
+        id="fence-with-text-around",
+    ),
+    pytest.param('```json {"a": 1}```', {"a": 1}, "fenced", id="one-line-fence"),
+    pytest.param(
+        "```python\nprint('hi')\n```\nand the data:\n```json\n{\"a\": 1}\n```",
+        {"a": 1},
+        "fenced",
+        id="second-fence-wins",
+    ),
+    pytest.param(
+        'Sure:\n```json\n{"a": "use ```code``` here"}\n```',
+        {"a": "use ```code``` here"},
+        "fenced",
+        id="backticks-inside-fenced-string",
+    ),
+    pytest.param(
+        f"Here is the result: {json.dumps(CONV)} Hope this helps",
+        CONV,
+        "embedded",
+        id="embedded-in-prose",
+    ),
+    pytest.param(
+        'Output {"a": "a } brace", "b": "\\"quoted { too\\""} done.',
+        {"a": "a } brace", "b": '"quoted { too"'},
+        "embedded",
+        id="braces-inside-strings",
+    ),
+    pytest.param(
+        'Use {name} as placeholder. Result: {"a": 1}',
+        {"a": 1},
+        "embedded",
+        id="prose-braces-before-object",
+    ),
+    pytest.param('It\'s done: {"a": "x"}', {"a": "x"}, "embedded", id="apostrophe-in-prose"),
+    pytest.param('{"a": 1, "b": [1, 2,],}', {"a": 1, "b": [1, 2]}, "repaired", id="trailing-comma"),
+    pytest.param("{'a': 'x', 'b': 2}", {"a": "x", "b": 2}, "repaired", id="single-quotes"),
+    pytest.param('{a: 1, b: "x"}', {"a": 1, "b": "x"}, "repaired", id="unquoted-keys"),
+    pytest.param(
+        '{"response": {"role": "assistant", "content": "Par',
+        {"response": {"role": "assistant", "content": "Par"}},
+        "repaired",
+        id="truncated-missing-braces",
+    ),
+    pytest.param(
+        '{"ok": True, "missing": None, "no": False}',
+        {"ok": True, "missing": None, "no": False},
+        "repaired",
+        id="python-literals",
+    ),
+    pytest.param(
+        'Here you go: {"a": [1, 2,]} thanks', {"a": [1, 2]}, "repaired", id="repaired-in-prose"
+    ),
+    pytest.param(json.dumps({"generated_data": CONV}), CONV, "json", id="generated-data-wrapper"),
+    pytest.param(
+        json.dumps({"generated_data": json.dumps(CONV)}),
+        CONV,
+        "json",
+        id="generated-data-wrapper-string",
+    ),
+    pytest.param(
+        f"```json\n{json.dumps({'generated_data': CONV})}\n```",
+        CONV,
+        "fenced",
+        id="generated-data-wrapper-fenced",
+    ),
+    pytest.param(
+        json.dumps({"generated_data": CONV, "other": 1}),
+        {"generated_data": CONV, "other": 1},
+        "json",
+        id="generated-data-with-siblings-kept",
+    ),
+    pytest.param(json.dumps(json.dumps(CONV)), CONV, "json", id="double-encoded"),
+    pytest.param(
+        json.dumps(
+            {
+                "conv_prefix": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": "Capital of Peru?"},
+                ],
+                "response": {"role": "assistant", "content": "Lima."},
+                "context": {"source": "wiki", "scores": [0.5, 1, None]},
+            }
+        ),
+        None,
+        "json",
+        id="nested-conversation",
+    ),
+    pytest.param("{}", {}, "json", id="empty-object-strict"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "method"), GENERATED_OK)
+def test_parse_generated_ok(text: str, expected: dict[str, Any] | None, method: str) -> None:
+    parsed = parse_generated(text)
+    assert isinstance(parsed, Parsed)
+    assert parsed.error is None
+    assert parsed.method == method
+    assert parsed.value == (json.loads(text) if expected is None else expected)
+
+
+GENERATED_FAIL: list[Any] = [
+    pytest.param("[1, 2, 3]", "expected a JSON object, got list", id="list"),
+    pytest.param('[{"a": 1}]', "expected a JSON object, got list", id="list-of-objects"),
+    pytest.param("42", "expected a JSON object, got int", id="number"),
+    pytest.param("3.5", "expected a JSON object, got float", id="float"),
+    pytest.param('"just a string"', "expected a JSON object, got str", id="json-string"),
+    pytest.param("null", "expected a JSON object, got None", id="null"),
+    pytest.param("```json\n[1, 2]\n```", "expected a JSON object, got list", id="fenced-list"),
+    pytest.param("", "empty string", id="empty-string"),
+    pytest.param("   \n\t ", "empty string", id="whitespace"),
+    pytest.param(
+        "I'm sorry, I can't generate that conversation.", "no JSON object found", id="prose"
+    ),
+    pytest.param("I think {this is} fine", "not repairable", id="prose-with-braces"),
+    pytest.param("{", "not repairable", id="lone-brace"),
+    pytest.param("Nothing here {:}", "not repairable", id="repair-yields-empty-dict"),
+    pytest.param("Fill in {name: }", "not repairable", id="repair-yields-only-empty-values"),
+    pytest.param("[" * 50_000, "nested too deeply", id="deep-list"),
+    pytest.param('{"a":' * 50_000, "not repairable", id="deep-object-unclosed"),
+    pytest.param('{"a":' * 5_000 + "1" + "}" * 5_000, "nested too deeply", id="deep-object"),
+    pytest.param(None, "expected a string, got None", id="none"),
+    pytest.param(b'{"a": 1}', "expected a string, got bytes", id="bytes"),
+    pytest.param(12, "expected a string, got int", id="int-input"),
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), GENERATED_FAIL)
+def test_parse_generated_failure(text: Any, reason: str) -> None:
+    parsed = parse_generated(text)
+    assert parsed.value is None
+    assert parsed.method == ""
+    assert parsed.error is not None
+    assert reason in parsed.error
+    assert "\n" not in parsed.error
+    assert len(parsed.error) < 200  # reason + an excerpt of at most 80 characters
+
+
+def test_parse_generated_excerpt_is_short_and_marked() -> None:
+    parsed = parse_generated("no json " * 100)
+    assert parsed.error is not None
+    excerpt = parsed.error.split(": ", 1)[1]
+    assert len(excerpt) <= 80
+    assert excerpt.endswith("…")
+
+
+def test_parse_generated_str_subclass() -> None:
+    class Text(str):
+        pass
+
+    assert parse_generated(Text('{"a": 1}')) == Parsed({"a": 1}, None, "json")
+
+
+# --------------------------------------------------------------------------------------------
+# parse_body: table
+
+
+def _sse(*payloads: str, sep: str = "\n") -> str:
+    return "".join(f"data: {p}{sep}{sep}" for p in payloads)
+
+
+BODY_OK: list[Any] = [
+    pytest.param(json.dumps(ITEMS), None, ITEMS, id="array"),
+    pytest.param(json.dumps(ITEMS, indent=2), "application/json", ITEMS, id="pretty-array"),
+    pytest.param("[]", "application/json", [], id="empty-array"),
+    pytest.param(" \n[]\n", None, [], id="empty-array-whitespace"),
+    pytest.param(json.dumps({"data": ITEMS}), None, ITEMS, id="wrapped-data"),
+    pytest.param(
+        json.dumps({"results": ITEMS, "usage": {"n": 3}}), None, ITEMS, id="wrapped-results"
+    ),
+    pytest.param(json.dumps({"items": ITEMS}), None, ITEMS, id="wrapped-items"),
+    pytest.param(json.dumps({"generations": []}), None, [], id="wrapped-empty"),
+    pytest.param(json.dumps(ITEMS[0]), None, ITEMS[:1], id="single-item-object"),
+    pytest.param(
+        _sse(*(json.dumps(i) for i in ITEMS)), "text/event-stream", ITEMS, id="sse-per-item"
+    ),
+    pytest.param(_sse(json.dumps(ITEMS)), "text/event-stream", ITEMS, id="sse-full-array"),
+    pytest.param(
+        ": keep-alive\n\nevent: generation\nid: 1\ndata: "
+        + json.dumps(ITEMS[0])
+        + "\n\nretry: 1000\n\n:comment\nevent: generation\ndata:"
+        + json.dumps(ITEMS[1])
+        + "\n\nevent: generation\ndata: "
+        + json.dumps(ITEMS[2])
+        + "\n\nevent: done\ndata: [DONE]\n\n",
+        "text/event-stream; charset=utf-8",
+        ITEMS,
+        id="sse-done-comments-event-lines",
+    ),
+    pytest.param(
+        _sse(*(json.dumps(i) for i in ITEMS), sep="\r\n"),
+        "text/event-stream",
+        ITEMS,
+        id="sse-crlf",
+    ),
+    pytest.param(
+        "data: " + json.dumps(ITEMS, indent=2).replace("\n", "\ndata: ") + "\n\n",
+        "text/event-stream",
+        ITEMS,
+        id="sse-multiline-data",
+    ),
+    pytest.param(
+        _sse(*(json.dumps(i) for i in ITEMS), json.dumps(ITEMS), "[DONE]"),
+        "text/event-stream",
+        ITEMS,
+        id="sse-items-then-final-array",
+    ),
+    pytest.param(
+        _sse(json.dumps(ITEMS[:1]), json.dumps(ITEMS[:2]), json.dumps(ITEMS)),
+        "text/event-stream",
+        ITEMS,
+        id="sse-running-arrays",
+    ),
+    pytest.param(
+        _sse(json.dumps(ITEMS[:2]), json.dumps(ITEMS[2:])),
+        "text/event-stream",
+        ITEMS,
+        id="sse-batches-concatenated",
+    ),
+    pytest.param(
+        _sse(json.dumps(ITEMS)[:25], json.dumps(ITEMS)[25:]),
+        "text/event-stream",
+        ITEMS,
+        id="sse-json-split-across-events",
+    ),
+    pytest.param(
+        "data: " + json.dumps(ITEMS[0]) + "\ndata: " + json.dumps(ITEMS[1]) + "\n\n",
+        "text/event-stream",
+        ITEMS[:2],
+        id="sse-one-item-per-data-line",
+    ),
+    pytest.param(
+        _sse(json.dumps({"data": ITEMS})), "text/event-stream", ITEMS, id="sse-wrapped-event"
+    ),
+    pytest.param(
+        _sse(json.dumps(ITEMS[0])).rstrip("\n"), "text/event-stream", ITEMS[:1], id="sse-no-tail"
+    ),
+    pytest.param(_sse("[DONE]"), "text/event-stream", [], id="sse-only-done"),
+    pytest.param(
+        "\n".join(json.dumps(i) for i in ITEMS), "application/x-ndjson", ITEMS, id="ndjson"
+    ),
+    pytest.param(
+        "\n".join(json.dumps(i) for i in ITEMS) + "\n\n\n",
+        "application/jsonl",
+        ITEMS,
+        id="ndjson-trailing-blank-lines",
+    ),
+    pytest.param(
+        "\r\n".join(json.dumps(i) for i in ITEMS) + "\r\n", None, ITEMS, id="ndjson-sniffed-crlf"
+    ),
+    pytest.param(
+        json.dumps(ITEMS[:2]) + "\n" + json.dumps(ITEMS[2:]), None, ITEMS, id="ndjson-of-arrays"
+    ),
+    pytest.param(json.dumps(ITEMS[0]), "application/x-ndjson", ITEMS[:1], id="ndjson-one-line"),
+    pytest.param(_sse(json.dumps(ITEMS)), "application/json", ITEMS, id="says-json-is-sse"),
+    pytest.param(json.dumps(ITEMS), "text/event-stream", ITEMS, id="says-sse-is-json"),
+    pytest.param(
+        "\n".join(json.dumps(i) for i in ITEMS), "application/json", ITEMS, id="says-json-is-ndjson"
+    ),
+    pytest.param(
+        json.dumps([{"original": {"q": 1}, "generated": {"a": "é", "b": [1]}}]),
+        None,
+        [{"original": {"q": 1}, "generated": '{"a": "é", "b": [1]}'}],
+        id="generated-object-serialised",
+    ),
+    pytest.param(
+        json.dumps([{"original": {}, "generated": [1, 2]}]),
+        None,
+        [{"original": {}, "generated": "[1, 2]"}],
+        id="generated-list-serialised",
+    ),
+    pytest.param(
+        json.dumps([{"original": {"q": 1}, "generated": "x", "score": 0.5}]),
+        None,
+        [{"original": {"q": 1}, "generated": "x"}],
+        id="extra-keys-dropped",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type", "expected"), BODY_OK)
+def test_parse_body_ok(body: str, content_type: str | None, expected: list[Item]) -> None:
+    assert parse_body(body.encode(), content_type=content_type) == expected
+    assert parse_body(body, content_type=content_type) == expected
+
+
+def test_parse_body_items_have_exact_keys() -> None:
+    for item in parse_body(_sse(*(json.dumps({**i, "x": 1}) for i in ITEMS))):
+        assert set(item) == {"original", "generated"}
+        assert isinstance(item["generated"], str)
+
+
+def test_parse_body_bom() -> None:
+    assert parse_body(b"\xef\xbb\xbf" + json.dumps(ITEMS).encode()) == ITEMS
+    assert parse_body("\ufeff[]") == []
+
+
+BODY_ERRORS: list[Any] = [
+    pytest.param(
+        b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+        b"<body><h1>Bad Gateway</h1>" + b"x" * 500 + b"</body></html>",
+        "HTML",
+        id="html-page",
+    ),
+    pytest.param(json.dumps(ITEMS * 10).encode()[:-40], "truncated", id="truncated-array"),
+    pytest.param(b'[{"original": {"q": 1}}]', "item 0 has no 'generated' key", id="no-generated"),
+    pytest.param(
+        b'[{"original": {}, "generated": "x"}, {"generated": "y"}]',
+        "item 1 has no 'original' key",
+        id="no-original",
+    ),
+    pytest.param(
+        b'[{"original": "q1", "generated": "x"}]',
+        "'original' is str, expected an object",
+        id="original-not-object",
+    ),
+    pytest.param(
+        b'[{"original": {}, "generated": null}]',
+        "'generated' is None, expected a string",
+        id="generated-null",
+    ),
+    pytest.param(b'"all good"', "expected a JSON array of items, got str", id="top-level-string"),
+    pytest.param(b"[1, 2]", "item 0 is int", id="array-of-numbers"),
+    pytest.param(b'{"detail": "boom"}', "without an items array (keys: 'detail')", id="object"),
+    pytest.param(b'[{"original": {}, "generated": "\xff"}]', "not valid UTF-8", id="bad-utf8"),
+    pytest.param(b"", "empty body", id="empty-body"),
+    pytest.param(b" \r\n ", "empty body", id="blank-body"),
+    pytest.param(b": ping\n\n: ping\n\n", "no data events", id="sse-only-comments"),
+    pytest.param(b"data: not json\n\n", "event 1: invalid JSON", id="sse-bad-event"),
+    pytest.param(
+        ("data: " + json.dumps(ITEMS)[:30] + "\n\n").encode(), "truncated", id="sse-truncated"
+    ),
+    pytest.param(
+        ("data: " + json.dumps(ITEMS)[:30] + "\n\ndata: [DONE]\n\n").encode(),
+        "[DONE] while a JSON value was unfinished",
+        id="sse-done-mid-value",
+    ),
+    pytest.param(b'data: {"error": "overloaded"}\n\n', "keys: 'error'", id="sse-error-event"),
+    pytest.param(
+        (json.dumps(ITEMS[0]) + "\n{oops}\n").encode(), "line 2: invalid JSON", id="ndjson-bad-line"
+    ),
+    pytest.param(b"[" * 100_000, "nested too deeply", id="deep-nesting"),
+    pytest.param(b"[" + b"1" * 5000 + b"]", "unreadable JSON", id="huge-integer"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), BODY_ERRORS)
+def test_parse_body_errors(body: bytes, reason: str) -> None:
+    with pytest.raises(ResponseFormatError) as info:
+        parse_body(body, content_type="application/json", status_code=200, request_id="req-42")
+    err = info.value
+    assert err.status_code == 200
+    assert err.request_id == "req-42"
+    message = str(err)
+    assert "\n" not in message and "\r" not in message
+    assert reason in message
+    assert "req-42" in message
+    excerpt = message.partition("; excerpt: ")[2]
+    assert excerpt, message
+    assert len(excerpt) <= 150
+    assert err.body is not None
+
+
+def test_parse_body_error_excerpt_marks_cut() -> None:
+    body = b"<html>" + b"y" * 1000 + b"</html>"
+    with pytest.raises(ResponseFormatError) as info:
+        parse_body(body, status_code=200)
+    excerpt = str(info.value).partition("; excerpt: ")[2]
+    assert len(excerpt) <= 120
+    assert excerpt.endswith("…")
+
+
+def test_parse_body_error_without_request_id() -> None:
+    with pytest.raises(ResponseFormatError) as info:
+        parse_body(b"nope", status_code=None, request_id=None)
+    assert info.value.status_code is None
+    assert info.value.request_id is None
+    assert "request id" not in str(info.value)
+
+
+def test_parse_body_rejects_non_bytes() -> None:
+    with pytest.raises(TypeError):
+        parse_body(123)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Property tests
+
+_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+)
+_json_values = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+_objects = st.dictionaries(st.text(max_size=10), _json_values, max_size=4).filter(
+    lambda d: not (len(d) == 1 and "generated_data" in d)
+)
+_items = st.lists(
+    st.builds(
+        lambda original, generated: {"original": original, "generated": generated},
+        _objects,
+        st.text(max_size=40),
+    ),
+    max_size=4,
+)
+_FAST = settings(max_examples=200, deadline=None)
+_SLOWER = settings(max_examples=100, deadline=None)  # each example builds several objects
+
+
+@_FAST
+@given(obj=_objects, ascii_only=st.booleans())
+def test_property_strict_roundtrip(obj: dict[str, Any], ascii_only: bool) -> None:
+    assert parse_generated(json.dumps(obj, ensure_ascii=ascii_only)) == Parsed(obj, None, "json")
+
+
+@_FAST
+@given(obj=_objects, ascii_only=st.booleans(), style=st.sampled_from(["json", "bare", "text"]))
+def test_property_fenced_roundtrip(obj: dict[str, Any], ascii_only: bool, style: str) -> None:
+    body = json.dumps(obj, ensure_ascii=ascii_only, indent=2)
+    text = {
+        "json": f"```json\n{body}\n```",
+        "bare": f"```\n{body}\n```",
+        "text": f"Here it is:\n```json\n{body}\n```\nAnything else?",
+    }[style]
+    parsed = parse_generated(text)
+    assert parsed.value == obj
+    assert parsed.method == "fenced"
+
+
+@_FAST
+@given(obj=_objects, ascii_only=st.booleans())
+def test_property_embedded_roundtrip(obj: dict[str, Any], ascii_only: bool) -> None:
+    text = f"Here is the result: {json.dumps(obj, ensure_ascii=ascii_only)} Hope this helps"
+    parsed = parse_generated(text)
+    assert parsed.value == obj
+    assert parsed.method == "embedded"
+
+
+_jsonish_text = st.text(alphabet="{}[]\":,'`\\ \nabtrue0123-.eE", max_size=60)
+
+
+@_FAST
+@given(text=st.one_of(st.text(), _jsonish_text))
+def test_property_parse_generated_never_raises(text: str) -> None:
+    parsed = parse_generated(text)
+    assert isinstance(parsed, Parsed)
+    if parsed.value is None:
+        assert parsed.method == ""
+        assert parsed.error is not None
+        assert "\n" not in parsed.error
+    else:
+        assert isinstance(parsed.value, dict)
+        assert parsed.error is None
+        assert parsed.method in {"json", "fenced", "embedded", "repaired"}
+
+
+_body_prefixes = st.sampled_from(["", "data: ", "data:", ": ", "event: x\n", "[", "{", "\n"])
+
+
+@_FAST
+@given(
+    prefix=_body_prefixes,
+    raw=st.one_of(st.binary(max_size=80), _jsonish_text.map(str.encode)),
+    content_type=st.sampled_from(
+        [None, "application/json", "text/event-stream", "application/x-ndjson"]
+    ),
+)
+def test_property_parse_body_items_or_format_error(
+    prefix: str, raw: bytes, content_type: str | None
+) -> None:
+    try:
+        items = parse_body(prefix.encode() + raw, content_type=content_type, request_id="r")
+    except ResponseFormatError as err:
+        assert err.request_id == "r"
+        assert "\n" not in str(err)
+        return
+    assert isinstance(items, list)
+    for item in items:
+        assert set(item) == {"original", "generated"}
+        assert isinstance(item["original"], dict)
+        assert isinstance(item["generated"], str)
+
+
+def _encode(items: list[Item], framing: str, ascii_only: bool) -> tuple[str, str | None]:
+    dumps = lambda v: json.dumps(v, ensure_ascii=ascii_only)  # noqa: E731
+    if framing == "json":
+        return dumps(items), "application/json"
+    if framing == "wrapped":
+        return dumps({"data": items}), "application/json"
+    if framing == "sse-items":
+        return "".join(f"data: {dumps(i)}\n\n" for i in items) + "data: [DONE]\n\n", None
+    if framing == "sse-array":
+        return f"event: result\ndata: {dumps(items)}\n\n", "text/event-stream"
+    # ndjson; an empty result is one empty array, as an empty body is refused
+    lines = [dumps(i) for i in items] or ["[]"]
+    return "\n".join(lines) + "\n", "application/x-ndjson"
+
+
+@_SLOWER
+@given(
+    items=_items,
+    framing=st.sampled_from(["json", "wrapped", "sse-items", "sse-array", "ndjson"]),
+    ascii_only=st.booleans(),
+    crlf=st.booleans(),
+)
+def test_property_body_roundtrip(
+    items: list[Item], framing: str, ascii_only: bool, crlf: bool
+) -> None:
+    body, content_type = _encode(items, framing, ascii_only)
+    if crlf:
+        body = body.replace("\n", "\r\n")  # JSON text never holds a raw newline
+    assert parse_body(body.encode(), content_type=content_type) == items
