@@ -45,6 +45,7 @@ def _add_expand(sub: Any) -> None:
     p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
     p.add_argument("--split", default=None, help="split to use (default: train)")
     p.add_argument("--config", default=None, help="Hub dataset config name")
+    p.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or sha)")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="instruction prompt sent with every request")
     prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
@@ -151,6 +152,25 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def load_source(source: str, *, split: str | None, config: str | None) -> Any:
     """A file, a ``save_to_disk`` folder or a Hub id, as one ``Dataset`` split."""
+    return load_source_with_meta(source, split=split, config=config)[0]
+
+
+def load_source_with_meta(
+    source: str, *, split: str | None, config: str | None, revision: str | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The split, and what the card should say about where it came from."""
+    meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
+    return _load(source, split=split, config=config, revision=revision, meta=meta), meta
+
+
+def _load(
+    source: str,
+    *,
+    split: str | None,
+    config: str | None,
+    revision: str | None,
+    meta: dict[str, Any],
+) -> Any:
     import datasets
 
     path = Path(source)
@@ -176,7 +196,12 @@ def load_source(source: str, *, split: str | None, config: str | None) -> Any:
         return datasets.load_dataset(str(path), split=split or "train")
     if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
         raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
-    return datasets.load_dataset(source, name=config, split=split or "train")
+    from huggingface_hub import HfApi
+
+    # Pin the commit we read, so the card can name the exact source revision.
+    sha = HfApi().dataset_info(source, revision=revision).sha
+    meta.update(hub=True, revision=sha)
+    return datasets.load_dataset(source, name=config, split=split or "train", revision=sha)
 
 
 def _read_prompt(args: argparse.Namespace) -> str:
@@ -352,7 +377,9 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
-    ds = load_source(args.source, split=args.split, config=args.config)
+    ds, source_meta = load_source_with_meta(
+        args.source, split=args.split, config=args.config, revision=args.revision
+    )
     if args.limit is not None:
         ds = ds.select(range(min(args.limit, len(ds))))
     if len(ds) == 0:
@@ -392,7 +419,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             cache_dir=args.cache_dir,
             run_id=args.run_id,
-            source={"name": args.source, "split": args.split or "train", "config": args.config},
+            source=source_meta,
         )
     errors = sum(1 for e in result["error"] if e is not None)
     seeds = len({i for i in result["source_index"] if i is not None})

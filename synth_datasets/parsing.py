@@ -186,7 +186,8 @@ def _format_error(
     excerpt = _excerpt(source, _BODY_EXCERPT, bad.pos if pos is None else pos)
     status = f"{status_code} " if status_code is not None else ""
     rid = f" (request id {request_id})" if request_id else ""
-    message = f"unexpected {status}response body{rid}: {bad.reason}; excerpt: {excerpt}"
+    reason = " ".join(bad.reason.split("\n"))  # keep the message on one line, whatever it quotes
+    message = f"unexpected {status}response body{rid}: {reason}; excerpt: {excerpt}"
     return ResponseFormatError(
         message, status_code=status_code, request_id=request_id, body=body[:_BODY_KEEP]
     )
@@ -247,7 +248,7 @@ def _items_from_value(value: Any, where: str) -> list[Item]:
             inner = value.get(key)
             if isinstance(inner, list):
                 return _normalize_list(inner, f"{where}{key!r} ")
-        keys = ", ".join(repr(k) for k in list(value)[:8])
+        keys = ", ".join(_excerpt(k, 30) for k in list(value)[:8])
         raise _Malformed(
             f"{where}JSON object without an items array (keys: {keys or 'none'})", _dump(value)
         )

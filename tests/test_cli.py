@@ -176,9 +176,23 @@ def test_serve_help_says_not_a_language_model():
 
 def test_output_folder_has_card_and_loads(tmp_path):
     out_dir = tmp_path / "out"
-    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "More like these.", "--limit", "4",
-               "--multiplier", "2", "--output", str(out_dir), "--cache-dir", str(tmp_path / "c"),
-               "--license", "cc-by-4.0")
+    proc = cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--prompt",
+        "More like these.",
+        "--limit",
+        "4",
+        "--multiplier",
+        "2",
+        "--output",
+        str(out_dir),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--license",
+        "cc-by-4.0",
+    )
     assert proc.returncode == 0, proc.stderr
     readme = (out_dir / "README.md").read_text()
     assert "license: cc-by-4.0" in readme and "## How it was made" in readme
@@ -196,8 +210,21 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
     from conftest import HUB_TOKEN
 
     out_dir = tmp_path / "out"
-    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "p", "--limit", "3", "--multiplier", "2",
-               "--output", str(out_dir), "--cache-dir", str(tmp_path / "c"))
+    proc = cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--prompt",
+        "p",
+        "--limit",
+        "3",
+        "--multiplier",
+        "2",
+        "--output",
+        str(out_dir),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
     assert proc.returncode == 0, proc.stderr
     proc = cli("push", str(out_dir), "me/from-folder", env={"HF_TOKEN": HUB_TOKEN})
     assert proc.returncode == 0, proc.stderr
@@ -206,9 +233,23 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
     assert "README.md" in files and any(p.endswith(".parquet") for p in files)
     assert b"## How it was made" in files["README.md"]
 
-    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "p", "--limit", "3", "--multiplier", "2",
-               "--cache-dir", str(tmp_path / "c"), "--push-to-hub", "me/direct", "--public",
-               env={"HF_TOKEN": HUB_TOKEN})
+    proc = cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--prompt",
+        "p",
+        "--limit",
+        "3",
+        "--multiplier",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--push-to-hub",
+        "me/direct",
+        "--public",
+        env={"HF_TOKEN": HUB_TOKEN},
+    )
     assert proc.returncode == 0, proc.stderr
     assert fake_hub.repos["me/direct"].private is False
     loaded = datasets.load_dataset("me/direct", split="train", token=HUB_TOKEN)
@@ -216,8 +257,55 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
 
 
 def test_push_to_hub_without_token_fails_before_any_request(tmp_path, fake_hub):
-    proc = cli("expand", str(SAMPLE), "--local", "--prompt", "p", "--push-to-hub", "me/x",
-               "--cache-dir", str(tmp_path / "c"), env={"HF_TOKEN": ""})
+    proc = cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--prompt",
+        "p",
+        "--push-to-hub",
+        "me/x",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        env={"HF_TOKEN": ""},
+    )
     assert proc.returncode == 2
     assert "HF_TOKEN" in proc.stderr and "expanded" not in proc.stdout
     assert fake_hub.requests == []
+
+
+@pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+def test_expand_from_hub_id_with_split_and_config(tmp_path, fake_hub):
+    from conftest import HUB_TOKEN
+
+    seeds = datasets.Dataset.from_list([{"q": f"hub question {i}"} for i in range(3)])
+    seeds.push_to_hub("me/seeds", config_name="qa", split="validation", token=HUB_TOKEN)
+    proc = cli(
+        "expand",
+        "me/seeds",
+        "--config",
+        "qa",
+        "--split",
+        "validation",
+        "--local",
+        "--prompt",
+        "p",
+        "--multiplier",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--output",
+        str(tmp_path / "o"),
+        env={"HF_TOKEN": HUB_TOKEN},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "expanded 3 seed rows into 6 rows" in proc.stdout
+    manifest = json.loads((tmp_path / "o" / "synth_manifest.json").read_text())
+    assert manifest["provenance"]["source"]["name"] == "me/seeds"
+    assert manifest["provenance"]["source"]["config"] == "qa"
+    head = fake_hub.commits("me/seeds")[-1].sha
+    assert manifest["provenance"]["source"]["revision"] == head
+    assert (
+        "[me/seeds](https://huggingface.co/datasets/me/seeds)"
+        in (tmp_path / "o" / "README.md").read_text()
+    )

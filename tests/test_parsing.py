@@ -540,7 +540,10 @@ def test_property_parse_body_items_or_format_error(
 
 
 def _encode(items: list[Item], framing: str, ascii_only: bool) -> tuple[str, str | None]:
-    dumps = lambda v: json.dumps(v, ensure_ascii=ascii_only)  # noqa: E731
+
+    def dumps(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=ascii_only)
+
     if framing == "json":
         return dumps(items), "application/json"
     if framing == "wrapped":
