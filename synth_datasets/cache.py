@@ -45,12 +45,16 @@ class RequestCache:
     """A key → answered items store that many threads and processes can share."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.directory = self.folder_for(directory)
         self.path = self.directory / "requests.sqlite"
         self._local = threading.local()
         self._pid = os.getpid()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._connect()  # fail early on an unusable folder
+
+    @staticmethod
+    def folder_for(directory: str | os.PathLike[str] | None) -> Path:
+        return Path(directory) if directory is not None else default_cache_dir()
 
     def __repr__(self) -> str:
         return f"RequestCache({str(self.path)!r})"

@@ -20,6 +20,7 @@ import datasets
 from datasets import Features
 
 from ._version import __version__
+from .cache import RequestCache
 from .client import SynthClient
 from .errors import ConfigurationError
 from .mapper import SynthMapper
@@ -163,6 +164,12 @@ def expand(
         out = dataset.map(mapper, **kwargs)
         attach_provenance(out, provenance)
         return out
+    if not dataset.cache_files:
+        # An in-memory input would keep the whole output in memory too: write it to Arrow on
+        # disk, next to the request cache (this also gives datasets' map cache a file to hit).
+        folder = RequestCache.folder_for(cache_dir) / "maps"
+        folder.mkdir(parents=True, exist_ok=True)
+        kwargs["cache_file_name"] = str(folder / f"expand-{kwargs['new_fingerprint']}.arrow")
     try:
         result = dataset.map(mapper, num_proc=num_proc, **kwargs)
     finally:

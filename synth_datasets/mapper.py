@@ -379,6 +379,11 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         }
         if isinstance(ds, datasets.Dataset):
             kwargs["new_fingerprint"] = self.engine.fingerprint(ds._fingerprint)
+            # No cache means no cache, datasets' included; and with on_error="keep" a cached
+            # map result could hold rows of failed requests that a rerun should retry (our
+            # request cache still answers every request that succeeded).
+            if not self.engine.cache_enabled or self.engine.on_error == "keep":
+                kwargs["load_from_cache_file"] = False
             kwargs["desc"] = "synth_datasets: expanding"
         return kwargs
 

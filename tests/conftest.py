@@ -29,7 +29,11 @@ os.environ.pop("HF_TOKEN", None)
 for _name in ("COLLINEAR_API_KEY", "COLLINEAR_BASE_URL", "COLLINEAR_MODEL_ID"):
     os.environ.pop(_name, None)
 
+import hypothesis  # noqa: E402, F401  (imported before any test: see below)
 import pytest  # noqa: E402
+
+# CPython 3.11.7 can raise "SystemError: AST constructor recursion depth mismatch" when pytest
+# first rewrites hypothesis' modules while reporting a failure; importing it up front avoids that.
 
 from synth_datasets import SynthClient  # noqa: E402
 from synth_datasets.testing import ReferenceServer  # noqa: E402
