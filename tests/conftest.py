@@ -29,11 +29,10 @@ os.environ.pop("HF_TOKEN", None)
 for _name in ("COLLINEAR_API_KEY", "COLLINEAR_BASE_URL", "COLLINEAR_MODEL_ID"):
     os.environ.pop(_name, None)
 
-import hypothesis  # noqa: E402, F401  (imported before any test: see below)
-import pytest  # noqa: E402
-
 # CPython 3.11.7 can raise "SystemError: AST constructor recursion depth mismatch" when pytest
 # first rewrites hypothesis' modules while reporting a failure; importing it up front avoids that.
+import hypothesis  # noqa: E402, F401
+import pytest  # noqa: E402
 
 from synth_datasets import SynthClient  # noqa: E402
 from synth_datasets.testing import ReferenceServer  # noqa: E402
@@ -60,6 +59,7 @@ def ref_client(ref_server):
 @pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "synth-cache"
+
 
 from fakehub import HUB_TOKEN  # noqa: E402, F401
 from fakehub import fake_hub as fake_hub  # noqa: E402  (registers the fake Hub fixture)
