@@ -93,6 +93,11 @@ class _Retry(Retry):
         except ValueError:
             return super().parse_retry_after(retry_after)
 
+    def new(self, **kw: Any) -> _Retry:
+        retry = super().new(**kw)  # urllib3 rebuilds from __init__ arguments: carry the cap over
+        retry.retry_after_max = self.retry_after_max
+        return retry
+
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
         if value is None:
@@ -264,9 +269,18 @@ class SynthClient:
         return retry
 
     def _make_session(self) -> requests.Session:
+        self._retry = self._make_retry()  # immutable: each retry makes a new one from it
         session = requests.Session()
+        # The environment is read once here, not on every request (requests would re-scan it
+        # per call, a measurable cost at thousands of requests); and never from ~/.netrc, whose
+        # credentials would silently replace the Bearer token.
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            session.verify = ca_bundle
         adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=self._make_retry()
+            pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=self._retry
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -349,7 +363,7 @@ class SynthClient:
     def post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         """Send an already built body; retry until an answer parses or the budget is spent."""
         started = time.monotonic()
-        retry: Retry = self._make_retry()
+        retry: Retry = self._retry
         attempts = 0
         while True:
             attempts += 1

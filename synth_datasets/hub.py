@@ -51,8 +51,12 @@ def validate_hub_repo_id(repo_id: object) -> str:
 
 def _existing_card(repo_id: str, token: str, revision: str | None) -> DatasetCard | None:
     try:
-        return DatasetCard.load(repo_id, repo_type="dataset", token=token,
-                                **({"revision": revision} if revision else {}))
+        return DatasetCard.load(
+            repo_id,
+            repo_type="dataset",
+            token=token,
+            **({"revision": revision} if revision else {}),
+        )
     except (EntryNotFoundError, RepositoryNotFoundError):
         return None
 
@@ -93,9 +97,16 @@ def push_to_hub(
     token = resolve_hf_token(token)
     if card is None:
         card = build_card(
-            dataset, repo_id=repo_id, split=split, pretty_name=pretty_name, license=license,
-            language=language, task_categories=task_categories, tags=tags,
-            include_prompt=include_prompt, provenance=provenance,
+            dataset,
+            repo_id=repo_id,
+            split=split,
+            pretty_name=pretty_name,
+            license=license,
+            language=language,
+            task_categories=task_categories,
+            tags=tags,
+            include_prompt=include_prompt,
+            provenance=provenance,
         )
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
@@ -103,7 +114,11 @@ def push_to_hub(
         api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
     if overwrite_card or _existing_card(repo_id, token, revision) is None:
         card.push_to_hub(
-            repo_id, repo_type="dataset", token=token, revision=revision, create_pr=create_pr,
+            repo_id,
+            repo_type="dataset",
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
             commit_message=(commit_message or "Add dataset card") + " (card)",
         )
     else:
@@ -112,8 +127,13 @@ def push_to_hub(
     if max_shard_size is not None:
         kwargs["max_shard_size"] = max_shard_size
     dataset.push_to_hub(
-        repo_id, config_name=config_name, split=split, private=private, token=token,
-        revision=revision, create_pr=create_pr,
+        repo_id,
+        config_name=config_name,
+        split=split,
+        private=private,
+        token=token,
+        revision=revision,
+        create_pr=create_pr,
         commit_message=commit_message or f"Upload {split} split ({len(dataset)} rows)",
         **kwargs,
     )

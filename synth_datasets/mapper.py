@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+import pyarrow as pa
 from datasets import Features
 
 from ._version import __version__
 from .cache import RequestCache, request_key
 from .client import SynthClient, resolve_model_id, validate_multiplier, validate_prompt
 from .errors import ConfigurationError, SynthError
-from .rows import Layout, RowBuilder, make_examples, plan_layout
+from .rows import Collected, Layout, RowBuilder, make_examples, plan_layout
 
 __all__ = ["ExpansionStats", "SynthMapper"]
 
@@ -106,6 +107,7 @@ class _Engine:
         columns: Sequence[str] | None,
         generated_features: Features | Mapping[str, Any] | None,
         request_size: int,
+        requests_per_map_batch: int,
         max_concurrency: int,
         keep_original: bool,
         on_error: str,
@@ -123,6 +125,7 @@ class _Engine:
             Features(dict(generated_features)) if generated_features is not None else None
         )
         self.request_size = request_size
+        self.requests_per_map_batch = requests_per_map_batch
         self.max_concurrency = max_concurrency
         self.keep_original = keep_original
         self.on_error = on_error
@@ -193,16 +196,25 @@ class _Engine:
             self._client.close()
         self._reset_resources()
 
-    # -- one batch = one request -----------------------------------------------------------------
+    # -- one request per request_size rows; several requests per map batch --------------------
 
-    def process(
+    def examples(
         self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
-    ) -> dict[str, list[Any]]:
+    ) -> list[dict[str, Any]]:
+        _, _, builder = self._ensure()
+        return make_examples(builder.layout, batch, indices)
+
+    def chunks(self, n: int) -> list[tuple[int, int]]:
+        size = self.request_size
+        return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+    def request(self, examples: list[dict[str, Any]], indices: list[int]) -> Collected:
+        """One request for these examples (from cache when answered before), as rows.
+
+        Positions in the result are relative to ``examples``. With ``on_error="raise"`` a
+        failure raises, naming the seed rows; with ``"keep"`` it becomes one error row per seed.
+        """
         client, cache, builder = self._ensure()
-        indices = list(indices)
-        if not indices:
-            return builder.empty()
-        examples = make_examples(builder.layout, batch, indices)
         body = client.build_body(
             model_id=self.model_id,
             prompt=self.prompt,
@@ -223,13 +235,46 @@ class _Engine:
                 exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
                 if self.on_error == "raise":
                     raise
-                return builder.build_errors(batch, indices, examples, exc.message)
+                return builder.collect_errors(len(indices), exc.message)
             if cache is not None:
                 cache.put(key, items)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
-        rows, counts = builder.build(batch, indices, examples, items)
+        rows, counts = builder.collect(examples, items)
         self.stats.add(returned=len(items), **counts)
         return rows
+
+    def emit(
+        self,
+        batch: Mapping[str, Sequence[Any]],
+        indices: list[int],
+        examples: list[dict[str, Any]],
+        parts: Sequence[tuple[int, Collected]],
+    ) -> pa.Table | dict[str, list[Any]]:
+        """The map batch's rows, request after request.
+
+        From ``Dataset.map`` (a ``LazyBatch`` backed by Arrow) they come back as an Arrow table
+        of exactly the output schema, which datasets writes without converting anything; from
+        ``IterableDataset.map`` (plain dicts) as a dict of lists.
+        """
+        _, _, builder = self._ensure()
+        if not parts:
+            return builder.empty()
+        rows = Collected.concat(parts)
+        table = getattr(batch, "pa_table", None)
+        if isinstance(table, pa.Table):
+            return builder.to_arrow(rows, table, indices, examples)
+        return builder.to_pydict(rows, batch, indices, examples)
+
+    def process(
+        self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+    ) -> pa.Table | dict[str, list[Any]]:
+        """A whole map batch, its requests one after another (the async path overlaps them)."""
+        indices = list(indices)
+        examples = self.examples(batch, indices)
+        parts = [
+            (a, self.request(examples[a:b], indices[a:b])) for a, b in self.chunks(len(indices))
+        ]
+        return self.emit(batch, indices, examples, parts)
 
     def fingerprint(self, input_fingerprint: str | None) -> str:
         """What datasets' map cache is keyed by: public config only, never the token."""
@@ -253,9 +298,29 @@ class _Engine:
 
 async def _map_batch(
     engine: _Engine, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
-) -> dict[str, list[Any]]:
+) -> pa.Table | dict[str, list[Any]]:
+    """One map batch: its requests run at once on the engine's threads.
+
+    Every request of the batch is awaited before a failure is raised, so each one that
+    succeeded is in the cache for the rerun.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(engine.executor(), engine.process, batch, indices)
+    executor = engine.executor()
+    indices = list(indices)
+    examples = engine.examples(batch, indices)
+    chunks = engine.chunks(len(indices))
+    results = await asyncio.gather(
+        *(
+            loop.run_in_executor(executor, engine.request, examples[a:b], indices[a:b])
+            for a, b in chunks
+        ),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    parts = [(a, rows) for (a, _), rows in zip(chunks, results, strict=True)]
+    return engine.emit(batch, indices, examples, parts)  # type: ignore[arg-type]
 
 
 def _rebuild(engine: _Engine) -> SynthMapper:
@@ -287,12 +352,17 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         cache: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         run_id: str | None = None,
+        requests_per_map_batch: int = 8,
         max_retries: int | None = None,
         timeout: float | tuple[float, float] | None = None,
     ) -> SynthMapper:
         validate_prompt(prompt)
         validate_multiplier(multiplier)
-        for name, value in (("request_size", request_size), ("max_concurrency", max_concurrency)):
+        for name, value in (
+            ("request_size", request_size),
+            ("max_concurrency", max_concurrency),
+            ("requests_per_map_batch", requests_per_map_batch),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
         if on_error not in ON_ERROR:
@@ -319,6 +389,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             columns=columns,
             generated_features=generated_features,
             request_size=request_size,
+            requests_per_map_batch=requests_per_map_batch,
             max_concurrency=max_concurrency,
             keep_original=keep_original,
             on_error=on_error,
@@ -372,7 +443,9 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         layout = self.bind(features)
         kwargs: dict[str, Any] = {
             "batched": True,
-            "batch_size": self.engine.request_size,
+            # Several requests per map batch: datasets' own cost per batch (formatting, task,
+            # write) is then paid once for all of them; the requests still run concurrently.
+            "batch_size": self.engine.request_size * self.engine.requests_per_map_batch,
             "with_indices": True,
             "remove_columns": list(layout.input_features),
             "features": layout.features,

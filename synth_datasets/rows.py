@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from datasets import ClassLabel, Features, Json, LargeList, List, Value
 
 from .errors import ConfigurationError
@@ -24,6 +25,7 @@ from .parsing import parse_generated
 
 __all__ = [
     "LINEAGE_COLUMNS",
+    "Collected",
     "Layout",
     "RowBuilder",
     "canonical_json",
@@ -414,6 +416,36 @@ def _compile(feature: Any) -> Caster:
 # -- rows -------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Collected:
+    """One request's output, column-wise, before it becomes a dict or an Arrow table."""
+
+    positions: list[int | None]  # the example each row belongs to (None: unlinked)
+    generated: dict[str, list[Any]]
+    raw: list[str | None]
+    errors: list[str | None]
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[int, Collected]]) -> Collected:
+        """Requests' rows in order, their positions shifted by each request's first example."""
+        if len(parts) == 1 and parts[0][0] == 0:
+            return parts[0][1]
+        out = cls([], {name: [] for name in parts[0][1].generated} if parts else {}, [], [])
+        for offset, part in parts:
+            out.positions.extend(None if p is None else p + offset for p in part.positions)
+            for name, values in part.generated.items():
+                out.generated[name].extend(values)
+            out.raw.extend(part.raw)
+            out.errors.extend(part.errors)
+        return out
+
+
+def _contains_json(feature: Any) -> bool:
+    if isinstance(feature, Json):
+        return True
+    return any(_contains_json(child) for child in _children(feature))
+
+
 class RowBuilder:
     """Turns one request's items into output columns; compiled once per layout."""
 
@@ -422,78 +454,75 @@ class RowBuilder:
         self.multiplier = multiplier
         self.casters = [(c, _compile(f)) for c, f in layout.generated_features.items()]
         self.names = layout.column_names
+        self.features = layout.features
+        self.schema = self.features.arrow_schema
+        # Json values are stored as text: datasets' own encoder turns them into it.
+        self._encode = [c for c, f in layout.generated_features.items() if _contains_json(f)]
+        # `original` can be cut straight from the input Arrow batch when nothing was converted.
+        self._original_is_input = all(
+            layout.original_features[c] == layout.input_features[c] for c in layout.columns
+        )
 
     def empty(self) -> dict[str, list[Any]]:
         return {name: [] for name in self.names}
 
-    def build(
-        self,
-        batch: Mapping[str, Sequence[Any]],
-        indices: Sequence[int],
-        examples: Sequence[dict[str, Any]],
-        items: Sequence[Mapping[str, Any]],
-    ) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    # -- collecting ------------------------------------------------------------------------------
+
+    def collect(
+        self, examples: Sequence[dict[str, Any]], items: Sequence[Mapping[str, Any]]
+    ) -> tuple[Collected, dict[str, int]]:
         """Rows for a successful answer: grouped by seed, server order within a seed."""
         links = link_items(examples, items, self.multiplier)
-        order: list[tuple[int, int]] = []  # (position or n for unlinked, item number)
         n = len(examples)
-        for t, pos in enumerate(links):
-            order.append((n if pos is None else pos, t))
-        got = set(links)
-        order.extend((pos, -1) for pos in range(n) if pos not in got)  # seeds left with nothing
-        order.sort()
-        out = self.empty()
+        if links == sorted(links, key=lambda p: n if p is None else p):
+            order = list(enumerate(links))  # the usual case: already grouped
+        else:
+            order = sorted(enumerate(links), key=lambda tp: n if tp[1] is None else tp[1])
+        out = Collected([], {name: [] for name, _ in self.casters}, [], [])
         counts = {"parse_errors": 0, "unlinked": 0, "cast_errors": 0, "empty_seeds": 0}
-        for pos, t in order:
-            if t == -1:
-                counts["empty_seeds"] += 1
-                self._append(
-                    out,
-                    batch,
-                    indices,
-                    examples,
-                    pos,
-                    None,
-                    None,
-                    ["shortfall: the server returned no generation for this seed"],
-                )
-                continue
-            item = items[t]
-            raw = item["generated"]
+        got = set(links)
+        missing = [pos for pos in range(n) if pos not in got]
+        for t, pos in order:
+            if missing and (pos is None or pos > missing[0]):
+                while missing and (pos is None or missing[0] < pos):
+                    self._add_shortfall(out, missing.pop(0), counts)
+            raw = items[t]["generated"]
             errors: list[str] = []
-            values: dict[str, Any] | None
-            if pos == n:
+            if pos is None:
                 counts["unlinked"] += 1
                 errors.append("unlinked: the returned original matches no example sent")
-                pos_or_none = None
-            else:
-                pos_or_none = pos
             parsed = parse_generated(raw)
             if parsed.value is None:
                 counts["parse_errors"] += 1
                 errors.append(f"parse: {parsed.error}")
-                values = None
-            else:
-                values = parsed.value
-            self._append(out, batch, indices, examples, pos_or_none, raw, values, errors, counts)
+            self._add(out, pos, raw, parsed.value, errors, counts)
+        for pos in missing:
+            self._add_shortfall(out, pos, counts)
         return out, counts
 
-    def _append(
+    def _add_shortfall(self, out: Collected, pos: int, counts: dict[str, int]) -> None:
+        counts["empty_seeds"] += 1
+        self._add(
+            out, pos, None, None, ["shortfall: the server returned no generation for this seed"]
+        )
+
+    def _add(
         self,
-        out: dict[str, list[Any]],
-        batch: Mapping[str, Sequence[Any]],
-        indices: Sequence[int],
-        examples: Sequence[dict[str, Any]],
+        out: Collected,
         pos: int | None,
         raw: str | None,
         values: dict[str, Any] | None,
         errors: list[str],
         counts: dict[str, int] | None = None,
     ) -> None:
-        cast_failed = False
-        for name, cast in self.casters:
-            value = None
-            if values is not None:
+        generated = out.generated
+        if values is None:
+            for name, _ in self.casters:
+                generated[name].append(None)
+        else:
+            cast_failed = False
+            for name, cast in self.casters:
+                value = None
                 if name not in values:
                     errors.append(f"missing: no {name!r} in the generated object")
                     cast_failed = True
@@ -503,26 +532,98 @@ class RowBuilder:
                     except CastError as exc:
                         errors.append(f"type: {exc}")
                         cast_failed = True
-            out[name].append(value)
-        if cast_failed and counts is not None:
-            counts["cast_errors"] += 1
-        for name in self.layout.passthrough:
-            out[name].append(None if pos is None else batch[name][pos])
-        out["source_index"].append(None if pos is None else indices[pos])
-        if self.layout.keep_original:
-            out["original"].append(None if pos is None else examples[pos])
-        out["generated_raw"].append(raw)
-        out["error"].append("; ".join(errors) if errors else None)
+                generated[name].append(value)
+            if cast_failed and counts is not None:
+                counts["cast_errors"] += 1
+        out.positions.append(pos)
+        out.raw.append(raw)
+        out.errors.append("; ".join(errors) if errors else None)
 
-    def build_errors(
+    def collect_errors(self, n: int, message: str) -> Collected:
+        """One row per seed of a failed request (``on_error="keep"``)."""
+        out = Collected([], {name: [] for name, _ in self.casters}, [], [])
+        for pos in range(n):
+            self._add(out, pos, None, None, [f"request: {message}"])
+        return out
+
+    # -- emitting --------------------------------------------------------------------------------
+
+    def to_pydict(
+        self,
+        rows: Collected,
+        batch: Mapping[str, Sequence[Any]],
+        indices: Sequence[int],
+        examples: Sequence[dict[str, Any]],
+    ) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = dict(rows.generated)
+        positions = rows.positions
+        for name in self.layout.passthrough:
+            column = batch[name]
+            out[name] = [None if p is None else column[p] for p in positions]
+        out["source_index"] = [None if p is None else indices[p] for p in positions]
+        if self.layout.keep_original:
+            out["original"] = [None if p is None else examples[p] for p in positions]
+        out["generated_raw"] = rows.raw
+        out["error"] = rows.errors
+        return {name: out[name] for name in self.names}
+
+    def to_arrow(
+        self,
+        rows: Collected,
+        table: pa.Table,
+        indices: Sequence[int],
+        examples: Sequence[dict[str, Any]],
+    ) -> pa.Table:
+        """The rows as an Arrow table of exactly the output schema: datasets writes it as is.
+
+        Passthrough columns and ``original`` are taken from the input batch by position, so
+        they never round-trip through Python objects.
+        """
+        schema = self.schema
+        positions = pa.array(rows.positions, type=pa.int64())
+        arrays: list[pa.Array | pa.ChunkedArray] = []
+        for name, _ in self.casters:
+            values = rows.generated[name]
+            if name in self._encode:
+                values = self.features.encode_column(values, name)
+            arrays.append(pa.array(values, type=schema.field(name).type))
+        for name in self.layout.passthrough:
+            arrays.append(_take(table.column(name), positions, schema.field(name).type))
+        arrays.append(pa.array(indices, type=pa.int64()).take(positions))
+        if self.layout.keep_original:
+            original_type = schema.field("original").type
+            if self._original_is_input:
+                struct = pa.StructArray.from_arrays(
+                    [table.column(c).combine_chunks() for c in self.layout.columns],
+                    names=list(self.layout.columns),
+                )
+                arrays.append(_take(struct, positions, original_type))
+            else:
+                arrays.append(
+                    pa.array(
+                        [None if p is None else examples[p] for p in rows.positions],
+                        type=original_type,
+                    )
+                )
+        arrays.append(pa.array(rows.raw, type=pa.string()))
+        arrays.append(pa.array(rows.errors, type=pa.string()))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    # -- kept for callers that want a dict in one step -------------------------------------------
+
+    def build(
         self,
         batch: Mapping[str, Sequence[Any]],
         indices: Sequence[int],
         examples: Sequence[dict[str, Any]],
-        message: str,
-    ) -> dict[str, list[Any]]:
-        """One row per seed of a failed request (``on_error="keep"``)."""
-        out = self.empty()
-        for pos in range(len(indices)):
-            self._append(out, batch, indices, examples, pos, None, None, [f"request: {message}"])
-        return out
+        items: Sequence[Mapping[str, Any]],
+    ) -> tuple[dict[str, list[Any]], dict[str, int]]:
+        rows, counts = self.collect(examples, items)
+        return self.to_pydict(rows, batch, indices, examples), counts
+
+
+def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:
+    taken = values.take(positions)
+    if isinstance(taken, pa.ChunkedArray):
+        taken = taken.combine_chunks()
+    return taken if taken.type == type_ else taken.cast(type_)
