@@ -292,6 +292,9 @@ class SynthClient:
                 "User-Agent": f"synth-datasets/{__version__}",
             }
         )
+        # Every call is the same POST but for its body: prepare it once and copy it per call
+        # (requests' per-call preparation and cookie/env merging cost ~0.2 ms a request).
+        self._template = session.prepare_request(requests.Request("POST", self.url, data=b"{}"))
         return session
 
     def __repr__(self) -> str:
@@ -304,6 +307,8 @@ class SynthClient:
         # num_proc workers receive the client through a pipe; the session is rebuilt there.
         state = self.__dict__.copy()
         del state["_session"]
+        state.pop("_template", None)
+        state.pop("_retry", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -368,10 +373,12 @@ class SynthClient:
         while True:
             attempts += 1
             try:
-                # stream=True: requests would otherwise read the body inside post(), where a
+                prepared = self._template.copy()
+                prepared.prepare_body(body, None)
+                # stream=True: requests would otherwise read the body inside send(), where a
                 # connection dropped mid-body escapes the retry budget below.
-                response = self._session.post(
-                    self.url, data=body, timeout=self.timeout, stream=True
+                response = self._session.send(
+                    prepared, timeout=self.timeout, stream=True, allow_redirects=False
                 )
             except requests.RequestException as exc:
                 # The adapter already spent its retries on this one.
