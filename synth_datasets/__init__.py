@@ -15,6 +15,8 @@ from .errors import (
 )
 from .expand import expand, get_provenance
 from .mapper import ExpansionStats, SynthMapper
+from .prep import drop_duplicates, drop_errors, drop_lineage, mix_in_seeds, to_messages
+from .report import QualityReport, quality_report
 
 __all__ = [
     "APIConnectionError",
@@ -23,6 +25,7 @@ __all__ = [
     "ConfigurationError",
     "ExpansionStats",
     "Generation",
+    "QualityReport",
     "RateLimitError",
     "ResponseFormatError",
     "ServerError",
@@ -31,6 +34,12 @@ __all__ = [
     "SynthMapper",
     "ValidationError",
     "__version__",
+    "drop_duplicates",
+    "drop_errors",
+    "drop_lineage",
     "expand",
     "get_provenance",
+    "mix_in_seeds",
+    "quality_report",
+    "to_messages",
 ]

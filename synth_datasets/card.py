@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -18,18 +17,11 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from ._version import __version__
 from .expand import get_provenance
+from .report import ERROR_KINDS, QualityReport, quality_report
 from .rows import LINEAGE_COLUMNS
 
-__all__ = ["build_card", "dataset_stats", "size_category"]
+__all__ = ["ERROR_KINDS", "build_card", "dataset_stats", "size_category"]
 
-ERROR_KINDS = {
-    "request": "the request failed after retries; one row per seed of that request",
-    "parse": "the generated text could not be read as a JSON object",
-    "missing": "the generated object lacks a column",
-    "type": "a generated value does not fit the column's type",
-    "unlinked": "the returned original matched no seed row sent",
-    "shortfall": "the endpoint returned no generation for this seed",
-}
 LINEAGE_MEANING = {
     "source_index": "row index of the seed in the source dataset (null only if unlinkable)",
     "original": "the seed example exactly as it was sent to the endpoint",
@@ -57,74 +49,35 @@ def size_category(n: int) -> str:
     return "n>10B" if n >= 10_000_000_000 else "1B<n<10B"
 
 
-def _normalise(value: Any) -> Any:
-    """Case and spacing do not make a row new."""
-    if isinstance(value, str):
-        return " ".join(value.lower().split())
-    if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    return value
-
-
-def _normalised_text(values: Sequence[Any]) -> str:
-    return json.dumps(_normalise(list(values)), ensure_ascii=False, sort_keys=True, default=str)
-
-
 def dataset_stats(
-    dataset: datasets.Dataset, provenance: Mapping[str, Any] | None = None
+    dataset: datasets.Dataset,
+    provenance: Mapping[str, Any] | None = None,
+    *,
+    report: QualityReport | None = None,
 ) -> dict[str, Any]:
-    """Counts a reader needs to judge the data, from the rows themselves."""
-    provenance = provenance or get_provenance(dataset) or {}
-    generated = [c for c in provenance.get("generated_columns") or [] if c in dataset.column_names]
-    has_original = "original" in dataset.column_names
-    needed = [c for c in (*generated, *LINEAGE_COLUMNS) if c in dataset.column_names]
-    kinds: Counter[str] = Counter()
-    seeds: set[int] = set()
-    seen: set[str] = set()
-    error_rows = unlinked = returned = identical = duplicates = 0
-    for batch in dataset.select_columns(needed).iter(batch_size=1000):
-        n = len(batch[needed[0]]) if needed else 0
-        for i in range(n):
-            error = batch["error"][i] if "error" in batch else None
-            source = batch["source_index"][i] if "source_index" in batch else None
-            if source is None:
-                unlinked += 1
-            else:
-                seeds.add(source)
-            if "generated_raw" in batch and batch["generated_raw"][i] is not None:
-                returned += 1
-            if error is not None:
-                error_rows += 1
-                kinds.update({part.split(":", 1)[0].strip() for part in error.split("; ")})
-                continue
-            values = [batch[c][i] for c in generated]
-            if has_original and batch["original"][i] is not None:
-                original = batch["original"][i]
-                if all(c in original and original[c] == batch[c][i] for c in generated):
-                    identical += 1
-            key = _normalised_text(values)
-            if key in seen:
-                duplicates += 1
-            else:
-                seen.add(key)
-    source = provenance.get("source") or {}
-    source_rows = source.get("num_rows")
-    multiplier = provenance.get("multiplier")
-    targeted = (source_rows * multiplier) if source_rows and multiplier else None
+    """The report's headline figures as a flat dict, for callers of the first card API.
+
+    The figures come from ``synth_datasets.report.quality_report``; "unknown" where the data
+    cannot tell.
+    """
+    r = report if report is not None else quality_report(dataset, provenance)
     return {
-        "rows": len(dataset),
-        "source_rows": source_rows if source_rows is not None else "unknown",
-        "linked_seeds": len(seeds),
-        "targeted": targeted if targeted is not None else "unknown",
-        "returned": returned,
-        "clean_rows": len(dataset) - error_rows,
-        "error_rows": error_rows,
-        "errors_by_kind": [(k, c, ERROR_KINDS.get(k, "other")) for k, c in kinds.most_common()],
-        "unlinked": unlinked,
-        "identical_to_seed": identical if has_original else "unknown (no `original` column)",
-        "duplicates": duplicates,
+        "rows": r.rows,
+        "source_rows": r.source_rows if r.source_rows is not None else "unknown",
+        "linked_seeds": r.linked_seeds,
+        "targeted": r.targeted if r.targeted is not None else "unknown",
+        "returned": r.returned,
+        "clean_rows": r.clean_rows,
+        "error_rows": r.error_rows,
+        "errors_by_kind": [
+            (k, c, ERROR_KINDS.get(k, "other")) for k, c in r.errors_by_kind.items()
+        ],
+        "unlinked": r.unlinked,
+        "identical_to_seed": (
+            r.seed_copies if r.seed_copies is not None else "unknown (no `original` column)"
+        ),
+        "duplicates": r.duplicates,
+        "near_duplicates": r.near_duplicates if r.near_duplicates is not None else "not computed",
     }
 
 
@@ -177,8 +130,12 @@ def build_card(
     tags: Sequence[str] = (),
     include_prompt: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    report: QualityReport | None = None,
 ) -> DatasetCard:
-    """A card for an expanded dataset; explicit arguments override what ``expand`` recorded."""
+    """A card for an expanded dataset; explicit arguments override what ``expand`` recorded.
+
+    ``report`` reuses a ``quality_report`` already computed (it is one pass over the data).
+    """
     recorded = dict(get_provenance(dataset) or {})
     recorded.update(provenance or {})
     prov = recorded
@@ -190,7 +147,9 @@ def build_card(
     )
     repo = repo_id or "<namespace>/<dataset>"
     name = pretty_name or (repo.split("/")[-1] if repo_id else "Synthetic dataset")
-    stats = dataset_stats(dataset, prov)
+    if report is None:
+        report = quality_report(dataset, prov)
+    stats = dataset_stats(dataset, prov, report=report)
     card_data = DatasetCardData(
         pretty_name=name,
         license=license or source.get("license") or None,
@@ -234,6 +193,7 @@ def build_card(
         source_revision=source.get("revision") or source.get("fingerprint") or "unknown",
         prompt=prov.get("prompt") if include_prompt else None,
         stats=stats,
+        report=report.to_markdown(heading_level=3).strip(),
         schema=_schema(dataset, prov),
         samples=_samples(dataset),
         repo_id=repo,

@@ -125,6 +125,38 @@ def _add_publish(sub: Any) -> None:
     _add_publish_options(card)
 
 
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="print the data-quality report of a result folder",
+        description="Errors, rows per seed, duplicates and lengths of DIR (an `expand --output` "
+        "folder or a save_to_disk folder), computed from the data alone.",
+    )
+    p.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    p.add_argument(
+        "--near-threshold",
+        type=float,
+        default=None,
+        help="Jaccard similarity for near-duplicates (default 0.85)",
+    )
+    p.add_argument("--no-near", action="store_true", help="skip the near-duplicate search")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import DEFAULT_NEAR_THRESHOLD, quality_report
+
+    threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
+    if not 0 < threshold <= 1:
+        raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
+    report = quality_report(load_result(args.dir), near=not args.no_near, near_threshold=threshold)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(report.to_markdown(), end="")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synth-datasets",
@@ -135,6 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_expand(sub)
     _add_publish(sub)
+    _add_report(sub)
     from .testing import PARSER_DESCRIPTION, add_serve_arguments
 
     serve = sub.add_parser(
@@ -458,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_push(args)
         if args.command == "card":
             return _cmd_card(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "serve":
             from .testing import run_serve
 

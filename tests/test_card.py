@@ -16,12 +16,23 @@ LONG = "word " * 200
 
 def expanded(ref_server, ref_client, cache_dir, **kw):
     seeds = Dataset.from_list(
-        [{"q": f"question {i} {LONG if i == 0 else ''}", "a": f"answer {i}", "id": i} for i in range(6)]
+        [
+            {"q": f"question {i} {LONG if i == 0 else ''}", "a": f"answer {i}", "id": i}
+            for i in range(6)
+        ]
     )
     seeds.info.license = "apache-2.0"
-    return expand(seeds, prompt="Write more Q&A pairs, secret sauce prompt.", multiplier=3,
-                  model_id=MODEL_ID, client=ref_client, cache_dir=cache_dir,
-                  columns=["q", "a"], on_error="keep", **kw)
+    return expand(
+        seeds,
+        prompt="Write more Q&A pairs, secret sauce prompt.",
+        multiplier=3,
+        model_id=MODEL_ID,
+        client=ref_client,
+        cache_dir=cache_dir,
+        columns=["q", "a"],
+        on_error="keep",
+        **kw,
+    )
 
 
 def split_card(text: str) -> tuple[dict, str]:
@@ -32,7 +43,9 @@ def split_card(text: str) -> tuple[dict, str]:
 def test_card_metadata_and_sections(ref_server, ref_client, cache_dir):
     ref_server.set_faults(rate_malformed=0.3, seed=1)
     out = expanded(ref_server, ref_client, cache_dir)
-    card = build_card(out, repo_id="me/synthetic-qa", language="en", task_categories=["question-answering"])
+    card = build_card(
+        out, repo_id="me/synthetic-qa", language="en", task_categories=["question-answering"]
+    )
     assert isinstance(card, DatasetCard)
     meta, body = split_card(str(card))
     assert meta["pretty_name"] == "synthetic-qa"
@@ -41,8 +54,14 @@ def test_card_metadata_and_sections(ref_server, ref_client, cache_dir):
     assert meta["size_categories"] == ["n<1K"]
     assert {"synthetic", "synth_datasets"} <= set(meta["tags"])
     assert card.data.to_dict()["tags"] == meta["tags"]  # huggingface_hub parses it too
-    for heading in ("## How it was made", "## Statistics", "## Schema", "## Samples", "## Usage",
-                    "## Limitations"):
+    for heading in (
+        "## How it was made",
+        "## Statistics",
+        "## Schema",
+        "## Samples",
+        "## Usage",
+        "## Limitations",
+    ):
         assert heading in body
     assert MODEL_ID in body and "127.0.0.1" in body
     assert "secret sauce prompt" in body
@@ -75,10 +94,34 @@ def test_stats_count_from_the_data(ref_server, ref_client, cache_dir):
 
 def test_identical_and_duplicate_rows_counted():
     rows = [
-        {"q": "same", "source_index": 0, "original": {"q": "same"}, "generated_raw": "{}", "error": None},
-        {"q": "new", "source_index": 0, "original": {"q": "same"}, "generated_raw": "{}", "error": None},
-        {"q": "New ", "source_index": 1, "original": {"q": "x"}, "generated_raw": "{}", "error": None},
-        {"q": None, "source_index": 1, "original": {"q": "x"}, "generated_raw": "bad", "error": "parse: no"},
+        {
+            "q": "same",
+            "source_index": 0,
+            "original": {"q": "same"},
+            "generated_raw": "{}",
+            "error": None,
+        },
+        {
+            "q": "new",
+            "source_index": 0,
+            "original": {"q": "same"},
+            "generated_raw": "{}",
+            "error": None,
+        },
+        {
+            "q": "New ",
+            "source_index": 1,
+            "original": {"q": "x"},
+            "generated_raw": "{}",
+            "error": None,
+        },
+        {
+            "q": None,
+            "source_index": 1,
+            "original": {"q": "x"},
+            "generated_raw": "bad",
+            "error": "parse: no",
+        },
     ]
     ds = Dataset.from_list(rows)
     attach_provenance(ds, {"generated_columns": ["q"], "multiplier": 2, "source": {"num_rows": 2}})
@@ -91,8 +134,14 @@ def test_identical_and_duplicate_rows_counted():
 
 def test_prompt_opt_out_and_overrides(ref_server, ref_client, cache_dir):
     out = expanded(ref_server, ref_client, cache_dir)
-    card = build_card(out, include_prompt=False, license="mit", pretty_name="QA",
-                      tags=["qa"], provenance={"model_id": "override-model"})
+    card = build_card(
+        out,
+        include_prompt=False,
+        license="mit",
+        pretty_name="QA",
+        tags=["qa"],
+        provenance={"model_id": "override-model"},
+    )
     meta, body = split_card(str(card))
     assert "secret sauce" not in body and "not published" in body
     assert meta["license"] == "mit" and meta["pretty_name"] == "QA" and "qa" in meta["tags"]
@@ -103,3 +152,21 @@ def test_size_categories():
     assert size_category(999) == "n<1K"
     assert size_category(1000) == "1K<n<10K"
     assert size_category(250_000) == "100K<n<1M"
+
+
+def test_statistics_section_is_the_quality_report(ref_server, ref_client, cache_dir):
+    from synth_datasets.report import quality_report
+
+    ref_server.set_faults(rate_malformed=0.5, seed=2)
+    out = expanded(ref_server, ref_client, cache_dir)
+    report = quality_report(out)
+    _, body = split_card(str(build_card(out, repo_id="me/x")))
+    stats = body.split("## Statistics", 1)[1].split("## Schema", 1)[0]
+    assert report.to_markdown().strip() in stats
+    assert f"| Rows | {len(out)} |" in stats and "### Rows per seed" in stats
+    assert "### Errors by kind" in stats and "### Lengths" in stats
+    # A report computed once is reused as it is.
+    assert str(build_card(out, repo_id="me/x", report=report)) == str(
+        build_card(out, repo_id="me/x")
+    )
+    assert dataset_stats(out, report=report)["near_duplicates"] == report.near_duplicates

@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Seed file or Hub id → expand → quality report → push to the Hub (or write a folder).
+
+    python scripts/expand_and_push.py seeds.jsonl --prompt-file prompt.txt --multiplier 4 \\
+        --push-to-hub me/my-synthetic-set            # needs COLLINEAR_API_KEY and HF_TOKEN
+    python scripts/expand_and_push.py seeds.jsonl --prompt "..." --local --output out/
+
+The report is printed before anything is pushed, and the same report is the card's statistics.
+Exit codes as the CLI: 0 done, 2 usage or configuration (nothing sent), 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from synth_datasets import SynthClient, expand
+from synth_datasets.card import build_card
+from synth_datasets.cli import (
+    LOCAL_MODEL_ID,
+    MANIFEST,
+    UsageError,
+    load_source_with_meta,
+    write_output,
+)
+from synth_datasets.errors import ConfigurationError
+from synth_datasets.hub import push_to_hub, resolve_hf_token, validate_hub_repo_id
+from synth_datasets.report import DEFAULT_NEAR_THRESHOLD, quality_report
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="expand_and_push.py",
+        description="Expand SOURCE (a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a "
+        "Hub dataset id) through the synth-data endpoint, print the data-quality report, then "
+        "push the result with its dataset card (--push-to-hub) and/or write it to a folder "
+        "(--output).",
+    )
+    p.add_argument("source", help="seed file, save_to_disk folder, or Hub dataset id")
+    p.add_argument("--split", default=None, help="split of SOURCE (default train)")
+    p.add_argument("--config", default=None, help="Hub dataset config name")
+    p.add_argument("--revision", default=None, help="Hub dataset revision")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
+    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    p.add_argument("--multiplier", type=int, default=4, help="generations per seed (default 4)")
+    p.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N seed rows")
+    p.add_argument("--model-id", default=None, help="model UUID (default COLLINEAR_MODEL_ID)")
+    p.add_argument(
+        "--base-url", default=None, help="endpoint base URL (default COLLINEAR_BASE_URL)"
+    )
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="use the bundled reference server on loopback (no account; not a language model)",
+    )
+    p.add_argument("--request-size", type=int, default=8, help="examples per request (default 8)")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "keep"],
+        default="keep",
+        help="keep (default): failed requests become error rows, counted by the report; "
+        "raise: stop at the first failed request",
+    )
+    p.add_argument("--max-retries", type=int, default=5, help="retries per request (default 5)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
+    p.add_argument("--cache-dir", default=None, help="request cache folder")
+    p.add_argument(
+        "--near-threshold",
+        type=float,
+        default=DEFAULT_NEAR_THRESHOLD,
+        help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
+    )
+    p.add_argument("--report-json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument("--output", type=Path, default=None, help="write data, card and manifest here")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
+    p.add_argument("--public", action="store_true", help="create the repo public (default private)")
+    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    p.add_argument("--license", default=None, help="license for the card (default: the source's)")
+    p.add_argument(
+        "--no-prompt-in-card", action="store_true", help="keep the prompt out of the card"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    if args.prompt_file is not None:
+        try:
+            return str(args.prompt_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
+    return str(args.prompt)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything that can be checked before the first request, then expand and publish."""
+    if args.output is None and args.push_to_hub is None:
+        raise UsageError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
+    if not 0 < args.near_threshold <= 1:
+        raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    token = None
+    if args.push_to_hub is not None:
+        validate_hub_repo_id(args.push_to_hub)
+        token = resolve_hf_token(args.hf_token)
+    prompt = _prompt(args)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    seeds, source_meta = load_source_with_meta(
+        args.source, split=args.split, config=args.config, revision=args.revision
+    )
+    if args.limit is not None:
+        seeds = seeds.select(range(min(args.limit, len(seeds))))
+    if len(seeds) == 0:
+        raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
+
+    with ExitStack() as stack:
+        if args.local:
+            from synth_datasets.testing import ReferenceServer
+
+            server = stack.enter_context(ReferenceServer())
+            client = SynthClient(server.token, server.url, max_retries=args.max_retries)
+            model_id = args.model_id or LOCAL_MODEL_ID
+            print(f"using the local reference server at {server.url} (not a language model)")
+        else:
+            client = SynthClient(None, args.base_url, max_retries=args.max_retries)
+            model_id = args.model_id
+        stack.enter_context(client)
+        result = expand(
+            seeds,
+            prompt=prompt,
+            multiplier=args.multiplier,
+            model_id=model_id,
+            client=client,
+            columns=columns,
+            request_size=args.request_size,
+            max_concurrency=args.concurrency,
+            on_error=args.on_error,
+            cache=not args.no_cache,
+            cache_dir=args.cache_dir,
+            source=source_meta,
+        )
+    print(f"expanded {len(seeds)} seed rows into {len(result)} rows")
+
+    report = quality_report(result, near_threshold=args.near_threshold)
+    print(report.to_markdown())
+    if args.report_json is not None:
+        args.report_json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", "utf-8")
+
+    card_options: dict[str, Any] = {
+        "license": args.license,
+        "include_prompt": not args.no_prompt_in_card,
+    }
+    # The usage snippet names the repo when there is one, else the folder (as the CLI does).
+    repo_id = args.push_to_hub or (str(args.output) if args.output is not None else None)
+    card = build_card(result, repo_id=repo_id, report=report, **card_options)
+    if args.output is not None:
+        target = write_output(result, args.output, args.format)
+        card.save(args.output / "README.md")
+        print(f"wrote {len(result)} rows to {target}, README.md and {MANIFEST}")
+    if args.push_to_hub is not None:
+        url = push_to_hub(result, args.push_to_hub, private=not args.public, token=token, card=card)
+        print(f"pushed {len(result)} rows and the dataset card to {url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import datasets
+
+    if not args.verbose:
+        datasets.logging.set_verbosity_warning()
+    error: BaseException
+    try:
+        return run(args)
+    except (UsageError, ConfigurationError) as exc:  # nothing was sent
+        code, error = 2, exc
+    except Exception as exc:  # SynthError and anything else: one line, like the CLI
+        code, error = 1, exc
+    if args.verbose:
+        traceback.print_exception(error)
+    print(f"expand_and_push.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

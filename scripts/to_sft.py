@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Expanded dataset → chat ``messages`` for supervised fine-tuning (TRL's ``SFTTrainer``).
+
+    python scripts/to_sft.py out/ --output sft/                     # an `expand --output` folder
+    python scripts/to_sft.py me/my-synthetic-set --mix-in-seeds seeds.jsonl --push-to-hub me/sft
+
+Steps, each a ``synth_datasets.prep`` helper: drop error rows; optionally put the seed rows back
+(first, so that deduplication keeps a seed over a generated copy of it); drop exact and near
+duplicates; ``conv_prefix`` + ``response`` → ``messages``; a train/test split with a fixed seed.
+Written as parquet or jsonl under ``DIR/data/`` (``load_dataset(DIR)`` reads both splits) or
+pushed. Exit codes as the CLI: 0 done, 2 usage or configuration, 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from synth_datasets.cli import MANIFEST, UsageError, load_result, load_source
+from synth_datasets.errors import ConfigurationError
+from synth_datasets.hub import resolve_hf_token, validate_hub_repo_id
+from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
+from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
+
+__all__ = ["load_expanded", "main", "split"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="to_sft.py",
+        description="Turn an expanded dataset (an `expand --output` folder, a save_to_disk folder "
+        "or a Hub dataset id) into a `messages` dataset for TRL's SFTTrainer: error rows and "
+        "near-duplicates dropped, seeds optionally mixed in, split into train/test.",
+    )
+    p.add_argument("source", help="expanded dataset: result folder, save_to_disk folder or Hub id")
+    p.add_argument("--split", default=None, help="split of SOURCE (default train)")
+    p.add_argument("--config", default=None, help="Hub dataset config name")
+    p.add_argument("--prefix-column", default="conv_prefix", help="turns before the response")
+    p.add_argument("--response-column", default="response", help="the response turn(s)")
+    p.add_argument(
+        "--keep-columns", default="", help="comma-separated columns kept beside `messages`"
+    )
+    p.add_argument(
+        "--mix-in-seeds",
+        metavar="SEEDS",
+        default=None,
+        help="seed file, save_to_disk folder or Hub id whose rows are added back",
+    )
+    p.add_argument("--seeds-split", default=None, help="split of SEEDS (default train)")
+    p.add_argument(
+        "--near-threshold",
+        type=float,
+        default=DEFAULT_NEAR_THRESHOLD,
+        help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
+    )
+    p.add_argument("--no-near", action="store_true", help="drop exact duplicates only")
+    p.add_argument(
+        "--test-size",
+        type=float,
+        default=0.1,
+        help="test split: a fraction (< 1) or a number of rows; 0 for no test split (default 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="shuffle seed of the split (default 42)")
+    p.add_argument("--output", type=Path, default=None, help="write the splits under DIR/data/")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
+    p.add_argument("--public", action="store_true", help="create the repo public (default private)")
+    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def load_expanded(source: str, *, split: str | None, config: str | None) -> datasets.Dataset:
+    """A result folder keeps its provenance (the generated columns); anything else loads as-is."""
+    path = Path(source)
+    if path.is_dir() and ((path / MANIFEST).exists() or (path / "state.json").exists()):
+        return load_result(path)
+    return load_source(source, split=split, config=config)
+
+
+def split(ds: datasets.Dataset, test_size: float, seed: int) -> datasets.DatasetDict:
+    """train/test with a fixed seed; only train when ``test_size`` is 0."""
+    if test_size < 0:
+        raise UsageError(f"--test-size must be >= 0, got {test_size}")
+    if test_size == 0:
+        return datasets.DatasetDict({"train": ds})
+    size: float | int = int(test_size) if test_size >= 1 else test_size
+    if test_size >= 1 and test_size != int(test_size):
+        raise UsageError(f"--test-size is a fraction below 1 or a whole number, got {test_size}")
+    if (size if isinstance(size, int) else max(1, round(size * len(ds)))) >= len(ds):
+        raise UsageError(f"--test-size {test_size} leaves no training rows out of {len(ds)}")
+    return ds.train_test_split(test_size=size, seed=seed)
+
+
+def write(splits: datasets.DatasetDict, output: Path, fmt: str) -> list[Path]:
+    """``data/<split>-00000-of-00001.<ext>``: the names ``load_dataset(folder)`` maps to splits."""
+    data = output / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("*-00000-of-00001.*"):
+        old.unlink()
+    written = []
+    for name, ds in splits.items():
+        if fmt == "parquet":
+            target = data / f"{name}-00000-of-00001.parquet"
+            ds.to_parquet(str(target))
+        else:
+            target = data / f"{name}-00000-of-00001.jsonl"
+            ds.to_json(str(target), lines=True, force_ascii=False)
+        written.append(target)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output is None and args.push_to_hub is None:
+        raise UsageError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
+    if not 0 < args.near_threshold <= 1:
+        raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
+    token = None
+    if args.push_to_hub is not None:
+        validate_hub_repo_id(args.push_to_hub)
+        token = resolve_hf_token(args.hf_token)
+    keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()]
+
+    ds = load_expanded(args.source, split=args.split, config=args.config)
+    counts: dict[str, Any] = {"rows": len(ds)}
+    ds = drop_errors(ds)
+    counts["error rows dropped"] = counts["rows"] - len(ds)
+    if args.mix_in_seeds is not None:
+        seeds = load_source(args.mix_in_seeds, split=args.seeds_split, config=None)
+        ds = mix_in_seeds(ds, seeds)
+        counts["seed rows mixed in"] = len(seeds)
+    before = len(ds)
+    ds = drop_duplicates(ds, near=not args.no_near, threshold=args.near_threshold)
+    counts["duplicates dropped"] = before - len(ds)
+    if len(ds) == 0:
+        raise ConfigurationError(f"{args.source}: no row left after dropping errors and duplicates")
+    sft = to_messages(
+        ds,
+        prefix_column=args.prefix_column,
+        response_column=args.response_column,
+        keep_columns=keep,
+    )
+    splits = split(sft, args.test_size, args.seed)
+    print(
+        "; ".join(f"{k}: {v}" for k, v in counts.items())
+        + " -> "
+        + ", ".join(f"{name} {len(d)}" for name, d in splits.items())
+    )
+    if args.output is not None:
+        for path in write(splits, args.output, args.format):
+            print(f"wrote {path}")
+    if args.push_to_hub is not None:
+        splits.push_to_hub(args.push_to_hub, private=not args.public, token=token)
+        print(f"pushed {', '.join(splits)} to {args.push_to_hub}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        datasets.logging.set_verbosity_warning()
+    error: BaseException
+    try:
+        return run(args)
+    except (UsageError, ConfigurationError) as exc:  # nothing was written
+        code, error = 2, exc
+    except Exception as exc:  # one line, like the CLI
+        code, error = 1, exc
+    if args.verbose:
+        traceback.print_exception(error)
+    print(f"to_sft.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

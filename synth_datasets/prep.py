@@ -1,0 +1,296 @@
+"""Training-data prep on an expanded ``datasets.Dataset``, with no pandas.
+
+Each helper takes a ``Dataset`` and returns a new one built with datasets' own ``filter``/``map``/
+``remove_columns`` (so results are Arrow on disk, cached and fingerprinted like any other step).
+A typical chain for supervised fine-tuning::
+
+    ds = drop_errors(expanded)
+    ds = mix_in_seeds(ds, seeds)            # optional: the real rows back, first
+    ds = drop_duplicates(ds, near=True)     # generated copies of a seed go, the seed stays
+    sft = to_messages(ds)                   # a `messages` column for TRL's SFTTrainer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+from datasets import Features, List, Value
+
+from .errors import ConfigurationError
+from .expand import attach_provenance, get_provenance
+from .report import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_NEAR_THRESHOLD,
+    DEFAULT_NUM_PERM,
+    DuplicateFinder,
+    content_columns,
+    iter_arrow_batches,
+    row_texts,
+)
+from .rows import LINEAGE_COLUMNS, make_examples, plan_layout
+
+__all__ = [
+    "MESSAGES_FEATURE",
+    "drop_duplicates",
+    "drop_errors",
+    "drop_lineage",
+    "duplicate_mask",
+    "mix_in_seeds",
+    "to_messages",
+]
+
+MESSAGES_FEATURE = List({"role": Value("string"), "content": Value("string")})
+
+
+def _check(ds: Any, what: str) -> None:
+    if not isinstance(ds, datasets.Dataset):
+        raise ConfigurationError(f"{what} takes a datasets.Dataset, got {type(ds).__name__}")
+
+
+def _no_error(errors: list[str | None]) -> list[bool]:
+    return [e is None for e in errors]
+
+
+def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
+    """Only the rows whose ``error`` is null: their generated columns are all there.
+
+    A dataset without an ``error`` column is returned as it is.
+    """
+    _check(ds, "drop_errors")
+    if "error" not in ds.column_names:
+        return ds
+    return ds.filter(_no_error, input_columns=["error"], batched=True, desc="Dropping error rows")
+
+
+def duplicate_mask(
+    ds: datasets.Dataset,
+    *,
+    near: bool = False,
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
+    columns: Sequence[str] | None = None,
+    num_perm: int = DEFAULT_NUM_PERM,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """True for each row that repeats an earlier one (what ``drop_duplicates`` drops).
+
+    The same search as the quality report (``DuplicateFinder``); rows with an ``error`` are never
+    flagged, so this does not silently do ``drop_errors``' job.
+    """
+    _check(ds, "duplicate_mask")
+    cols = list(columns) if columns is not None else content_columns(ds)
+    missing = [c for c in cols if c not in ds.column_names]
+    if missing or not cols:
+        raise ConfigurationError(
+            f"columns to compare must be columns of the dataset; got {cols}, "
+            f"the dataset has {ds.column_names}"
+        )
+    has_error = "error" in ds.column_names
+    finder = DuplicateFinder(near=near, threshold=threshold, num_perm=num_perm)
+    flags: list[np.ndarray] = []
+    read = [*cols, "error"] if has_error and "error" not in cols else cols
+    for batch in iter_arrow_batches(ds, read, batch_size):
+        clean = (
+            np.asarray(batch.column("error").is_null(), dtype=bool)
+            if has_error
+            else np.ones(batch.num_rows, dtype=bool)
+        )
+        exact, near_flags, _ = finder.check(row_texts(batch, cols), clean)
+        flags.append(near_flags if near else exact)
+    return np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
+
+
+def _keep_rows(indices: list[int], drop: np.ndarray) -> list[bool]:
+    return (~drop[np.asarray(indices, dtype=np.int64)]).tolist()
+
+
+def drop_duplicates(
+    ds: datasets.Dataset,
+    *,
+    near: bool = False,
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
+    columns: Sequence[str] | None = None,
+    num_perm: int = DEFAULT_NUM_PERM,
+) -> datasets.Dataset:
+    """Keep the first of each group of rows with the same normalised text (``near``: similar).
+
+    ``columns`` default to the generated columns ``expand`` recorded (else all non-lineage
+    columns). Near-duplicates are MinHash estimates of word-shingle Jaccard similarity at least
+    ``threshold``; the quality report counts the same rows.
+    """
+    drop = duplicate_mask(ds, near=near, threshold=threshold, columns=columns, num_perm=num_perm)
+    if not drop.any():
+        return ds
+    return ds.filter(
+        _keep_rows,
+        input_columns=[],
+        with_indices=True,
+        batched=True,
+        fn_kwargs={"drop": drop},
+        desc="Dropping duplicates",
+    )
+
+
+def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:
+    """Only the training columns: ``source_index``, ``original``, ``generated_raw``, ``error`` go."""
+    _check(ds, "drop_lineage")
+    present = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
+    return ds.remove_columns(present) if present else ds
+
+
+def _seed_rows(
+    batch: Mapping[str, list[Any]],
+    indices: list[int],
+    *,
+    copy: Sequence[str],
+    empty: Sequence[str],
+    original_layout: Any,
+    lineage: Sequence[str],
+) -> dict[str, list[Any]]:
+    n = len(indices)
+    out: dict[str, list[Any]] = {c: list(batch[c]) for c in copy}
+    out.update({c: [None] * n for c in empty})
+    if "source_index" in lineage:
+        out["source_index"] = list(indices)
+    if "original" in lineage:
+        out["original"] = (
+            make_examples(original_layout, batch, indices)
+            if original_layout is not None
+            else [None] * n
+        )
+    for c in ("generated_raw", "error"):
+        if c in lineage:
+            out[c] = [None] * n
+    return out
+
+
+def mix_in_seeds(
+    ds: datasets.Dataset, seeds: datasets.Dataset, columns: Sequence[str] | None = None
+) -> datasets.Dataset:
+    """The seed rows, then ``ds``: real examples back among the synthetic ones.
+
+    ``columns``: the columns copied from each seed (default: every non-lineage column of ``ds``
+    that the seeds have; the others are null). Lineage of a seed row: ``source_index`` is its
+    index in ``seeds`` (the same numbering as the generated rows when ``seeds`` is the dataset
+    that was expanded), ``original`` the seed as ``expand`` would have sent it (null if the seeds
+    lack one of its fields), ``generated_raw`` and ``error`` null. So a seed row is the one row
+    with both ``generated_raw`` and ``error`` null. Seeds come first so that a later
+    ``drop_duplicates`` keeps a seed and drops a generated copy of it.
+    """
+    _check(ds, "mix_in_seeds")
+    _check(seeds, "mix_in_seeds (seeds)")
+    data_columns = [c for c in ds.column_names if c not in LINEAGE_COLUMNS]
+    if columns is None:
+        copy = [c for c in data_columns if c in seeds.column_names]
+    else:
+        copy = list(columns)
+        bad = [c for c in copy if c not in data_columns or c not in seeds.column_names]
+        if bad:
+            raise ConfigurationError(
+                f"mix_in_seeds: column(s) {bad} must be in both the dataset {data_columns} "
+                f"and the seeds {seeds.column_names}"
+            )
+    if not copy:
+        raise ConfigurationError(
+            f"mix_in_seeds: the seeds {seeds.column_names} share no column with the dataset "
+            f"{data_columns}"
+        )
+    lineage = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
+    original_layout = None
+    if "original" in lineage:
+        sent = list(ds.features["original"]) if isinstance(ds.features["original"], dict) else []
+        if sent and all(c in seeds.column_names for c in sent):
+            original_layout = plan_layout(seeds.features, columns=sent, keep_original=True)
+    rows = seeds.map(
+        _seed_rows,
+        batched=True,
+        with_indices=True,
+        remove_columns=seeds.column_names,
+        features=ds.features,
+        fn_kwargs={
+            "copy": copy,
+            "empty": [c for c in data_columns if c not in copy],
+            "original_layout": original_layout,
+            "lineage": lineage,
+        },
+        desc="Preparing seed rows",
+    )
+    info = ds.info.copy()
+    out = datasets.concatenate_datasets([rows, ds], info=info)
+    provenance = get_provenance(ds)
+    if provenance is not None:
+        attach_provenance(out, {**provenance, "mixed_in_seeds": len(seeds)})
+    return out
+
+
+def _turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
+    if value is None:
+        raise ConfigurationError(f"{where} is null: run drop_errors first")
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    items = value if isinstance(value, list) else [value]
+    turns = []
+    for item in items:
+        if isinstance(item, str):
+            turns.append({"role": role, "content": item})
+            continue
+        if not isinstance(item, Mapping):
+            raise ConfigurationError(
+                f"{where}: expected text or {{role, content}} turns, got {type(item).__name__}"
+            )
+        r, c = item.get("role"), item.get("content")
+        if not isinstance(r, str) or not isinstance(c, str):
+            raise ConfigurationError(
+                f"{where}: a turn needs text `role` and `content`: {item!r:.80}"
+            )
+        turns.append({"role": r, "content": c})
+    return turns
+
+
+def _messages(
+    batch: Mapping[str, list[Any]], indices: list[int], *, prefix: str, response: str
+) -> dict[str, list[Any]]:
+    return {
+        "messages": [
+            _turns(p, "user", f"row {i}, {prefix!r}")
+            + _turns(r, "assistant", f"row {i}, {response!r}")
+            for p, r, i in zip(batch[prefix], batch[response], indices, strict=True)
+        ]
+    }
+
+
+def to_messages(
+    ds: datasets.Dataset,
+    *,
+    prefix_column: str = "conv_prefix",
+    response_column: str = "response",
+    keep_columns: Sequence[str] = (),
+) -> datasets.Dataset:
+    """A ``messages`` column (list of {role, content}): prefix turns, then the response turns.
+
+    The conversational format of TRL's ``SFTTrainer``. Each side may be text (a user, resp.
+    assistant turn), one {role, content} turn or a list of them. Only ``messages`` and
+    ``keep_columns`` remain; a null side (an error row) is refused: run ``drop_errors`` first.
+    """
+    _check(ds, "to_messages")
+    missing = [
+        c for c in (prefix_column, response_column, *keep_columns) if c not in ds.column_names
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"to_messages: no column(s) {missing}; the dataset has {ds.column_names}"
+        )
+    if "messages" in keep_columns:
+        raise ConfigurationError("to_messages: `messages` is the output column; do not keep it")
+    features = Features({"messages": MESSAGES_FEATURE, **{c: ds.features[c] for c in keep_columns}})
+    return ds.map(
+        _messages,
+        batched=True,
+        with_indices=True,
+        remove_columns=[c for c in ds.column_names if c not in keep_columns],
+        features=features,
+        fn_kwargs={"prefix": prefix_column, "response": response_column},
+        desc="Building messages",
+    )
