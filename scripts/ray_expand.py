@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Expand a seed dataset on Ray Data: Hugging Face in, Ray actors in the middle, Hugging Face out.
+
+    # no account, no cluster: a local Ray and the bundled reference server
+    python scripts/ray_expand.py synth_datasets/data/sample_seeds.jsonl --local \\
+        --prompt-file synth_datasets/data/sample_prompt.txt --columns conv_prefix,response \\
+        --multiplier 4 --output out/ray-demo
+
+    # an existing cluster; the token travels in the job's runtime_env, never in the task graph
+    COLLINEAR_API_KEY=... COLLINEAR_MODEL_ID=... python scripts/ray_expand.py seeds.jsonl \\
+        --address ray://head-node:10001 --prompt "..." --actors 8 --output out/big
+
+Every node of the cluster needs synth-datasets[ray] installed (or add it to the runtime_env,
+``--runtime-pip``). The output folder is the one ``synth-datasets expand --output`` writes:
+``data/train-00000-of-00001.parquet`` plus ``synth_manifest.json`` (the generation config), so
+``synth-datasets push`` and ``load_dataset(folder)`` take it as it is.
+
+Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+API_KEY_ENV = "COLLINEAR_API_KEY"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ray_expand.py",
+        description="Expand SOURCE (a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or "
+        "a Hub dataset id) on Ray Data: ray.data.Dataset in, actors sending the requests, "
+        "a datasets.Dataset out, every row linked to its seed by source_index.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
+    p.add_argument("--split", default=None, help="split to use (default: train)")
+    p.add_argument("--config", default=None, help="Hub dataset config name")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
+    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    p.add_argument("--multiplier", type=int, default=4, help="generations per seed")
+    p.add_argument("--model-id", default=None, help="model UUID (default: COLLINEAR_MODEL_ID)")
+    p.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--request-size", type=int, default=8, help="examples per request")
+    p.add_argument("--actors", type=int, default=2, help="Ray actors (expand_ray concurrency=)")
+    p.add_argument("--max-concurrency", type=int, default=16, help="requests in flight per actor")
+    p.add_argument(
+        "--requests-per-block",
+        type=int,
+        default=None,
+        help="requests per Ray block (default: 4 x max-concurrency, fewer for small data)",
+    )
+    p.add_argument("--on-error", choices=["raise", "keep"], default="raise")
+    p.add_argument("--max-retries", type=int, default=5, help="retries per request")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--cache-dir", default=None, help="request cache folder (on each node)")
+    p.add_argument("--run-id", default=None, help="ask for fresh samples: misses the cache")
+    p.add_argument("--base-url", default=None, help="endpoint (default COLLINEAR_BASE_URL)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="start the bundled reference server on loopback and a local Ray (no account)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join, e.g. ray://head-node:10001 or auto (default: a local Ray)",
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    p.add_argument(
+        "--runtime-pip",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="pip requirement to install on the workers through runtime_env (repeatable)",
+    )
+    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
+    p.add_argument("--show", type=int, default=3, help="print this many result rows")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except Exception as exc:
+        from synth_datasets.cli import UsageError
+        from synth_datasets.errors import ConfigurationError
+
+        if isinstance(exc, (ConfigurationError, UsageError)):
+            print(f"ray_expand.py: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"ray_expand.py: failed: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """Ray's task errors carry the worker's traceback: keep our error's own line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("synth_datasets.errors.")]
+    if ours:
+        return ours[-1].removeprefix("synth_datasets.errors.")
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+
+    from synth_datasets.cli import LOCAL_MODEL_ID, UsageError, load_source_with_meta, write_output
+    from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
+
+    if args.local and args.address:
+        raise UsageError("--local serves on this machine's loopback: drop --address")
+    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text("utf-8")
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    ds, source = load_source_with_meta(args.source, split=args.split, config=args.config)
+    if args.limit is not None:
+        ds = ds.select(range(min(args.limit, len(ds))))
+    source["fingerprint"] = ds._fingerprint
+
+    with ExitStack() as stack:
+        if args.local:
+            from synth_datasets.testing import ReferenceServer
+
+            server = stack.enter_context(ReferenceServer())
+            token, base_url = server.token, server.url
+            model_id = args.model_id or LOCAL_MODEL_ID
+            print(f"using the local reference server at {server.url} (not a language model)")
+        else:
+            token = os.environ.get(API_KEY_ENV, "")
+            if not token.strip():
+                raise UsageError(f"set {API_KEY_ENV} (it is handed to the workers' environment)")
+            base_url, model_id = args.base_url, args.model_id
+
+        # The token goes to every worker's environment through the job's runtime_env; it is
+        # never an argument of a task or an actor, so it is not in Ray's task graph.
+        runtime_env: dict[str, Any] = {"env_vars": {API_KEY_ENV: token}}
+        if args.runtime_pip:
+            runtime_env["pip"] = list(args.runtime_pip)
+        init: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": False}
+        if args.address:
+            init["address"] = args.address
+        else:
+            init.update(include_dashboard=False, num_cpus=args.num_cpus)
+        ray.init(**init)
+        stack.callback(ray.shutdown)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+
+        started = time.monotonic()
+        seeds = from_huggingface(ds)  # keeps the order of ds: source_index is ds's row index
+        out = expand_ray(
+            seeds,
+            prompt=prompt,
+            multiplier=args.multiplier,
+            model_id=model_id,
+            base_url=base_url,
+            columns=columns,
+            request_size=args.request_size,
+            max_concurrency=args.max_concurrency,
+            concurrency=args.actors,
+            requests_per_block=args.requests_per_block,
+            on_error=args.on_error,
+            max_retries=args.max_retries,
+            cache=not args.no_cache,
+            cache_dir=args.cache_dir,
+            run_id=args.run_id,
+            source=source,
+        )
+        result = to_huggingface(out)  # parquet in between; sorted by source_index
+        elapsed = time.monotonic() - started
+
+    errors = sum(1 for e in result["error"] if e is not None)
+    linked = len({i for i in result["source_index"] if i is not None})
+    print(
+        f"expanded {len(ds)} seed rows into {len(result)} rows on {args.actors} Ray actor(s) in "
+        f"{elapsed:.1f}s ({linked} seeds linked, {errors} rows with an error)"
+    )
+    for row in result.select(range(min(args.show, len(result)))):
+        print(json.dumps(row, ensure_ascii=False, default=str)[:400])
+    if args.output is not None:
+        target = write_output(result, args.output, "parquet")
+        print(f"wrote {len(result)} rows to {target} and the manifest beside it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

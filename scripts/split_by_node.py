@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""Split an expansion across machines with plain datasets: one shard per node, merged afterwards.
+
+Each node runs the same command with its own ``--rank`` and writes its own output folder; any
+machine then merges the folders. ``source_index`` stays the seed's index in the whole dataset:
+
+    # on node r of n (here 2 nodes, run on each):
+    python scripts/split_by_node.py expand seeds.jsonl --rank 0 --world-size 2 \\
+        --prompt "..." --columns conv_prefix,response --output out/node-0
+    python scripts/split_by_node.py expand seeds.jsonl --rank 1 --world-size 2 \\
+        --prompt "..." --columns conv_prefix,response --output out/node-1
+    # anywhere, once all nodes are done:
+    python scripts/split_by_node.py merge out/node-0 out/node-1 --output out/merged
+
+``--local`` uses the bundled reference server (each node its own; no account needed).
+
+The recipe (``expand_shard`` below): ``datasets.distributed.split_dataset_by_node`` gives each
+node a contiguous slice, and ``expand`` numbers a slice's rows from 0. So a global index column is
+added *before* the split; it is not sent (it is left out of ``columns``), passes through, and
+replaces the slice-local ``source_index`` afterwards. Merging in rank order keeps the rows
+grouped by ``source_index``. Requests are cut per shard: when every shard's length is a multiple
+of ``--request-size`` (e.g. ``len(ds)`` divisible by ``world_size * request_size``) the request
+bodies, hence the cache keys, are exactly those of a single-machine run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+GLOBAL_INDEX = "__seed_index"
+
+
+def expand_shard(ds: Any, *, rank: int, world_size: int, **expand_kwargs: Any) -> Any:
+    """Node ``rank``'s part of ``expand(ds, ...)``, with ``source_index`` global."""
+    import numpy as np
+    from datasets.distributed import split_dataset_by_node
+
+    from synth_datasets import expand
+
+    columns = expand_kwargs.pop("columns", None) or list(ds.column_names)
+    indexed = ds.add_column(GLOBAL_INDEX, np.arange(len(ds), dtype=np.int64))
+    shard = split_dataset_by_node(indexed, rank=rank, world_size=world_size)
+    out = expand(shard, columns=columns, **expand_kwargs)
+    return out.map(
+        lambda batch: {"source_index": batch[GLOBAL_INDEX]},
+        batched=True,
+        remove_columns=[GLOBAL_INDEX],
+        desc=f"node {rank}: global source_index",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="split_by_node.py",
+        description="Expand one node's shard of a seed dataset (expand), or merge the nodes' "
+        "output folders (merge).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("expand", help="expand this node's shard")
+    e.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
+    e.add_argument("--split", default=None)
+    e.add_argument("--rank", type=int, required=True, help="this node's rank, 0..world-size-1")
+    e.add_argument("--world-size", type=int, required=True, help="number of nodes")
+    prompt = e.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt")
+    prompt.add_argument("--prompt-file", type=Path)
+    e.add_argument("--multiplier", type=int, default=4)
+    e.add_argument("--model-id", default=None, help="model UUID (default: COLLINEAR_MODEL_ID)")
+    e.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
+    e.add_argument("--request-size", type=int, default=8)
+    e.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    e.add_argument("--on-error", choices=["raise", "keep"], default="raise")
+    e.add_argument("--cache-dir", default=None)
+    e.add_argument("--local", action="store_true", help="use the bundled reference server")
+    e.add_argument("--output", type=Path, required=True, help="this node's output folder")
+    m = sub.add_parser("merge", help="concatenate the nodes' folders in rank order")
+    m.add_argument("folders", nargs="+", type=Path, help="node output folders, rank 0 first")
+    m.add_argument("--output", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from synth_datasets.cli import UsageError
+    from synth_datasets.errors import ConfigurationError, SynthError
+
+    try:
+        return cmd_expand(args) if args.command == "expand" else cmd_merge(args)
+    except (ConfigurationError, UsageError) as exc:
+        print(f"split_by_node.py: error: {exc}", file=sys.stderr)
+        return 2
+    except SynthError as exc:
+        print(f"split_by_node.py: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_expand(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from synth_datasets import SynthClient
+    from synth_datasets.cli import LOCAL_MODEL_ID, UsageError, load_source, write_output
+
+    if not 0 <= args.rank < args.world_size:
+        raise UsageError(f"--rank must be in 0..{args.world_size - 1}, got {args.rank}")
+    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text("utf-8")
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    ds = load_source(args.source, split=args.split, config=None)
+    with ExitStack() as stack:
+        if args.local:
+            from synth_datasets.testing import ReferenceServer
+
+            server = stack.enter_context(ReferenceServer())
+            client = SynthClient(server.token, server.url)
+            model_id = args.model_id or LOCAL_MODEL_ID
+        else:
+            client, model_id = SynthClient(), args.model_id
+        out = expand_shard(
+            ds,
+            rank=args.rank,
+            world_size=args.world_size,
+            prompt=prompt,
+            multiplier=args.multiplier,
+            model_id=model_id,
+            client=client,
+            columns=columns,
+            request_size=args.request_size,
+            max_concurrency=args.concurrency,
+            on_error=args.on_error,
+            cache_dir=args.cache_dir,
+        )
+    target = write_output(out, args.output, "parquet")
+    first, last = out["source_index"][0], out["source_index"][-1]
+    print(f"node {args.rank}/{args.world_size}: {len(out)} rows (seeds {first}-{last}) -> {target}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from datasets import concatenate_datasets
+
+    from synth_datasets import get_provenance
+    from synth_datasets.cli import load_result, write_output
+    from synth_datasets.expand import attach_provenance
+
+    parts = [load_result(folder) for folder in args.folders]
+    merged = concatenate_datasets(parts)
+    recorded = [get_provenance(part) for part in parts]
+    if recorded[0] is not None:
+        provenance = {**recorded[0], "nodes": len(parts)}
+        shards = [(p or {}).get("source", {}).get("num_rows") for p in recorded]
+        source = dict(provenance.get("source") or {})
+        # Each node recorded its own shard's size; the source is all of them.
+        source["num_rows"] = sum(shards) if all(isinstance(n, int) for n in shards) else None
+        provenance["source"] = source
+        attach_provenance(merged, provenance)
+    index = [i for i in merged["source_index"] if i is not None]
+    if index != sorted(index):
+        print("split_by_node.py: warning: folders not in rank order", file=sys.stderr)
+    target = write_output(merged, args.output, "parquet")
+    print(f"merged {len(parts)} node folders: {len(merged)} rows -> {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""expand_ray on a local Ray (2 CPUs) against the reference server; split_dataset_by_node.
+
+Ray starts once for the module (about 10 s); every expansion starts its actors anew (a few
+seconds each), so the Ray tests keep to few expansions. The token reaches the workers the
+documented way only: ``ray.init(runtime_env={"env_vars": {"COLLINEAR_API_KEY": ...}})``; the
+reference servers here use that fixed token (conftest's ``ref_server`` draws a random one, which
+a module-wide Ray cannot know).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from conftest import MODEL_ID
+from datasets import ClassLabel, Dataset, Features, List, Value, concatenate_datasets
+
+from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance
+from synth_datasets.ray import (
+    _ActorConfig,
+    _ExpandBlocks,
+    expand_ray,
+    from_huggingface,
+    to_huggingface,
+)
+from synth_datasets.testing import ReferenceServer
+
+# Ray Data's DataContext warns about its own deprecated `use_push_based_shuffle` field each time
+# one is built (ray/data/context.py, a DeprecationWarning from module ray.data.context), and the
+# suite turns warnings into errors. Only DeprecationWarnings raised from Ray's modules are ignored.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+
+TOKEN = "sk-local-ray-tests-0123456789"
+PROMPT = "Write a new conversation like this one."
+COLUMNS = ["conv_prefix", "response"]
+NOT_RAY: Any = object()  # for checks that refuse before touching the dataset
+
+
+def seeds(n: int) -> Dataset:
+    """Conversations with a passthrough string and a ClassLabel (features must survive Ray)."""
+    features = Features(
+        {
+            "conv_prefix": List({"role": Value("string"), "content": Value("string")}),
+            "response": {"role": Value("string"), "content": Value("string")},
+            "topic": Value("string"),
+            "label": ClassLabel(names=["easy", "hard"]),
+        }
+    )
+    rows = [
+        {
+            "conv_prefix": [{"role": "user", "content": f"Question number {i} about topic {i}?"}],
+            "response": {"role": "assistant", "content": f"Answer number {i}, with detail."},
+            "topic": f"t{i}",
+            "label": i % 2,
+        }
+        for i in range(n)
+    ]
+    return Dataset.from_list(rows, features=features)
+
+
+def by_seed(ds: Dataset) -> list[dict[str, Any]]:
+    """Rows sorted by source_index then generated_raw: the comparison the issue asks for."""
+    rows = ds.to_list()
+    return sorted(rows, key=lambda r: (r["source_index"], r["generated_raw"] or ""))
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    ray = pytest.importorskip("ray", reason="needs the ray extra (part of the dev extra)")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"COLLINEAR_API_KEY": TOKEN}},
+    )
+    context = ray.data.DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = False
+    yield ray
+    context.enable_progress_bars = bars
+    ray.shutdown()
+
+
+@pytest.fixture
+def server() -> Iterator[ReferenceServer]:
+    with ReferenceServer(token=TOKEN) as srv:
+        yield srv
+
+
+def ray_kwargs(srv: ReferenceServer, cache_dir: Path, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("prompt", PROMPT)
+    kw.setdefault("multiplier", 3)
+    kw.setdefault("model_id", MODEL_ID)
+    kw.setdefault("columns", COLUMNS)
+    kw.setdefault("request_size", 4)
+    kw.setdefault("requests_per_block", 2)  # several blocks, so both actors get work
+    kw.setdefault("max_retries", 1)
+    kw.setdefault("concurrency", 2)  # actors; reruns use one (each actor is a new process)
+    kw.setdefault("backoff_factor", 0.01)
+    return {"base_url": srv.url, "cache_dir": cache_dir, **kw}
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_same_rows_as_expand_and_reruns_from_cache(local_ray, server, tmp_path):
+    ds = seeds(22)  # 6 requests of 4, the last one short
+    with SynthClient(TOKEN, server.url, max_retries=1, backoff_factor=0.01) as client:
+        single = expand(
+            ds,
+            prompt=PROMPT,
+            multiplier=3,
+            model_id=MODEL_ID,
+            client=client,
+            columns=COLUMNS,
+            request_size=4,
+            cache_dir=tmp_path / "expand-cache",
+        )
+    assert server.stats()["requests"] == 6
+
+    server.set_faults(latency=0.2)  # long enough for the requests of a block to overlap
+    lazy = expand_ray(from_huggingface(ds), **ray_kwargs(server, tmp_path / "ray-cache"))
+    # The token is nowhere in what Ray ships to the workers, nor in reprs.
+    assert TOKEN.encode() not in local_ray.cloudpickle.dumps(lazy)
+    assert TOKEN not in repr(lazy)
+    out = to_huggingface(lazy)
+    stats = server.stats()
+    assert stats["requests"] == 12  # the same 6 requests, sent by the actors
+    assert stats["max_in_flight"] >= 2  # several requests in flight at once
+    server.set_faults(latency=0.0)
+
+    assert out.column_names == single.column_names
+    assert out.features == single.features  # ClassLabel, nested lists/structs come back
+    assert by_seed(out) == by_seed(single)
+    assert out["source_index"] == sorted(out["source_index"])
+    assert set(out["source_index"]) == set(range(22))
+    assert all(row["error"] is None for row in out)
+    provenance = get_provenance(out)
+    assert provenance is not None
+    assert provenance["engine"]["name"] == "ray"
+    assert provenance["multiplier"] == 3 and provenance["request_size"] == 4
+    assert provenance["source"]["num_rows"] == 22
+    assert TOKEN not in json.dumps(provenance)
+
+    # A rerun of the same seeds is answered from the cache: no request reaches the server.
+    again = to_huggingface(
+        expand_ray(
+            from_huggingface(ds), **ray_kwargs(server, tmp_path / "ray-cache", concurrency=1)
+        )
+    )
+    assert server.stats()["requests"] == 12
+    assert by_seed(again) == by_seed(out)
+
+    # Requests are grouped as expand groups them, so expand's cache serves the Ray path too.
+    shared = to_huggingface(
+        expand_ray(
+            from_huggingface(ds), **ray_kwargs(server, tmp_path / "expand-cache", concurrency=1)
+        )
+    )
+    assert server.stats()["requests"] == 12
+    assert by_seed(shared) == by_seed(single)
+
+
+@pytest.mark.slow
+def test_on_error_keep_gives_error_rows_and_rerun_fills_them(local_ray, server, tmp_path):
+    ds = seeds(16)  # 4 requests of 4
+    server.set_faults(script=[500, 500])  # without retries: exactly two requests fail
+    kwargs = ray_kwargs(server, tmp_path / "cache", on_error="keep", max_retries=0, concurrency=1)
+    out = to_huggingface(expand_ray(from_huggingface(ds), **kwargs))
+    assert server.stats()["requests"] == 4
+
+    errors = [row for row in out if row["error"] is not None]
+    failed = sorted(row["source_index"] for row in errors)
+    assert len(failed) == 8 and len({i // 4 for i in failed}) == 2  # two whole requests
+    for row in errors:
+        assert row["error"].startswith("request: 500 ")
+        assert "seed rows" in row["error"]
+        assert row["conv_prefix"] is None and row["response"] is None
+        assert row["generated_raw"] is None
+        assert row["topic"] == f"t{row['source_index']}"  # passthrough still there
+    good = [row for row in out if row["error"] is None]
+    assert len(good) == 8 * 3
+    assert sorted({row["source_index"] for row in good}) == sorted(set(range(16)) - set(failed))
+
+    # The answered requests were cached: the rerun sends only the two that failed.
+    server.set_faults(script=[])
+    rerun = to_huggingface(expand_ray(from_huggingface(ds), **kwargs))
+    assert server.stats()["requests"] == 6
+    assert all(row["error"] is None for row in rerun)
+    assert len(rerun) == 16 * 3
+
+
+@pytest.mark.slow
+def test_on_error_raise_names_the_seed_rows(local_ray, server, tmp_path):
+    server.set_faults(script=[500] * 8)
+    kwargs = ray_kwargs(
+        server, tmp_path / "cache", max_retries=0, requests_per_block=1, concurrency=1
+    )
+    lazy = expand_ray(from_huggingface(seeds(8)), **kwargs)
+    # Ray wraps the worker's ServerError in its own UserCodeException; the message is ours.
+    with pytest.raises(Exception, match=r"500 from 127\.0\.0\.1.*\[seed rows \d+-\d+\]"):
+        lazy.take_all()
+
+
+def test_missing_ray_gives_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
+    with pytest.raises(ImportError, match=re.escape("pip install 'synth-datasets[ray]'")):
+        expand_ray(NOT_RAY, prompt=PROMPT, multiplier=2, model_id=MODEL_ID)
+
+
+def test_unknown_column_refused_before_the_seeds_run(local_ray):
+    with pytest.raises(ConfigurationError, match="unknown column"):
+        expand_ray(
+            from_huggingface(seeds(3)),
+            prompt=PROMPT,
+            multiplier=2,
+            model_id=MODEL_ID,
+            columns=["conv_prefix", "nope"],
+        )
+
+
+def test_api_key_argument_refused():
+    with pytest.raises(ConfigurationError, match="runtime_env"):
+        expand_ray(NOT_RAY, prompt=PROMPT, multiplier=2, model_id=MODEL_ID, api_key=TOKEN)
+
+
+def test_hf_dataset_refused_with_the_conversion_named():
+    with pytest.raises(ConfigurationError, match="from_huggingface"):
+        expand_ray(cast(Any, seeds(2)), prompt=PROMPT, multiplier=2, model_id=MODEL_ID)
+
+
+def test_actor_without_token_says_how_to_give_it(monkeypatch, tmp_path):
+    from synth_datasets.rows import plan_layout
+
+    monkeypatch.delenv("COLLINEAR_API_KEY", raising=False)
+    layout = plan_layout(seeds(1).features, columns=COLUMNS, generated_features=None)
+    config = _ActorConfig(
+        prompt=PROMPT,
+        multiplier=2,
+        model_id=MODEL_ID,
+        client_config={"base_url": "http://127.0.0.1:9"},
+        layout=layout,
+        request_size=4,
+        max_concurrency=2,
+        on_error="raise",
+        cache=False,
+        cache_dir=None,
+        run_id=None,
+        num_rows=1,
+        provenance="{}",
+    )
+    assert "sk-" not in repr(config)
+    with pytest.raises(ConfigurationError, match=r"COLLINEAR_API_KEY.*runtime_env"):
+        _ExpandBlocks(config)
+
+
+def test_to_huggingface_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "old.parquet").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="not empty"):
+        to_huggingface(NOT_RAY, tmp_path)
+
+
+# -- datasets.distributed.split_dataset_by_node ---------------------------------------------------
+
+
+def load_script(name: str) -> Any:
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def expand_on_node(
+    ds: Dataset, rank: int, world_size: int, client: SynthClient, cache_dir: Path, **kw: Any
+) -> Dataset:
+    """What one node runs (scripts/split_by_node.py's recipe): its shard, global index kept.
+
+    A global index column is added before ``split_dataset_by_node``; it is not sent (left out
+    of ``columns``), passes through, and then replaces the shard-local ``source_index``.
+    """
+    return load_script("split_by_node").expand_shard(
+        ds,
+        rank=rank,
+        world_size=world_size,
+        prompt=PROMPT,
+        multiplier=3,
+        model_id=MODEL_ID,
+        client=client,
+        columns=COLUMNS,
+        cache_dir=cache_dir,
+        **kw,
+    )
+
+
+def test_split_dataset_by_node_shards_merge_to_the_same_rows(ref_server, ref_client, tmp_path):
+    request_size = 4
+    ds = seeds(12)
+    single = expand(
+        ds,
+        prompt=PROMPT,
+        multiplier=3,
+        model_id=MODEL_ID,
+        client=ref_client,
+        columns=COLUMNS,
+        request_size=request_size,
+        cache_dir=tmp_path / "single",
+    )
+    sent = ref_server.stats()["requests"]
+
+    shards = [
+        expand_on_node(
+            ds, rank, 2, ref_client, tmp_path / f"node-{rank}", request_size=request_size
+        )
+        for rank in range(2)
+    ]
+    assert shards[1]["source_index"][0] == 6  # global, not the shard's own 0
+    merged = concatenate_datasets(shards)  # in rank order: still grouped by source_index
+
+    assert merged.column_names == single.column_names
+    assert merged.features == single.features
+    assert merged["source_index"] == sorted(merged["source_index"])
+    assert by_seed(merged) == by_seed(single)
+    # Shards of 6 rows are cut into requests [0-3], [4-5] | [6-9], [10-11], not the single
+    # run's [0-3], [4-7], [8-11]: other request bodies, so nothing came from a shared cache.
+    assert sent == 3
+    assert ref_server.stats()["requests"] - sent == 4
+
+
+def test_split_shards_aligned_to_request_size_reuse_the_single_run_cache(
+    ref_server, ref_client, tmp_path
+):
+    ds = seeds(12)
+    cache = tmp_path / "cache"
+    expand(
+        ds,
+        prompt=PROMPT,
+        multiplier=3,
+        model_id=MODEL_ID,
+        client=ref_client,
+        columns=COLUMNS,
+        request_size=3,
+        cache_dir=cache,
+    )
+    sent = ref_server.stats()["requests"]
+    for rank in range(2):
+        expand_on_node(ds, rank, 2, ref_client, cache, request_size=3)
+    assert ref_server.stats()["requests"] == sent  # same request bodies, all from the cache
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("ray_expand.py", ["--local", "--address", "--actors", "--max-concurrency", "--output"]),
+        ("split_by_node.py", ["expand", "merge"]),
+    ],
+)
+def test_scripts_help(name, options):
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    proc = subprocess.run(
+        [sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {name}")
+    for option in options:
+        assert option in proc.stdout
