@@ -16,8 +16,8 @@ machine then merges the folders. ``source_index`` stays the seed's index in the 
 
 The recipe (``expand_shard`` below): ``datasets.distributed.split_dataset_by_node`` gives each
 node a contiguous slice, and ``expand`` numbers a slice's rows from 0. So a global index column is
-added *before* the split; it is not sent (it is left out of ``columns``), passes through, and
-replaces the slice-local ``source_index`` afterwards. Merging in rank order keeps the rows
+added *before* the split and named as ``expand(..., index_column=...)``: it becomes
+``source_index`` and is neither sent nor kept. Merging in rank order keeps the rows
 grouped by ``source_index``. Requests are cut per shard: when every shard's length is a multiple
 of ``--request-size`` (e.g. ``len(ds)`` divisible by ``world_size * request_size``) the request
 bodies, hence the cache keys, are exactly those of a single-machine run.
@@ -40,16 +40,9 @@ def expand_shard(ds: Any, *, rank: int, world_size: int, **expand_kwargs: Any) -
 
     from synth_datasets import expand
 
-    columns = expand_kwargs.pop("columns", None) or list(ds.column_names)
     indexed = ds.add_column(GLOBAL_INDEX, np.arange(len(ds), dtype=np.int64))
     shard = split_dataset_by_node(indexed, rank=rank, world_size=world_size)
-    out = expand(shard, columns=columns, **expand_kwargs)
-    return out.map(
-        lambda batch: {"source_index": batch[GLOBAL_INDEX]},
-        batched=True,
-        remove_columns=[GLOBAL_INDEX],
-        desc=f"node {rank}: global source_index",
-    )
+    return expand(shard, index_column=GLOBAL_INDEX, **expand_kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

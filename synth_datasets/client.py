@@ -44,6 +44,7 @@ __all__ = [
     "Generation",
     "SynthClient",
     "resolve_model_id",
+    "validate_base_url",
     "validate_examples",
     "validate_model_id",
     "validate_multiplier",
@@ -177,7 +178,7 @@ def _encode_body(body: dict[str, Any]) -> bytes:
         raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
 
 
-def _check_base_url(base_url: str) -> str:
+def validate_base_url(base_url: str) -> str:
     base_url = base_url.strip().rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -228,7 +229,7 @@ class SynthClient:
         if max_retries < 0 or isinstance(max_retries, bool):
             raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}")
         self._api_key = api_key.strip()
-        self.base_url = _check_base_url(
+        self.base_url = validate_base_url(
             base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
         )
         self.timeout = timeout if isinstance(timeout, tuple) else (min(timeout, 10.0), timeout)

@@ -24,8 +24,16 @@ from .cache import RequestCache
 from .client import SynthClient
 from .errors import ConfigurationError
 from .mapper import SynthMapper
+from .rows import Layout
 
-__all__ = ["PROVENANCE_MARKER", "attach_provenance", "expand", "get_provenance"]
+__all__ = [
+    "PROVENANCE_MARKER",
+    "attach_provenance",
+    "build_provenance",
+    "expand",
+    "get_provenance",
+    "source_info",
+]
 
 logger = logging.getLogger("synth_datasets")
 
@@ -56,33 +64,44 @@ def attach_provenance(
     dataset.info.description = f"{head}\n{PROVENANCE_MARKER}{text}"
 
 
-def _source_info(
-    dataset: datasets.Dataset | datasets.IterableDataset, source: Mapping[str, Any] | None
+def source_info(
+    dataset: datasets.Dataset | datasets.IterableDataset | None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    info = dataset.info
-    out: dict[str, Any] = {
-        "name": info.dataset_name or info.builder_name or None,
-        "config": info.config_name or None,
-        "split": str(dataset.split) if dataset.split is not None else None,
-        "fingerprint": getattr(dataset, "_fingerprint", None),
-        "revision": None,
-        "license": info.license or None,
-        "num_rows": len(dataset) if isinstance(dataset, datasets.Dataset) else None,
-    }
-    if source:
-        out.update({k: v for k, v in source.items() if v is not None})
+    """What the card says about the seeds: from the dataset, then the caller's overrides."""
+    out: dict[str, Any] = dict.fromkeys(
+        ("name", "config", "split", "fingerprint", "revision", "license", "num_rows")
+    )
+    if dataset is not None:
+        info = dataset.info
+        out.update(
+            name=info.dataset_name or info.builder_name or None,
+            config=info.config_name or None,
+            split=str(dataset.split) if dataset.split is not None else None,
+            fingerprint=getattr(dataset, "_fingerprint", None),
+            license=info.license or None,
+            num_rows=len(dataset) if isinstance(dataset, datasets.Dataset) else None,
+        )
+    if overrides:
+        out.update({k: v for k, v in overrides.items() if v is not None})
     return out
 
 
 def build_provenance(
-    mapper: SynthMapper,
-    dataset: datasets.Dataset | datasets.IterableDataset,
-    source: Mapping[str, Any] | None = None,
+    *,
+    base_url: str,
+    model_id: str,
+    prompt: str,
+    multiplier: int,
+    request_size: int,
+    max_concurrency: int,
+    on_error: str,
+    run_id: str | None,
+    layout: Layout,
+    source: Mapping[str, Any],
 ) -> dict[str, Any]:
-    e = mapper.engine
-    layout = mapper.layout
-    assert layout is not None
-    parts = urlsplit(e.client_config["base_url"])
+    """The generation config recorded with the data (never the token)."""
+    parts = urlsplit(base_url)
     return {
         "library": "synth_datasets",
         "version": __version__,
@@ -90,19 +109,20 @@ def build_provenance(
         + (f":{parts.port}" if parts.port else "")
         + "/api/v1/synth_data/generate",
         "endpoint_host": parts.hostname,
-        "model_id": e.model_id,
-        "prompt": e.prompt,
-        "multiplier": e.multiplier,
-        "request_size": e.request_size,
-        "max_concurrency": e.max_concurrency,
+        "model_id": model_id,
+        "prompt": prompt,
+        "multiplier": multiplier,
+        "request_size": request_size,
+        "max_concurrency": max_concurrency,
         "columns": list(layout.columns),
         "generated_columns": list(layout.generated_features),
         "passthrough_columns": list(layout.passthrough),
         "keep_original": layout.keep_original,
-        "on_error": e.on_error,
-        "run_id": e.run_id,
+        "index_column": layout.index_column,
+        "on_error": on_error,
+        "run_id": run_id,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": _source_info(dataset, source),
+        "source": dict(source),
     }
 
 
@@ -124,11 +144,14 @@ def expand(
     run_id: str | None = None,
     num_proc: int | None = None,
     source: Mapping[str, Any] | None = None,
+    index_column: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Expand ``dataset`` into ``multiplier`` generations per row, every row linked to its seed.
 
     Returns a ``Dataset`` (or a lazy ``IterableDataset`` for one) with the generated columns,
     the passthrough columns and ``source_index``/``original``/``generated_raw``/``error``.
+    For a shard of a larger dataset, ``index_column`` names a column of global row indices to
+    use as ``source_index`` (it is neither sent nor kept).
     """
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigurationError(
@@ -157,9 +180,23 @@ def expand(
         cache=cache,
         cache_dir=cache_dir,
         run_id=run_id,
+        index_column=index_column,
     )
     kwargs = mapper.map_kwargs(dataset)
-    provenance = build_provenance(mapper, dataset, source)
+    e = mapper.engine
+    assert mapper.layout is not None
+    provenance = build_provenance(
+        base_url=e.client_config["base_url"],
+        model_id=e.model_id,
+        prompt=e.prompt,
+        multiplier=e.multiplier,
+        request_size=e.request_size,
+        max_concurrency=e.max_concurrency,
+        on_error=e.on_error,
+        run_id=e.run_id,
+        layout=mapper.layout,
+        source=source_info(dataset, source),
+    )
     if isinstance(dataset, datasets.IterableDataset):
         out = dataset.map(mapper, **kwargs)
         attach_provenance(out, provenance)

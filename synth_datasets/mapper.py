@@ -108,6 +108,7 @@ class _Engine:
         generated_features: Features | Mapping[str, Any] | None,
         request_size: int,
         requests_per_map_batch: int,
+        index_column: str | None,
         max_concurrency: int,
         keep_original: bool,
         on_error: str,
@@ -126,6 +127,7 @@ class _Engine:
         )
         self.request_size = request_size
         self.requests_per_map_batch = requests_per_map_batch
+        self.index_column = index_column
         self.max_concurrency = max_concurrency
         self.keep_original = keep_original
         self.on_error = on_error
@@ -204,6 +206,15 @@ class _Engine:
         _, _, builder = self._ensure()
         return make_examples(builder.layout, batch, indices)
 
+    def seed_indices(self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]) -> list[int]:
+        """Each row's index in the whole input: the map's, or the ``index_column``'s."""
+        if self.index_column is None:
+            return list(indices)
+        values = list(batch[self.index_column])
+        if any(v is None for v in values):
+            raise ConfigurationError(f"index_column {self.index_column!r} has a null value")
+        return values
+
     def chunks(self, n: int) -> list[tuple[int, int]]:
         size = self.request_size
         return [(start, min(start + size, n)) for start in range(0, n, size)]
@@ -269,7 +280,7 @@ class _Engine:
         self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
     ) -> pa.Table | dict[str, list[Any]]:
         """A whole map batch, its requests one after another (the async path overlaps them)."""
-        indices = list(indices)
+        indices = self.seed_indices(batch, indices)
         examples = self.examples(batch, indices)
         parts = [
             (a, self.request(examples[a:b], indices[a:b])) for a, b in self.chunks(len(indices))
@@ -290,6 +301,7 @@ class _Engine:
             "request_size": self.request_size,
             "on_error": self.on_error,
             "run_id": self.run_id,
+            "index_column": self.index_column,
             "input": input_fingerprint,
         }
         text = json.dumps(config, sort_keys=True, default=str)
@@ -306,7 +318,7 @@ async def _map_batch(
     """
     loop = asyncio.get_running_loop()
     executor = engine.executor()
-    indices = list(indices)
+    indices = engine.seed_indices(batch, indices)
     examples = engine.examples(batch, indices)
     chunks = engine.chunks(len(indices))
     results = await asyncio.gather(
@@ -352,6 +364,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         cache: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
         run_id: str | None = None,
+        index_column: str | None = None,
         requests_per_map_batch: int = 8,
         max_retries: int | None = None,
         timeout: float | tuple[float, float] | None = None,
@@ -390,6 +403,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             generated_features=generated_features,
             request_size=request_size,
             requests_per_map_batch=requests_per_map_batch,
+            index_column=index_column,
             max_concurrency=max_concurrency,
             keep_original=keep_original,
             on_error=on_error,
@@ -431,6 +445,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             columns=e.columns,
             generated_features=e.generated_features,
             keep_original=e.keep_original,
+            index_column=e.index_column,
         )
         e._builder = None
         return e.layout

@@ -31,7 +31,6 @@ import math
 import os
 import shutil
 import tempfile
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +44,13 @@ from .client import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
     SynthClient,
-    _check_base_url,
     resolve_model_id,
+    validate_base_url,
     validate_multiplier,
     validate_prompt,
 )
 from .errors import ConfigurationError
-from .expand import attach_provenance, build_provenance
+from .expand import attach_provenance, build_provenance, source_info
 from .mapper import ON_ERROR, SynthMapper
 from .rows import Layout, plan_layout
 
@@ -432,7 +431,7 @@ def expand_ray(
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
     resolved_model = resolve_model_id(model_id)
-    resolved_url = _check_base_url(
+    resolved_url = validate_base_url(
         base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
     )
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -524,20 +523,18 @@ def _provenance(
     source: Mapping[str, Any] | None,
 ) -> str:
     """The generation config ``expand`` records, built by the same function, plus Ray's part."""
-    engine = types.SimpleNamespace(
+    value = build_provenance(
+        base_url=client_config["base_url"],
+        model_id=model_id,
         prompt=prompt,
         multiplier=multiplier,
-        model_id=model_id,
-        client_config=client_config,
         request_size=request_size,
         max_concurrency=max_concurrency,
         on_error=on_error,
         run_id=run_id,
+        layout=layout,
+        source=source_info(None, {"num_rows": num_rows, **dict(source or {})}),
     )
-    # build_provenance reads mapper.engine/.layout and the seeds' info/split: duck-typed here.
-    mapper: Any = types.SimpleNamespace(engine=engine, layout=layout)
-    seeds: Any = types.SimpleNamespace(info=datasets.DatasetInfo(), split=None)
-    value = build_provenance(mapper, seeds, {"num_rows": num_rows, **dict(source or {})})
     value["engine"] = {"name": "ray", "ray_version": ray.__version__, "actors": concurrency}
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 

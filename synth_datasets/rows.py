@@ -57,6 +57,7 @@ class Layout:
     generated_features: Features
     input_features: Features
     keep_original: bool
+    index_column: str | None = None
 
     @property
     def original_features(self) -> dict[str, Any]:
@@ -135,13 +136,34 @@ def plan_layout(
     columns: Sequence[str] | None = None,
     generated_features: Features | Mapping[str, Any] | None = None,
     keep_original: bool = True,
+    index_column: str | None = None,
 ) -> Layout:
-    """Decide the output columns and check every name before anything is sent."""
+    """Decide the output columns and check every name before anything is sent.
+
+    ``index_column`` names an input column that holds each row's global index (for a shard of
+    a larger dataset): it becomes ``source_index`` and is neither sent nor passed through.
+    """
     if input_features is None:
         raise ConfigurationError(
             "the dataset has no known features: pass generated_features= or resolve them first"
         )
     names = list(input_features)
+    if index_column is not None:
+        feature = input_features.get(index_column)
+        if feature is None:
+            raise ConfigurationError(
+                f"index_column {index_column!r} is not a column of the dataset; it has "
+                f"{', '.join(map(repr, names))}"
+            )
+        if not (isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))):
+            raise ConfigurationError(
+                f"index_column {index_column!r} must hold integers, it is {feature!r}"
+            )
+        if columns is not None and index_column in columns:
+            raise ConfigurationError(
+                f"index_column {index_column!r} is also in columns=: it is never sent"
+            )
+        names.remove(index_column)
     if columns is None:
         chosen = names
     else:
@@ -179,7 +201,14 @@ def plan_layout(
             f"generated column(s) {', '.join(map(repr, both))} are also passthrough columns: "
             "add them to columns= or rename them"
         )
-    return Layout(tuple(chosen), tuple(passthrough), gen, Features(input_features), keep_original)
+    return Layout(
+        tuple(chosen),
+        tuple(passthrough),
+        gen,
+        Features(input_features),
+        keep_original,
+        index_column,
+    )
 
 
 # -- examples ---------------------------------------------------------------------------------------

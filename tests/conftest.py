@@ -63,3 +63,14 @@ def cache_dir(tmp_path):
 
 from fakehub import HUB_TOKEN  # noqa: E402, F401
 from fakehub import fake_hub as fake_hub  # noqa: E402  (registers the fake Hub fixture)
+
+
+@pytest.fixture(autouse=True)
+def _keep_os_environ():
+    """datasets' map(num_proc=...) replaces os.environ with a copy of itself; monkeypatch then
+    restores variables in the old mapping and a test's variables would leak into later tests
+    (and into the CLI subprocesses they start). Put the original mapping back afterwards."""
+    original = os.environ
+    yield
+    if os.environ is not original:
+        os.environ = original  # noqa: B003 (restoring the object itself is the point)

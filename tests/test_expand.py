@@ -382,3 +382,40 @@ def test_stats_summary(ref_server, ref_client, cache_dir):
     s = mapper.stats
     assert (s.requests_sent, s.cache_hits, s.seeds, s.targeted, s.returned) == (3, 0, 5, 15, 15)
     assert "3 requests sent" in s.summary()
+
+
+def test_index_column_gives_global_source_index(ref_server, ref_client, cache_dir):
+    from datasets.distributed import split_dataset_by_node
+
+    seeds = qa(16)
+    whole = run(seeds, ref_client, cache_dir, request_size=4)
+    indexed = seeds.add_column("row", list(range(16)))
+    shards = [
+        run(
+            split_dataset_by_node(indexed, rank=r, world_size=2),
+            ref_client,
+            cache_dir,
+            request_size=4,
+            index_column="row",
+        )
+        for r in range(2)
+    ]
+    merged = datasets.concatenate_datasets(shards)
+    assert merged.column_names == whole.column_names  # the index column is neither sent nor kept
+    assert merged.to_list() == whole.to_list()
+    assert ref_server.stats()["requests"] == 4  # the shards' requests were the whole run's
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"index_column": "nope"}, "not a column"),
+        ({"index_column": "q"}, "integers"),
+        ({"index_column": "row", "columns": ["q", "row"]}, "never sent"),
+    ],
+)
+def test_index_column_refusals(ref_server, ref_client, cache_dir, kwargs, needle):
+    seeds = qa(2).add_column("row", [0, 1])
+    with pytest.raises(ConfigurationError, match=needle):
+        run(seeds, ref_client, cache_dir, **kwargs)
+    assert ref_server.stats()["requests"] == 0

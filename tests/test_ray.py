@@ -288,8 +288,8 @@ def expand_on_node(
 ) -> Dataset:
     """What one node runs (scripts/split_by_node.py's recipe): its shard, global index kept.
 
-    A global index column is added before ``split_dataset_by_node``; it is not sent (left out
-    of ``columns``), passes through, and then replaces the shard-local ``source_index``.
+    A global index column is added before ``split_dataset_by_node`` and named as
+    ``index_column``: it becomes ``source_index`` and is neither sent nor kept.
     """
     return load_script("split_by_node").expand_shard(
         ds,
