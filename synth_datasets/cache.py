@@ -4,6 +4,8 @@ SQLite in WAL mode, one connection per thread and per process, autocommit: a row
 soon as its request returned, which is what makes a crashed run resumable at request granularity.
 The key is a hash of the endpoint, the request body (model, prompt, multiplier, examples) and an
 optional run id; the token is never part of it, and nothing of the request but the hash is stored.
+An answer is stored as received (body bytes and content type) and parsed again on a hit: storing
+costs no re-encoding, and a fix to the parser applies to answers already cached.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import ResponseFormatError
+from .parsing import parse_body
+
 __all__ = ["CACHE_ENV", "RequestCache", "default_cache_dir", "request_key"]
 
 CACHE_ENV = "SYNTH_DATASETS_CACHE"
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
 
 
 def default_cache_dir() -> Path:
@@ -75,37 +80,59 @@ class RequestCache:
         conn = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            " key TEXT PRIMARY KEY, created REAL NOT NULL, items TEXT NOT NULL)"
-        )
+        for attempt in range(100):
+            try:
+                # Switching to WAL takes an exclusive lock and does not wait for it: workers
+                # that open a new cache at the same moment (num_proc) retry instead of failing.
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY,"
+                    " created REAL NOT NULL, content_type TEXT, body BLOB NOT NULL)"
+                )
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         self._local.conn = conn
         self._pid = os.getpid()
         return conn
 
     def get(self, key: str) -> list[dict[str, Any]] | None:
+        """The answer's items, parsed again from the stored body (None when not cached)."""
         row = (
-            self._connect().execute("SELECT items FROM responses WHERE key = ?", (key,)).fetchone()
+            self._connect()
+            .execute("SELECT body, content_type FROM answers WHERE key = ?", (key,))
+            .fetchone()
         )
         if row is None:
             return None
         try:
-            items = json.loads(row[0])
-        except ValueError:
+            return parse_body(row[0], content_type=row[1])
+        except ResponseFormatError:
             return None  # a damaged entry is a miss, not a crash
-        return items if isinstance(items, list) else None
 
-    def put(self, key: str, items: list[dict[str, Any]]) -> None:
-        text = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+    def put(
+        self,
+        key: str,
+        items: list[dict[str, Any]],
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Store an answer: its body as received when given (no re-encoding), else the items."""
+        if body is None:
+            body = json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            content_type = "application/json"
         self._connect().execute(
-            "INSERT OR REPLACE INTO responses (key, created, items) VALUES (?, ?, ?)",
-            (key, time.time(), text),
+            "INSERT OR REPLACE INTO answers (key, created, content_type, body) VALUES (?, ?, ?, ?)",
+            (key, time.time(), content_type, body),
         )
 
     def __len__(self) -> int:
-        return int(self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return int(self._connect().execute("SELECT COUNT(*) FROM answers").fetchone()[0])
 
     def clear(self) -> None:
-        self._connect().execute("DELETE FROM responses")
+        self._connect().execute("DELETE FROM answers")

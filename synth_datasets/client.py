@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from ._version import __version__
 from .errors import (
@@ -33,7 +34,6 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
     ServerError,
-    SynthError,
     ValidationError,
 )
 from .parsing import parse_body
@@ -75,6 +75,8 @@ class CallInfo:
     request_id: str | None
     attempts: int
     elapsed: float
+    body: bytes = b""  # the answer as received, for the request cache
+    content_type: str | None = None
 
 
 class _Retry(Retry):
@@ -293,9 +295,14 @@ class SynthClient:
                 "User-Agent": f"synth-datasets/{__version__}",
             }
         )
-        # Every call is the same POST but for its body: prepare it once and copy it per call
-        # (requests' per-call preparation and cookie/env merging cost ~0.2 ms a request).
+        # Every call is the same POST but for its body: prepared once, with its headers.
         self._template = session.prepare_request(requests.Request("POST", self.url, data=b"{}"))
+        self._headers = {
+            k: v for k, v in self._template.headers.items() if k.lower() != "content-length"
+        }
+        self._timeout = Timeout(connect=self.timeout[0], read=self.timeout[1])
+        self._pool: Any = None
+        self._request_url = ""
         return session
 
     def __repr__(self) -> str:
@@ -307,9 +314,16 @@ class SynthClient:
     def __getstate__(self) -> dict[str, Any]:
         # num_proc workers receive the client through a pipe; the session is rebuilt there.
         state = self.__dict__.copy()
-        del state["_session"]
-        state.pop("_template", None)
-        state.pop("_retry", None)
+        for name in (
+            "_session",
+            "_template",
+            "_retry",
+            "_headers",
+            "_timeout",
+            "_pool",
+            "_request_url",
+        ):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -366,100 +380,109 @@ class SynthClient:
         )
         return self.post(body)
 
+    def _transport(self) -> tuple[Any, str]:
+        """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
+
+        Calls go straight to it: requests' per-call Python layers (request preparation,
+        hooks, cookie jar, response wrapping) cost more CPU than the HTTP exchange itself at
+        thousands of requests, and urllib3 then reads the whole body inside ``urlopen``, where
+        a body that breaks off is retried by the same ``Retry`` as every other failure.
+        """
+        if self._pool is None:
+            adapter = self._session.get_adapter(self.url)
+            assert isinstance(adapter, HTTPAdapter)
+            proxies = self._session.proxies
+            self._pool = adapter.get_connection_with_tls_context(
+                self._template, verify=self._session.verify, proxies=proxies
+            )
+            self._request_url = adapter.request_url(self._template, proxies)
+        return self._pool, self._request_url
+
     def post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         """Send an already built body; retry until an answer parses or the budget is spent."""
         started = time.monotonic()
+        pool, url = self._transport()
         retry: Retry = self._retry
         attempts = 0
         while True:
             attempts += 1
             try:
-                prepared = self._template.copy()
-                prepared.prepare_body(body, None)
-                # stream=True: requests would otherwise read the body inside send(), where a
-                # connection dropped mid-body escapes the retry budget below.
-                response = self._session.send(
-                    prepared, timeout=self.timeout, stream=True, allow_redirects=False
+                response = pool.urlopen(
+                    "POST",
+                    url,
+                    body=body,
+                    headers=self._headers,
+                    retries=retry,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=self._timeout,
+                    preload_content=True,  # buffer the whole body before parsing
+                    decode_content=True,
                 )
-            except requests.RequestException as exc:
-                # The adapter already spent its retries on this one.
+            except (HTTPError, OSError) as exc:  # urllib3 already spent the retries
                 raise self._connection_error(exc) from None
-            attempts += _adapter_retries(response)
-            request_id = _request_id(response)
+            if response.retries is not None:
+                attempts += len(response.retries.history)
+                retry = response.retries  # what is left of the budget
+            status = response.status
+            headers = response.headers
+            request_id = _request_id(headers)
+            content = response.data
+            if status >= 400:
+                raise _status_error(status, headers, content, self.host)
             try:
-                content = response.content  # buffer the whole body before parsing
-                failure: Exception | None = None
-            except requests.RequestException as exc:
-                failure = exc
-            if failure is None:
-                if response.status_code >= 400:
-                    raise _status_error(response, self.host)
-                try:
-                    items = parse_body(
-                        content,
-                        content_type=response.headers.get("Content-Type"),
-                        status_code=response.status_code,
-                        request_id=request_id,
-                    )
-                except ResponseFormatError as exc:
-                    failure = exc
-                else:
-                    elapsed = time.monotonic() - started
-                    logger.debug(
-                        "%s %s -> %d, %d items, request id %s, %d attempt(s), %.3fs",
-                        "POST",
-                        self.host,
-                        response.status_code,
-                        len(items),
-                        request_id,
-                        attempts,
-                        elapsed,
-                    )
-                    return items, CallInfo(request_id, attempts, elapsed)
-            # The body broke on the way (dropped, truncated, unparseable): same retry budget.
-            try:
-                retry = retry.increment(
-                    method="POST", url=ENDPOINT_PATH, error=ProtocolError(str(failure))
-                )
-            except MaxRetryError:
-                if isinstance(failure, SynthError):
-                    raise failure from None
-                raise APIConnectionError(
-                    f"the answer from {self.host} broke off while being read "
-                    f"({type(failure).__name__}) after {attempts} attempt(s)",
-                    status_code=response.status_code,
+                items = parse_body(
+                    content,
+                    content_type=headers.get("Content-Type"),
+                    status_code=status,
                     request_id=request_id,
-                ) from None
-            logger.debug("retrying after a broken body from %s: %s", self.host, failure)
-            retry.sleep()
+                )
+            except ResponseFormatError as exc:
+                # A truncated or garbled answer: the same retry budget as the rest.
+                try:
+                    retry = retry.increment(
+                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(str(exc))
+                    )
+                except MaxRetryError:
+                    raise exc from None
+                logger.debug("retrying after an unreadable body from %s: %s", self.host, exc)
+                retry.sleep()
+                continue
+            elapsed = time.monotonic() - started
+            logger.debug(
+                "POST %s -> %d, %d items, request id %s, %d attempt(s), %.3fs",
+                self.host,
+                status,
+                len(items),
+                request_id,
+                attempts,
+                elapsed,
+            )
+            return items, CallInfo(
+                request_id, attempts, elapsed, content, headers.get("Content-Type")
+            )
 
-    def _connection_error(self, exc: requests.RequestException) -> APIConnectionError:
-        reason = exc.__class__.__name__
-        inner = exc.args[0] if exc.args else None
-        if isinstance(inner, MaxRetryError) and inner.reason is not None:
-            reason = inner.reason.__class__.__name__
-        kind = "timed out" if isinstance(exc, requests.Timeout) or "Timeout" in reason else "failed"
-        return APIConnectionError(
-            f"connection to {self.host} {kind} ({reason}) after {self.max_retries} retries; "
-            "check COLLINEAR_BASE_URL and your network"
-        )
+    def _connection_error(self, exc: BaseException) -> APIConnectionError:
+        reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
+        tail = f"after {self.max_retries} retries; check COLLINEAR_BASE_URL and your network"
+        if isinstance(reason, ProtocolError):
+            return APIConnectionError(
+                f"the answer from {self.host} broke off while being read {tail}"
+            )
+        name = type(reason).__name__
+        kind = "timed out" if "Timeout" in name else "failed"
+        return APIConnectionError(f"connection to {self.host} {kind} ({name}) {tail}")
 
 
-def _adapter_retries(response: requests.Response) -> int:
-    retries = getattr(response.raw, "retries", None)
-    return len(retries.history) if retries is not None else 0
-
-
-def _request_id(response: requests.Response) -> str | None:
-    headers = response.headers
+def _request_id(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray")
 
 
-def _server_message(response: requests.Response) -> tuple[str, Any]:
+def _server_message(content: bytes) -> tuple[str, Any]:
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
-        text = response.text.strip().replace("\n", " ")
+        text = content.decode("utf-8", "replace").strip().replace("\n", " ")
         return (text[:200] + ("…" if len(text) > 200 else "")), None
     if isinstance(body, dict):
         detail = body.get("detail", body.get("error", body.get("message")))
@@ -477,11 +500,12 @@ def _server_message(response: requests.Response) -> tuple[str, Any]:
     return json.dumps(body)[:200], body
 
 
-def _status_error(response: requests.Response, host: str) -> APIStatusError:
+def _status_error(
+    status: int, headers: Mapping[str, str], content: bytes, host: str
+) -> APIStatusError:
     """The one place that maps a status to an error class and its next step."""
-    status = response.status_code
-    request_id = _request_id(response)
-    message, body = _server_message(response)
+    request_id = _request_id(headers)
+    message, body = _server_message(content)
     rid = f" (request id {request_id})" if request_id else ""
     head = f"{status} from {host}: {message}{rid}"
     kwargs: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}

@@ -248,7 +248,7 @@ class _Engine:
                     raise
                 return builder.collect_errors(len(indices), exc.message)
             if cache is not None:
-                cache.put(key, items)
+                cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
         rows, counts = builder.collect(examples, items)
         self.stats.add(returned=len(items), **counts)

@@ -70,7 +70,7 @@ limits, 5xx, dropped or truncated bodies, other framings, malformed output).
 _T = TypeVar("_T")
 
 _FRAMINGS = ("json", "chunked", "sse", "ndjson")
-_SCRIPT_WORDS = ("drop", "truncate", "ok")
+_SCRIPT_WORDS = ("drop", "truncate", "hang", "stall", "ok")
 _RATE_FIELDS = (
     "rate_429",
     "rate_500",
@@ -108,6 +108,12 @@ class Faults:
     deterministic per item. ``script`` is consumed first, one entry per generate request
     (a request refused by ``max_concurrency`` consumes nothing). Latency applies to every
     admitted request; scripted and random statuses are answered before auth and validation.
+
+    Script words: ``"drop"`` (the connection closes mid-body), ``"truncate"`` (the body ends early
+    but cleanly), ``"hang"`` (nothing is sent for ``hang`` seconds, then the whole answer,
+    streamed: a read timeout before the headers), ``"stall"`` (headers and half the body, a pause
+    of ``hang`` seconds, then the rest: a read timeout mid-body) and ``"ok"``. Each counts under
+    its own key in ``stats()["by_status"]`` instead of ``"200"``.
     """
 
     latency: float = 0.0
@@ -117,6 +123,7 @@ class Faults:
     rate_502: float = 0.0
     rate_503: float = 0.0
     retry_after: float = 1.0
+    hang: float = 5.0
     rate_drop: float = 0.0
     rate_truncate: float = 0.0
     framing: str = "json"
@@ -133,7 +140,7 @@ class Faults:
 
     def __post_init__(self) -> None:
         """Refuse bad values up front: a typo'd fault must not silently mean "no fault"."""
-        for name in ("latency", "latency_jitter", "retry_after", *_RATE_FIELDS):
+        for name in ("latency", "latency_jitter", "retry_after", "hang", *_RATE_FIELDS):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"Faults.{name} must be a number, got {value!r}")
@@ -617,6 +624,11 @@ class ReferenceServer:
             try:
                 loop.run_forever()
             finally:
+                # Handlers still sleeping (latency, "hang", "stall") end here, not at exit.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()
 
@@ -737,8 +749,8 @@ class ReferenceServer:
         """Counters since start or the last reset.
 
         ``requests`` counts every generate POST (whatever its answer); ``by_status`` maps "200",
-        "401", "429", ... and "drop"/"truncate" (broken bodies) to counts; ``examples`` and
-        ``generations`` count what complete 200 answers carried.
+        "401", "429", ... and "drop"/"truncate"/"hang"/"stall" (faulty 200s) to counts;
+        ``examples`` and ``generations`` count what complete 200 answers carried.
         """
         return self._on_loop(self._snapshot)
 
@@ -811,7 +823,10 @@ class ReferenceServer:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             return "Not authenticated"
-        if not hmac.compare_digest(credentials.strip().encode(), self.token.encode()):
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: a latin-1 token must get a
+        # 401, not crash the handler.
+        received = credentials.strip().encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(received, self.token.encode()):
             return "Invalid token"
         return None
 
@@ -833,6 +848,11 @@ class ReferenceServer:
         delay = faults.latency
         if faults.latency_jitter > 0:
             delay += self._rng.uniform(0, faults.latency_jitter)
+        raw: bytes | None = None
+        if outcome == "hang":
+            self._count("hang")  # now: the client may give up long before the answer
+            delay += faults.hang
+            raw = await request.read()  # before the client gives up and closes the connection
         if delay > 0:
             await asyncio.sleep(delay)
         if isinstance(outcome, int):
@@ -842,7 +862,8 @@ class ReferenceServer:
         if auth_error is not None:
             return self._error(401, faults, auth_error)
         try:
-            raw = await request.read()
+            if raw is None:
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, faults, "Request body too large")
         body, errors = _validate_body(raw)
@@ -870,6 +891,13 @@ class ReferenceServer:
         if outcome == "truncate":
             self._count("truncate")
             return await self._stream(request, payload[: len(payload) // 2], content_type)
+        if outcome == "stall":
+            self._count("stall")
+            return await self._stall(request, payload, content_type, faults.hang)
+        if outcome == "hang":  # the client has most likely given up and gone
+            with contextlib.suppress(ConnectionError):
+                return await self._stream(request, payload, content_type)
+            return web.Response(status=200)
 
         self._count("200")
         self._stats["examples"] += len(body["examples"])
@@ -877,6 +905,25 @@ class ReferenceServer:
         if faults.framing == "json":
             return web.Response(body=payload, status=200, content_type=content_type)
         return await self._stream(request, payload, content_type)
+
+    @staticmethod
+    async def _stall(
+        request: web.Request, payload: bytes, content_type: str, pause: float
+    ) -> web.StreamResponse:
+        """Headers and half the body, a pause, then the rest (if the client is still there)."""
+        response = web.StreamResponse(status=200)
+        response.content_type = content_type
+        response.content_length = len(payload)
+        await response.prepare(request)
+        half = len(payload) // 2
+        with contextlib.suppress(ConnectionError):
+            await response.write(payload[:half])
+            await asyncio.sleep(pause)
+            if request.transport is None or request.transport.is_closing():
+                return response
+            await response.write(payload[half:])
+            await response.write_eof()
+        return response
 
     @staticmethod
     async def _stream(
@@ -978,6 +1025,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-after", type=float, default=1.0, help="Retry-After seconds on 429/503"
     )
     faults.add_argument(
+        "--hang",
+        type=float,
+        default=5.0,
+        help="seconds a scripted 'hang' or 'stall' request waits (default 5)",
+    )
+    faults.add_argument(
         "--rate-drop", type=float, default=0.0, help="fraction whose connection drops mid-body"
     )
     faults.add_argument(
@@ -1012,7 +1065,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--script",
         default="",
-        help="comma-separated forced outcomes for the first requests, e.g. 429,429,drop,ok",
+        help="comma-separated forced outcomes for the first requests, e.g. 429,429,drop,ok "
+        "(words: drop, truncate, hang, stall, ok)",
     )
     faults.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
 
@@ -1042,6 +1096,7 @@ def run_serve(args: argparse.Namespace) -> int:
             rate_502=args.rate_502,
             rate_503=args.rate_503,
             retry_after=args.retry_after,
+            hang=args.hang,
             rate_drop=args.rate_drop,
             rate_truncate=args.rate_truncate,
             framing=args.framing,

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
 @pytest.fixture
 def expanded(ref_client, cache_dir):
     seeds = Dataset.from_list([{"q": f"question {i}", "a": f"answer {i}"} for i in range(4)])
-    return expand(seeds, prompt="More.", multiplier=2, model_id=MODEL_ID, client=ref_client,
-                  cache_dir=cache_dir)
+    return expand(
+        seeds,
+        prompt="More.",
+        multiplier=2,
+        model_id=MODEL_ID,
+        client=ref_client,
+        cache_dir=cache_dir,
+    )
 
 
 def readme(fake_hub, repo="me/synth"):
@@ -42,8 +48,13 @@ def test_push_creates_repo_with_data_and_card(fake_hub, expanded):
     loaded = datasets.load_dataset("me/synth", split="train", token=HUB_TOKEN)
     assert loaded.to_list() == expanded.to_list()
     # Only the Authorization header ever carried the token.
-    for method, path, headers in fake_hub.requests:
+    for _method, path, headers in fake_hub.requests:
         assert HUB_TOKEN not in path
+        for name, value in headers.items():
+            if name.lower() == "authorization":
+                assert value == f"Bearer {HUB_TOKEN}"
+            else:
+                assert HUB_TOKEN not in value
     for content in files.values():
         assert HUB_TOKEN.encode() not in content
 
