@@ -62,6 +62,12 @@ def _add_expand(sub: Any) -> None:
         help="raise: stop on a failed request; keep: keep error rows",
     )
     p.add_argument("--max-retries", type=int, default=5, help="retries per request (default 5)")
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="cap on a request body; a row too large on its own is refused up front",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
     p.add_argument("--cache-dir", default=None, help="request cache folder")
     p.add_argument(
@@ -452,6 +458,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             cache_dir=args.cache_dir,
             run_id=args.run_id,
+            max_request_bytes=args.max_request_bytes,
             source=source_meta,
         )
     errors = sum(1 for e in result["error"] if e is not None)

@@ -34,6 +34,7 @@ from .errors import (
     RateLimitError,
     ResponseFormatError,
     ServerError,
+    SynthError,
     ValidationError,
 )
 from .parsing import parse_body
@@ -228,6 +229,13 @@ class SynthClient:
             raise ConfigurationError(
                 "no API key: set COLLINEAR_API_KEY or pass api_key= to SynthClient"
             )
+        key = api_key.strip()
+        if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+            # It could not travel in an HTTP header; say so without quoting it.
+            raise ConfigurationError(
+                "the API key holds spaces, line breaks or non-ASCII characters: check "
+                "COLLINEAR_API_KEY (or api_key=)"
+            )
         if max_retries < 0 or isinstance(max_retries, bool):
             raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}")
         self._api_key = api_key.strip()
@@ -399,7 +407,36 @@ class SynthClient:
         return self._pool, self._request_url
 
     def post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
-        """Send an already built body; retry until an answer parses or the budget is spent."""
+        """Send an already built body; retry until an answer parses or the budget is spent.
+
+        A server may quote the request back, Authorization header included: the token is
+        masked in every error this raises.
+        """
+        try:
+            return self._post(body)
+        except SynthError as exc:
+            raise self._scrubbed(exc) from None
+
+    def _scrubbed(self, exc: SynthError) -> SynthError:
+        key = self._api_key
+
+        def scrub(value: Any) -> Any:
+            if isinstance(value, str):
+                return value.replace(key, "***")
+            if isinstance(value, dict):
+                return {scrub(k): scrub(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [scrub(v) for v in value]
+            return value
+
+        exc.message = scrub(exc.message)
+        exc.args = (exc.message,)
+        exc.body = scrub(exc.body)
+        if isinstance(exc, ValidationError):
+            exc.detail = scrub(exc.detail)
+        return exc
+
+    def _post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         started = time.monotonic()
         pool, url = self._transport()
         retry: Retry = self._retry
@@ -445,7 +482,11 @@ class SynthClient:
                     )
                 except MaxRetryError:
                     raise exc from None
-                logger.debug("retrying after an unreadable body from %s: %s", self.host, exc)
+                logger.debug(
+                    "retrying after an unreadable body from %s: %s",
+                    self.host,
+                    self._scrubbed(exc).message,
+                )
                 retry.sleep()
                 continue
             elapsed = time.monotonic() - started

@@ -145,13 +145,15 @@ def expand(
     num_proc: int | None = None,
     source: Mapping[str, Any] | None = None,
     index_column: str | None = None,
+    max_request_bytes: int | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Expand ``dataset`` into ``multiplier`` generations per row, every row linked to its seed.
 
     Returns a ``Dataset`` (or a lazy ``IterableDataset`` for one) with the generated columns,
     the passthrough columns and ``source_index``/``original``/``generated_raw``/``error``.
     For a shard of a larger dataset, ``index_column`` names a column of global row indices to
-    use as ``source_index`` (it is neither sent nor kept).
+    use as ``source_index`` (it is neither sent nor kept). ``max_request_bytes`` caps a request
+    body: requests end before it, and a row too large on its own is refused before any request.
     """
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigurationError(
@@ -181,6 +183,7 @@ def expand(
         cache_dir=cache_dir,
         run_id=run_id,
         index_column=index_column,
+        max_request_bytes=max_request_bytes,
     )
     kwargs = mapper.map_kwargs(dataset)
     e = mapper.engine

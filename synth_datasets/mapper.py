@@ -30,7 +30,13 @@ from datasets import Features
 
 from ._version import __version__
 from .cache import RequestCache, request_key
-from .client import SynthClient, resolve_model_id, validate_multiplier, validate_prompt
+from .client import (
+    CallInfo,
+    SynthClient,
+    resolve_model_id,
+    validate_multiplier,
+    validate_prompt,
+)
 from .errors import ConfigurationError, SynthError
 from .rows import Collected, Layout, RowBuilder, make_examples, plan_layout
 
@@ -83,6 +89,18 @@ class ExpansionStats:
         self._lock = threading.Lock()
 
 
+def _open_ended(info: CallInfo) -> bool:
+    """Whether the answer was a stream (SSE without its [DONE], or NDJSON) that may be cut."""
+    body = info.body
+    if b"[DONE]" in body[-64:]:
+        return False
+    content_type = (info.content_type or "").lower()
+    if any(kind in content_type for kind in ("event-stream", "ndjson", "jsonl")):
+        return True
+    head = body.lstrip()[:1]
+    return head not in (b"[", b"{") or (head == b"{" and b"\n{" in body)
+
+
 def _format_indices(indices: Sequence[int]) -> str:
     if not indices:
         return "none"
@@ -109,6 +127,7 @@ class _Engine:
         request_size: int,
         requests_per_map_batch: int,
         index_column: str | None,
+        max_request_bytes: int | None,
         max_concurrency: int,
         keep_original: bool,
         on_error: str,
@@ -128,6 +147,7 @@ class _Engine:
         self.request_size = request_size
         self.requests_per_map_batch = requests_per_map_batch
         self.index_column = index_column
+        self.max_request_bytes = max_request_bytes
         self.max_concurrency = max_concurrency
         self.keep_original = keep_original
         self.on_error = on_error
@@ -145,10 +165,11 @@ class _Engine:
         self._cache: RequestCache | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._builder: RowBuilder | None = None
+        self._window: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     # Only configuration crosses a pickle (num_proc workers); resources are rebuilt there.
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("_lock", "_client", "_cache", "_executor", "_builder", "_pid")
+        keep = ("_lock", "_client", "_cache", "_executor", "_builder", "_pid", "_window")
         return {k: v for k, v in self.__dict__.items() if k not in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -179,6 +200,19 @@ class _Engine:
                         )
                     self._builder = RowBuilder(self.layout, self.multiplier)
         return self._client, self._cache, self._builder
+
+    def window(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+        """Map calls allowed past the start line at once (per event loop).
+
+        datasets starts up to 1000 async map calls together; unbounded, the request threads run
+        far ahead of the writer and parsed answers pile up in memory. Two rounds of the thread
+        pool's worth of requests keep every thread busy.
+        """
+        window = self._window
+        if window is None or window[0] is not loop:
+            size = max(2, -(-2 * self.max_concurrency // self.requests_per_map_batch))
+            window = self._window = (loop, asyncio.Semaphore(size))
+        return window[1]
 
     def executor(self) -> ThreadPoolExecutor:
         if self._pid != os.getpid():
@@ -215,9 +249,54 @@ class _Engine:
             raise ConfigurationError(f"index_column {self.index_column!r} has a null value")
         return values
 
-    def chunks(self, n: int) -> list[tuple[int, int]]:
-        size = self.request_size
-        return [(start, min(start + size, n)) for start in range(0, n, size)]
+    def chunks(self, examples: list[dict[str, Any]], indices: list[int]) -> list[tuple[int, int]]:
+        """Where the requests of a map batch start and end.
+
+        ``request_size`` examples each; with ``max_request_bytes`` a request also ends before
+        its body would pass the limit, and an example too large on its own is refused.
+        """
+        n, size, limit = len(examples), self.request_size, self.max_request_bytes
+        if limit is None:
+            return [(start, min(start + size, n)) for start in range(0, n, size)]
+        sizes = self.check_sizes(examples, indices)
+        overhead = self._body_overhead()
+        out: list[tuple[int, int]] = []
+        start, total = 0, overhead
+        for i, example_size in enumerate(sizes):
+            grow = example_size + (2 if i > start else 0)  # ", " between examples
+            if i > start and (i - start == size or total + grow > limit):
+                out.append((start, i))
+                start, total, grow = i, overhead, example_size
+            total += grow
+        if n:
+            out.append((start, n))
+        return out
+
+    def _body_overhead(self) -> int:
+        """Bytes of a request body around its examples."""
+        client, _, _ = self._ensure()
+        body = client.build_body(
+            model_id=self.model_id, prompt=self.prompt, examples=[{}], multiplier=self.multiplier
+        )
+        return len(body) - 2
+
+    def check_sizes(self, examples: list[dict[str, Any]], indices: Sequence[int]) -> list[int]:
+        """Each example's encoded size; a row whose own request would pass the limit is refused."""
+        limit = self.max_request_bytes
+        overhead = self._body_overhead()
+        sizes = []
+        for example, index in zip(examples, indices, strict=True):
+            try:
+                n = len(json.dumps(example, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"row {index} is not JSON-serialisable: {exc}") from None
+            if limit is not None and overhead + n > limit:
+                raise ConfigurationError(
+                    f"row {index}: its request would be {overhead + n} bytes, over "
+                    f"max_request_bytes={limit}: shorten it or drop it"
+                )
+            sizes.append(n)
+        return sizes
 
     def request(self, examples: list[dict[str, Any]], indices: list[int]) -> Collected:
         """One request for these examples (from cache when answered before), as rows.
@@ -247,7 +326,10 @@ class _Engine:
                 if self.on_error == "raise":
                     raise
                 return builder.collect_errors(len(indices), exc.message)
-            if cache is not None:
+            # A stream cut at an item boundary looks like a short answer: keep such an answer
+            # out of the cache, so that a rerun asks again instead of keeping the loss.
+            short = len(items) < len(examples) * self.multiplier
+            if cache is not None and not (short and _open_ended(info)):
                 cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
         rows, counts = builder.collect(examples, items)
@@ -283,7 +365,8 @@ class _Engine:
         indices = self.seed_indices(batch, indices)
         examples = self.examples(batch, indices)
         parts = [
-            (a, self.request(examples[a:b], indices[a:b])) for a, b in self.chunks(len(indices))
+            (a, self.request(examples[a:b], indices[a:b]))
+            for a, b in self.chunks(examples, indices)
         ]
         return self.emit(batch, indices, examples, parts)
 
@@ -302,6 +385,7 @@ class _Engine:
             "on_error": self.on_error,
             "run_id": self.run_id,
             "index_column": self.index_column,
+            "max_request_bytes": self.max_request_bytes,
             "input": input_fingerprint,
         }
         text = json.dumps(config, sort_keys=True, default=str)
@@ -318,16 +402,17 @@ async def _map_batch(
     """
     loop = asyncio.get_running_loop()
     executor = engine.executor()
-    indices = engine.seed_indices(batch, indices)
-    examples = engine.examples(batch, indices)
-    chunks = engine.chunks(len(indices))
-    results = await asyncio.gather(
-        *(
-            loop.run_in_executor(executor, engine.request, examples[a:b], indices[a:b])
-            for a, b in chunks
-        ),
-        return_exceptions=True,
-    )
+    async with engine.window(loop):
+        indices = engine.seed_indices(batch, indices)
+        examples = engine.examples(batch, indices)
+        chunks = engine.chunks(examples, indices)
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(executor, engine.request, examples[a:b], indices[a:b])
+                for a, b in chunks
+            ),
+            return_exceptions=True,
+        )
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -365,6 +450,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         cache_dir: str | os.PathLike[str] | None = None,
         run_id: str | None = None,
         index_column: str | None = None,
+        max_request_bytes: int | None = None,
         requests_per_map_batch: int = 8,
         max_retries: int | None = None,
         timeout: float | tuple[float, float] | None = None,
@@ -378,6 +464,14 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        if max_request_bytes is not None and (
+            isinstance(max_request_bytes, bool)
+            or not isinstance(max_request_bytes, int)
+            or max_request_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_request_bytes must be an int >= 1 (or None), got {max_request_bytes!r}"
+            )
         if on_error not in ON_ERROR:
             raise ConfigurationError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
         if client is None:
@@ -404,6 +498,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             request_size=request_size,
             requests_per_map_batch=requests_per_map_batch,
             index_column=index_column,
+            max_request_bytes=max_request_bytes,
             max_concurrency=max_concurrency,
             keep_original=keep_original,
             on_error=on_error,
@@ -456,6 +551,8 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         if features is None and isinstance(ds, datasets.IterableDataset):
             features = ds._resolve_features().features  # a first look at the data
         layout = self.bind(features)
+        if self.engine.max_request_bytes is not None and isinstance(ds, datasets.Dataset):
+            self._check_sizes(ds, layout)
         kwargs: dict[str, Any] = {
             "batched": True,
             # Several requests per map batch: datasets' own cost per batch (formatting, task,
@@ -474,6 +571,18 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
                 kwargs["load_from_cache_file"] = False
             kwargs["desc"] = "synth_datasets: expanding"
         return kwargs
+
+    def _check_sizes(self, ds: datasets.Dataset, layout: Layout) -> None:
+        """Refuse, before any request, a row too large for ``max_request_bytes`` on its own."""
+        e = self.engine
+        start = 0
+        for batch in ds.select_columns(list(layout.columns)).iter(batch_size=1000):
+            n = len(batch[layout.columns[0]])
+            indices = list(range(start, start + n))
+            if e.index_column is not None:
+                indices = list(ds[start : start + n][e.index_column])
+            e.check_sizes(make_examples(layout, batch, indices), indices)
+            start += n
 
     def close(self) -> None:
         """Stop the worker threads and close the connection pool."""

@@ -16,6 +16,7 @@ strict-JSON route first and only then the slower fallbacks:
 from __future__ import annotations
 
 import json
+import operator
 import re
 from typing import Any, NamedTuple, TypeAlias
 
@@ -37,6 +38,7 @@ _decode = _DECODER.decode
 _raw_decode = _DECODER.raw_decode
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, as the json module skips it
 _BOM = b"\xef\xbb\xbf"
+_get_generated = operator.itemgetter("generated")
 
 _WRAPPER_KEYS = ("data", "results", "items", "generations")
 _SSE_TYPES = frozenset({"text/event-stream"})
@@ -65,6 +67,7 @@ _NOTHING: Any = object()  # "no value seen", distinct from a JSON null
 # an escaped quote never ends a string.
 _SCAN = re.compile(r"""\\.|[{}"']""", re.S)
 _FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
+_CLOSED, _OPEN, _CUT = "closed", "open", "cut"  # states of an object span (_object_spans)
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,6 +97,20 @@ def _excerpt(source: str | bytes, limit: int, pos: int = 0) -> str:
     elif more:
         text += "…"
     return head + text
+
+
+def _tail_excerpt(source: str, limit: int) -> str:
+    """``repr`` of the end of ``source``, at most ``limit`` characters, "…" first when cut."""
+    if len(source) <= limit - 2:
+        whole = repr(source)
+        if len(whole) <= limit:
+            return whole
+    n = limit - 3  # room for "…" and the quotes
+    text = repr(source[-n:])
+    while len(text) > limit - 1 and n > 1:  # escapes made it longer: take fewer characters
+        n = max(min(n - 1, n * (limit - 3) // (len(text) - 2)), 1)
+        text = repr(source[-n:])
+    return "…" + text
 
 
 def _dump(value: Any) -> str:
@@ -135,6 +152,8 @@ def parse_body(
 
     Every item must be an object with ``original`` (object) and ``generated`` (string; an object or
     array is re-serialised to JSON text). Each returned :data:`Item` has exactly those two keys.
+    A ``generated`` string holding an unpaired surrogate (JSON ``"\\ud83d"``, which no UTF-8 text
+    or Arrow column can hold) gets it as the readable text ``\\ud83d`` instead.
     When events or lines repeat the items already seen (a running or final full array), the
     longer array replaces them rather than duplicating them.
 
@@ -162,7 +181,7 @@ def parse_body(
     else:
         raise TypeError(f"parse_body() expects bytes or str, got {type(raw).__name__}")
     try:
-        return _parse_text(text, content_type)
+        items = _parse_text(text, content_type)
     except _Malformed as bad:
         raise _format_error(bad, text, status_code, request_id) from None
     except RecursionError:
@@ -173,6 +192,29 @@ def parse_body(
         raise _format_error(
             _Malformed(f"unreadable JSON ({exc})"), text, status_code, request_id
         ) from None
+    if not all(map(str.isascii, map(_get_generated, items))):  # O(1) per string, loop in C
+        _escape_lone_surrogates(items)
+    return items
+
+
+def _escape_lone_surrogates(items: list[Item]) -> None:
+    """Rewrite ``generated`` strings holding an unpaired surrogate (``"\\ud83d"`` in the JSON)
+    with that surrogate as the text ``\\ud83d``: such a string cannot be encoded as UTF-8, so no
+    Arrow column could store it, while the escaped text stays readable (and fails to parse as a
+    generation with a reason, instead of crashing the run). ``original`` is left as it is.
+
+    Only non-ASCII strings can hold one; encoding them is cheaper than scanning the whole body
+    for ``\\ud`` escapes (frequent in bodies written with ``ensure_ascii``).
+    """
+    for i, item in enumerate(items):
+        generated = item["generated"]
+        if generated.isascii():
+            continue
+        try:
+            generated.encode("utf-8")
+        except UnicodeEncodeError:
+            fixed = generated.encode("utf-8", "backslashreplace").decode("utf-8")
+            items[i] = {"original": item["original"], "generated": fixed}
 
 
 def _format_error(
@@ -204,7 +246,9 @@ def _parse_text(text: str, content_type: str | None) -> list[Item]:
     try:
         value = _decode(text)
     except json.JSONDecodeError as exc:
-        first_error = exc
+        # A copy without traceback or context: those hold this frame, and this frame would hold
+        # them back, a cycle that keeps the frames (and the caller's items) alive until a GC pass.
+        first_error = json.JSONDecodeError(exc.msg, exc.doc, exc.pos)
     else:
         return _items_from_value(value, "")
     start = _WS.match(text).end()  # type: ignore[union-attr]  # always matches
@@ -346,6 +390,10 @@ def _parse_sse(text: str) -> list[Item]:
     if "\r" in text:  # CRLF and lone CR end lines too (WHATWG); JSON text never holds a raw CR
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
+    # A body that ends without a line break was cut inside its last line unless that line is data
+    # (a final event whose JSON must then be complete, checked below like any other event).
+    tail_field, _, tail_value = lines[-1].partition(":")
+    cut = bool(lines[-1]) and (tail_field != "data" or not tail_value.strip())
     lines.append("")  # a body that ends without a blank line still dispatches its last event
     for line in lines:
         if line:
@@ -386,6 +434,10 @@ def _parse_sse(text: str) -> list[Item]:
         _merge(items, value, where)
     if pending:
         raise _json_error(_decode_error(pending), pending, f"event {events}: ")
+    if cut and not done:  # e.g. "...}\n\ndata: ": the events after the cut are lost
+        raise _Malformed(
+            "stream ends mid-event, truncated? (last line unfinished)", text, len(text)
+        )
     if not events and not done:
         raise _Malformed("event stream carried no data events")
     return items
@@ -421,9 +473,12 @@ def parse_generated(text: object) -> Parsed:
 
     Steps, cheapest first: strict ``json.loads``; the first fenced code block holding an object;
     the first balanced ``{...}`` in surrounding prose that is strict JSON; ``json_repair`` on the
-    object-like spans (trailing commas, single quotes, unquoted keys, Python literals,
-    truncation), accepted only when it yields a non-empty dict whose values are not all empty
-    strings (so prose is never "repaired" into an object made of nothing). A
+    object-like spans (trailing commas, single quotes, unquoted keys, Python literals), accepted
+    only when it yields a non-empty dict whose values are not all empty strings (so prose is never
+    "repaired" into an object made of nothing). Truncated text is not repaired (closing a string
+    or number cut short would give a wrong value, with no error): an object never closed fails
+    ("truncated ..."), unless the text stops right after a whole inner object or array, so that
+    only closing brackets are missing. A
     ``{"generated_data": {...}}`` wrapper (also with the inner object as JSON text) is unwrapped,
     and so is a JSON string that itself holds an object (double encoding). Any other result (a
     list, number, string) is a failure whose reason names what was found.
@@ -505,8 +560,9 @@ def _parse_fallback(text: str, problem: str) -> Parsed:
         problem = problem or "no JSON object found"
         return Parsed(None, f"{problem}: {_excerpt(text, _GEN_EXCERPT)}", "")
     spans = _object_spans(text)
-    for start, end, closed in spans:
-        if not closed:
+    truncated = False
+    for start, end, state in spans:
+        if state != _CLOSED:
             problem = problem or "unterminated JSON object"
             continue
         try:
@@ -520,10 +576,16 @@ def _parse_fallback(text: str, problem: str) -> Parsed:
         if isinstance(value, dict):
             return Parsed(_unwrap(value), None, "embedded")
     # Longest spans first: the real object is usually longer than a stray "{name}" in prose.
-    for start, end, _closed in sorted(spans, key=lambda s: s[0] - s[1])[:_MAX_REPAIRS]:
+    for start, end, state in sorted(spans, key=lambda s: s[0] - s[1])[:_MAX_REPAIRS]:
+        if state == _CUT:
+            truncated = True  # repairing would close a cut value: a shorter, wrong one
+            continue
         repaired = _repair(text[start:end])
         if repaired is not None:
             return Parsed(repaired, None, "repaired")
+    if truncated:
+        excerpt = _tail_excerpt(text, _GEN_EXCERPT)  # the end: where it was cut
+        return Parsed(None, f"truncated JSON object (never closed), not repairable: {excerpt}", "")
     problem = problem or "no JSON object found"
     return Parsed(None, f"{problem}, not repairable: {_excerpt(text, _GEN_EXCERPT)}", "")
 
@@ -559,13 +621,16 @@ def _fence_bodies(text: str) -> list[str]:
     return bodies
 
 
-def _object_spans(text: str) -> list[tuple[int, int, bool]]:
-    """Outermost ``{...}`` spans as (start, end, closed), strings respected; iterative, linear.
+def _object_spans(text: str) -> list[tuple[int, int, str]]:
+    """Outermost ``{...}`` spans as (start, end, state), strings respected; iterative, linear.
 
     Quotes count only inside braces, so an apostrophe in the surrounding prose cannot hide the
-    object. A span still open at the end of the text (truncation) is returned with closed=False.
+    object. A span still open at the end of the text (truncated output) comes last, as
+    ``_OPEN`` when the text stops right after a whole object or array (only closing brackets are
+    missing: repairing it adds no value of its own), else as ``_CUT`` (it stops inside a string,
+    number, literal or key, or between a key and its value: any repair would invent the rest).
     """
-    spans: list[tuple[int, int, bool]] = []
+    spans: list[tuple[int, int, str]] = []
     depth = 0
     quote = ""
     start = 0
@@ -585,13 +650,14 @@ def _object_spans(text: str) -> list[tuple[int, int, bool]]:
         elif token == "}":
             depth -= 1
             if depth == 0:
-                spans.append((start, match.end(), True))
+                spans.append((start, match.end(), _CLOSED))
                 if len(spans) >= _MAX_SPANS:
                     return spans
         elif token in ('"', "'"):
             quote = token
     if depth:
-        spans.append((start, len(text), False))
+        whole = not quote and text.rstrip()[-1] in "}]"
+        spans.append((start, len(text), _OPEN if whole else _CUT))
     return spans
 
 

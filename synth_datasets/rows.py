@@ -12,7 +12,7 @@ import datetime as _dt
 import decimal
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,17 +109,19 @@ def _children(feature: Any) -> list[Any]:
 
 
 def _jsonsafe_feature(feature: Any) -> Any:
-    """The feature of a value after JSON conversion: temporal and decimal values become text."""
+    """The feature of a value after JSON conversion (see ``_jsonsafe``): durations become float
+    seconds, other temporal and decimal values text."""
     if isinstance(feature, dict):
         return {k: _jsonsafe_feature(v) for k, v in feature.items()}
     if isinstance(feature, List):
         return List(_jsonsafe_feature(feature.feature), length=feature.length)
     if isinstance(feature, LargeList):
         return LargeList(_jsonsafe_feature(feature.feature))
-    if isinstance(feature, Value) and (
-        feature.dtype.startswith(_TEMPORAL_PREFIXES) or feature.dtype.startswith("decimal")
-    ):
-        return Value("string")
+    if isinstance(feature, Value):
+        if feature.dtype.startswith("duration"):
+            return Value("float64")
+        if feature.dtype.startswith(_TEMPORAL_PREFIXES) or feature.dtype.startswith("decimal"):
+            return Value("string")
     return feature
 
 
@@ -291,33 +293,125 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_normalise(value), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+BoolsCheck = Callable[[Any, Any], bool]
+
+
+def _bools_match(a: Any, b: Any) -> bool:
+    """Given ``a == b``: whether their bools sit in the same places (``True == 1`` in Python,
+    not in JSON). Numbers are left to ``==``, where ``1.0 == 1`` as in ``canonical_json``."""
+    if a.__class__ is dict:
+        for k, x in a.items():
+            y = b[k]
+            cls = x.__class__
+            if cls is dict or cls is list:
+                if not _bools_match(x, y):
+                    return False
+            elif (cls is bool) is not (y.__class__ is bool):
+                return False
+        return True
+    if a.__class__ is list:
+        for x, y in zip(a, b, strict=True):
+            cls = x.__class__
+            if cls is dict or cls is list:
+                if not _bools_match(x, y):
+                    return False
+            elif (cls is bool) is not (y.__class__ is bool):
+                return False
+        return True
+    return (a.__class__ is bool) is (b.__class__ is bool)
+
+
+def _leaf_bools_match(a: Any, b: Any) -> bool:
+    return (a.__class__ is bool) is (b.__class__ is bool)
+
+
+def _compile_bools(feature: Any) -> BoolsCheck | None:
+    """``_bools_match`` for values of ``feature``, visiting only what can hold a number or a
+    bool; None when nothing can (text and nulls only: ``==`` is already type-strict)."""
+    if isinstance(feature, Value):
+        if feature.dtype in ("string", "large_string", "string_view", "null"):
+            return None
+        return _leaf_bools_match
+    if isinstance(feature, ClassLabel):
+        return _leaf_bools_match
+    if isinstance(feature, (List, LargeList)):
+        item = _compile_bools(feature.feature)
+        if item is None:
+            return None
+
+        def check_list(a: Any, b: Any) -> bool:
+            return a.__class__ is not list or all(map(item, a, b))
+
+        return check_list
+    if isinstance(feature, dict):
+        fields = [(k, c) for k, f in feature.items() if (c := _compile_bools(f)) is not None]
+        if not fields:
+            return None
+        leaves = [k for k, c in fields if c is _leaf_bools_match]  # checked inline: no call
+        nested = [(k, c) for k, c in fields if c is not _leaf_bools_match]
+
+        def check_struct(a: Any, b: Any) -> bool:
+            if a.__class__ is not dict:
+                return _bools_match(a, b)
+            try:
+                for k in leaves:
+                    if (a[k].__class__ is bool) is not (b[k].__class__ is bool):
+                        return False
+                return not nested or all(c(a[k], b[k]) for k, c in nested)
+            except KeyError:  # not shaped like its feature: look at everything
+                return _bools_match(a, b)
+
+        return check_struct
+    return _bools_match  # Json() and anything free-form
+
+
 def link_items(
-    examples: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]], multiplier: int
+    examples: Sequence[Mapping[str, Any]],
+    items: Sequence[Mapping[str, Any]],
+    multiplier: int,
+    *,
+    bools_match: BoolsCheck | None = _bools_match,
 ) -> list[int | None]:
     """The position in ``examples`` of each item's ``original``, or None when none matches.
 
-    Identical examples share their items in order: the first ``multiplier`` go to the first copy.
+    Identical examples share their items in order and evenly: with ``total`` items for
+    ``copies`` identical examples, ``q, r = divmod(total, copies)``, copy ``j`` takes the next
+    ``q + (j < r)`` items (``multiplier`` each when the answer is complete).
+
+    ``bools_match(example, original)``, for an ``==`` pair, tells whether their bools sit in the
+    same places; a caller that knows the examples' features passes a cheaper one
+    (``RowBuilder`` does), or None when they hold nothing but text and nulls.
     """
     n = len(items)
-    # Fast path: the server answered in order and in full.
-    if n == len(examples) * multiplier and all(
-        items[t]["original"] == examples[t // multiplier] for t in range(n)
+    # Fast path: the server answered in order and in full. `==` says True == 1 (JSON does not):
+    # the pairs it accepts are checked for bools too.
+    if n == len(examples) * multiplier and (
+        all(items[t]["original"] == examples[t // multiplier] for t in range(n))
+        if bools_match is None
+        else all(
+            (o := items[t]["original"]) == (e := examples[t // multiplier]) and bools_match(e, o)
+            for t in range(n)
+        )
     ):
         return [t // multiplier for t in range(n)]
     by_key: dict[str, list[int]] = defaultdict(list)
     for pos, example in enumerate(examples):
         by_key[canonical_json(example)].append(pos)
+    keys = [canonical_json(item.get("original")) for item in items]
+    totals = Counter(keys)
     seen: dict[str, int] = defaultdict(int)
     out: list[int | None] = []
-    for item in items:
-        key = canonical_json(item.get("original"))
+    for key in keys:
         positions = by_key.get(key)
         if not positions:
             out.append(None)
             continue
         k = seen[key]
         seen[key] = k + 1
-        out.append(positions[min(k // multiplier, len(positions) - 1)])
+        q, r = divmod(totals[key], len(positions))
+        # Copies 0..r-1 take q + 1 items each, the others q.
+        j = k // (q + 1) if k < r * (q + 1) else r + (k - r * (q + 1)) // q
+        out.append(positions[j])
     return out
 
 
@@ -325,12 +419,38 @@ def link_items(
 
 Caster = Callable[[Any, str], Any]
 
+# What Arrow (or Python on Arrow's behalf) raises for a value that does not fit a type.
+_ARROW_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
-def _value_caster(dtype: str) -> Caster:
+
+def _reason(exc: BaseException) -> str:
+    """One short, always encodable line for an exception."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fits(v: Any, type_: pa.DataType, where: str) -> Any:
+    """``v`` when Arrow can store it as ``type_``; CastError (with Arrow's reason) when not."""
+    try:
+        pa.scalar(v, type=type_)
+    except _ARROW_ERRORS as exc:
+        raise CastError(f"{where}: does not fit {type_}: {_reason(exc)}") from None
+    return v
+
+
+def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     if dtype in ("string", "large_string", "string_view"):
 
         def cast(v: Any, where: str) -> Any:
             if isinstance(v, str):
+                if v.isascii():  # O(1): the usual case
+                    return v
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as exc:  # "\ud800": no Arrow column can store it
+                    raise CastError(f"{where}: text that is not UTF-8 ({_reason(exc)})") from None
                 return v
             raise CastError(f"{where}: expected text, got {type(v).__name__}")
 
@@ -353,26 +473,62 @@ def _value_caster(dtype: str) -> Caster:
             if not isinstance(v, int) or isinstance(v, bool):
                 raise CastError(f"{where}: expected an integer, got {type(v).__name__}")
             if not lo <= v <= hi:
-                raise CastError(f"{where}: {v} does not fit {dtype}")
+                shown = v if v.bit_length() <= 128 else f"a {v.bit_length()}-bit integer"
+                raise CastError(f"{where}: {shown} does not fit {dtype}")
             return v
 
     elif dtype.startswith("float") or dtype in ("double", "halffloat"):
 
         def cast(v: Any, where: str) -> Any:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                return float(v)
+                try:
+                    return float(v)
+                except OverflowError:  # an integer past 1.8e308
+                    raise CastError(
+                        f"{where}: a {v.bit_length()}-bit integer is too large for {dtype}"
+                    ) from None
             raise CastError(f"{where}: expected a number, got {type(v).__name__}")
 
     elif dtype.startswith(("timestamp", "date")):
         parse = _dt.date.fromisoformat if dtype.startswith("date") else _dt.datetime.fromisoformat
+        what = dtype.split("[")[0]
+        # Any Python date or datetime fits date32/64 and timestamp[s/ms/us]; timestamp[ns] spans
+        # only 1677-09-21 to 2262-04-11, so Arrow checks the years near or past its ends.
+        ns = dtype.startswith("timestamp[ns")
 
         def cast(v: Any, where: str) -> Any:
             if isinstance(v, str):
                 try:
-                    return parse(v)
+                    value = parse(v)
                 except ValueError:
                     pass
-            raise CastError(f"{where}: expected an ISO {dtype.split('[')[0]}, got {v!r:.40}")
+                else:
+                    if ns and not 1678 < value.year < 2262:
+                        return _fits(value, type_, where)  # e.g. year 2500
+                    return value
+            raise CastError(f"{where}: expected an ISO {what}, got {v!r:.40}")
+
+    elif dtype.startswith("duration"):
+
+        def cast(v: Any, where: str) -> Any:  # sent as float seconds (see _jsonsafe)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                try:
+                    value = _dt.timedelta(seconds=v)
+                except (OverflowError, ValueError) as exc:
+                    raise CastError(f"{where}: {v!r:.40} seconds: {_reason(exc)}") from None
+                return _fits(value, type_, where)
+            raise CastError(f"{where}: expected a number of seconds, got {type(v).__name__}")
+
+    elif dtype.startswith("decimal"):
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                try:
+                    value = decimal.Decimal(str(v))
+                except (ArithmeticError, ValueError):
+                    raise CastError(f"{where}: expected a decimal number, got {v!r:.40}") from None
+                return _fits(value, type_, where)  # precision and scale
+            raise CastError(f"{where}: expected a decimal number, got {type(v).__name__}")
 
     elif dtype == "null":
 
@@ -380,9 +536,10 @@ def _value_caster(dtype: str) -> Caster:
             return None
 
     else:
-
-        def cast(v: Any, where: str) -> Any:  # other Arrow types: leave it to Arrow's own cast
-            return v
+        # Other Arrow types (time32/64 among them: ISO text does not fit, as Arrow says):
+        # Arrow's own conversion decides, here rather than in to_arrow.
+        def cast(v: Any, where: str) -> Any:
+            return _fits(v, type_, where)
 
     return cast
 
@@ -390,7 +547,7 @@ def _value_caster(dtype: str) -> Caster:
 def _compile(feature: Any) -> Caster:
     """A function that returns a value fitting ``feature`` or raises CastError."""
     if isinstance(feature, Value):
-        inner = _value_caster(feature.dtype)
+        inner = _value_caster(feature.dtype, feature.pa_type)
 
         def cast_value(v: Any, where: str) -> Any:
             return None if v is None else inner(v, where)
@@ -487,6 +644,8 @@ class RowBuilder:
         self.schema = self.features.arrow_schema
         # Json values are stored as text: datasets' own encoder turns them into it.
         self._encode = [c for c, f in layout.generated_features.items() if _contains_json(f)]
+        # The fast link path's type check, visiting only what can hold a number or a bool.
+        self._bools_match = _compile_bools(layout.original_features)
         # `original` can be cut straight from the input Arrow batch when nothing was converted.
         self._original_is_input = all(
             layout.original_features[c] == layout.input_features[c] for c in layout.columns
@@ -501,7 +660,7 @@ class RowBuilder:
         self, examples: Sequence[dict[str, Any]], items: Sequence[Mapping[str, Any]]
     ) -> tuple[Collected, dict[str, int]]:
         """Rows for a successful answer: grouped by seed, server order within a seed."""
-        links = link_items(examples, items, self.multiplier)
+        links = link_items(examples, items, self.multiplier, bools_match=self._bools_match)
         n = len(examples)
         if links == sorted(links, key=lambda p: n if p is None else p):
             order = list(enumerate(links))  # the usual case: already grouped
@@ -606,16 +765,19 @@ class RowBuilder:
         """The rows as an Arrow table of exactly the output schema: datasets writes it as is.
 
         Passthrough columns and ``original`` are taken from the input batch by position, so
-        they never round-trip through Python objects.
+        they never round-trip through Python objects. A value Arrow still refuses (the casters
+        let nothing known through) becomes null and its row's ``error`` says why: one bad value
+        never ends the run.
         """
         schema = self.schema
+        errors = list(rows.errors)
         positions = pa.array(rows.positions, type=pa.int64())
         arrays: list[pa.Array | pa.ChunkedArray] = []
         for name, _ in self.casters:
             values = rows.generated[name]
             if name in self._encode:
-                values = self.features.encode_column(values, name)
-            arrays.append(pa.array(values, type=schema.field(name).type))
+                values = self._encode_column(values, name, errors)
+            arrays.append(_array(values, schema.field(name).type, name, errors))
         for name in self.layout.passthrough:
             arrays.append(_take(table.column(name), positions, schema.field(name).type))
         arrays.append(pa.array(indices, type=pa.int64()).take(positions))
@@ -628,15 +790,26 @@ class RowBuilder:
                 )
                 arrays.append(_take(struct, positions, original_type))
             else:
-                arrays.append(
-                    pa.array(
-                        [None if p is None else examples[p] for p in rows.positions],
-                        type=original_type,
-                    )
-                )
-        arrays.append(pa.array(rows.raw, type=pa.string()))
-        arrays.append(pa.array(rows.errors, type=pa.string()))
+                originals = [None if p is None else examples[p] for p in rows.positions]
+                arrays.append(_array(originals, original_type, "original", errors))
+        arrays.append(_text_array(rows.raw))
+        arrays.append(_text_array(errors))
         return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _encode_column(self, values: list[Any], name: str, errors: list[str | None]) -> list[Any]:
+        """Json values as datasets stores them (text); one that cannot be encoded is null."""
+        try:
+            return self.features.encode_column(values, name)
+        except _ARROW_ERRORS:
+            pass
+        out = []
+        for i, v in enumerate(values):
+            try:
+                out.append(self.features.encode_column([v], name)[0])
+            except _ARROW_ERRORS as exc:
+                out.append(None)
+                _note(errors, i, f"type: {name}: {_reason(exc)}")
+        return out
 
     # -- kept for callers that want a dict in one step -------------------------------------------
 
@@ -656,3 +829,40 @@ def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.Dat
     if isinstance(taken, pa.ChunkedArray):
         taken = taken.combine_chunks()
     return taken if taken.type == type_ else taken.cast(type_)
+
+
+def _note(errors: list[str | None], i: int, message: str) -> None:
+    errors[i] = message if errors[i] is None else f"{errors[i]}; {message}"
+
+
+def _array(values: list[Any], type_: pa.DataType, name: str, errors: list[str | None]) -> Any:
+    """``pa.array(values, type_)``; when Arrow refuses, the values it refuses alone become null
+    and their row's error gains ``type: <name>: <reason>``."""
+    try:
+        return pa.array(values, type=type_)
+    except _ARROW_ERRORS:
+        pass
+    kept = []
+    for i, v in enumerate(values):
+        if v is not None:
+            try:
+                pa.array([v], type=type_)
+            except _ARROW_ERRORS as exc:
+                v = None
+                _note(errors, i, f"type: {name}: {_reason(exc)}")
+        kept.append(v)
+    return pa.array(kept, type=type_)
+
+
+def _text_array(values: list[str | None]) -> pa.Array:
+    """A string column; text that is not valid UTF-8 (lone surrogates) is kept with escapes."""
+    try:
+        return pa.array(values, type=pa.string())
+    except _ARROW_ERRORS:
+        return pa.array(
+            [
+                v if v is None else str(v).encode("utf-8", "backslashreplace").decode("utf-8")
+                for v in values
+            ],
+            type=pa.string(),
+        )

@@ -107,7 +107,7 @@ class Faults:
     extra, alter_original, shuffle) are derived from the request content and ``seed``, so they are
     deterministic per item. ``script`` is consumed first, one entry per generate request
     (a request refused by ``max_concurrency`` consumes nothing). Latency applies to every
-    admitted request; scripted and random statuses are answered before auth and validation.
+    admitted request and is its whole time to answer, the server's own work included; scripted and random statuses are answered before auth and validation.
 
     Script words: ``"drop"`` (the connection closes mid-body), ``"truncate"`` (the body ends early
     but cleanly), ``"hang"`` (nothing is sent for ``hang`` seconds, then the whole answer,
@@ -844,6 +844,13 @@ class ReferenceServer:
             self._in_flight -= 1
 
     async def _generate(self, request: web.Request, faults: Faults) -> web.StreamResponse:
+        """Answer one request; ``latency`` is the whole time to answer, work included.
+
+        The answer is built first and the rest of the latency slept after, so the server's own
+        CPU does not add to the latency a benchmark sets (a fixed sleep plus the work would).
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         outcome = self._decide(faults)
         delay = faults.latency
         if faults.latency_jitter > 0:
@@ -853,21 +860,29 @@ class ReferenceServer:
             self._count("hang")  # now: the client may give up long before the answer
             delay += faults.hang
             raw = await request.read()  # before the client gives up and closes the connection
-        if delay > 0:
-            await asyncio.sleep(delay)
+
+        async def wait_rest() -> None:
+            rest = delay - (loop.time() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)
+
         if isinstance(outcome, int):
+            await wait_rest()
             return self._error(outcome, faults)
 
         auth_error = self._auth_error(request)
         if auth_error is not None:
+            await wait_rest()
             return self._error(401, faults, auth_error)
         try:
             if raw is None:
                 raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            await wait_rest()
             return self._error(413, faults, "Request body too large")
         body, errors = _validate_body(raw)
         if body is None:
+            await wait_rest()
             return self._error(422, faults, errors)
 
         args = (body["model_id"], body["multiplier"], body["prompt"], body["examples"], faults)
@@ -876,6 +891,7 @@ class ReferenceServer:
             payload, n_items = await loop.run_in_executor(None, _build_payload, *args)
         else:
             payload, n_items = _build_payload(*args)
+        await wait_rest()
 
         content_type = _CONTENT_TYPES[faults.framing]
         if outcome == "drop":
@@ -1013,7 +1029,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow a non-loopback --host (the admin endpoints stay loopback only)",
     )
     faults = parser.add_argument_group("fault injection (all off by default)")
-    faults.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    faults.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds each answer takes in all (work included)",
+    )
     faults.add_argument(
         "--latency-jitter", type=float, default=0.0, help="extra uniform [0, J] seconds"
     )

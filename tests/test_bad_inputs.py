@@ -166,13 +166,6 @@ def test_missing_or_empty_token(
     refused(lambda: SynthClient(token, ref_server.url), "COLLINEAR_API_KEY", ref_server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a token with a line break is sent and fails as APIConnectionError 'check "
-    "COLLINEAR_BASE_URL and your network' (its __context__ holds the token); one with a "
-    "non-latin-1 character escapes as a bare UnicodeEncodeError; one with a latin-1 letter is "
-    "sent: none is refused up front",
-)
 @pytest.mark.parametrize(
     "tail", ["ab\ncd", "ab\u2013cd", "ab\u00e9cd", "ab cd"], ids=["newline", "dash", "e", "space"]
 )
@@ -295,12 +288,6 @@ def test_nested_none_is_kept_as_null(
     assert ref_server.stats()["requests"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="time, timedelta and decimal cells are sent (as text or seconds) but what comes back "
-    "is handed to Arrow uncast: the whole expansion crashes with ArrowNotImplementedError or "
-    "ArrowInvalid, even with on_error='keep'",
-)
 @pytest.mark.parametrize(
     "value",
     [dt.time(12, 30), dt.timedelta(seconds=90), decimal.Decimal("1.25")],
@@ -324,10 +311,6 @@ def test_other_temporal_and_decimal_cells_never_crash_the_run(
 # Request size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no configurable request-size limit yet: proposed expand(..., max_request_bytes=N)",
-)
 def test_row_larger_than_the_request_size_limit_is_refused_up_front(
     ref_server: ReferenceServer, ref_client: SynthClient, cache_dir: Path
 ) -> None:

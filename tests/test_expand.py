@@ -419,3 +419,18 @@ def test_index_column_refusals(ref_server, ref_client, cache_dir, kwargs, needle
     with pytest.raises(ConfigurationError, match=needle):
         run(seeds, ref_client, cache_dir, **kwargs)
     assert ref_server.stats()["requests"] == 0
+
+
+def test_max_request_bytes_splits_requests_under_the_limit(ref_server, ref_client, cache_dir):
+    rows = [{"q": f"question {i} " + "x" * 300} for i in range(8)]
+    out = run(
+        Dataset.from_list(rows),
+        ref_client,
+        cache_dir,
+        multiplier=1,
+        request_size=8,
+        max_request_bytes=1000,
+    )
+    assert sorted(out["source_index"]) == list(range(8))
+    # ~330 bytes an example: at most two fit with the body around them, so 4 requests, not 1.
+    assert ref_server.stats()["requests"] == 4

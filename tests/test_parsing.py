@@ -89,10 +89,16 @@ GENERATED_OK: list[Any] = [
     pytest.param("{'a': 'x', 'b': 2}", {"a": "x", "b": 2}, "repaired", id="single-quotes"),
     pytest.param('{a: 1, b: "x"}', {"a": 1, "b": "x"}, "repaired", id="unquoted-keys"),
     pytest.param(
-        '{"response": {"role": "assistant", "content": "Par',
-        {"response": {"role": "assistant", "content": "Par"}},
+        '{"response": {"role": "assistant", "content": "Paris."}',
+        {"response": {"role": "assistant", "content": "Paris."}},
         "repaired",
-        id="truncated-missing-braces",
+        id="truncated-after-a-whole-object",
+    ),
+    pytest.param(
+        '{"a": 1, "b": [1, 2]',
+        {"a": 1, "b": [1, 2]},
+        "repaired",
+        id="truncated-after-a-whole-array",
     ),
     pytest.param(
         '{"ok": True, "missing": None, "no": False}',
@@ -168,6 +174,25 @@ GENERATED_FAIL: list[Any] = [
     ),
     pytest.param("I think {this is} fine", "not repairable", id="prose-with-braces"),
     pytest.param("{", "not repairable", id="lone-brace"),
+    # Truncated output: a repair would close the cut value into a shorter, wrong one.
+    pytest.param(
+        '{"response": {"role": "assistant", "content": "Par',
+        "truncated JSON object",
+        id="truncated-missing-braces",
+    ),
+    pytest.param(
+        '{"q": "x", "a": "a long answer cut mid-wo', "truncated", id="truncated-in-string"
+    ),
+    pytest.param('{"q": "x", "n": 12', "truncated", id="truncated-in-number"),
+    pytest.param('{"q": "x", "ok": tr', "truncated", id="truncated-in-literal"),
+    pytest.param('{"q": "x", "a"', "truncated", id="truncated-after-a-key"),
+    pytest.param('{"q": "x", "a": ', "truncated", id="truncated-after-a-colon"),
+    pytest.param('{"q": "x", "a": "y"', "truncated", id="truncated-before-the-brace"),
+    pytest.param('{"q": "x", "a": "y",', "truncated", id="truncated-after-a-comma"),
+    pytest.param('```json\n{"q": "x", "a": "cut', "truncated", id="truncated-in-an-unclosed-fence"),
+    pytest.param(
+        "Here is the result:\n{'q': 'x', 'a': 'cut", "truncated", id="truncated-single-quoted"
+    ),
     pytest.param("Nothing here {:}", "not repairable", id="repair-yields-empty-dict"),
     pytest.param("Fill in {name: }", "not repairable", id="repair-yields-only-empty-values"),
     pytest.param("[" * 50_000, "nested too deeply", id="deep-list"),
@@ -188,6 +213,12 @@ def test_parse_generated_failure(text: Any, reason: str) -> None:
     assert reason in parsed.error
     assert "\n" not in parsed.error
     assert len(parsed.error) < 200  # reason + an excerpt of at most 80 characters
+
+
+def test_parse_generated_truncated_reason_quotes_the_end() -> None:
+    parsed = parse_generated('{"q": "' + "word " * 40 + '", "a": "the cut is here')
+    assert parsed.error is not None and parsed.error.startswith("truncated")
+    assert parsed.error.endswith("the cut is here'")
 
 
 def test_parse_generated_excerpt_is_short_and_marked() -> None:
@@ -289,6 +320,18 @@ BODY_OK: list[Any] = [
     pytest.param(
         _sse(json.dumps(ITEMS[0])).rstrip("\n"), "text/event-stream", ITEMS[:1], id="sse-no-tail"
     ),
+    pytest.param(
+        _sse(json.dumps(ITEMS[0])) + "data: " + json.dumps(ITEMS[1]),
+        "text/event-stream",
+        ITEMS[:2],
+        id="sse-no-tail-second-event",
+    ),
+    pytest.param(
+        _sse(json.dumps(ITEMS[0]), "[DONE]") + "event: clo",
+        "text/event-stream",
+        ITEMS[:1],
+        id="sse-cut-after-done",
+    ),
     pytest.param(_sse("[DONE]"), "text/event-stream", [], id="sse-only-done"),
     pytest.param(
         "\n".join(json.dumps(i) for i in ITEMS), "application/x-ndjson", ITEMS, id="ndjson"
@@ -344,6 +387,29 @@ def test_parse_body_items_have_exact_keys() -> None:
         assert isinstance(item["generated"], str)
 
 
+def test_parse_body_escapes_lone_surrogates_in_generated() -> None:
+    # An unpaired surrogate cannot be encoded as UTF-8 (Arrow refuses it): it becomes readable
+    # text ("\\ud83d"); pairs, other escapes and `original` are left as they are.
+    items = [
+        {"original": {"q": 1}, "generated": "\ud83d broken emoji"},
+        {"original": {"q": 2}, "generated": '{"a": "\udfff"}'},
+        {"original": {"q": "\ud800"}, "generated": "ok \U0001f680 \u00e9"},
+    ]
+    want = ["\\ud83d broken emoji", '{"a": "\\udfff"}', "ok \U0001f680 \u00e9"]
+    ascii_body = json.dumps(items)
+    assert "\\ud83d\\ude80" in ascii_body  # the pair is escaped too: it must stay a pair
+    # Bytes only hold the escape (UTF-8 cannot encode a surrogate); a str may hold either.
+    for body in [ascii_body.encode(), ascii_body, json.dumps(items, ensure_ascii=False)]:
+        got = parse_body(body)
+        assert [i["generated"] for i in got] == want
+        assert got[2]["original"] == {"q": "\ud800"}
+    sse = "".join(f"data: {json.dumps(i)}\n\n" for i in items)
+    assert [i["generated"] for i in parse_body(sse.encode())] == want
+    # Escaped backslashes that merely look like a surrogate escape are plain text already.
+    plain = [{"original": {}, "generated": "C:\\udata"}]
+    assert parse_body(json.dumps(plain).encode()) == plain
+
+
 def test_parse_body_bom() -> None:
     assert parse_body(b"\xef\xbb\xbf" + json.dumps(ITEMS).encode()) == ITEMS
     assert parse_body("\ufeff[]") == []
@@ -390,6 +456,32 @@ BODY_ERRORS: list[Any] = [
         id="sse-done-mid-value",
     ),
     pytest.param(b'data: {"error": "overloaded"}\n\n', "keys: 'error'", id="sse-error-event"),
+    # Streams cut inside a field line: the events after the cut are lost.
+    pytest.param(
+        (_sse(json.dumps(ITEMS[0])) + "data: ").encode(), "mid-event, truncated", id="sse-cut-data"
+    ),
+    pytest.param(
+        (_sse(json.dumps(ITEMS[0])) + "data:").encode(), "mid-event", id="sse-cut-data-colon"
+    ),
+    pytest.param((_sse(json.dumps(ITEMS[0])) + "da").encode(), "mid-event", id="sse-cut-field"),
+    pytest.param(
+        (_sse(json.dumps(ITEMS[0])) + "event: generation").encode(),
+        "mid-event",
+        id="sse-cut-event-line",
+    ),
+    pytest.param(
+        (_sse(json.dumps(ITEMS[0])) + ": keep-al").encode(), "mid-event", id="sse-cut-comment"
+    ),
+    pytest.param(
+        (_sse(json.dumps(ITEMS[0]), sep="\r\n") + "data: ").encode(),
+        "mid-event",
+        id="sse-crlf-cut-data",
+    ),
+    pytest.param(
+        (_sse(json.dumps(ITEMS[0])) + "data: " + json.dumps(ITEMS[1])[:-1]).encode(),
+        "truncated",
+        id="sse-no-tail-cut-json",
+    ),
     pytest.param(
         (json.dumps(ITEMS[0]) + "\n{oops}\n").encode(), "line 2: invalid JSON", id="ndjson-bad-line"
     ),

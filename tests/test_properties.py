@@ -107,12 +107,6 @@ def test_property_links_are_never_wrong(answer: Any) -> None:
         assert Counter(links) == dict.fromkeys(range(len(examples)), multiplier)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="identical examples are not balanced when the answer is short or long: the first "
-    "copies take `multiplier` items each and the last copy the rest (or nothing, which gives it "
-    "a 'shortfall' row although generations for its content came back)",
-)
 @settings(max_examples=300, deadline=None)
 @given(answer=_answers())
 def test_property_duplicates_are_balanced(answer: Any) -> None:
@@ -127,11 +121,6 @@ def test_property_duplicates_are_balanced(answer: Any) -> None:
         assert max(shares) - min(shares) <= 1, (positions, shares)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="link_items' fast path compares with ==, where True == 1 and False == 0: an item "
-    "whose original says true is linked to an example that says 1 (canonical JSON says no)",
-)
 @pytest.mark.parametrize(
     ("example", "echoed"),
     [({"x": 1}, {"x": True}), ({"x": 0}, {"x": False}), ({"x": [1.0]}, {"x": [True]})],
@@ -428,11 +417,6 @@ _HOSTILE: list[Any] = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the row builder lets such values reach Arrow (OverflowError, UnicodeEncodeError, "
-    "ArrowInvalid...): the exception escapes on_error='keep' and ends the whole run",
-)
 @pytest.mark.parametrize(("feature", "generated"), _HOSTILE)
 def test_a_value_that_fits_no_column_is_null_with_a_reason(
     canned: _Canned, feature: Any, generated: Any
@@ -449,11 +433,6 @@ def test_a_value_that_fits_no_column_is_null_with_a_reason(
     assert row["generated_raw"] is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a `generated` string holding an unpaired surrogate (valid JSON escape) cannot be "
-    "stored in the generated_raw column: UnicodeEncodeError ends the whole run",
-)
 def test_a_generated_string_with_a_lone_surrogate_is_kept_readably(canned: _Canned) -> None:
     ds = Dataset.from_list([{"q": "question"}])
 

@@ -328,11 +328,6 @@ def test_truncated_stream_ending_inside_an_item_is_retried(
     assert statuses(ref_server) == {"truncate": 1, "200": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_body accepts an event stream that ends inside a field line ('...\\n\\ndata: ') "
-    "as complete: the items after the cut are lost and the short answer is cached",
-)
 def test_truncated_event_stream_ending_mid_event_is_retried(
     ref_server: ReferenceServer, cache_dir: Path
 ) -> None:
@@ -344,12 +339,6 @@ def test_truncated_event_stream_ending_mid_event_is_retried(
     assert statuses(ref_server) == {"truncate": 1, "200": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream (NDJSON, or SSE without [DONE]) cut cleanly at an item boundary is "
-    "indistinguishable from a short answer, and that short answer is cached: the rerun "
-    "never asks again, so the lost generations are lost for good",
-)
 def test_stream_cut_at_an_item_boundary_is_not_cached_as_final(
     ref_server: ReferenceServer, cache_dir: Path
 ) -> None:
@@ -436,11 +425,6 @@ def test_malformed_generated_rows_keep_their_text_and_reason(
     assert ref_server.stats()["requests"] == 2 * 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_generated 'repairs' text cut inside a string or number (truncated model "
-    "output) into a shorter value and the row gets error=None: silently wrong training data",
-)
 def test_malformed_generated_never_yields_a_wrong_value(
     ref_server: ReferenceServer, tmp_path: Path
 ) -> None:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import random
 
+import pyarrow as pa
 import pytest
-from datasets import ClassLabel, Features, List, Value
+from datasets import ClassLabel, Features, Json, List, Value
 
 from synth_datasets import ConfigurationError
-from synth_datasets.rows import RowBuilder, canonical_json, link_items, plan_layout
+from synth_datasets.rows import (
+    Collected,
+    RowBuilder,
+    _compile_bools,
+    canonical_json,
+    link_items,
+    plan_layout,
+)
 
 A, B, C = {"q": "a"}, {"q": "b"}, {"q": "c", "n": 1.0}
 
@@ -51,6 +61,75 @@ def test_link_random_shuffles_never_wrong():
             assert pos is not None and examples[pos] == item["original"]
         # balanced: each example position gets exactly m items
         assert sorted(links) == sorted(p for p in range(len(examples)) for _ in range(m))
+
+
+@pytest.mark.parametrize(
+    ("copies", "multiplier", "returned", "expected"),
+    [
+        (6, 2, 2, [0, 1]),  # short: two copies get one each (was [0, 0] + 5 shortfall rows)
+        (2, 2, 3, [0, 0, 1]),
+        (2, 2, 5, [0, 0, 0, 1, 1]),  # long: the first copies take the extra items
+        (3, 1, 7, [0, 0, 0, 1, 1, 2, 2]),
+        (2, 3, 6, [0, 0, 0, 1, 1, 1]),  # complete: multiplier each, as before
+    ],
+)
+def test_link_duplicates_are_balanced(copies, multiplier, returned, expected):
+    examples = [{"q": "same"}] * copies
+    assert link_items(examples, items([{"q": "same"}] * returned), multiplier) == expected
+
+
+def test_link_duplicates_balanced_among_other_examples():
+    examples = [A, B, A, A]
+    got = link_items(examples, items([B, A, A, A, A]), 2)  # 4 items for 3 copies of A
+    assert got == [1, 0, 0, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("example", "echoed"),
+    [
+        ({"x": 1}, {"x": True}),
+        ({"x": 0}, {"x": False}),
+        ({"x": True}, {"x": 1}),
+        ({"x": [1.0]}, {"x": [True]}),
+        ({"x": [{"y": 1}]}, {"x": [{"y": True}]}),
+        ({"x": {"y": [0]}}, {"x": {"y": [False]}}),
+    ],
+)
+def test_link_bool_is_not_int(example, echoed):
+    assert example == echoed  # what the fast path's == alone would accept
+    assert link_items([example], items([echoed]), 1) == [None]
+    assert link_items([example] * 2, items([echoed, example]), 1) == [None, 0]
+
+
+def test_link_fast_path_keeps_int_valued_floats():
+    assert link_items([{"x": 2.0, "b": True}], items([{"x": 2, "b": True}]), 1) == [0]
+
+
+@pytest.mark.parametrize(
+    ("features", "example", "echoed", "linked"),
+    [
+        ({"n": Value("int64")}, {"n": 1}, {"n": True}, False),
+        ({"n": Value("int64")}, {"n": 1}, {"n": 1.0}, True),
+        ({"b": Value("bool")}, {"b": False}, {"b": 0}, False),
+        ({"n": List(Value("float64"))}, {"n": [1.0, 0.0]}, {"n": [1, False]}, False),
+        ({"s": {"t": ClassLabel(names=["a", "b"])}}, {"s": {"t": 1}}, {"s": {"t": True}}, False),
+        ({"j": Json()}, {"j": {"k": [1]}}, {"j": {"k": [True]}}, False),
+        ({"j": Json()}, {"j": {"k": [1]}}, {"j": {"k": [1]}}, True),
+    ],
+)
+def test_row_builder_links_bools_strictly(features, example, echoed, linked):
+    layout = layout_for({"q": Value("string"), **features})
+    check = _compile_bools(layout.original_features)
+    example, echoed = {"q": "x", **example}, {"q": "x", **echoed}
+    assert link_items([example], items([echoed]), 1, bools_match=check) == [0 if linked else None]
+    _, counts = RowBuilder(layout, 1).collect([example], items([echoed]))
+    assert (counts["unlinked"] == 0) is linked
+
+
+def test_text_only_features_need_no_bool_check():
+    conversation = List({"role": Value("string"), "content": Value("string")})
+    assert _compile_bools({"m": conversation, "t": Value("large_string")}) is None
+    assert _compile_bools({"m": conversation, "n": Value("int32")}) is not None
 
 
 def test_canonical_json_sorts_keys():
@@ -99,6 +178,31 @@ def build(features, generated, **kw):
         (ClassLabel(names=["neg", "pos"]), '"pos"', 1, None),
         (ClassLabel(names=["neg", "pos"]), '"meh"', None, "labels"),
         (Value("string"), "null", None, None),
+        (Value("string"), '"\\ud800"', None, "not UTF-8"),
+        (Value("float64"), "1" + "0" * 400, None, "too large for float64"),
+        (Value("timestamp[us]"), '"2500-01-01T00:00:00"', dt.datetime(2500, 1, 1), None),
+        (Value("timestamp[ns]"), '"2500-01-01T00:00:00"', None, "does not fit timestamp[ns]"),
+        (Value("timestamp[ns]"), '"2000-01-01T00:00:00"', dt.datetime(2000, 1, 1), None),
+        (Value("timestamp[ns]"), '"1600-01-01T00:00:00"', None, "out of bounds"),
+        (Value("date32"), '"2024-02-30"', None, "expected an ISO date"),
+        (Value("duration[us]"), "90.5", dt.timedelta(seconds=90.5), None),
+        (Value("duration[s]"), "90", dt.timedelta(seconds=90), None),
+        (Value("duration[us]"), '"90"', None, "expected a number of seconds"),
+        (Value("duration[us]"), "true", None, "expected a number of seconds"),
+        (Value("duration[ns]"), "1e12", None, "does not fit duration[ns]"),
+        (Value("duration[us]"), "1e300", None, "seconds"),
+        (Value("decimal128(5, 2)"), '"1.25"', decimal.Decimal("1.25"), None),
+        (Value("decimal128(5, 2)"), "3", decimal.Decimal("3"), None),
+        (Value("decimal128(5, 2)"), "1.5", decimal.Decimal("1.5"), None),
+        (Value("decimal128(5, 2)"), '"1234.5678"', None, "does not fit decimal128(5, 2)"),
+        (Value("decimal128(5, 2)"), '"123456"', None, "does not fit"),
+        (Value("decimal128(5, 2)"), '"NaN"', None, "does not fit"),
+        (Value("decimal128(5, 2)"), '"lots"', None, "expected a decimal number"),
+        (Value("decimal128(5, 2)"), "false", None, "expected a decimal number"),
+        # time columns: Arrow takes no text (ISO or not), so it is null with Arrow's reason
+        (Value("time64[us]"), '"12:30:00"', None, "does not fit time64[us]"),
+        (Value("time32[s]"), "3600", 3600, None),  # what Arrow takes: seconds
+        (Value("time32[s]"), "[1]", None, "does not fit time32[s]"),
     ],
 )
 def test_casting_table(feature, value, expected, error):
@@ -156,3 +260,66 @@ def test_layout_without_original():
 def test_layout_refusals(features, kw, needle):
     with pytest.raises(ConfigurationError, match=needle):
         layout_for(features, **kw)
+
+
+def test_original_of_a_duration_is_float_seconds():
+    layout = layout_for({"d": Value("duration[us]"), "t": Value("time64[us]")})
+    assert layout.original_features == {"d": Value("float64"), "t": Value("string")}
+
+
+def arrow_rows(features, generated, raw="{}", error=None, example=None):
+    """``to_arrow`` over one row whose generated values are given as is (no caster ran)."""
+    layout = layout_for(features)
+    builder = RowBuilder(layout, 1)
+    ex = example if example is not None else {c: None for c in layout.columns}
+    table = pa.Table.from_pylist(
+        [{c: None for c in layout.input_features}], schema=layout.input_features.arrow_schema
+    )
+    rows = Collected([0], {c: [v] for c, v in generated.items()}, [raw], [error])
+    out = builder.to_arrow(rows, table, [7], [ex])
+    assert out.schema == layout.features.arrow_schema
+    return out.to_pylist()[0], rows
+
+
+def test_to_arrow_nulls_a_value_arrow_refuses_and_says_why():
+    row, rows = arrow_rows(
+        {"a": Value("int8"), "b": Value("string")},
+        {"a": 300, "b": "ok"},
+        error="missing: something",
+    )
+    assert row["a"] is None and row["b"] == "ok" and row["source_index"] == 7
+    assert row["error"].startswith("missing: something; type: a: ")
+    assert rows.errors == ["missing: something"]  # the collected rows are left as they were
+
+
+def test_to_arrow_keeps_the_good_values_of_a_column():
+    layout = layout_for({"a": Value("string")})
+    table = pa.Table.from_pylist([{"a": None}] * 3, schema=layout.input_features.arrow_schema)
+    rows = Collected([0, 1, 2], {"a": ["x", "\udcff", None]}, ["1", "2", "3"], [None] * 3)
+    ex = [{"a": None}] * 3
+    out = RowBuilder(layout, 1).to_arrow(rows, table, [0, 1, 2], ex).to_pylist()
+    assert [r["a"] for r in out] == ["x", None, None]
+    assert [r["error"] for r in out][0::2] == [None, None]
+    assert out[1]["error"].startswith("type: a: ") and "surrogates" in out[1]["error"]
+
+
+def test_to_arrow_json_value_that_cannot_be_encoded():
+    row, _ = arrow_rows({"j": Value("null")}, {"j": {"k": "\ud800"}})
+    assert row["j"] is None and row["error"].startswith("type: j: ")
+
+
+def test_to_arrow_original_that_does_not_fit():
+    # `original` is rebuilt from the examples when a column was converted (here a duration)
+    row, _ = arrow_rows(
+        {"d": Value("duration[s]")}, {"d": dt.timedelta(seconds=1)}, example={"d": "soon"}
+    )
+    assert row["original"] is None and row["d"] == dt.timedelta(seconds=1)
+    assert row["error"].startswith("type: original: ")
+
+
+def test_to_arrow_raw_and_error_text_with_a_lone_surrogate_are_kept_escaped():
+    row, _ = arrow_rows(
+        {"a": Value("string")}, {"a": "x"}, raw="bad \ud83d emoji", error="parse: \ud83d"
+    )
+    assert row["generated_raw"] == "bad \\ud83d emoji"
+    assert row["error"] == "parse: \\ud83d"

@@ -272,11 +272,6 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server error bodies are quoted verbatim in exception messages, `.body` and the "
-    "`error` column: a server that echoes the Authorization header leaks the token",
-)
 def test_a_server_echoing_the_token_does_not_leak_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
