@@ -508,6 +508,16 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
                     return value
             raise CastError(f"{where}: expected an ISO {what}, got {v!r:.40}")
 
+    elif dtype.startswith("time"):  # time32/time64: sent as ISO text (see _jsonsafe)
+
+        def cast(v: Any, where: str) -> Any:
+            if isinstance(v, str):
+                try:
+                    return _fits(_dt.time.fromisoformat(v), type_, where)
+                except ValueError:
+                    pass
+            raise CastError(f"{where}: expected an ISO time, got {v!r:.40}")
+
     elif dtype.startswith("duration"):
 
         def cast(v: Any, where: str) -> Any:  # sent as float seconds (see _jsonsafe)
@@ -536,8 +546,7 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
             return None
 
     else:
-        # Other Arrow types (time32/64 among them: ISO text does not fit, as Arrow says):
-        # Arrow's own conversion decides, here rather than in to_arrow.
+        # Other Arrow types: Arrow's own conversion decides, here rather than in to_arrow.
         def cast(v: Any, where: str) -> Any:
             return _fits(v, type_, where)
 

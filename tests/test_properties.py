@@ -412,7 +412,7 @@ _HOSTILE: list[Any] = [
     pytest.param(Value("string"), '{"v": "\\ud800"}', id="lone-surrogate-in-a-value"),
     pytest.param(List(Value("string")), '{"v": ["ok", "\\udfff"]}', id="lone-surrogate-in-a-list"),
     pytest.param(Value("timestamp[ns]"), '{"v": "2500-01-01T00:00:00"}', id="timestamp-ns-range"),
-    pytest.param(Value("time64[us]"), '{"v": "12:30:00"}', id="time-as-iso-text"),
+    pytest.param(Value("time64[us]"), '{"v": "25:99:00"}', id="time-not-a-time"),
     pytest.param(Value("decimal128(5, 2)"), '{"v": "1234.5678"}', id="decimal-too-precise"),
 ]
 

@@ -323,3 +323,11 @@ def test_to_arrow_raw_and_error_text_with_a_lone_surrogate_are_kept_escaped():
     )
     assert row["generated_raw"] == "bad \\ud83d emoji"
     assert row["error"] == "parse: \\ud83d"
+
+
+def test_time_column_reads_iso_text():
+    """Times travel as ISO text (that is how a seed's time is sent), so they come back as text."""
+    import datetime as dt
+
+    rows, _ = build({"t": Value("time64[us]")}, '{"t": "12:30:05"}')
+    assert rows["t"] == [dt.time(12, 30, 5)] and rows["error"] == [None]
