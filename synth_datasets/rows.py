@@ -513,10 +513,10 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         def cast(v: Any, where: str) -> Any:
             if isinstance(v, str):
                 try:
-                    return _fits(_dt.time.fromisoformat(v), type_, where)
+                    v = _dt.time.fromisoformat(v)
                 except ValueError:
-                    pass
-            raise CastError(f"{where}: expected an ISO time, got {v!r:.40}")
+                    raise CastError(f"{where}: expected an ISO time, got {v!r:.40}") from None
+            return _fits(v, type_, where)  # a number in the column's unit, as Arrow takes it
 
     elif dtype.startswith("duration"):
 
