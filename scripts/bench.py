@@ -29,7 +29,6 @@ import platform
 import resource
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -470,8 +469,9 @@ def measure_resume(server: Server, p: dict[str, Any], tmp: Path) -> dict[str, An
     proc.communicate()
     time.sleep(0.3)  # let the server finish counting what was in flight
     killed_requests = server.stats()["requests"]
-    with sqlite3.connect(f"file:{cache_dir / 'requests.sqlite'}?mode=ro", uri=True) as conn:
-        cached = conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    from synth_datasets.cache import RequestCache
+
+    cached = len(RequestCache(cache_dir))
     rerun = run_worker(server, spec)
     resent = killed_requests + rerun["server_requests"] - clean_requests
     return {

@@ -45,6 +45,7 @@ __all__ = ["ExpansionStats", "SynthMapper"]
 logger = logging.getLogger("synth_datasets")
 
 ON_ERROR = ("raise", "keep")
+_ROWS_PER_MAP_CALL = 1024
 
 
 @dataclass
@@ -451,12 +452,18 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         run_id: str | None = None,
         index_column: str | None = None,
         max_request_bytes: int | None = None,
-        requests_per_map_batch: int = 8,
+        requests_per_map_batch: int | None = None,
         max_retries: int | None = None,
         timeout: float | tuple[float, float] | None = None,
     ) -> SynthMapper:
         validate_prompt(prompt)
         validate_multiplier(multiplier)
+        if requests_per_map_batch is None:
+            # About a thousand output rows per map call: datasets' own cost per call is paid
+            # rarely, and far fewer calls than its 1000-task window (past which it keeps
+            # finished outputs in memory, measured +370 MB at 100k examples x4).
+            per_request = max(1, request_size * multiplier) if isinstance(request_size, int) else 1
+            requests_per_map_batch = max(1, -(-_ROWS_PER_MAP_CALL // per_request))
         for name, value in (
             ("request_size", request_size),
             ("max_concurrency", max_concurrency),
