@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from synth_datasets.cli import (
     MANIFEST,
     UsageError,
     load_source_with_meta,
+    run_guarded,
     write_output,
 )
 from synth_datasets.errors import ConfigurationError
@@ -181,17 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.verbose:
         datasets.logging.set_verbosity_warning()
-    error: BaseException
-    try:
-        return run(args)
-    except (UsageError, ConfigurationError) as exc:  # nothing was sent
-        code, error = 2, exc
-    except Exception as exc:  # SynthError and anything else: one line, like the CLI
-        code, error = 1, exc
-    if args.verbose:
-        traceback.print_exception(error)
-    print(f"expand_and_push.py: error: {' '.join(str(error).split())}", file=sys.stderr)
-    return code
+    return run_guarded("expand_and_push.py", run, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

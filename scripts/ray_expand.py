@@ -90,17 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except Exception as exc:
-        from synth_datasets.cli import UsageError
-        from synth_datasets.errors import ConfigurationError
+    from synth_datasets.cli import run_guarded
 
-        if isinstance(exc, (ConfigurationError, UsageError)):
-            print(f"ray_expand.py: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"ray_expand.py: failed: {one_line(exc)}", file=sys.stderr)
-        return 1
+    return run_guarded("ray_expand.py", run, args, describe=one_line)
 
 
 def one_line(exc: BaseException) -> str:

@@ -77,17 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from synth_datasets.cli import UsageError
-    from synth_datasets.errors import ConfigurationError, SynthError
+    from synth_datasets.cli import run_guarded
 
-    try:
-        return cmd_expand(args) if args.command == "expand" else cmd_merge(args)
-    except (ConfigurationError, UsageError) as exc:
-        print(f"split_by_node.py: error: {exc}", file=sys.stderr)
-        return 2
-    except SynthError as exc:
-        print(f"split_by_node.py: failed: {exc}", file=sys.stderr)
-        return 1
+    return run_guarded(
+        "split_by_node.py", cmd_expand if args.command == "expand" else cmd_merge, args
+    )
 
 
 def cmd_expand(args: argparse.Namespace) -> int:

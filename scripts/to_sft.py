@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from synth_datasets.cli import MANIFEST, UsageError, load_result, load_source
+from synth_datasets.cli import MANIFEST, UsageError, load_result, load_source, run_guarded
 from synth_datasets.errors import ConfigurationError
 from synth_datasets.hub import resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
@@ -164,17 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
         datasets.logging.set_verbosity_warning()
-    error: BaseException
-    try:
-        return run(args)
-    except (UsageError, ConfigurationError) as exc:  # nothing was written
-        code, error = 2, exc
-    except Exception as exc:  # one line, like the CLI
-        code, error = 1, exc
-    if args.verbose:
-        traceback.print_exception(error)
-    print(f"to_sft.py: error: {' '.join(str(error).split())}", file=sys.stderr)
-    return code
+    return run_guarded("to_sft.py", run, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

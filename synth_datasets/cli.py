@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from ._version import __version__
 from .errors import ConfigurationError, SynthError
 
-__all__ = ["main"]
+__all__ = ["main", "run_guarded"]
 
 # The reference server accepts any UUID; this one marks runs made against it.
 LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
@@ -491,46 +491,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         datasets.logging.set_verbosity_warning()
         # Each retry is counted in the final summary; a warning per retry is noise here.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
-    try:
-        if args.command == "expand":
-            return _cmd_expand(args)
-        if args.command == "push":
-            return _cmd_push(args)
-        if args.command == "card":
-            return _cmd_card(args)
-        if args.command == "report":
-            return _cmd_report(args)
-        if args.command == "serve":
-            from .testing import run_serve
+    commands = {"expand": _cmd_expand, "push": _cmd_push, "card": _cmd_card, "report": _cmd_report}
+    if args.command == "serve":
+        from .testing import run_serve
 
-            return run_serve(args)
-        parser.error(f"unknown command {args.command}")
-    except UsageError as exc:
-        _fail(args, exc)
-        return 2
-    except ConfigurationError as exc:
-        _fail(args, exc)
-        return 2
-    except SynthError as exc:
-        _fail(args, exc)
-        return 1
+        commands["serve"] = run_serve
+    return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+
+
+def run_guarded(
+    prog: str,
+    command: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    *,
+    verbose: bool = False,
+    describe: Callable[[BaseException], str] | None = None,
+) -> int:
+    """Run a command the way every entry point here does: exit 2 for usage or configuration
+    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v)."""
+    try:
+        return command(args)
     except KeyboardInterrupt:
         print(
-            "synth-datasets: interrupted; answered requests are cached, rerun to resume",
-            file=sys.stderr,
+            f"{prog}: interrupted; answered requests are cached, rerun to resume", file=sys.stderr
         )
         return 130
-    except Exception as exc:  # anything else: still one line unless -v
-        _fail(args, exc, prefix=f"{type(exc).__name__}: ")
-        return 1
-    return 0
-
-
-def _fail(args: argparse.Namespace, exc: BaseException, prefix: str = "") -> None:
-    if args.verbose:
-        traceback.print_exc()
-    message = " ".join(str(exc).split())
-    print(f"synth-datasets: error: {prefix}{message}", file=sys.stderr)
+    except Exception as exc:
+        code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
+        if verbose:
+            traceback.print_exc()
+        if describe is not None:
+            message = describe(exc)
+        else:
+            prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
+            message = prefix + " ".join(str(exc).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover
