@@ -170,8 +170,8 @@ class _Engine:
 
     # Only configuration crosses a pickle (num_proc workers); resources are rebuilt there.
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("_lock", "_client", "_cache", "_executor", "_builder", "_pid", "_window")
-        return {k: v for k, v in self.__dict__.items() if k not in keep}
+        local = ("_lock", "_client", "_cache", "_executor", "_builder", "_pid", "_window")
+        return {k: v for k, v in self.__dict__.items() if k not in local}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
