@@ -35,6 +35,28 @@ built are returned as they are when they already have this exact shape.
 
 _DECODER = json.JSONDecoder()
 _decode = _DECODER.decode
+
+
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it
+    _orjson_loads = None
+
+
+def _fast_decode(text: str) -> Any:
+    """``json.loads``, through orjson when it can: a fraction of the CPU on the hot path.
+
+    Anything orjson refuses (NaN, integers past 64 bits, lone surrogates, bad JSON) goes to the
+    json module, so what is accepted and every error stay the json module's.
+    """
+    if _orjson_loads is not None:
+        try:
+            return _orjson_loads(text)
+        except ValueError:
+            pass
+    return _decode(text)
+
+
 _raw_decode = _DECODER.raw_decode
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, as the json module skips it
 _BOM = b"\xef\xbb\xbf"
@@ -160,6 +182,21 @@ def parse_body(
     The error's message is one line with the reason and a quoted excerpt (≤ 120 characters) of the
     body; it carries ``status_code``, ``request_id`` and the first 4096 characters of the body.
     """
+    if _orjson_loads is not None and isinstance(raw, (bytes, bytearray)) and raw[:1] == b"[":
+        # Fast path: the documented shape, read straight from the bytes.
+        try:
+            value = _orjson_loads(raw)
+        except ValueError:
+            pass
+        else:
+            try:
+                items = _items_from_value(value, "")
+            except _Malformed:
+                pass  # the full path below reports it, excerpt and all
+            else:
+                if not all(map(str.isascii, map(_get_generated, items))):
+                    _escape_lone_surrogates(items)
+                return items
     if isinstance(raw, str):
         text = raw[1:] if raw.startswith("\ufeff") else raw
     elif isinstance(raw, (bytes, bytearray, memoryview)):
@@ -486,7 +523,7 @@ def parse_generated(text: object) -> Parsed:
     try:
         if type(text) is str:
             try:
-                value = _decode(text)
+                value = _fast_decode(text)
             except ValueError:
                 return _parse_fallback(text, "")
             except RecursionError:
@@ -520,7 +557,7 @@ def _not_object(value: Any, text: str) -> Parsed:
 
 def _strict_object(text: str) -> dict[str, Any] | None:
     try:
-        value = _decode(text)
+        value = _fast_decode(text)
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

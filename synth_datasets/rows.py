@@ -586,7 +586,10 @@ def _compile(feature: Any) -> Caster:
                 raise CastError(f"{where}: expected a list, got {type(v).__name__}")
             if length != -1 and len(v) != length:
                 raise CastError(f"{where}: expected {length} items, got {len(v)}")
-            return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
+            try:  # the common case first, without building a path per item
+                return [item(x, where) for x in v]
+            except CastError:  # again, item by item, for an error that names the path
+                return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
 
         return cast_list
     if isinstance(feature, dict):
@@ -597,12 +600,15 @@ def _compile(feature: Any) -> Caster:
                 return None
             if not isinstance(v, dict):
                 raise CastError(f"{where}: expected an object, got {type(v).__name__}")
-            out = {}
-            for k, c in fields:
-                if k not in v:
-                    raise CastError(f"{where}.{k}: missing")
-                out[k] = c(v[k], f"{where}.{k}")
-            return out
+            try:  # the common case first, without building a path per field
+                return {k: c(v[k], where) for k, c in fields}
+            except (CastError, KeyError):  # again, field by field, for the error's path
+                out = {}
+                for k, c in fields:
+                    if k not in v:
+                        raise CastError(f"{where}.{k}: missing") from None
+                    out[k] = c(v[k], f"{where}.{k}")
+                return out
 
         return cast_struct
     return lambda v, where: v  # Json() and anything free-form
