@@ -43,13 +43,28 @@ except ImportError:  # pragma: no cover - orjson is a dependency; stay correct w
     _orjson_loads = None
 
 
+# orjson reads an integer past 64 bits as a float, silently: text with 19 digits in a row (an
+# integer that may be that large, or just a long number in a string) goes to the json module.
+# Mapping every byte to "9" (digit) or " " and looking for a run is a few times cheaper than a
+# regular expression, which would cost more than the decoding it guards.
+_DIGIT_MAP = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_DIGIT_RUN = b"9" * 19
+
+
+def _may_hold_long_integer(data: bytes) -> bool:
+    return _DIGIT_RUN in data.translate(_DIGIT_MAP)
+
+
 def _fast_decode(text: str) -> Any:
     """``json.loads``, through orjson when it can: a fraction of the CPU on the hot path.
 
-    Anything orjson refuses (NaN, integers past 64 bits, lone surrogates, bad JSON) goes to the
-    json module, so what is accepted and every error stay the json module's.
+    Anything orjson refuses (NaN, lone surrogates, bad JSON) or might read differently (very long
+    integers) goes to the json module, so what is accepted and every error stay the json
+    module's.
     """
-    if _orjson_loads is not None:
+    if _orjson_loads is not None and not _may_hold_long_integer(
+        text.encode("utf-8", "surrogatepass")
+    ):
         try:
             return _orjson_loads(text)
         except ValueError:
@@ -182,7 +197,12 @@ def parse_body(
     The error's message is one line with the reason and a quoted excerpt (≤ 120 characters) of the
     body; it carries ``status_code``, ``request_id`` and the first 4096 characters of the body.
     """
-    if _orjson_loads is not None and isinstance(raw, (bytes, bytearray)) and raw[:1] == b"[":
+    if (
+        _orjson_loads is not None
+        and isinstance(raw, (bytes, bytearray))
+        and raw[:1] == b"["
+        and not _may_hold_long_integer(raw)
+    ):
         # Fast path: the documented shape, read straight from the bytes.
         try:
             value = _orjson_loads(raw)

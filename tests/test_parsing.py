@@ -663,3 +663,13 @@ def test_property_body_roundtrip(
     if crlf:
         body = body.replace("\n", "\r\n")  # JSON text never holds a raw newline
     assert parse_body(body.encode(), content_type=content_type) == items
+
+
+@pytest.mark.parametrize(
+    "number", ["-9223372036854775809", "18446744073709551616", "100000000000000000000000000000"]
+)
+def test_integers_past_64_bits_stay_integers(number):
+    """The fast decoder (orjson) would read these as floats; the json module's ints are kept."""
+    assert parse_generated(f'{{"n": {number}}}').value == {"n": int(number)}
+    body = f'[{{"original": {{"n": {number}}}, "generated": "{{}}"}}]'.encode()
+    assert parse_body(body)[0]["original"] == {"n": int(number)}
