@@ -1,8 +1,10 @@
 """``SynthMapper``: the expansion engine as a batched async callable for ``ds.map``.
 
-One map batch is one request. datasets runs async map functions concurrently and keeps their
-order; each call hands its batch to a thread pool of ``max_concurrency`` workers (the default
-executor has only cpus+4 threads) that share one HTTP connection pool of the same size.
+One map batch is several requests of at most ``request_size`` examples (about 1024 output rows
+per call by default: datasets' own cost per call is then paid rarely). datasets runs async map
+functions concurrently and keeps their order; each call hands its requests to a thread pool of
+``max_concurrency`` workers (the default executor has only cpus+4 threads) that share one HTTP
+connection pool of the same size, and returns its rows as one Arrow table.
 
 ``SynthMapper`` is a ``functools.partial`` of an ``async def`` function: that is what
 ``inspect.iscoroutinefunction`` recognises on every supported Python (3.11 does not see an
