@@ -18,17 +18,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from synth_datasets import SynthClient, expand
+from synth_datasets import expand
 from synth_datasets.card import build_card
 from synth_datasets.cli import (
-    LOCAL_MODEL_ID,
     MANIFEST,
     UsageError,
-    load_source_with_meta,
+    load_seeds,
+    open_client,
+    read_prompt,
     run_guarded,
     write_output,
 )
-from synth_datasets.errors import ConfigurationError
 from synth_datasets.hub import push_to_hub, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD, quality_report
 
@@ -94,15 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _prompt(args: argparse.Namespace) -> str:
-    if args.prompt_file is not None:
-        try:
-            return str(args.prompt_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
-    return str(args.prompt)
-
-
 def run(args: argparse.Namespace) -> int:
     """Check everything that can be checked before the first request, then expand and publish."""
     if args.output is None and args.push_to_hub is None:
@@ -115,28 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
         token = resolve_hf_token(args.hf_token)
-    prompt = _prompt(args)
+    prompt = read_prompt(args)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    seeds, source_meta = load_source_with_meta(
-        args.source, split=args.split, config=args.config, revision=args.revision
-    )
-    if args.limit is not None:
-        seeds = seeds.select(range(min(args.limit, len(seeds))))
-    if len(seeds) == 0:
-        raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
-
+    seeds, source_meta = load_seeds(args)
     with ExitStack() as stack:
-        if args.local:
-            from synth_datasets.testing import ReferenceServer
-
-            server = stack.enter_context(ReferenceServer())
-            client = SynthClient(server.token, server.url, max_retries=args.max_retries)
-            model_id = args.model_id or LOCAL_MODEL_ID
-            print(f"using the local reference server at {server.url} (not a language model)")
-        else:
-            client = SynthClient(None, args.base_url, max_retries=args.max_retries)
-            model_id = args.model_id
-        stack.enter_context(client)
+        client, model_id = open_client(args, stack)
         result = expand(
             seeds,
             prompt=prompt,

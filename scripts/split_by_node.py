@@ -87,23 +87,15 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_expand(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from synth_datasets import SynthClient
-    from synth_datasets.cli import LOCAL_MODEL_ID, UsageError, load_source, write_output
+    from synth_datasets.cli import UsageError, load_source, open_client, read_prompt, write_output
 
     if not 0 <= args.rank < args.world_size:
         raise UsageError(f"--rank must be in 0..{args.world_size - 1}, got {args.rank}")
-    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text("utf-8")
+    prompt = read_prompt(args)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     ds = load_source(args.source, split=args.split, config=None)
     with ExitStack() as stack:
-        if args.local:
-            from synth_datasets.testing import ReferenceServer
-
-            server = stack.enter_context(ReferenceServer())
-            client = SynthClient(server.token, server.url)
-            model_id = args.model_id or LOCAL_MODEL_ID
-        else:
-            client, model_id = SynthClient(), args.model_id
+        client, model_id = open_client(args, stack)
         out = expand_shard(
             ds,
             rank=args.rank,

@@ -22,7 +22,7 @@ from typing import Any
 from ._version import __version__
 from .errors import ConfigurationError, SynthError
 
-__all__ = ["main", "run_guarded"]
+__all__ = ["load_seeds", "main", "open_client", "read_prompt", "run_guarded"]
 
 # The reference server accepts any UUID; this one marks runs made against it.
 LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
@@ -243,7 +243,8 @@ def _load(
     return datasets.load_dataset(source, name=config, split=split or "train", revision=sha)
 
 
-def _read_prompt(args: argparse.Namespace) -> str:
+def read_prompt(args: argparse.Namespace) -> str:
+    """``--prompt`` or the text of ``--prompt-file``."""
     if args.prompt_file is not None:
         try:
             return args.prompt_file.read_text(encoding="utf-8")
@@ -408,14 +409,9 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_expand(args: argparse.Namespace) -> int:
-    from .client import SynthClient
-    from .expand import expand
-
-    prompt = _read_prompt(args)
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The seed split of ``args.source`` (``--split``, ``--config``, ``--revision``), cut to
+    ``--limit``; an empty one is refused before anything is sent."""
     ds, source_meta = load_source_with_meta(
         args.source, split=args.split, config=args.config, revision=args.revision
     )
@@ -423,6 +419,39 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         ds = ds.select(range(min(args.limit, len(ds))))
     if len(ds) == 0:
         raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
+    return ds, source_meta
+
+
+def open_client(args: argparse.Namespace, stack: ExitStack) -> tuple[Any, str | None]:
+    """The client (and model id) of a run: the bundled reference server's with ``--local``,
+    else the account's. Both are closed with ``stack``."""
+    from .client import SynthClient
+
+    max_retries = getattr(args, "max_retries", 5)
+    if args.local:
+        from .testing import ReferenceServer
+
+        server = stack.enter_context(ReferenceServer())
+        client = SynthClient(server.token, server.url, max_retries=max_retries)
+        model_id = args.model_id or LOCAL_MODEL_ID
+        print(
+            f"using the local reference server at {server.url} "
+            "(offline engine: deterministic rewriting, not a language model)"
+        )
+    else:
+        client = SynthClient(None, getattr(args, "base_url", None), max_retries=max_retries)
+        model_id = args.model_id
+    return stack.enter_context(client), model_id
+
+
+def _cmd_expand(args: argparse.Namespace) -> int:
+    from .expand import expand
+
+    prompt = read_prompt(args)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    ds, source_meta = load_seeds(args)
     if args.dry_run:
         return _dry_run(args, ds, prompt, columns)
     if args.push_to_hub is not None:  # refuse a bad repo id or a missing token before any request
@@ -431,19 +460,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         validate_hub_repo_id(args.push_to_hub)
         resolve_hf_token(args.hf_token)
     with ExitStack() as stack:
-        if args.local:
-            from .testing import ReferenceServer
-
-            server = stack.enter_context(ReferenceServer())
-            client = SynthClient(server.token, server.url, max_retries=args.max_retries)
-            model_id = args.model_id or LOCAL_MODEL_ID
-            print(
-                f"using the local reference server at {server.url} "
-                "(offline engine: deterministic rewriting, not a language model)"
-            )
-        else:
-            client = SynthClient(None, args.base_url, max_retries=args.max_retries)
-            model_id = args.model_id
+        client, model_id = open_client(args, stack)
         result = expand(
             ds,
             prompt=prompt,
