@@ -6,7 +6,7 @@
 The reference server (``python -m synth_datasets.testing``) runs in its own process; its latency
 is changed at run time through ``POST /__faults`` and its request counts are read from
 ``GET /__stats``. Every client measurement runs in a fresh subprocess of this script
-(``--worker``), so CPU time (``getrusage(RUSAGE_SELF)``) and peak RSS (``ru_maxrss``) are the
+(``--worker``), so CPU time (``getrusage(RUSAGE_SELF)``) and peak RSS (``VmHWM``) are the
 client's alone. Measurements (see docs/benchmarks.md for the figures and the targets):
 
 1. ``efficiency``: 8192 examples, request_size 8, multiplier 4, 100 ms latency,
@@ -214,8 +214,18 @@ def _rss_kb() -> int:
     return _status_kb("VmRSS")["VmRSS"]
 
 
+def _peak_rss_kb() -> int:
+    """This process's peak RSS since it started (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries that across fork and exec, so a worker started by a parent
+    that once held 340 MB reports 340 MB, whatever the worker itself used.
+    """
+    peak = _status_kb("VmHWM")["VmHWM"]
+    return peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 class _RssSampler(threading.Thread):
-    """Peak anonymous and file-backed RSS, sampled every 50 ms (ru_maxrss counts both)."""
+    """Peak anonymous and file-backed RSS, sampled every 50 ms (VmHWM counts both)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -286,7 +296,7 @@ def worker_expand(spec: dict[str, Any], client: Any) -> dict[str, Any]:
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     sampler.stopped.set()
     sampler.join()
-    maxrss_kb = r1.ru_maxrss
+    maxrss_kb = _peak_rss_kb()
     table = out.data
     return {
         "examples": len(ds),
@@ -296,6 +306,7 @@ def worker_expand(spec: dict[str, Any], client: Any) -> dict[str, Any]:
         "cpu_user_s": r1.ru_utime - r0.ru_utime,
         "cpu_sys_s": r1.ru_stime - r0.ru_stime,
         "maxrss_mb": maxrss_kb / 1024,
+        "ru_maxrss_mb": r1.ru_maxrss / 1024,  # inherited from the parent too: see _peak_rss_kb
         "rss_before_mb": rss_before / 1024,
         "peak_anon_mb": sampler.peak["RssAnon"] / 1024,
         "peak_file_mb": sampler.peak["RssFile"] / 1024,
