@@ -328,14 +328,14 @@ class _Engine:
                 exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
                 if self.on_error == "raise":
                     raise
-                return builder.collect_errors(len(indices), exc.message)
+                return builder.collect_errors(len(indices), exc.message, defer=builder.defers)
             # A stream cut at an item boundary looks like a short answer: keep such an answer
             # out of the cache, so that a rerun asks again instead of keeping the loss.
             short = len(items) < len(examples) * self.multiplier
             if cache is not None and not (short and _open_ended(info)):
                 cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
-        rows, counts = builder.collect(examples, items)
+        rows, counts = builder.collect(examples, items, defer=builder.defers)
         self.stats.add(returned=len(items), **counts)
         return rows
 
@@ -357,6 +357,8 @@ class _Engine:
             return builder.empty()
         rows = Collected.concat(parts)
         table = getattr(batch, "pa_table", None)
+        rows, counts = builder.resolve(rows, arrow=isinstance(table, pa.Table))
+        self.stats.add(**counts)
         if isinstance(table, pa.Table):
             return builder.to_arrow(rows, table, indices, examples)
         return builder.to_pydict(rows, batch, indices, examples)

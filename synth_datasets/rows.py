@@ -14,10 +14,11 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.json as pa_json
 from datasets import ClassLabel, Features, Json, LargeList, List, Value
 
 from .errors import ConfigurationError
@@ -622,16 +623,22 @@ class Collected:
     """One request's output, column-wise, before it becomes a dict or an Arrow table."""
 
     positions: list[int | None]  # the example each row belongs to (None: unlinked)
-    generated: dict[str, list[Any]]
+    generated: dict[str, list[Any] | pa.Array]
     raw: list[str | None]
     errors: list[str | None]
+    # Not parsed yet: ``raw`` holds the texts, ``generated`` is empty (``RowBuilder.resolve``).
+    pending: bool = False
 
     @classmethod
     def concat(cls, parts: Sequence[tuple[int, Collected]]) -> Collected:
         """Requests' rows in order, their positions shifted by each request's first example."""
         if len(parts) == 1 and parts[0][0] == 0:
             return parts[0][1]
+        pending = bool(parts) and parts[0][1].pending
+        if any(part.pending != pending for _, part in parts):
+            raise ValueError("cannot concatenate parsed and pending rows")
         out = cls([], {name: [] for name in parts[0][1].generated} if parts else {}, [], [])
+        out.pending = pending
         for offset, part in parts:
             out.positions.extend(None if p is None else p + offset for p in part.positions)
             for name, values in part.generated.items():
@@ -665,6 +672,11 @@ class RowBuilder:
         self._original_is_input = all(
             layout.original_features[c] == layout.input_features[c] for c in layout.columns
         )
+        # Generated text read and typed by Arrow in one pass, when every column is of a kind
+        # whose JSON reading is the same as the casters' (see _ArrowReader).
+        self._reader = _ArrowReader.for_layout(layout, self.schema)
+        # Whether collect should leave the parsing to resolve (one map batch at once).
+        self.defers = self._reader is not None
 
     def empty(self) -> dict[str, list[Any]]:
         return {name: [] for name in self.names}
@@ -672,16 +684,24 @@ class RowBuilder:
     # -- collecting ------------------------------------------------------------------------------
 
     def collect(
-        self, examples: Sequence[dict[str, Any]], items: Sequence[Mapping[str, Any]]
+        self,
+        examples: Sequence[dict[str, Any]],
+        items: Sequence[Mapping[str, Any]],
+        *,
+        defer: bool = False,
     ) -> tuple[Collected, dict[str, int]]:
-        """Rows for a successful answer: grouped by seed, server order within a seed."""
+        """Rows for a successful answer: grouped by seed, server order within a seed.
+
+        With ``defer`` the generated texts are linked but not parsed: ``resolve`` parses a
+        whole map batch of them at once, which Arrow does far faster than text by text.
+        """
         links = link_items(examples, items, self.multiplier, bools_match=self._bools_match)
         n = len(examples)
         if links == sorted(links, key=lambda p: n if p is None else p):
             order = list(enumerate(links))  # the usual case: already grouped
         else:
             order = sorted(enumerate(links), key=lambda tp: n if tp[1] is None else tp[1])
-        out = Collected([], {name: [] for name, _ in self.casters}, [], [])
+        out = self._new(defer)
         counts = {"parse_errors": 0, "unlinked": 0, "cast_errors": 0, "empty_seeds": 0}
         got = set(links)
         missing = [pos for pos in range(n) if pos not in got]
@@ -694,6 +714,9 @@ class RowBuilder:
             if pos is None:
                 counts["unlinked"] += 1
                 errors.append("unlinked: the returned original matches no example sent")
+            if defer:
+                self._add(out, pos, raw, None, errors)
+                continue
             parsed = parse_generated(raw)
             if parsed.value is None:
                 counts["parse_errors"] += 1
@@ -701,6 +724,43 @@ class RowBuilder:
             self._add(out, pos, raw, parsed.value, errors, counts)
         for pos in missing:
             self._add_shortfall(out, pos, counts)
+        return out, counts
+
+    def _new(self, pending: bool) -> Collected:
+        generated: dict[str, Any] = {} if pending else {name: [] for name, _ in self.casters}
+        return Collected([], generated, [], [], pending)
+
+    def resolve(self, rows: Collected, *, arrow: bool = True) -> tuple[Collected, dict[str, int]]:
+        """Parse and type the generated texts of pending rows.
+
+        With ``arrow``, Arrow's JSON reader reads them all in one call, straight into typed
+        columns; it accepts only what the casters would accept unchanged (see _ArrowReader), and
+        anything else (a fenced answer, a missing field, a value to convert, a null) sends the
+        whole lot through ``parse_generated`` and the casters, which say why per row. Returns
+        the rows and their ``parse_errors`` and ``cast_errors`` counts.
+        """
+        counts = {"parse_errors": 0, "cast_errors": 0}
+        if not rows.pending:
+            return rows, counts
+        if arrow and self._reader is not None:
+            columns = self._reader.read(rows.raw)
+            if columns is not None:
+                return replace(rows, generated=columns, pending=False), counts
+        out = self._new(False)
+        out.positions = rows.positions
+        out.raw = rows.raw
+        generated = out.generated
+        for raw, error in zip(rows.raw, rows.errors, strict=True):
+            errors = [error] if error else []
+            if raw is None:  # a shortfall or failed request: nothing to parse
+                self._fill(generated, None, errors)
+            else:
+                parsed = parse_generated(raw)
+                if parsed.value is None:
+                    counts["parse_errors"] += 1
+                    errors.append(f"parse: {parsed.error}")
+                self._fill(generated, parsed.value, errors, counts)
+            out.errors.append("; ".join(errors) if errors else None)
         return out, counts
 
     def _add_shortfall(self, out: Collected, pos: int, counts: dict[str, int]) -> None:
@@ -718,33 +778,43 @@ class RowBuilder:
         errors: list[str],
         counts: dict[str, int] | None = None,
     ) -> None:
-        generated = out.generated
-        if values is None:
-            for name, _ in self.casters:
-                generated[name].append(None)
-        else:
-            cast_failed = False
-            for name, cast in self.casters:
-                value = None
-                if name not in values:
-                    errors.append(f"missing: no {name!r} in the generated object")
-                    cast_failed = True
-                else:
-                    try:
-                        value = cast(values[name], name)
-                    except CastError as exc:
-                        errors.append(f"type: {exc}")
-                        cast_failed = True
-                generated[name].append(value)
-            if cast_failed and counts is not None:
-                counts["cast_errors"] += 1
+        if not out.pending:
+            self._fill(out.generated, values, errors, counts)
         out.positions.append(pos)
         out.raw.append(raw)
         out.errors.append("; ".join(errors) if errors else None)
 
-    def collect_errors(self, n: int, message: str) -> Collected:
+    def _fill(
+        self,
+        generated: dict[str, Any],
+        values: dict[str, Any] | None,
+        errors: list[str],
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        """Append one row's cast values (None for each column without one) to ``generated``."""
+        if values is None:
+            for name, _ in self.casters:
+                generated[name].append(None)
+            return
+        cast_failed = False
+        for name, cast in self.casters:
+            value = None
+            if name not in values:
+                errors.append(f"missing: no {name!r} in the generated object")
+                cast_failed = True
+            else:
+                try:
+                    value = cast(values[name], name)
+                except CastError as exc:
+                    errors.append(f"type: {exc}")
+                    cast_failed = True
+            generated[name].append(value)
+        if cast_failed and counts is not None:
+            counts["cast_errors"] += 1
+
+    def collect_errors(self, n: int, message: str, *, defer: bool = False) -> Collected:
         """One row per seed of a failed request (``on_error="keep"``)."""
-        out = Collected([], {name: [] for name, _ in self.casters}, [], [])
+        out = self._new(defer)
         for pos in range(n):
             self._add(out, pos, None, None, [f"request: {message}"])
         return out
@@ -758,7 +828,12 @@ class RowBuilder:
         indices: Sequence[int],
         examples: Sequence[dict[str, Any]],
     ) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = dict(rows.generated)
+        if rows.pending:
+            rows, _ = self.resolve(rows, arrow=False)
+        out: dict[str, list[Any]] = {
+            name: v.to_pylist() if isinstance(v, pa.Array) else v
+            for name, v in rows.generated.items()
+        }
         positions = rows.positions
         for name in self.layout.passthrough:
             column = batch[name]
@@ -784,12 +859,17 @@ class RowBuilder:
         let nothing known through) becomes null and its row's ``error`` says why: one bad value
         never ends the run.
         """
+        if rows.pending:
+            rows, _ = self.resolve(rows)
         schema = self.schema
         errors = list(rows.errors)
         positions = pa.array(rows.positions, type=pa.int64())
         arrays: list[pa.Array | pa.ChunkedArray] = []
         for name, _ in self.casters:
             values = rows.generated[name]
+            if isinstance(values, pa.Array):  # read by _ArrowReader, already of its type
+                arrays.append(values)
+                continue
             if name in self._encode:
                 values = self._encode_column(values, name, errors)
             arrays.append(_array(values, schema.field(name).type, name, errors))
@@ -837,6 +917,113 @@ class RowBuilder:
     ) -> tuple[dict[str, list[Any]], dict[str, int]]:
         rows, counts = self.collect(examples, items)
         return self.to_pydict(rows, batch, indices, examples), counts
+
+
+# -- generated text read by Arrow -------------------------------------------------------------------
+
+# Value types whose reading by pyarrow.json, when it succeeds, gives exactly what the casters give:
+# no temporal, decimal or float32 values (Arrow parses those its own way) and no ClassLabel or
+# Json (the casters convert those).
+_ARROW_READABLE = frozenset(
+    ["string", "large_string", "bool", "float64"]
+    + [f"{u}int{b}" for u in ("", "u") for b in (8, 16, 32, 64)]
+)
+
+
+def _arrow_readable(feature: Any) -> bool:
+    if isinstance(feature, Value):
+        return feature.dtype in _ARROW_READABLE
+    if isinstance(feature, List):
+        return feature.length == -1 and _arrow_readable(feature.feature)
+    if isinstance(feature, LargeList):
+        return _arrow_readable(feature.feature)
+    if isinstance(feature, dict):
+        return bool(feature) and all(_arrow_readable(f) for f in feature.values())
+    return False
+
+
+def _read_type(type_: pa.DataType) -> pa.DataType:
+    """The type to read ``type_`` as (the JSON reader has no large lists); cast after."""
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return pa.list_(_read_type(type_.value_type))
+    if pa.types.is_struct(type_):
+        return pa.struct([pa.field(f.name, _read_type(f.type)) for f in type_])
+    return type_
+
+
+def _has_nulls(array: pa.Array) -> bool:
+    if array.null_count:
+        return True
+    type_ = array.type
+    if pa.types.is_struct(type_):
+        return any(_has_nulls(child) for child in array.flatten())
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _has_nulls(array.flatten())
+    return False
+
+
+class _ArrowReader:
+    """Reads many generated texts into typed columns with one ``pyarrow.json`` call.
+
+    Each text is read as the value of a wrapper line, ``{"i": <row>, "g": <text>}``: text that is
+    not exactly one JSON object makes the line invalid (or its ``i`` out of place), so one text
+    can never turn into two rows or none. The result is refused (None, and the caller parses
+    text by text) on any error, and on any null anywhere in it: Arrow reads a missing field as
+    null, where the casters name it. JSON null values are thus also left to the casters, which
+    keep them. A conversion the casters do (1.0 for an integer, say) makes Arrow fail; one Arrow
+    does (an integer for a float) the casters do the same way.
+    """
+
+    def __init__(self, target: pa.StructType) -> None:
+        self.target = target
+        self.read_type = _read_type(target)
+        self.parse_options = pa_json.ParseOptions(
+            explicit_schema=pa.schema([("i", pa.int64()), ("g", self.read_type)]),
+            unexpected_field_behavior="ignore",
+        )
+
+    @classmethod
+    def for_layout(cls, layout: Layout, schema: pa.Schema) -> _ArrowReader | None:
+        features = layout.generated_features
+        if not features or "generated_data" in features:  # parse_generated unwraps that key
+            return None
+        if not all(_arrow_readable(f) for f in features.values()):
+            return None
+        return cls(pa.struct([schema.field(name) for name in features]))
+
+    def read(self, texts: Sequence[str | None]) -> dict[str, pa.Array] | None:
+        """Typed columns, one value per text (null where the text is None), or None."""
+        present = [t for t in texts if t is not None]
+        if not present:
+            return None
+        try:
+            data = "\n".join([f'{{"i":{i},"g":{t}}}' for i, t in enumerate(present)]).encode(
+                "utf-8"
+            )
+            if len(data) >= 1 << 30:
+                return None
+            table = pa_json.read_json(
+                pa.py_buffer(data),
+                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                parse_options=self.parse_options,
+            )
+            if table.num_rows != len(present) or not table.column("i").equals(
+                pa.chunked_array([pa.array(range(len(present)), pa.int64())])
+            ):
+                return None
+            values = table.column("g").combine_chunks()
+            if _has_nulls(values):
+                return None
+            if values.type != self.target:
+                values = values.cast(self.target)
+        except (*_ARROW_ERRORS, UnicodeError):
+            return None
+        if len(present) != len(texts):
+            slots = iter(range(len(present)))
+            values = values.take(pa.array([None if t is None else next(slots) for t in texts]))
+        return {
+            field.name: column for field, column in zip(self.target, values.flatten(), strict=True)
+        }
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:

@@ -97,6 +97,32 @@ def test_malformed_and_fenced_generated(ref_server, ref_client, cache_dir):
     assert sum("```" in r["generated_raw"] for r in out) > 0
 
 
+@pytest.mark.parametrize("iterable", [False, True])
+def test_mapper_counts_the_parse_and_type_errors_its_rows_carry(ref_server, ref_client, iterable):
+    # Small map batches, most of them clean (read by Arrow at once), some needing the casters.
+    ref_server.set_faults(rate_malformed=0.05, rate_alter_original=0.03, seed=4)
+    seeds = qa(64)
+    source = seeds.to_iterable_dataset() if iterable else seeds
+    mapper = SynthMapper(
+        prompt="p",
+        multiplier=4,
+        model_id=MODEL_ID,
+        client=ref_client,
+        cache=False,
+        request_size=4,
+        requests_per_map_batch=1,
+    )
+    out = list(source.map(mapper, **mapper.map_kwargs(source)))
+    errors = [r["error"] or "" for r in out]
+    stats = mapper.stats
+    assert stats.parse_errors == sum("parse:" in e for e in errors) > 0
+    assert stats.cast_errors == sum(("missing:" in e or "type:" in e) for e in errors)
+    assert stats.unlinked == sum(e.startswith("unlinked:") for e in errors) > 0
+    assert stats.returned == len(out) - stats.empty_seeds
+    clean = [r for r in out if r["error"] is None]
+    assert len(clean) > 200 and all(isinstance(r["q"], str) and r["a"] for r in clean)
+
+
 def test_nested_conversation_keeps_features(ref_client, cache_dir):
     seeds = Dataset.from_list(CONV)
     out = run(seeds, ref_client, cache_dir, columns=["conv_prefix", "response"])

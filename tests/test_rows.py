@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import random
 
 import pyarrow as pa
 import pytest
-from datasets import ClassLabel, Features, Json, List, Value
+from datasets import ClassLabel, Features, Json, LargeList, List, Value
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from synth_datasets import ConfigurationError
 from synth_datasets.rows import (
     Collected,
     RowBuilder,
+    _ArrowReader,
     _compile_bools,
     canonical_json,
     link_items,
@@ -330,3 +334,184 @@ def test_time_column_reads_iso_text():
     """Times travel as ISO text (that is how a seed's time is sent), so they come back as text."""
     rows, _ = build({"t": Value("time64[us]")}, '{"t": "12:30:05"}')
     assert rows["t"] == [dt.time(12, 30, 5)] and rows["error"] == [None]
+
+
+# -- generated text read by Arrow: the same rows as the casters, or the casters decide -------------
+
+_CONVERSATION = List({"role": Value("string"), "content": Value("string")})
+
+
+def _clean(feature):
+    """A value that fits ``feature`` as is (for the features of the table below)."""
+    if isinstance(feature, List):
+        return [{"role": "u", "content": "c"}]
+    return "ok" if feature.dtype == "string" else 1
+
+
+def _pending(builder, texts, errors=None):
+    n = len(texts)
+    errors = errors or [None] * n
+    return Collected(list(range(n)), {}, list(texts), list(errors), pending=True)
+
+
+def _table(builder, rows):
+    layout = builder.layout
+    n = len(rows.positions)
+    schema = layout.features.arrow_schema
+    table = pa.table({c: pa.nulls(n, schema.field(c).type) for c in layout.input_features})
+    return builder.to_arrow(rows, table, list(range(n)), [{} for _ in range(n)])
+
+
+def _both_ways(features, texts, errors=None):
+    """(rows read by Arrow or None when it refused, rows from the casters), as Arrow tables."""
+    builder = RowBuilder(layout_for(features, keep_original=False), 1)
+    fast, fast_counts = builder.resolve(_pending(builder, texts, errors), arrow=True)
+    slow, slow_counts = builder.resolve(_pending(builder, texts, errors), arrow=False)
+    read_by_arrow = any(isinstance(v, pa.Array) for v in fast.generated.values())
+    return (
+        _table(builder, fast) if read_by_arrow else None,
+        _table(builder, slow),
+        (fast_counts, slow_counts),
+    )
+
+
+def test_clean_texts_are_read_by_arrow_into_the_output_types():
+    features = {"m": _CONVERSATION, "n": Value("int8"), "ok": Value("bool"), "s": Value("string")}
+    texts = [
+        json.dumps({"m": [{"role": "u", "content": f"é{i}"}], "n": i, "ok": i % 2 == 0, "s": "x"})
+        for i in range(3)
+    ] + ['{"m": [], "n": 3, "ok": true, "s": "y", "extra": {"ignored": [1]}}']
+    fast, slow, _ = _both_ways(features, texts)
+    assert fast is not None and fast.equals(slow)
+    assert fast.column("n").to_pylist() == [0, 1, 2, 3]
+    assert fast.column("m").to_pylist()[1] == [{"role": "u", "content": "é1"}]
+    assert fast.column("error").to_pylist() == [None] * 4
+
+
+def test_rows_without_text_stay_null_next_to_arrow_read_rows():
+    texts = ['{"s": "a"}', None, '{"s": "b"}', None]
+    errors = [None, "shortfall: x", None, "request: y"]
+    fast, slow, _ = _both_ways({"s": Value("string")}, texts, errors)
+    assert fast is not None and fast.equals(slow)
+    assert fast.column("s").to_pylist() == ["a", None, "b", None]
+    assert fast.column("error").to_pylist() == errors
+
+
+@pytest.mark.parametrize(
+    ("features", "text", "error"),
+    [
+        ({"s": Value("string")}, '{"t": "x"}', "missing: no 's'"),
+        ({"m": _CONVERSATION}, '{"m": [{"role": "u"}]}', "content: missing"),
+        ({"s": Value("string")}, '{"s": null}', None),  # a JSON null is a null value, kept
+        ({"n": Value("int32")}, '{"n": 3.0}', None),  # the casters' conversion
+        ({"n": Value("int8")}, '{"n": 300}', "does not fit"),
+        ({"n": Value("int64")}, '{"n": true}', "expected an integer"),
+        ({"s": Value("string")}, '{"s": 3}', "expected text"),
+        ({"s": Value("string")}, '{"s": "\\ud800"}', "not UTF-8"),
+        ({"s": Value("string")}, '```json\n{"s": "x"}\n```', None),  # fenced: parse_generated
+        ({"s": Value("string")}, '{"generated_data": {"s": "x"}}', None),  # unwrapped
+        ({"s": Value("string")}, '{"s": "a"}{"s": "b"}', None),  # the first object, one row
+        ({"s": Value("string")}, '{"s": "a"}}\n{"i":1,"g":{"s": "b"}', None),  # 2 lines
+        ({"s": Value("string")}, "", "parse:"),
+        ({"s": Value("string")}, '"{\\"s\\": \\"x\\"}"', None),  # double encoded
+        ({"s": Value("string")}, '{"s": "a", "s": "b"}', None),  # the last one, like json
+    ],
+)
+def test_what_arrow_would_read_differently_goes_to_the_casters(features, text, error):
+    clean = json.dumps({name: _clean(f) for name, f in features.items()})
+    assert _both_ways(features, [clean])[0] is not None  # alone, Arrow reads it
+    fast, slow, (fast_counts, slow_counts) = _both_ways(features, [clean, text])
+    assert fast is None  # one text Arrow cannot take as is: the casters read them all
+    assert fast_counts == slow_counts
+    assert slow.num_rows == 2 and slow.column("generated_raw").to_pylist() == [clean, text]
+    assert slow.column("error").to_pylist()[0] is None
+    got = slow.column("error").to_pylist()[1]
+    assert (got is None) if error is None else (error in got), got
+
+
+@pytest.mark.parametrize(
+    "feature",
+    [
+        Value("float32"),
+        Value("timestamp[us]"),
+        Value("date32"),
+        Value("decimal128(5, 2)"),
+        ClassLabel(names=["a", "b"]),
+        Json(),
+        List(Value("string"), length=2),
+        {"x": Value("time64[us]")},
+    ],
+)
+def test_columns_arrow_would_read_its_own_way_are_left_to_the_casters(feature):
+    layout = layout_for({"c": feature, "s": Value("string")})
+    builder = RowBuilder(layout, 1)
+    assert _ArrowReader.for_layout(layout, builder.schema) is None and not builder.defers
+
+
+_READABLE = [Value(d) for d in ("string", "large_string", "int8", "int64", "uint16", "float64")]
+_readable_feature = st.one_of(
+    st.sampled_from([*_READABLE, Value("bool")]),
+    st.sampled_from(_READABLE).map(List),
+    st.fixed_dictionaries({"x": st.sampled_from(_READABLE), "y": st.sampled_from(_READABLE)}),
+    st.fixed_dictionaries({"x": st.sampled_from(_READABLE)}).map(LargeList),
+)
+_any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-300, 300)
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("xyz"), inner),
+    max_leaves=5,
+)
+
+
+def _fitting(feature):
+    """JSON values that fit ``feature`` (the usual answer), at the edges of its range too."""
+    if isinstance(feature, dict):
+        return st.fixed_dictionaries({k: _fitting(f) for k, f in feature.items()})
+    if isinstance(feature, (List, LargeList)):
+        return st.lists(_fitting(feature.feature), max_size=3)
+    dtype = feature.dtype
+    if "string" in dtype:
+        return st.text(max_size=6)
+    if dtype == "bool":
+        return st.booleans()
+    if dtype == "float64":
+        return st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70)
+    bits = int(dtype.lstrip("uint"))
+    if dtype.startswith("u"):
+        return st.integers(0, 2**bits - 1)
+    return st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+@st.composite
+def _texts(draw):
+    names = ["a", "b"][: draw(st.integers(1, 2))]
+    features = {n: draw(_readable_feature) for n in names}
+    texts = []
+    for _ in range(draw(st.integers(1, 6))):
+        obj = {
+            n: draw(_fitting(features[n]) if draw(st.integers(0, 5)) else _any_json)
+            for n in names
+            if draw(st.integers(0, 19))
+        }
+        text = json.dumps(
+            obj, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 1]))
+        )
+        texts.append(draw(st.sampled_from([text] * 6 + [None, text[:-1], "x" + text])))
+    return features, texts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_texts())
+def test_property_arrow_reading_gives_the_casters_rows_or_none(case):
+    features, texts = case
+    fast, slow, (fast_counts, slow_counts) = _both_ways(features, texts)
+    event("read by Arrow" if fast is not None else "read by the casters")
+    if fast is not None:
+        assert fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+        assert fast_counts == {"parse_errors": 0, "cast_errors": 0}
+    else:
+        assert fast_counts == slow_counts
