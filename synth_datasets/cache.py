@@ -1,7 +1,10 @@
 """Request cache: every answered request is stored, so a rerun never pays for it twice.
 
-SQLite in WAL mode, one connection per thread and per process, autocommit: a row is durable as
-soon as its request returned, which is what makes a crashed run resumable at request granularity.
+SQLite in WAL mode, one connection per process, autocommit: a row is durable as soon as its
+request returned, which is what makes a crashed run resumable at request granularity. The
+request threads take turns on the connection under a lock: a connection per thread cost more
+CPU (32 threads, 13 KB answers: 173 vs 147 µs per get and put, hits 356 vs 218 µs), as every
+write invalidated the other connections' page caches and writers polled for the WAL lock.
 The key is a hash of the endpoint, the request body (model, prompt, multiplier, examples) and an
 optional run id; the token is never part of it, and nothing of the request but the hash is stored.
 An answer is stored as received (body bytes and content type) and parsed again on a hit: storing
@@ -52,10 +55,9 @@ class RequestCache:
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = self.folder_for(directory)
         self.path = self.directory / "requests.sqlite"
-        self._local = threading.local()
-        self._pid = os.getpid()
+        self._handle: tuple[int, threading.Lock, sqlite3.Connection] | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._connect()  # fail early on an unusable folder
+        self._connection()  # fail early on an unusable folder
 
     @staticmethod
     def folder_for(directory: str | os.PathLike[str] | None) -> Path:
@@ -70,13 +72,20 @@ class RequestCache:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.directory = state["directory"]
         self.path = state["path"]
-        self._local = threading.local()
-        self._pid = os.getpid()
+        self._handle = None
+
+    def _connection(self) -> tuple[threading.Lock, sqlite3.Connection]:
+        """This process's lock and connection, opened on first use and again after a fork.
+
+        A forked child gets a new lock too: the parent's may have been held at the fork. Two
+        threads that race here each open one, and use only their own: harmless, and rare.
+        """
+        handle = self._handle
+        if handle is None or handle[0] != os.getpid():
+            handle = self._handle = (os.getpid(), threading.Lock(), self._connect())
+        return handle[1], handle[2]
 
     def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._pid == os.getpid():
-            return conn
         conn = sqlite3.connect(
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
@@ -96,17 +105,15 @@ class RequestCache:
                 if "locked" not in str(exc) or attempt == 99:
                     raise
                 time.sleep(0.05)
-        self._local.conn = conn
-        self._pid = os.getpid()
         return conn
 
     def get(self, key: str) -> list[dict[str, Any]] | None:
         """The answer's items, parsed again from the stored body (None when not cached)."""
-        row = (
-            self._connect()
-            .execute("SELECT body, content_type FROM answers WHERE key = ?", (key,))
-            .fetchone()
-        )
+        lock, conn = self._connection()
+        with lock:
+            row = conn.execute(
+                "SELECT body, content_type FROM answers WHERE key = ?", (key,)
+            ).fetchone()
         if row is None:
             return None
         try:
@@ -126,13 +133,21 @@ class RequestCache:
         if body is None:
             body = json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             content_type = "application/json"
-        self._connect().execute(
-            "INSERT OR REPLACE INTO answers (key, created, content_type, body) VALUES (?, ?, ?, ?)",
-            (key, time.time(), content_type, body),
-        )
+        row = (key, time.time(), content_type, body)
+        lock, conn = self._connection()
+        with lock:
+            conn.execute(
+                "INSERT OR REPLACE INTO answers (key, created, content_type, body)"
+                " VALUES (?, ?, ?, ?)",
+                row,
+            )
 
     def __len__(self) -> int:
-        return int(self._connect().execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+        lock, conn = self._connection()
+        with lock:
+            return int(conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
 
     def clear(self) -> None:
-        self._connect().execute("DELETE FROM answers")
+        lock, conn = self._connection()
+        with lock:
+            conn.execute("DELETE FROM answers")

@@ -640,7 +640,10 @@ class Collected:
         out = cls([], {name: [] for name in parts[0][1].generated} if parts else {}, [], [])
         out.pending = pending
         for offset, part in parts:
-            out.positions.extend(None if p is None else p + offset for p in part.positions)
+            if offset:
+                out.positions += [None if p is None else p + offset for p in part.positions]
+            else:
+                out.positions += part.positions
             for name, values in part.generated.items():
                 out.generated[name].extend(values)
             out.raw.extend(part.raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from synth_datasets.cache import RequestCache, default_cache_dir, request_key
@@ -52,6 +53,26 @@ def test_many_threads(tmp_path):
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(work, range(500)))
     assert len(cache) == 500
+    # The threads took turns on one connection, and every answer is on disk for another one.
+    assert cache._handle is not None and cache._handle[0] == os.getpid()
+    other = RequestCache(tmp_path)
+    assert all(other.get(f"k{i}") == ITEMS for i in range(500))
+
+
+def _put_in_child(cache: RequestCache) -> None:
+    cache.put("child", ITEMS)
+
+
+def test_fork_while_the_lock_is_held(tmp_path):
+    cache = RequestCache(tmp_path)
+    cache.put("parent", ITEMS)
+    assert cache._handle is not None
+    with cache._handle[1]:  # another thread is mid-request when the process forks
+        child = multiprocessing.get_context("fork").Process(target=_put_in_child, args=(cache,))
+        child.start()
+        child.join(60)
+    assert child.exitcode == 0
+    assert cache.get("child") == ITEMS and cache.get("parent") == ITEMS
 
 
 def _child(path: str, start: int) -> None:
