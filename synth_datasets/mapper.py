@@ -15,13 +15,14 @@ concurrently).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -406,23 +407,61 @@ async def _map_batch(
     succeeded is in the cache for the rerun.
     """
     loop = asyncio.get_running_loop()
-    executor = engine.executor()
     async with engine.window(loop):
         indices = engine.seed_indices(batch, indices)
         examples = engine.examples(batch, indices)
         chunks = engine.chunks(examples, indices)
-        results = await asyncio.gather(
-            *(
-                loop.run_in_executor(executor, engine.request, examples[a:b], indices[a:b])
-                for a, b in chunks
-            ),
-            return_exceptions=True,
+        results = await _run_all(
+            loop,
+            engine.executor(),
+            [functools.partial(engine.request, examples[a:b], indices[a:b]) for a, b in chunks],
         )
     for result in results:
         if isinstance(result, BaseException):
             raise result
     parts = [(a, rows) for (a, _), rows in zip(chunks, results, strict=True)]
     return engine.emit(batch, indices, examples, parts)  # type: ignore[arg-type]
+
+
+async def _run_all(
+    loop: asyncio.AbstractEventLoop,
+    executor: ThreadPoolExecutor,
+    calls: Sequence[Callable[[], Any]],
+) -> list[Any]:
+    """Run the calls on the threads; their results (or exceptions) once all have returned.
+
+    The loop is woken once, by the last call to return, not once per call as with
+    ``run_in_executor`` and ``gather``, whose futures and callbacks cost about 50 us of CPU a
+    request at thousands of requests.
+    """
+    results: list[Any] = [None] * len(calls)
+    if not calls:
+        return results
+    done = loop.create_future()
+    left = [len(calls)]
+    lock = threading.Lock()
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        try:
+            results[i] = call()
+        except BaseException as exc:  # handed to the awaiting task, raised there
+            results[i] = exc
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_finish, done)
+
+    for i, call in enumerate(calls):
+        executor.submit(run, i, call)
+    await done
+    return results
+
+
+def _finish(done: asyncio.Future[None]) -> None:
+    if not done.done():  # not cancelled meanwhile
+        done.set_result(None)
 
 
 def _rebuild(engine: _Engine) -> SynthMapper:

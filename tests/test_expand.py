@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import datasets
 import pytest
@@ -18,6 +23,7 @@ from synth_datasets import (
     expand,
     get_provenance,
 )
+from synth_datasets.mapper import _run_all
 
 CONV = [
     {
@@ -460,3 +466,28 @@ def test_max_request_bytes_splits_requests_under_the_limit(ref_server, ref_clien
     assert sorted(out["source_index"]) == list(range(8))
     # ~330 bytes an example: at most two fit with the body around them, so 4 requests, not 1.
     assert ref_server.stats()["requests"] == 4
+
+
+def test_requests_of_a_map_batch_all_return_before_the_batch_does():
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> int:
+        time.sleep(0.01 * (i % 3))
+        with lock:
+            finished.append(i)
+        if i == 1:
+            raise ServerError("boom", status_code=500)
+        return i * 10
+
+    loop = asyncio.new_event_loop()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            calls = [functools.partial(call, i) for i in range(6)]
+            results = loop.run_until_complete(_run_all(loop, pool, calls))
+            assert loop.run_until_complete(_run_all(loop, pool, [])) == []
+    finally:
+        loop.close()
+    assert sorted(finished) == list(range(6))  # the failure did not cut the others short
+    assert [r for i, r in enumerate(results) if i != 1] == [0, 20, 30, 40, 50]
+    assert isinstance(results[1], ServerError) and str(results[1]) == "boom"
