@@ -196,3 +196,22 @@ def test_to_sft_pushes_and_refuses_bad_input(tmp_path, expanded_dir, fake_hub):
     proc = script("to_sft.py", str(folder), "--prefix-column", "prompt", "--output", str(target))
     assert proc.returncode == 2 and "no column(s) ['prompt']" in proc.stderr
     assert not target.exists()
+
+
+def test_bench_quick_runs_and_reports_what_it_measured(tmp_path):
+    """The benchmark itself (figures are not asserted: machines are noisy). What is asserted is
+    what holds by construction: every row made, and a kill -9 re-sends at most the requests in
+    flight, one per thread."""
+    out = tmp_path / "bench.json"
+    proc = script("bench.py", "--quick", "--only", "cpu,resume", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3. client CPU per row" in proc.stdout and "5. resume after kill -9" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    for run in results["cpu"].values():
+        assert run["rows"] == run["examples"] * 4 and run["errors"] == 0
+        assert run["server_requests"] == run["examples"] // 8  # request_size 8, none retried
+        assert run["cpu_us_per_row"] > 0
+    resume = results["resume"]
+    assert resume["rerun_rows"] == resume["examples"] * 4
+    assert 0 < resume["cached_at_kill"] < resume["clean_requests"]
+    assert resume["resent"] <= resume["max_concurrency"]
