@@ -8,7 +8,9 @@ Steps, each a ``synth_datasets.prep`` helper: drop error rows; optionally put th
 (first, so that deduplication keeps a seed over a generated copy of it); drop exact and near
 duplicates; ``conv_prefix`` + ``response`` → ``messages``; a train/test split with a fixed seed.
 Written as parquet or jsonl under ``DIR/data/`` (``load_dataset(DIR)`` reads both splits) or
-pushed. Exit codes as the CLI: 0 done, 2 usage or configuration, 1 failure.
+pushed, with a dataset card (``DIR/README.md``, or the repo's) that tells how the rows were
+generated and what each step removed: the lineage columns are gone by then, so the card is the
+record. Exit codes as the CLI: 0 done, 2 usage or configuration, 1 failure.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 
 import datasets
 
+from synth_datasets.card import build_sft_card
 from synth_datasets.cli import MANIFEST, UsageError, load_result, load_source, run_guarded
 from synth_datasets.errors import ConfigurationError
-from synth_datasets.hub import resolve_hf_token, validate_hub_repo_id
+from synth_datasets.expand import get_provenance
+from synth_datasets.hub import push_card, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
 
@@ -70,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
     p.add_argument("--public", action="store_true", help="create the repo public (default private)")
     p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    p.add_argument("--license", default=None, help="license for the card (default: the source's)")
+    p.add_argument(
+        "--no-prompt-in-card", action="store_true", help="keep the prompt out of the card"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     return p
 
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()]
 
     ds = load_expanded(args.source, split=args.split, config=args.config)
+    provenance = get_provenance(ds)
     counts: dict[str, Any] = {"rows": len(ds)}
     ds = drop_errors(ds)
     counts["error rows dropped"] = counts["rows"] - len(ds)
@@ -150,12 +159,38 @@ def run(args: argparse.Namespace) -> int:
         + " -> "
         + ", ".join(f"{name} {len(d)}" for name, d in splits.items())
     )
+    card = build_sft_card(
+        splits,
+        steps=[("rows of the expanded dataset" if k == "rows" else k, v) for k, v in counts.items()]
+        + [("rows kept", len(sft))],
+        expanded_source=args.source,
+        provenance=provenance,
+        repo_id=args.push_to_hub,
+        near=(
+            "exact duplicates only"
+            if args.no_near
+            else f"exact, and near (MinHash, Jaccard >= {args.near_threshold})"
+        ),
+        prefix_column=args.prefix_column,
+        response_column=args.response_column,
+        split_note=(
+            f"Split by `train_test_split(test_size={args.test_size:g}, seed={args.seed})`."
+            if args.test_size
+            else "One split: no test split was asked for."
+        ),
+        license=args.license,
+        include_prompt=not args.no_prompt_in_card,
+    )
     if args.output is not None:
         for path in write(splits, args.output, args.format):
             print(f"wrote {path}")
+        card.save(args.output / "README.md")
+        print(f"wrote {args.output / 'README.md'}")
     if args.push_to_hub is not None:
+        assert token is not None
+        push_card(card, args.push_to_hub, token=token, private=not args.public)
         splits.push_to_hub(args.push_to_hub, private=not args.public, token=token)
-        print(f"pushed {', '.join(splits)} to {args.push_to_hub}")
+        print(f"pushed {', '.join(splits)} and the card to {args.push_to_hub}")
     return 0
 
 

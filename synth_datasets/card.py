@@ -20,7 +20,7 @@ from .expand import get_provenance
 from .report import ERROR_KINDS, QualityReport, quality_report
 from .rows import LINEAGE_COLUMNS
 
-__all__ = ["ERROR_KINDS", "build_card", "dataset_stats", "size_category"]
+__all__ = ["ERROR_KINDS", "build_card", "build_sft_card", "dataset_stats", "size_category"]
 
 LINEAGE_MEANING = {
     "source_index": "row index of the seed in the source dataset (null only if unlinkable)",
@@ -105,9 +105,7 @@ def _schema(dataset: datasets.Dataset, provenance: Mapping[str, Any]) -> list[tu
     generated = set(provenance.get("generated_columns") or [])
     out = []
     for name, feature in dataset.features.items():
-        dtype = _SPACES.sub(" ", repr(feature))
-        if len(dtype) > 120:
-            dtype = dtype[:117] + "..."
+        dtype = _dtype(feature)
         if name in LINEAGE_MEANING:
             meaning = LINEAGE_MEANING[name]
         elif name in generated:
@@ -116,6 +114,15 @@ def _schema(dataset: datasets.Dataset, provenance: Mapping[str, Any]) -> list[tu
             meaning = "copied from the seed row (not sent)"
         out.append((name, dtype.replace("|", "\\|"), meaning))
     return out
+
+
+def _template(name: str) -> str:
+    return resources.files("synth_datasets.cards").joinpath(name).read_text(encoding="utf-8")
+
+
+def _dtype(feature: Any) -> str:
+    dtype = _SPACES.sub(" ", repr(feature))
+    return dtype if len(dtype) <= 120 else dtype[:117] + "..."
 
 
 def build_card(
@@ -159,11 +166,7 @@ def build_card(
         source_datasets=[source_name] if is_hub_id else None,
         tags=sorted({"synthetic", "synth_datasets", *tags}),
     )
-    template = (
-        resources.files("synth_datasets.cards")
-        .joinpath("dataset_card.md")
-        .read_text(encoding="utf-8")
-    )
+    template = _template("dataset_card.md")
     lineage = [c for c in LINEAGE_COLUMNS if c in dataset.column_names]
     return DatasetCard.from_template(
         card_data,
@@ -199,4 +202,80 @@ def build_card(
         repo_id=repo,
         split=split,
         lineage_columns=json.dumps(lineage),
+    )
+
+
+def build_sft_card(
+    splits: Mapping[str, datasets.Dataset],
+    *,
+    steps: Sequence[tuple[str, int]],
+    expanded_source: str,
+    provenance: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+    near: str = "not dropped",
+    prefix_column: str = "conv_prefix",
+    response_column: str = "response",
+    split_note: str = "",
+    pretty_name: str | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: Sequence[str] = (),
+    include_prompt: bool = True,
+) -> DatasetCard:
+    """A card for a chat dataset made from an expanded one (``scripts/to_sft.py``).
+
+    The generation is told from the expanded dataset's provenance, the preparation from
+    ``steps`` (what each step left or removed, in order): the lineage columns are gone by then,
+    so the card is the only record of how these rows were made.
+    """
+    if not splits:
+        raise ValueError("build_sft_card needs at least one split")
+    prov = dict(provenance or {})
+    source = dict(prov.get("source") or {})
+    seed_name = source.get("name")
+    rows = sum(len(d) for d in splits.values())
+    repo = repo_id or "<namespace>/<dataset>"
+    name = pretty_name or (repo.split("/")[-1] if repo_id else "Synthetic chat dataset")
+    if prov:
+        generation = (
+            f"{prov.get('multiplier', 'unknown')} generations were asked for each seed row, "
+            f"{prov.get('request_size', 'unknown')} seed rows per request."
+        )
+    else:
+        generation = "The expanded dataset carried no record of how it was generated."
+    first = next(iter(splits.values()))
+    card_data = DatasetCardData(
+        pretty_name=name,
+        license=license or source.get("license") or None,
+        language=language,
+        task_categories=["text-generation"],
+        size_categories=[size_category(rows)],
+        tags=sorted({"synthetic", "synth_datasets", "sft", *tags}),
+    )
+    return DatasetCard.from_template(
+        card_data,
+        template_str=_template("sft_card.md"),
+        pretty_name=name,
+        summary=f"{rows} chat rows in {len(splits)} split(s), made from {expanded_source}.",
+        version=prov.get("version") or __version__,
+        generation=generation,
+        endpoint=prov.get("endpoint") or "unknown",
+        model_id=prov.get("model_id") or "unknown",
+        multiplier=prov.get("multiplier", "unknown"),
+        columns=", ".join(f"`{c}`" for c in prov.get("columns") or []) or "unknown",
+        created=prov.get("created") or "unknown",
+        seed_source=(
+            f"`{seed_name}` (split `{source.get('split') or 'train'}`)" if seed_name else "unknown"
+        ),
+        prompt=prov.get("prompt") if include_prompt and prov.get("prompt") else None,
+        expanded_source=f"`{expanded_source}`",
+        steps=list(steps),
+        near=near,
+        prefix_column=prefix_column,
+        response_column=response_column,
+        splits=[(k, len(d)) for k, d in splits.items()],
+        split_note=split_note,
+        schema=[(c, _dtype(f)) for c, f in first.features.items()],
+        sample=_samples(first, k=1)[0] if len(first) else "{}",
+        repo_id=repo,
     )

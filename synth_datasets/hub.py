@@ -21,7 +21,7 @@ from huggingface_hub.utils import get_token, validate_repo_id
 from .card import build_card
 from .errors import ConfigurationError
 
-__all__ = ["push_to_hub", "resolve_hf_token", "validate_hub_repo_id"]
+__all__ = ["push_card", "push_to_hub", "resolve_hf_token", "validate_hub_repo_id"]
 
 logger = logging.getLogger("synth_datasets.hub")
 
@@ -108,6 +108,49 @@ def push_to_hub(
             include_prompt=include_prompt,
             provenance=provenance,
         )
+    url = push_card(
+        card,
+        repo_id,
+        token=token,
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        overwrite_card=overwrite_card,
+        commit_message=commit_message,
+    )
+    kwargs: dict[str, Any] = {}
+    if max_shard_size is not None:
+        kwargs["max_shard_size"] = max_shard_size
+    dataset.push_to_hub(
+        repo_id,
+        config_name=config_name,
+        split=split,
+        private=private,
+        token=token,
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=commit_message or f"Upload {split} split ({len(dataset)} rows)",
+        **kwargs,
+    )
+    return url
+
+
+def push_card(
+    card: DatasetCard,
+    repo_id: str,
+    *,
+    token: str,
+    private: bool = True,
+    revision: str | None = None,
+    create_pr: bool = False,
+    overwrite_card: bool = False,
+    commit_message: str | None = None,
+) -> str:
+    """Create the repo if needed and push ``card`` unless one is there; returns the repo URL.
+
+    Call it before pushing the data: datasets then merges its YAML into this card instead of
+    writing a README of its own.
+    """
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if revision:
@@ -123,18 +166,4 @@ def push_to_hub(
         )
     else:
         logger.info("keeping the dataset card already in %s", repo_id)
-    kwargs: dict[str, Any] = {}
-    if max_shard_size is not None:
-        kwargs["max_shard_size"] = max_shard_size
-    dataset.push_to_hub(
-        repo_id,
-        config_name=config_name,
-        split=split,
-        private=private,
-        token=token,
-        revision=revision,
-        create_pr=create_pr,
-        commit_message=commit_message or f"Upload {split} split ({len(dataset)} rows)",
-        **kwargs,
-    )
     return str(url)

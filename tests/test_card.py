@@ -170,3 +170,40 @@ def test_statistics_section_is_the_quality_report(ref_server, ref_client, cache_
         build_card(out, repo_id="me/x")
     )
     assert dataset_stats(out, report=report)["near_duplicates"] == report.near_duplicates
+
+
+def test_sft_card_tells_generation_and_preparation(ref_server, ref_client, cache_dir):
+    from synth_datasets.card import build_sft_card
+
+    ds = expanded(ref_server, ref_client, cache_dir)
+    chat = Dataset.from_list([{"messages": [{"role": "user", "content": "hi"}]}] * 4)
+    steps = [("rows of the expanded dataset", 18), ("error rows dropped", 0), ("rows kept", 4)]
+    card = build_sft_card(
+        {"train": chat.select(range(3)), "test": chat.select([3])},
+        steps=steps,
+        expanded_source="out/expanded",
+        provenance=get_provenance(ds),
+        repo_id="me/chat",
+        split_note="Split by seed 1.",
+    )
+    meta, body = split_card(str(card))
+    assert meta["license"] == "apache-2.0" and "sft" in meta["tags"]
+    assert meta["size_categories"] == ["n<1K"] and meta["pretty_name"] == "chat"
+    assert "4 chat rows in 2 split(s), made from out/expanded." in body
+    assert f"`{MODEL_ID}`" in body and "secret sauce prompt" in body
+    assert "| rows of the expanded dataset | 18 |" in body and "| rows kept | 4 |" in body
+    assert "| `train` | 3 |" in body and "| `test` | 1 |" in body and "Split by seed 1." in body
+    assert '"content": "hi"' in body and 'load_dataset("me/chat")' in body
+    assert ref_client._api_key not in str(card)
+
+    hidden = build_sft_card(
+        {"train": chat},
+        steps=steps,
+        expanded_source="x",
+        provenance=get_provenance(ds),
+        include_prompt=False,
+    )
+    assert "secret sauce" not in str(hidden) and "is not published" in str(hidden)
+    bare = build_sft_card({"train": chat}, steps=steps, expanded_source="x")
+    assert "carried no record of how it was generated" in str(bare)
+    assert "<namespace>/<dataset>" in str(bare)

@@ -164,6 +164,22 @@ def test_to_sft_writes_splits(tmp_path, expanded_dir):
     )
     splits = datasets.load_dataset(str(out))
     assert {k: len(v) for k, v in splits.items()} == {"train": 3, "test": 2}
+    # The card is the record of what the steps removed and of how the rows were generated.
+    card = (out / "README.md").read_text()
+    for line in (
+        "| rows of the expanded dataset | 7 |",
+        "| error rows dropped | 2 |",
+        "| seed rows mixed in | 3 |",
+        "| duplicates dropped | 3 |",
+        "| rows kept | 5 |",
+        "| `train` | 3 |",
+        "| `test` | 2 |",
+        "3 generations were asked for each seed row",
+        "`train_test_split(test_size=2, seed=7)`",
+        "near (MinHash, Jaccard >= 0.",
+        "| `messages` |",
+    ):
+        assert line in card, line
     assert sorted(splits["train"].column_names) == ["messages", "topic"]
     for m in [*splits["train"]["messages"], *splits["test"]["messages"]]:
         assert [t["role"] for t in m] == ["user", "assistant"]
@@ -191,6 +207,10 @@ def test_to_sft_pushes_and_refuses_bad_input(tmp_path, expanded_dir, fake_hub):
     assert "duplicates dropped: 1 -> train 3, test 1" in proc.stdout  # exact only
     loaded = datasets.load_dataset("me/sft", token=HUB_TOKEN)
     assert {k: len(v) for k, v in loaded.items()} == {"train": 3, "test": 1}
+    readme = fake_hub.files("me/sft")["README.md"].decode()
+    assert "## How it was made" in readme and "| duplicates dropped | 1 |" in readme
+    assert "exact duplicates only" in readme and 'load_dataset("me/sft")' in readme
+    assert "dataset_info:" in readme  # datasets merged its YAML into the card, not over it
     assert loaded["train"].column_names == ["messages"]
     target = tmp_path / "never"
     proc = script("to_sft.py", str(folder), "--prefix-column", "prompt", "--output", str(target))
