@@ -39,6 +39,7 @@ def test_wheel_contains_templates_and_data(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
         "synth_datasets/cards/dataset_card.md",
+        "synth_datasets/cards/sft_card.md",
         "synth_datasets/cards/__init__.py",
         "synth_datasets/py.typed",
         "synth_datasets/data/sample_seeds.jsonl",
@@ -74,13 +75,15 @@ def test_non_editable_install_renders_a_card(wheel, tmp_path):
         "target, site = sys.argv[1], sys.argv[2]\n"
         "sys.path[:0] = [target, site]\n"
         "import datasets, synth_datasets\n"
-        "from synth_datasets.card import build_card\n"
+        "from synth_datasets.card import build_card, build_sft_card\n"
         "from synth_datasets.expand import attach_provenance\n"
         "assert synth_datasets.__file__.startswith(target), synth_datasets.__file__\n"
         "ds = datasets.Dataset.from_list(\n"
         "    [{'q': 'x', 'source_index': 0, 'generated_raw': '{}', 'error': None}])\n"
         "attach_provenance(ds, {'multiplier': 2, 'generated_columns': ['q']})\n"
         "print(build_card(ds, repo_id='me/x'))\n"
+        "chat = datasets.Dataset.from_list([{'messages': [{'role': 'user', 'content': 'hi'}]}])\n"
+        "print(build_sft_card({'train': chat}, steps=[('rows kept', 1)], expanded_source='x'))\n"
     )
     # -I: no user site, no .pth processing, so the editable install of the source tree is unseen.
     proc = subprocess.run(
@@ -91,6 +94,7 @@ def test_non_editable_install_renders_a_card(wheel, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "## How it was made" in proc.stdout and "synthetic" in proc.stdout
+    assert "| rows kept | 1 |" in proc.stdout  # the chat card's template is in the wheel too
 
 
 def datasets_site() -> str:
