@@ -432,7 +432,7 @@ async def _run_all(
 
     The loop is woken once, by the last call to return, not once per call as with
     ``run_in_executor`` and ``gather``, whose futures and callbacks cost about 50 us of CPU a
-    request at thousands of requests.
+    request at thousands of requests. Cancelled, it cancels the calls not started yet.
     """
     results: list[Any] = [None] * len(calls)
     if not calls:
@@ -453,9 +453,17 @@ async def _run_all(
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
                 loop.call_soon_threadsafe(_finish, done)
 
-    for i, call in enumerate(calls):
-        executor.submit(run, i, call)
-    await done
+    futures = []
+    try:
+        for i, call in enumerate(calls):
+            futures.append(executor.submit(run, i, call))
+        await done
+    except BaseException:
+        # Cancelled (datasets cancels every pending map call on a failure or Ctrl-C), or the
+        # pool refused work: the requests not started yet are never sent.
+        for future in futures:
+            future.cancel()
+        raise
     return results
 
 

@@ -12,11 +12,13 @@ import datetime as _dt
 import decimal
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 from datasets import ClassLabel, Features, Json, LargeList, List, Value
@@ -924,13 +926,25 @@ class RowBuilder:
 
 # -- generated text read by Arrow -------------------------------------------------------------------
 
-# Value types whose reading by pyarrow.json, when it succeeds, gives exactly what the casters give:
-# no temporal, decimal or float32 values (Arrow parses those its own way) and no ClassLabel or
-# Json (the casters convert those).
+# Value types that pyarrow.json reads to the same value as the casters, when it reads them at all
+# (see _ArrowReader.read for the few values it reads differently, which it refuses): no
+# temporal, decimal or float32 values (Arrow parses those its own way) and no ClassLabel or Json
+# (the casters convert those).
 _ARROW_READABLE = frozenset(
     ["string", "large_string", "bool", "float64"]
     + [f"{u}int{b}" for u in ("", "u") for b in (8, 16, 32, 64)]
 )
+# JSON extensions Arrow's parser accepts and Python's refuses (a text holding one fails strict
+# parsing, and the fallbacks of parse_generated then read something else): NaN, Inf, Infinity,
+# with or without a sign, in value position. Text that merely contains "Inf" ("Information")
+# after a colon or comma is refused too, which costs speed, never correctness.
+_NON_STANDARD = re.compile(rb"[:\[,]\s*-?(?:Inf|NaN)")
+# Nesting this deep may pass Arrow's parser and not orjson's or the json module's recursion limit.
+_DEEP = 500
+# After this many refusals in a row, the reader is tried on one map batch in _RETRY_EVERY only:
+# data whose answers are rarely clean would otherwise pay for every failed attempt.
+_REFUSALS_BEFORE_BACKOFF = 4
+_RETRY_EVERY = 32
 
 
 def _arrow_readable(feature: Any) -> bool:
@@ -954,27 +968,35 @@ def _read_type(type_: pa.DataType) -> pa.DataType:
     return type_
 
 
-def _has_nulls(array: pa.Array) -> bool:
+def _values_differ(array: pa.Array) -> bool:
+    """Whether Arrow's reading may differ from the casters' here: any null (Arrow reads a
+    missing field as null, where the casters name it), or a float that is not finite (a huge
+    literal Arrow rounds to infinity, where the float caster refuses it) or is -0.0 (the JSON
+    integer -0 is 0.0 for the casters)."""
     if array.null_count:
         return True
     type_ = array.type
     if pa.types.is_struct(type_):
-        return any(_has_nulls(child) for child in array.flatten())
-    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
-        return _has_nulls(array.flatten())
+        return any(_values_differ(child) for child in array.flatten())
+    if pa.types.is_list(type_):
+        return _values_differ(array.flatten())
+    if pa.types.is_floating(type_) and len(array):
+        values = array.to_numpy(zero_copy_only=False)
+        return not np.isfinite(values).all() or bool((np.signbit(values) & (values == 0)).any())
     return False
 
 
 class _ArrowReader:
     """Reads many generated texts into typed columns with one ``pyarrow.json`` call.
 
-    Each text is read as the value of a wrapper line, ``{"i": <row>, "g": <text>}``: text that is
-    not exactly one JSON object makes the line invalid (or its ``i`` out of place), so one text
-    can never turn into two rows or none. The result is refused (None, and the caller parses
-    text by text) on any error, and on any null anywhere in it: Arrow reads a missing field as
-    null, where the casters name it. JSON null values are thus also left to the casters, which
-    keep them. A conversion the casters do (1.0 for an integer, say) makes Arrow fail; one Arrow
-    does (an integer for a float) the casters do the same way.
+    Each text is read as the value of a wrapper line, ``{"i": <row>, "g": <text>}``: a text
+    cannot take another row's slot (the ``i`` values must come back in order, one per text).
+    The result is refused (None: the caller parses text by text) on any error and wherever
+    Arrow's reading may differ from ``parse_generated`` and the casters: non-standard JSON, very
+    deep nesting, and the values of ``_values_differ``. JSON nulls are thus left to the casters
+    too, which keep them. A conversion the casters do (1.0 for an integer, say) makes Arrow
+    fail; one Arrow does (an integer for a float) the casters do the same way. A hypothesis
+    property in tests/test_rows.py checks that an accepted result equals the casters' rows.
     """
 
     def __init__(self, target: pa.StructType) -> None:
@@ -984,6 +1006,8 @@ class _ArrowReader:
             explicit_schema=pa.schema([("i", pa.int64()), ("g", self.read_type)]),
             unexpected_field_behavior="ignore",
         )
+        self.refusals = 0  # in a row
+        self.skipped = 0
 
     @classmethod
     def for_layout(cls, layout: Layout, schema: pa.Schema) -> _ArrowReader | None:
@@ -996,14 +1020,25 @@ class _ArrowReader:
 
     def read(self, texts: Sequence[str | None]) -> dict[str, pa.Array] | None:
         """Typed columns, one value per text (null where the text is None), or None."""
+        if self.refusals >= _REFUSALS_BEFORE_BACKOFF:
+            self.skipped += 1
+            if self.skipped % _RETRY_EVERY:
+                return None
+        columns = self._read(texts)
+        self.refusals = 0 if columns is not None else self.refusals + 1
+        return columns
+
+    def _read(self, texts: Sequence[str | None]) -> dict[str, pa.Array] | None:
         present = [t for t in texts if t is not None]
         if not present:
             return None
         try:
+            if any(len(t) >= 2 * _DEEP and t.count("{") + t.count("[") >= _DEEP for t in present):
+                return None
             data = "\n".join([f'{{"i":{i},"g":{t}}}' for i, t in enumerate(present)]).encode(
                 "utf-8"
             )
-            if len(data) >= 1 << 30:
+            if len(data) >= 1 << 30 or _NON_STANDARD.search(data):
                 return None
             table = pa_json.read_json(
                 pa.py_buffer(data),
@@ -1015,7 +1050,7 @@ class _ArrowReader:
             ):
                 return None
             values = table.column("g").combine_chunks()
-            if _has_nulls(values):
+            if _values_differ(values):
                 return None
             if values.type != self.target:
                 values = values.cast(self.target)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 from synth_datasets.cache import RequestCache, default_cache_dir, request_key
@@ -53,8 +52,7 @@ def test_many_threads(tmp_path):
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(work, range(500)))
     assert len(cache) == 500
-    # The threads took turns on one connection, and every answer is on disk for another one.
-    assert cache._handle is not None and cache._handle[0] == os.getpid()
+    # Every answer is on disk for another connection.
     other = RequestCache(tmp_path)
     assert all(other.get(f"k{i}") == ITEMS for i in range(500))
 

@@ -491,3 +491,24 @@ def test_requests_of_a_map_batch_all_return_before_the_batch_does():
     assert sorted(finished) == list(range(6))  # the failure did not cut the others short
     assert [r for i, r in enumerate(results) if i != 1] == [0, 20, 30, 40, 50]
     assert isinstance(results[1], ServerError) and str(results[1]) == "boom"
+
+
+def test_a_cancelled_map_batch_sends_no_request_it_had_not_started():
+    started: list[int] = []
+
+    def call(i: int) -> int:
+        started.append(i)
+        time.sleep(0.2)
+        return i
+
+    async def cancel_soon(pool: ThreadPoolExecutor) -> None:
+        task = asyncio.ensure_future(_run_all(asyncio.get_running_loop(), pool, calls))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    calls = [functools.partial(call, i) for i in range(10)]
+    with ThreadPoolExecutor(2) as pool:
+        asyncio.run(cancel_soon(pool))
+    assert sorted(started) == [0, 1]  # the two running finished; the eight queued never ran
