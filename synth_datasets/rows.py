@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from datasets import ClassLabel, Features, Json, LargeList, List, Value
 
@@ -738,35 +739,68 @@ class RowBuilder:
     def resolve(self, rows: Collected, *, arrow: bool = True) -> tuple[Collected, dict[str, int]]:
         """Parse and type the generated texts of pending rows.
 
-        With ``arrow``, Arrow's JSON reader reads them all in one call, straight into typed
-        columns; it accepts only what the casters would accept unchanged (see _ArrowReader), and
-        anything else (a fenced answer, a missing field, a value to convert, a null) sends the
-        whole lot through ``parse_generated`` and the casters, which say why per row. Returns
-        the rows and their ``parse_errors`` and ``cast_errors`` counts.
+        With ``arrow``, Arrow's JSON reader reads the map batch's texts in one call, straight
+        into typed columns, and leaves to ``parse_generated`` and the casters every row it might
+        read differently (see _ArrowReader): a fenced answer, a missing field, a value to
+        convert, a null. Those say why per row. Returns the rows and their ``parse_errors`` and
+        ``cast_errors`` counts.
         """
         counts = {"parse_errors": 0, "cast_errors": 0}
         if not rows.pending:
             return rows, counts
-        if arrow and self._reader is not None:
-            columns = self._reader.read(rows.raw)
-            if columns is not None:
-                return replace(rows, generated=columns, pending=False), counts
-        out = self._new(False)
-        out.positions = rows.positions
-        out.raw = rows.raw
-        generated = out.generated
-        for raw, error in zip(rows.raw, rows.errors, strict=True):
-            errors = [error] if error else []
+        read = self._reader.read(rows.raw) if arrow and self._reader is not None else None
+        if read is None:  # the casters read every row
+            out = self._new(False)
+            out.positions, out.raw = rows.positions, rows.raw
+            out.errors = self._parse_rows(rows.raw, rows.errors, out.generated, counts)
+            return out, counts
+        good, columns = read
+        if len(good) == len(rows.raw):  # the usual case: Arrow read every row
+            return replace(rows, generated=columns, pending=False), counts
+        # The rows Arrow left (their texts are not None): parsed here, typed like to_arrow does.
+        is_good = set(good)
+        left = [i for i, t in enumerate(rows.raw) if t is not None and i not in is_good]
+        values: dict[str, Any] = {name: [] for name, _ in self.casters}
+        errors = list(rows.errors)
+        left_errors = self._parse_rows(
+            [rows.raw[i] for i in left], [errors[i] for i in left], values, counts
+        )
+        slot: list[int | None] = [None] * len(rows.raw)
+        for k, i in enumerate(good):
+            slot[i] = k
+        for k, i in enumerate(left):
+            slot[i] = len(good) + k
+        take = pa.array(slot, pa.int64())
+        merged = {}
+        for name, _ in self.casters:
+            type_ = self.schema.field(name).type
+            parsed = _array(values[name], type_, name, left_errors)
+            merged[name] = pa.concat_arrays([columns[name], parsed]).take(take)
+        for k, i in enumerate(left):
+            errors[i] = left_errors[k]
+        return replace(rows, generated=merged, errors=errors, pending=False), counts
+
+    def _parse_rows(
+        self,
+        texts: Sequence[str | None],
+        errors: Sequence[str | None],
+        generated: dict[str, Any],
+        counts: dict[str, int],
+    ) -> list[str | None]:
+        """Parse and cast rows into ``generated`` (a list per column); their errors."""
+        out: list[str | None] = []
+        for raw, error in zip(texts, errors, strict=True):
+            row_errors = [error] if error else []
             if raw is None:  # a shortfall or failed request: nothing to parse
-                self._fill(generated, None, errors)
+                self._fill(generated, None, row_errors)
             else:
                 parsed = parse_generated(raw)
                 if parsed.value is None:
                     counts["parse_errors"] += 1
-                    errors.append(f"parse: {parsed.error}")
-                self._fill(generated, parsed.value, errors, counts)
-            out.errors.append("; ".join(errors) if errors else None)
-        return out, counts
+                    row_errors.append(f"parse: {parsed.error}")
+                self._fill(generated, parsed.value, row_errors, counts)
+            out.append("; ".join(row_errors) if row_errors else None)
+        return out
 
     def _add_shortfall(self, out: Collected, pos: int, counts: dict[str, int]) -> None:
         counts["empty_seeds"] += 1
@@ -968,22 +1002,31 @@ def _read_type(type_: pa.DataType) -> pa.DataType:
     return type_
 
 
-def _values_differ(array: pa.Array) -> bool:
-    """Whether Arrow's reading may differ from the casters' here: any null (Arrow reads a
-    missing field as null, where the casters name it), or a float that is not finite (a huge
-    literal Arrow rounds to infinity, where the float caster refuses it) or is -0.0 (the JSON
-    integer -0 is 0.0 for the casters)."""
-    if array.null_count:
-        return True
+def _rows_that_differ(array: pa.Array) -> np.ndarray:
+    """Per row, whether Arrow's reading may differ from the casters' there: a null anywhere
+    (Arrow reads a missing field as null, where the casters name it), or a float that is not
+    finite (a huge literal Arrow rounds to infinity, where the float caster refuses it) or is
+    -0.0 (the JSON integer -0 is 0.0 for the casters)."""
     type_ = array.type
+    if pa.types.is_floating(type_):
+        values = array.to_numpy(zero_copy_only=False)  # nulls become NaN: flagged too
+        return ~np.isfinite(values) | (np.signbit(values) & (values == 0))
+    bad = np.array(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if pa.types.is_struct(type_):
-        return any(_values_differ(child) for child in array.flatten())
-    if pa.types.is_list(type_):
-        return _values_differ(array.flatten())
-    if pa.types.is_floating(type_) and len(array):
-        values = array.to_numpy(zero_copy_only=False)
-        return not np.isfinite(values).all() or bool((np.signbit(values) & (values == 0)).any())
-    return False
+        for child in array.flatten():  # each child carries the struct's nulls as its own
+            bad |= _rows_that_differ(child)
+    elif pa.types.is_list(type_):
+        items = array.flatten()
+        if len(items):
+            items_bad = _rows_that_differ(items)
+            if items_bad.any():
+                parents = pc.list_parent_indices(array).to_numpy()
+                bad[np.unique(parents[items_bad])] = True
+    return bad
+
+
+_IN_ROW = re.compile(r" in row (\d+)")
+_UNPARSED = re.compile(r"couldn't parse:(.+)$")
 
 
 class _ArrowReader:
@@ -991,12 +1034,13 @@ class _ArrowReader:
 
     Each text is read as the value of a wrapper line, ``{"i": <row>, "g": <text>}``: a text
     cannot take another row's slot (the ``i`` values must come back in order, one per text).
-    The result is refused (None: the caller parses text by text) on any error and wherever
-    Arrow's reading may differ from ``parse_generated`` and the casters: non-standard JSON, very
-    deep nesting, and the values of ``_values_differ``. JSON nulls are thus left to the casters
-    too, which keep them. A conversion the casters do (1.0 for an integer, say) makes Arrow
-    fail; one Arrow does (an integer for a float) the casters do the same way. A hypothesis
-    property in tests/test_rows.py checks that an accepted result equals the casters' rows.
+    Rows whose reading may differ from ``parse_generated`` and the casters are left to them:
+    text that is not a bare object (fenced, prose), non-standard JSON (NaN, Inf), very deep
+    nesting, a row Arrow fails on (its error names the row, or the value it could not convert),
+    and the rows of ``_rows_that_differ``. JSON nulls are thus left to the casters too, which
+    keep them. A conversion the casters do (1.0 for an integer, say) makes Arrow fail; one
+    Arrow does (an integer for a float) the casters do the same way. A hypothesis property in
+    tests/test_rows.py checks that the rows read here equal the casters' rows.
     """
 
     def __init__(self, target: pa.StructType) -> None:
@@ -1018,50 +1062,98 @@ class _ArrowReader:
             return None
         return cls(pa.struct([schema.field(name) for name in features]))
 
-    def read(self, texts: Sequence[str | None]) -> dict[str, pa.Array] | None:
-        """Typed columns, one value per text (null where the text is None), or None."""
+    def read(self, texts: Sequence[str | None]) -> tuple[list[int], dict[str, pa.Array]] | None:
+        """The indices of the texts it read and their typed columns, or None (read none)."""
         if self.refusals >= _REFUSALS_BEFORE_BACKOFF:
             self.skipped += 1
             if self.skipped % _RETRY_EVERY:
                 return None
-        columns = self._read(texts)
-        self.refusals = 0 if columns is not None else self.refusals + 1
-        return columns
+        read = self._read(texts)
+        # Reading less than half the rows is a refusal too: the attempt cost more than it saved.
+        if read is None or 2 * len(read[0]) < len(texts):
+            self.refusals += 1
+        else:
+            self.refusals = 0
+        return read
 
-    def _read(self, texts: Sequence[str | None]) -> dict[str, pa.Array] | None:
-        present = [t for t in texts if t is not None]
-        if not present:
-            return None
+    def _read(self, texts: Sequence[str | None]) -> tuple[list[int], dict[str, pa.Array]] | None:
+        rows = [i for i, t in enumerate(texts) if t is not None and _plain_object(t)]
         try:
-            if any(len(t) >= 2 * _DEEP and t.count("{") + t.count("[") >= _DEEP for t in present):
-                return None
-            data = "\n".join([f'{{"i":{i},"g":{t}}}' for i, t in enumerate(present)]).encode(
-                "utf-8"
-            )
-            if len(data) >= 1 << 30 or _NON_STANDARD.search(data):
-                return None
-            table = pa_json.read_json(
-                pa.py_buffer(data),
-                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
-                parse_options=self.parse_options,
-            )
-            if table.num_rows != len(present) or not table.column("i").equals(
-                pa.chunked_array([pa.array(range(len(present)), pa.int64())])
-            ):
-                return None
-            values = table.column("g").combine_chunks()
-            if _values_differ(values):
-                return None
-            if values.type != self.target:
-                values = values.cast(self.target)
+            for _ in range(_MAX_ATTEMPTS):
+                if not rows:
+                    return None
+                data = "\n".join(
+                    [f'{{"i":{k},"g":{texts[i]}}}' for k, i in enumerate(rows)]
+                ).encode("utf-8")
+                if len(data) >= 1 << 30:
+                    return None
+                culprits = {data.count(b"\n", 0, m.start()) for m in _NON_STANDARD.finditer(data)}
+                if not culprits:
+                    try:
+                        table = pa_json.read_json(
+                            pa.py_buffer(data),
+                            read_options=pa_json.ReadOptions(
+                                use_threads=False, block_size=len(data) + 1
+                            ),
+                            parse_options=self.parse_options,
+                        )
+                    except pa.ArrowInvalid as exc:
+                        culprits = _culprits(str(exc), [texts[i] for i in rows])
+                        if not culprits:
+                            return None
+                    else:
+                        return self._typed(table, rows)
+                rows = [i for k, i in enumerate(rows) if k not in culprits]
+            return None
         except (*_ARROW_ERRORS, UnicodeError):
             return None
-        if len(present) != len(texts):
-            slots = iter(range(len(present)))
-            values = values.take(pa.array([None if t is None else next(slots) for t in texts]))
-        return {
-            field.name: column for field, column in zip(self.target, values.flatten(), strict=True)
-        }
+
+    def _typed(
+        self, table: pa.Table, rows: list[int]
+    ) -> tuple[list[int], dict[str, pa.Array]] | None:
+        if table.num_rows != len(rows) or not table.column("i").equals(
+            pa.chunked_array([pa.array(range(len(rows)), pa.int64())])
+        ):
+            return None
+        values = table.column("g").combine_chunks()
+        bad = _rows_that_differ(values)
+        if bad.any():
+            keep = np.flatnonzero(~bad)
+            values = values.take(pa.array(keep))
+            rows = [rows[k] for k in keep]
+            if not rows:
+                return None
+        if values.type != self.target:
+            values = values.cast(self.target)
+        columns = dict(zip(self.target.names, values.flatten(), strict=True))
+        return rows, columns
+
+
+# Each attempt that fails on one row costs a whole parse: after this many, the casters read all.
+_MAX_ATTEMPTS = 6
+
+
+def _plain_object(text: str) -> bool:
+    """A bare JSON object, not too deep (a fenced or prose answer is not: the casters read it)."""
+    if not (text[:1] == "{" or text.lstrip()[:1] == "{"):
+        return False
+    if not (text[-1:] == "}" or text.rstrip()[-1:] == "}"):
+        return False
+    return len(text) < 2 * _DEEP or text.count("{") + text.count("[") < _DEEP
+
+
+def _culprits(message: str, texts: Sequence[str]) -> set[int]:
+    """The rows an Arrow error is about: the one it names, or those holding the value it
+    could not convert (any row that holds it: the casters read a row moved there rightly)."""
+    found = _IN_ROW.search(message)
+    if found:
+        row = int(found.group(1))
+        return {row} if row < len(texts) else set()
+    found = _UNPARSED.search(message)
+    if found:
+        value = found.group(1).strip()
+        return {k for k, t in enumerate(texts) if value and value in t}
+    return set()
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:
