@@ -1077,7 +1077,15 @@ class _ArrowReader:
         return read
 
     def _read(self, texts: Sequence[str | None]) -> tuple[list[int], dict[str, pa.Array]] | None:
-        rows = [i for i, t in enumerate(texts) if t is not None and _plain_object(t)]
+        # Bare JSON objects, not too deep; a fenced or prose answer is left to the casters.
+        rows = [
+            i
+            for i, t in enumerate(texts)
+            if t is not None
+            and (t[:1] == "{" or t.lstrip()[:1] == "{")
+            and (t[-1:] == "}" or t.rstrip()[-1:] == "}")
+            and (len(t) < 2 * _DEEP or t.count("{") + t.count("[") < _DEEP)
+        ]
         try:
             for _ in range(_MAX_ATTEMPTS):
                 if not rows:
@@ -1087,7 +1095,11 @@ class _ArrowReader:
                 ).encode("utf-8")
                 if len(data) >= 1 << 30:
                     return None
-                culprits = {data.count(b"\n", 0, m.start()) for m in _NON_STANDARD.finditer(data)}
+                culprits = (
+                    {data.count(b"\n", 0, m.start()) for m in _NON_STANDARD.finditer(data)}
+                    if b"Inf" in data or b"NaN" in data  # a plain search first: far cheaper
+                    else set()
+                )
                 if not culprits:
                     try:
                         table = pa_json.read_json(
@@ -1131,15 +1143,6 @@ class _ArrowReader:
 
 # Each attempt that fails on one row costs a whole parse: after this many, the casters read all.
 _MAX_ATTEMPTS = 6
-
-
-def _plain_object(text: str) -> bool:
-    """A bare JSON object, not too deep (a fenced or prose answer is not: the casters read it)."""
-    if not (text[:1] == "{" or text.lstrip()[:1] == "{"):
-        return False
-    if not (text[-1:] == "}" or text.rstrip()[-1:] == "}"):
-        return False
-    return len(text) < 2 * _DEEP or text.count("{") + text.count("[") < _DEEP
 
 
 def _culprits(message: str, texts: Sequence[str]) -> set[int]:
