@@ -8,8 +8,10 @@ by position alone.
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import decimal
+import itertools
 import json
 import math
 import re
@@ -739,11 +741,11 @@ class RowBuilder:
     def resolve(self, rows: Collected, *, arrow: bool = True) -> tuple[Collected, dict[str, int]]:
         """Parse and type the generated texts of pending rows.
 
-        With ``arrow``, Arrow's JSON reader reads the map batch's texts in one call, straight
-        into typed columns, and leaves to ``parse_generated`` and the casters every row it might
-        read differently (see _ArrowReader): a fenced answer, a missing field, a value to
-        convert, a null. Those say why per row. Returns the rows and their ``parse_errors`` and
-        ``cast_errors`` counts.
+        With ``arrow``, Arrow's JSON reader reads the map batch's texts in one call (a few more
+        when it fails on a row), straight into typed columns, and leaves to ``parse_generated``
+        and the casters every row it might read differently (see _ArrowReader): a fenced answer,
+        a missing field, a value to convert, a null. Those say why per row. Returns the rows and
+        their ``parse_errors`` and ``cast_errors`` counts.
         """
         counts = {"parse_errors": 0, "cast_errors": 0}
         if not rows.pending:
@@ -961,17 +963,17 @@ class RowBuilder:
 # -- generated text read by Arrow -------------------------------------------------------------------
 
 # Value types that pyarrow.json reads to the same value as the casters, when it reads them at all
-# (see _ArrowReader.read for the few values it reads differently, which it refuses): no
-# temporal, decimal or float32 values (Arrow parses those its own way) and no ClassLabel or Json
-# (the casters convert those).
+# (the few values it reads differently are found per row and left to the casters: see
+# _ArrowReader): no temporal, decimal or float32 values (Arrow parses those its own way) and no
+# ClassLabel or Json (the casters convert those).
 _ARROW_READABLE = frozenset(
     ["string", "large_string", "bool", "float64"]
     + [f"{u}int{b}" for u in ("", "u") for b in (8, 16, 32, 64)]
 )
 # JSON extensions Arrow's parser accepts and Python's refuses (a text holding one fails strict
 # parsing, and the fallbacks of parse_generated then read something else): NaN, Inf, Infinity,
-# with or without a sign, in value position. Text that merely contains "Inf" ("Information")
-# after a colon or comma is refused too, which costs speed, never correctness.
+# with or without a sign, in value position. A row whose text merely contains "Inf"
+# ("Information") after a colon or comma is left to the casters too: slower, never wrong.
 _NON_STANDARD = re.compile(rb"[:\[,]\s*-?(?:Inf|NaN)")
 # Nesting this deep may pass Arrow's parser and not orjson's or the json module's recursion limit.
 _DEEP = 500
@@ -1016,11 +1018,12 @@ def _rows_that_differ(array: pa.Array) -> np.ndarray:
         for child in array.flatten():  # each child carries the struct's nulls as its own
             bad |= _rows_that_differ(child)
     elif pa.types.is_list(type_):
-        items = array.flatten()
+        items = array.flatten()  # skips null lists, whatever values they hold
         if len(items):
             items_bad = _rows_that_differ(items)
             if items_bad.any():
-                parents = pc.list_parent_indices(array).to_numpy()
+                lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+                parents = np.repeat(np.arange(len(array)), lengths)
                 bad[np.unique(parents[items_bad])] = True
     return bad
 
@@ -1068,9 +1071,12 @@ class _ArrowReader:
             self.skipped += 1
             if self.skipped % _RETRY_EVERY:
                 return None
+        present = sum(t is not None for t in texts)
+        if not present:  # only failed requests or shortfalls: nothing to read, nothing learnt
+            return None
         read = self._read(texts)
-        # Reading less than half the rows is a refusal too: the attempt cost more than it saved.
-        if read is None or 2 * len(read[0]) < len(texts):
+        # Reading less than half the texts is a refusal too: the attempt cost more than it saved.
+        if read is None or 2 * len(read[0]) < present:
             self.refusals += 1
         else:
             self.refusals = 0
@@ -1090,13 +1096,12 @@ class _ArrowReader:
             for _ in range(_MAX_ATTEMPTS):
                 if not rows:
                     return None
-                data = "\n".join(
-                    [f'{{"i":{k},"g":{texts[i]}}}' for k, i in enumerate(rows)]
-                ).encode("utf-8")
+                lines = [f'{{"i":{k},"g":{texts[i]}}}' for k, i in enumerate(rows)]
+                data = "\n".join(lines).encode("utf-8")
                 if len(data) >= 1 << 30:
                     return None
                 culprits = (
-                    {data.count(b"\n", 0, m.start()) for m in _NON_STANDARD.finditer(data)}
+                    _rows_at(lines, [m.start() for m in _NON_STANDARD.finditer(data)])
                     if b"Inf" in data or b"NaN" in data  # a plain search first: far cheaper
                     else set()
                 )
@@ -1145,9 +1150,17 @@ class _ArrowReader:
 _MAX_ATTEMPTS = 6
 
 
+def _rows_at(lines: Sequence[str], offsets: Sequence[int]) -> set[int]:
+    """The lines holding these byte offsets of their UTF-8 join (a text may span lines)."""
+    starts = list(
+        itertools.accumulate((len(line.encode("utf-8")) + 1 for line in lines), initial=0)
+    )
+    return {bisect.bisect_right(starts, offset) - 1 for offset in offsets}
+
+
 def _culprits(message: str, texts: Sequence[str]) -> set[int]:
-    """The rows an Arrow error is about: the one it names, or those holding the value it
-    could not convert (any row that holds it: the casters read a row moved there rightly)."""
+    """The rows an Arrow error is about: the one it names, or every row holding the value it
+    could not convert (one that holds it by chance is read by the casters: slower, not wrong)."""
     found = _IN_ROW.search(message)
     if found:
         row = int(found.group(1))
