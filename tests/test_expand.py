@@ -501,14 +501,17 @@ def test_a_cancelled_map_batch_sends_no_request_it_had_not_started():
         time.sleep(0.2)
         return i
 
-    async def cancel_soon(pool: ThreadPoolExecutor) -> None:
+    async def cancel_once_two_run(pool: ThreadPoolExecutor) -> None:
         task = asyncio.ensure_future(_run_all(asyncio.get_running_loop(), pool, calls))
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # both threads busy, however slow the machine
+            if len(started) == 2:
+                break
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     calls = [functools.partial(call, i) for i in range(10)]
     with ThreadPoolExecutor(2) as pool:
-        asyncio.run(cancel_soon(pool))
+        asyncio.run(cancel_once_two_run(pool))
     assert sorted(started) == [0, 1]  # the two running finished; the eight queued never ran
