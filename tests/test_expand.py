@@ -495,10 +495,11 @@ def test_requests_of_a_map_batch_all_return_before_the_batch_does():
 
 def test_a_cancelled_map_batch_sends_no_request_it_had_not_started():
     started: list[int] = []
+    release = threading.Event()
 
     def call(i: int) -> int:
         started.append(i)
-        time.sleep(0.2)
+        release.wait(30)  # held until the batch is cancelled
         return i
 
     async def cancel_once_two_run(pool: ThreadPoolExecutor) -> None:
@@ -510,6 +511,7 @@ def test_a_cancelled_map_batch_sends_no_request_it_had_not_started():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        release.set()
 
     calls = [functools.partial(call, i) for i in range(10)]
     with ThreadPoolExecutor(2) as pool:
