@@ -16,13 +16,14 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from synth_datasets import expand
 from synth_datasets.card import build_card
 from synth_datasets.cli import (
     MANIFEST,
     UsageError,
+    add_publish_options,
+    card_options,
     load_seeds,
     open_client,
     read_prompt,
@@ -84,12 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="write data, card and manifest here")
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
-    p.add_argument("--public", action="store_true", help="create the repo public (default private)")
-    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
-    p.add_argument("--license", default=None, help="license for the card (default: the source's)")
-    p.add_argument(
-        "--no-prompt-in-card", action="store_true", help="keep the prompt out of the card"
-    )
+    add_publish_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     return p
 
@@ -132,13 +128,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report_json is not None:
         args.report_json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", "utf-8")
 
-    card_options: dict[str, Any] = {
-        "license": args.license,
-        "include_prompt": not args.no_prompt_in_card,
-    }
     # The usage snippet names the repo when there is one, else the folder (as the CLI does).
     repo_id = args.push_to_hub or (str(args.output) if args.output is not None else None)
-    card = build_card(result, repo_id=repo_id, report=report, **card_options)
+    card = build_card(result, repo_id=repo_id, report=report, **card_options(args))
     if args.output is not None:
         target = write_output(result, args.output, args.format)
         card.save(args.output / "README.md")

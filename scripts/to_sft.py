@@ -23,7 +23,15 @@ from typing import Any
 import datasets
 
 from synth_datasets.card import build_sft_card
-from synth_datasets.cli import MANIFEST, UsageError, load_result, load_source, run_guarded
+from synth_datasets.cli import (
+    MANIFEST,
+    UsageError,
+    add_publish_options,
+    card_options,
+    load_result,
+    load_source,
+    run_guarded,
+)
 from synth_datasets.errors import ConfigurationError
 from synth_datasets.expand import get_provenance
 from synth_datasets.hub import push_card, resolve_hf_token, validate_hub_repo_id
@@ -72,12 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="write the splits under DIR/data/")
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
-    p.add_argument("--public", action="store_true", help="create the repo public (default private)")
-    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
-    p.add_argument("--license", default=None, help="license for the card (default: the source's)")
-    p.add_argument(
-        "--no-prompt-in-card", action="store_true", help="keep the prompt out of the card"
-    )
+    add_publish_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     return p
 
@@ -178,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
             if args.test_size
             else "One split: no test split was asked for."
         ),
-        license=args.license,
-        include_prompt=not args.no_prompt_in_card,
+        **card_options(args),
     )
     if args.output is not None:
         for path in write(splits, args.output, args.format):

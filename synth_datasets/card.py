@@ -219,6 +219,7 @@ def build_sft_card(
     pretty_name: str | None = None,
     license: str | None = None,
     language: str | list[str] | None = None,
+    task_categories: str | list[str] | None = None,
     tags: Sequence[str] = (),
     include_prompt: bool = True,
 ) -> DatasetCard:
@@ -248,7 +249,7 @@ def build_sft_card(
         pretty_name=name,
         license=license or source.get("license") or None,
         language=language,
-        task_categories=["text-generation"],
+        task_categories=task_categories or ["text-generation"],
         size_categories=[size_category(rows)],
         tags=sorted({"synthetic", "synth_datasets", "sft", *tags}),
     )

@@ -92,10 +92,11 @@ def _add_expand(sub: Any) -> None:
         default=None,
         help="push the result and its card to this Hub dataset repo",
     )
-    _add_publish_options(p)
+    add_publish_options(p)
 
 
-def _add_publish_options(p: argparse.ArgumentParser) -> None:
+def add_publish_options(p: argparse.ArgumentParser) -> None:
+    """The Hub and card options, the same for the CLI and the scripts (see ``card_options``)."""
     p.add_argument(
         "--public", action="store_true", help="create the Hub repo public (default private)"
     )
@@ -124,11 +125,11 @@ def _add_publish(sub: Any) -> None:
     push.add_argument("--revision", default=None, help="branch to push to")
     push.add_argument("--create-pr", action="store_true", help="open a pull request instead")
     push.add_argument("--commit-message", default=None)
-    _add_publish_options(push)
+    add_publish_options(push)
     card = sub.add_parser("card", help="write README.md (the dataset card) into a result folder")
     card.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
     card.add_argument("--repo-id", default=None, help="repo id to show in the usage snippet")
-    _add_publish_options(card)
+    add_publish_options(card)
 
 
 def _add_report(sub: Any) -> None:
@@ -327,7 +328,7 @@ def write_output(dataset: Any, output: Path, fmt: str) -> Path:
     return target
 
 
-def _card_options(args: argparse.Namespace) -> dict[str, Any]:
+def card_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "license": args.license,
         "language": args.language,
@@ -339,7 +340,7 @@ def _card_options(args: argparse.Namespace) -> dict[str, Any]:
 def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
     from .card import build_card
 
-    card = build_card(dataset, repo_id=repo_id or str(folder), **_card_options(args))
+    card = build_card(dataset, repo_id=repo_id or str(folder), **card_options(args))
     path = folder / "README.md"
     card.save(path)
     return path
@@ -377,7 +378,7 @@ def _push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -
         repo_id,
         private=not args.public,
         token=args.hf_token,
-        **_card_options(args),
+        **card_options(args),
         **kwargs,
     )
     print(f"pushed {len(dataset)} rows and the dataset card to {url}")
