@@ -121,7 +121,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     from synth_datasets import get_provenance
     from synth_datasets.cli import load_result, write_output
-    from synth_datasets.expand import attach_provenance
+    from synth_datasets.provenance import attach_provenance
 
     parts = [load_result(folder) for folder in args.folders]
     merged = concatenate_datasets(parts)

@@ -13,9 +13,10 @@ from .errors import (
     SynthError,
     ValidationError,
 )
-from .expand import expand, get_provenance
+from .expand import expand
 from .mapper import ExpansionStats, SynthMapper
 from .prep import drop_duplicates, drop_errors, drop_lineage, mix_in_seeds, to_messages
+from .provenance import get_provenance
 from .report import QualityReport, quality_report
 
 __all__ = [

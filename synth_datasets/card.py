@@ -16,18 +16,12 @@ import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ._version import __version__
-from .expand import get_provenance
-from .report import ERROR_KINDS, QualityReport, quality_report
-from .rows import LINEAGE_COLUMNS
+from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, LINEAGE_MEANING
+from .provenance import get_provenance
+from .report import QualityReport, quality_report
 
 __all__ = ["ERROR_KINDS", "build_card", "build_sft_card", "dataset_stats", "size_category"]
 
-LINEAGE_MEANING = {
-    "source_index": "row index of the seed in the source dataset (null only if unlinkable)",
-    "original": "the seed example exactly as it was sent to the endpoint",
-    "generated_raw": "the text the endpoint returned for this row, unparsed",
-    "error": "why this row's generated columns are (partly) null; null when all is well",
-}
 _SIZES = [
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),

@@ -304,7 +304,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, prompt: str, columns: list[str] 
 
 def write_output(dataset: Any, output: Path, fmt: str) -> Path:
     """Data under ``data/`` (so ``load_dataset(folder)`` finds it) plus the manifest."""
-    from .expand import get_provenance
+    from .provenance import get_provenance
 
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +350,7 @@ def load_result(folder: Path) -> Any:
     """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
     import datasets
 
-    from .expand import attach_provenance
+    from .provenance import attach_provenance
 
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")

@@ -20,7 +20,7 @@ import numpy as np
 from datasets import Features, List, Value
 
 from .errors import ConfigurationError
-from .expand import attach_provenance, get_provenance
+from .provenance import attach_provenance, get_provenance
 from .report import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,

@@ -50,8 +50,8 @@ from .client import (
     validate_prompt,
 )
 from .errors import ConfigurationError
-from .expand import attach_provenance, build_provenance, source_info
 from .mapper import ON_ERROR, SynthMapper
+from .provenance import attach_provenance, build_provenance, source_info
 from .rows import Layout, plan_layout
 
 if TYPE_CHECKING:

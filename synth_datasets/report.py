@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import xxhash  # a dependency of `datasets`
 
 from .errors import ConfigurationError
-from .expand import get_provenance
-from .rows import LINEAGE_COLUMNS
+from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, error_kinds
+from .provenance import get_provenance
 
 if TYPE_CHECKING:
     from datasketch import MinHash
@@ -46,14 +46,6 @@ __all__ = [
     "row_texts",
 ]
 
-ERROR_KINDS = {
-    "request": "the request failed after retries; one row per seed of that request",
-    "parse": "the generated text could not be read as a JSON object",
-    "missing": "the generated object lacks a column",
-    "type": "a generated value does not fit the column's type",
-    "unlinked": "the returned original matched no seed row sent",
-    "shortfall": "the endpoint returned no generation for this seed",
-}
 DEFAULT_NEAR_THRESHOLD = 0.85
 DEFAULT_NUM_PERM = 128
 DEFAULT_SHINGLE_WORDS = 3
@@ -77,22 +69,6 @@ _SHINGLE_MULTIPLIERS = (
     0x94D049BB133111EB,
     0xBF58476D1CE4E5B9,
 )
-
-
-# -- error strings --------------------------------------------------------------------------------
-
-
-def error_kinds(message: str | None) -> set[str]:
-    """The kinds named in an ``error`` value (``"<kind>: ..."`` parts joined by ``"; "``).
-
-    A part whose prefix is not a known kind is the tail of a message that itself held "; " and is
-    skipped; a message with no known kind at all is ``"other"``.
-    """
-    if message is None:
-        return set()
-    kinds = {part.split(":", 1)[0].strip() for part in message.split("; ")}
-    known = kinds & ERROR_KINDS.keys()
-    return known or {"other"}
 
 
 # -- text of a row, in Arrow ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pyarrow.json as pa_json
 from datasets import ClassLabel, Features, Json, LargeList, List, Value
 
 from .errors import ConfigurationError
+from .lineage import LINEAGE_COLUMNS, error_cell, join_errors
 from .parsing import parse_generated
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "plan_layout",
 ]
 
-LINEAGE_COLUMNS = ("source_index", "original", "generated_raw", "error")
 
 _TEMPORAL_PREFIXES = ("timestamp", "date32", "date64", "time32", "time64", "duration")
 _BINARY_DTYPES = ("binary", "large_binary", "binary_view")
@@ -721,14 +721,16 @@ class RowBuilder:
             errors: list[str] = []
             if pos is None:
                 counts["unlinked"] += 1
-                errors.append("unlinked: the returned original matches no example sent")
+                errors.append(
+                    error_cell("unlinked", "the returned original matches no example sent")
+                )
             if defer:
                 self._add(out, pos, raw, None, errors)
                 continue
             parsed = parse_generated(raw)
             if parsed.value is None:
                 counts["parse_errors"] += 1
-                errors.append(f"parse: {parsed.error}")
+                errors.append(error_cell("parse", parsed.error))
             self._add(out, pos, raw, parsed.value, errors, counts)
         for pos in missing:
             self._add_shortfall(out, pos, counts)
@@ -799,15 +801,19 @@ class RowBuilder:
                 parsed = parse_generated(raw)
                 if parsed.value is None:
                     counts["parse_errors"] += 1
-                    row_errors.append(f"parse: {parsed.error}")
+                    row_errors.append(error_cell("parse", parsed.error))
                 self._fill(generated, parsed.value, row_errors, counts)
-            out.append("; ".join(row_errors) if row_errors else None)
+            out.append(join_errors(row_errors))
         return out
 
     def _add_shortfall(self, out: Collected, pos: int, counts: dict[str, int]) -> None:
         counts["empty_seeds"] += 1
         self._add(
-            out, pos, None, None, ["shortfall: the server returned no generation for this seed"]
+            out,
+            pos,
+            None,
+            None,
+            [error_cell("shortfall", "the server returned no generation for this seed")],
         )
 
     def _add(
@@ -823,7 +829,7 @@ class RowBuilder:
             self._fill(out.generated, values, errors, counts)
         out.positions.append(pos)
         out.raw.append(raw)
-        out.errors.append("; ".join(errors) if errors else None)
+        out.errors.append(join_errors(errors))
 
     def _fill(
         self,
@@ -841,13 +847,13 @@ class RowBuilder:
         for name, cast in self.casters:
             value = None
             if name not in values:
-                errors.append(f"missing: no {name!r} in the generated object")
+                errors.append(error_cell("missing", f"no {name!r} in the generated object"))
                 cast_failed = True
             else:
                 try:
                     value = cast(values[name], name)
                 except CastError as exc:
-                    errors.append(f"type: {exc}")
+                    errors.append(error_cell("type", str(exc)))
                     cast_failed = True
             generated[name].append(value)
         if cast_failed and counts is not None:
@@ -857,7 +863,7 @@ class RowBuilder:
         """One row per seed of a failed request (``on_error="keep"``)."""
         out = self._new(defer)
         for pos in range(n):
-            self._add(out, pos, None, None, [f"request: {message}"])
+            self._add(out, pos, None, None, [error_cell("request", message)])
         return out
 
     # -- emitting --------------------------------------------------------------------------------
@@ -944,7 +950,7 @@ class RowBuilder:
                 out.append(self.features.encode_column([v], name)[0])
             except _ARROW_ERRORS as exc:
                 out.append(None)
-                _note(errors, i, f"type: {name}: {_reason(exc)}")
+                _note(errors, i, error_cell("type", f"{name}: {_reason(exc)}"))
         return out
 
     # -- kept for callers that want a dict in one step -------------------------------------------
@@ -1197,7 +1203,7 @@ def _array(values: list[Any], type_: pa.DataType, name: str, errors: list[str | 
                 pa.array([v], type=type_)
             except _ARROW_ERRORS as exc:
                 v = None
-                _note(errors, i, f"type: {name}: {_reason(exc)}")
+                _note(errors, i, error_cell("type", f"{name}: {_reason(exc)}"))
         kept.append(v)
     return pa.array(kept, type=type_)
 

@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard
 
 from synth_datasets import expand
 from synth_datasets.card import build_card, dataset_stats, size_category
-from synth_datasets.expand import attach_provenance, get_provenance
+from synth_datasets.provenance import attach_provenance, get_provenance
 
 LONG = "word " * 200
 

@@ -76,7 +76,7 @@ def test_non_editable_install_renders_a_card(wheel, tmp_path):
         "sys.path[:0] = [target, site]\n"
         "import datasets, synth_datasets\n"
         "from synth_datasets.card import build_card, build_sft_card\n"
-        "from synth_datasets.expand import attach_provenance\n"
+        "from synth_datasets.provenance import attach_provenance\n"
         "assert synth_datasets.__file__.startswith(target), synth_datasets.__file__\n"
         "ds = datasets.Dataset.from_list(\n"
         "    [{'q': 'x', 'source_index': 0, 'generated_raw': '{}', 'error': None}])\n"

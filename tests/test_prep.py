@@ -7,7 +7,7 @@ from conftest import MODEL_ID
 from datasets import Dataset
 
 from synth_datasets import ConfigurationError, expand, get_provenance
-from synth_datasets.expand import attach_provenance
+from synth_datasets.provenance import attach_provenance
 from synth_datasets.prep import (
     MESSAGES_FEATURE,
     drop_duplicates,

@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from synth_datasets import expand
 from synth_datasets.cli import main
-from synth_datasets.expand import attach_provenance
+from synth_datasets.provenance import attach_provenance
 from synth_datasets.report import (
     DuplicateFinder,
     QualityReport,
