@@ -33,9 +33,9 @@ from synth_datasets.cli import (
     run_guarded,
 )
 from synth_datasets.errors import ConfigurationError
-from synth_datasets.provenance import get_provenance
 from synth_datasets.hub import push_card, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
+from synth_datasets.provenance import get_provenance
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
 
 __all__ = ["load_expanded", "main", "split"]

@@ -7,7 +7,6 @@ from conftest import MODEL_ID
 from datasets import Dataset
 
 from synth_datasets import ConfigurationError, expand, get_provenance
-from synth_datasets.provenance import attach_provenance
 from synth_datasets.prep import (
     MESSAGES_FEATURE,
     drop_duplicates,
@@ -17,6 +16,7 @@ from synth_datasets.prep import (
     mix_in_seeds,
     to_messages,
 )
+from synth_datasets.provenance import attach_provenance
 from synth_datasets.report import quality_report
 
 STORY = (
