@@ -22,11 +22,11 @@ from synth_datasets.card import build_card
 from synth_datasets.cli import (
     MANIFEST,
     UsageError,
+    add_expand_arguments,
     add_publish_options,
     card_options,
+    expand_options,
     load_seeds,
-    open_client,
-    read_prompt,
     run_guarded,
     write_output,
 )
@@ -44,37 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "push the result with its dataset card (--push-to-hub) and/or write it to a folder "
         "(--output).",
     )
-    p.add_argument("source", help="seed file, save_to_disk folder, or Hub dataset id")
-    p.add_argument("--split", default=None, help="split of SOURCE (default train)")
-    p.add_argument("--config", default=None, help="Hub dataset config name")
-    p.add_argument("--revision", default=None, help="Hub dataset revision")
-    prompt = p.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
-    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
-    p.add_argument("--multiplier", type=int, default=4, help="generations per seed (default 4)")
-    p.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N seed rows")
-    p.add_argument("--model-id", default=None, help="model UUID (default COLLINEAR_MODEL_ID)")
-    p.add_argument(
-        "--base-url", default=None, help="endpoint base URL (default COLLINEAR_BASE_URL)"
-    )
-    p.add_argument(
-        "--local",
-        action="store_true",
-        help="use the bundled reference server on loopback (no account; not a language model)",
-    )
-    p.add_argument("--request-size", type=int, default=8, help="examples per request (default 8)")
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "keep"],
-        default="keep",
-        help="keep (default): failed requests become error rows, counted by the report; "
-        "raise: stop at the first failed request",
-    )
-    p.add_argument("--max-retries", type=int, default=5, help="retries per request (default 5)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
-    p.add_argument("--cache-dir", default=None, help="request cache folder")
+    add_expand_arguments(p, defaults={"on_error": "keep"})
     p.add_argument(
         "--near-threshold",
         type=float,
@@ -96,31 +66,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
     if not 0 < args.near_threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
     token = None
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
         token = resolve_hf_token(args.hf_token)
-    prompt = read_prompt(args)
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     seeds, source_meta = load_seeds(args)
     with ExitStack() as stack:
-        client, model_id = open_client(args, stack)
-        result = expand(
-            seeds,
-            prompt=prompt,
-            multiplier=args.multiplier,
-            model_id=model_id,
-            client=client,
-            columns=columns,
-            request_size=args.request_size,
-            max_concurrency=args.concurrency,
-            on_error=args.on_error,
-            cache=not args.no_cache,
-            cache_dir=args.cache_dir,
-            source=source_meta,
-        )
+        result = expand(seeds, **expand_options(args, stack), source=source_meta)
     print(f"expanded {len(seeds)} seed rows into {len(result)} rows")
 
     report = quality_report(result, near_threshold=args.near_threshold)

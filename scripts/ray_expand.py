@@ -33,43 +33,16 @@ API_KEY_ENV = "COLLINEAR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from synth_datasets.cli import add_expand_arguments
+
     p = argparse.ArgumentParser(
         prog="ray_expand.py",
         description="Expand SOURCE (a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or "
         "a Hub dataset id) on Ray Data: ray.data.Dataset in, actors sending the requests, "
         "a datasets.Dataset out, every row linked to its seed by source_index.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
-    p.add_argument("--split", default=None, help="split to use (default: train)")
-    p.add_argument("--config", default=None, help="Hub dataset config name")
-    prompt = p.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
-    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
-    p.add_argument("--multiplier", type=int, default=4, help="generations per seed")
-    p.add_argument("--model-id", default=None, help="model UUID (default: COLLINEAR_MODEL_ID)")
-    p.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
-    p.add_argument("--request-size", type=int, default=8, help="examples per request")
+    add_expand_arguments(p, exclude=["index_column"])
     p.add_argument("--actors", type=int, default=2, help="Ray actors (expand_ray concurrency=)")
-    p.add_argument("--max-concurrency", type=int, default=16, help="requests in flight per actor")
-    p.add_argument(
-        "--requests-per-block",
-        type=int,
-        default=None,
-        help="requests per Ray block (default: 4 x max-concurrency, fewer for small data)",
-    )
-    p.add_argument("--on-error", choices=["raise", "keep"], default="raise")
-    p.add_argument("--max-retries", type=int, default=5, help="retries per request")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--cache-dir", default=None, help="request cache folder (on each node)")
-    p.add_argument("--run-id", default=None, help="ask for fresh samples: misses the cache")
-    p.add_argument("--base-url", default=None, help="endpoint (default COLLINEAR_BASE_URL)")
-    p.add_argument(
-        "--local",
-        action="store_true",
-        help="start the bundled reference server on loopback and a local Ray (no account)",
-    )
     p.add_argument(
         "--address",
         default=None,
@@ -107,31 +80,19 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import LOCAL_MODEL_ID, UsageError, load_source_with_meta, write_output
+    from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
         raise UsageError("--local serves on this machine's loopback: drop --address")
-    prompt = args.prompt if args.prompt is not None else args.prompt_file.read_text("utf-8")
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    ds, source = load_source_with_meta(args.source, split=args.split, config=args.config)
-    if args.limit is not None:
-        ds = ds.select(range(min(args.limit, len(ds))))
+    ds, source = load_seeds(args)
     source["fingerprint"] = ds._fingerprint
 
     with ExitStack() as stack:
-        if args.local:
-            from synth_datasets.testing import ReferenceServer
-
-            server = stack.enter_context(ReferenceServer())
-            token, base_url = server.token, server.url
-            model_id = args.model_id or LOCAL_MODEL_ID
-            print(f"using the local reference server at {server.url} (not a language model)")
-        else:
-            token = os.environ.get(API_KEY_ENV, "")
-            if not token.strip():
-                raise UsageError(f"set {API_KEY_ENV} (it is handed to the workers' environment)")
-            base_url, model_id = args.base_url, args.model_id
+        options = expand_options(args, stack)
+        token = options.pop("api_key", None) or os.environ.get(API_KEY_ENV, "")
+        if not token.strip():
+            raise UsageError(f"set {API_KEY_ENV} (it is handed to the workers' environment)")
 
         # The token goes to every worker's environment through the job's runtime_env; it is
         # never an argument of a task or an actor, so it is not in Ray's task graph.
@@ -149,24 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
         started = time.monotonic()
         seeds = from_huggingface(ds)  # keeps the order of ds: source_index is ds's row index
-        out = expand_ray(
-            seeds,
-            prompt=prompt,
-            multiplier=args.multiplier,
-            model_id=model_id,
-            base_url=base_url,
-            columns=columns,
-            request_size=args.request_size,
-            max_concurrency=args.max_concurrency,
-            concurrency=args.actors,
-            requests_per_block=args.requests_per_block,
-            on_error=args.on_error,
-            max_retries=args.max_retries,
-            cache=not args.no_cache,
-            cache_dir=args.cache_dir,
-            run_id=args.run_id,
-            source=source,
-        )
+        out = expand_ray(seeds, concurrency=args.actors, source=source, **options)
         result = to_huggingface(out)  # parquet in between; sorted by source_index
         elapsed = time.monotonic() - started
 

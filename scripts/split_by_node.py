@@ -46,6 +46,8 @@ def expand_shard(ds: Any, *, rank: int, world_size: int, **expand_kwargs: Any) -
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from synth_datasets.cli import add_expand_arguments
+
     p = argparse.ArgumentParser(
         prog="split_by_node.py",
         description="Expand one node's shard of a seed dataset (expand), or merge the nodes' "
@@ -53,22 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("expand", help="expand this node's shard")
-    e.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
-    e.add_argument("--split", default=None)
     e.add_argument("--rank", type=int, required=True, help="this node's rank, 0..world-size-1")
     e.add_argument("--world-size", type=int, required=True, help="number of nodes")
-    prompt = e.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt")
-    prompt.add_argument("--prompt-file", type=Path)
-    e.add_argument("--multiplier", type=int, default=4)
-    e.add_argument("--model-id", default=None, help="model UUID (default: COLLINEAR_MODEL_ID)")
-    e.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
-    e.add_argument("--request-size", type=int, default=8)
-    e.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    e.add_argument("--on-error", choices=["raise", "keep"], default="raise")
-    e.add_argument("--cache-dir", default=None)
-    e.add_argument("--local", action="store_true", help="use the bundled reference server")
     e.add_argument("--output", type=Path, required=True, help="this node's output folder")
+    add_expand_arguments(e, exclude=["index_column"])
     m = sub.add_parser("merge", help="concatenate the nodes' folders in rank order")
     m.add_argument("folders", nargs="+", type=Path, help="node output folders, rank 0 first")
     m.add_argument("--output", type=Path, required=True)
@@ -87,29 +77,14 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_expand(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from synth_datasets.cli import UsageError, load_source, open_client, read_prompt, write_output
+    from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
 
     if not 0 <= args.rank < args.world_size:
         raise UsageError(f"--rank must be in 0..{args.world_size - 1}, got {args.rank}")
-    prompt = read_prompt(args)
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    ds = load_source(args.source, split=args.split, config=None)
+    ds, _ = load_seeds(args)
     with ExitStack() as stack:
-        client, model_id = open_client(args, stack)
-        out = expand_shard(
-            ds,
-            rank=args.rank,
-            world_size=args.world_size,
-            prompt=prompt,
-            multiplier=args.multiplier,
-            model_id=model_id,
-            client=client,
-            columns=columns,
-            request_size=args.request_size,
-            max_concurrency=args.concurrency,
-            on_error=args.on_error,
-            cache_dir=args.cache_dir,
-        )
+        options = expand_options(args, stack)
+        out = expand_shard(ds, rank=args.rank, world_size=args.world_size, **options)
     target = write_output(out, args.output, "parquet")
     first, last = out["source_index"][0], out["source_index"][-1]
     print(f"node {args.rank}/{args.world_size}: {len(out)} rows (seeds {first}-{last}) -> {target}")

@@ -7,6 +7,7 @@ Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Erro
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -14,20 +15,32 @@ import os
 import re
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .config import ExpandConfig, option_fields
 from .errors import ConfigurationError, SynthError
 
-__all__ = ["load_seeds", "main", "open_client", "read_prompt", "run_guarded"]
+__all__ = [
+    "add_expand_arguments",
+    "expand_options",
+    "flag",
+    "load_seeds",
+    "main",
+    "read_prompt",
+    "run_guarded",
+]
 
 # The reference server accepts any UUID; this one marks runs made against it.
 LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
 MANIFEST = "synth_manifest.json"
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_FIELDS = {f.name: f for f in fields(ExpandConfig)}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
@@ -42,49 +55,10 @@ def _add_expand(sub: Any) -> None:
         description="Expand SOURCE (a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or "
         "a Hub dataset id) into MULTIPLIER generations per row, each linked to its seed.",
     )
-    p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
-    p.add_argument("--split", default=None, help="split to use (default: train)")
-    p.add_argument("--config", default=None, help="Hub dataset config name")
-    p.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or sha)")
-    prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
-    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
-    p.add_argument("--multiplier", type=int, default=4, help="generations per seed (default 4)")
-    p.add_argument("--model-id", default=None, help="model UUID (default: COLLINEAR_MODEL_ID)")
-    p.add_argument("--columns", default=None, help="comma-separated columns to send (default all)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
-    p.add_argument("--request-size", type=int, default=8, help="examples per request (default 8)")
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "keep"],
-        default="raise",
-        help="raise: stop on a failed request; keep: keep error rows",
-    )
-    p.add_argument("--max-retries", type=int, default=5, help="retries per request (default 5)")
-    p.add_argument(
-        "--max-request-bytes",
-        type=int,
-        default=None,
-        help="cap on a request body; a row too large on its own is refused up front",
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
-    p.add_argument("--cache-dir", default=None, help="request cache folder")
-    p.add_argument(
-        "--run-id", default=None, help="ask for fresh samples: a new id misses the cache"
-    )
-    p.add_argument("--no-original", action="store_true", help="do not keep the `original` column")
+    add_expand_arguments(p)
     p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
-    p.add_argument(
-        "--local",
-        action="store_true",
-        help="start the bundled reference server on loopback and use it (no account)",
-    )
-    p.add_argument(
-        "--base-url", default=None, help="endpoint base URL (default COLLINEAR_BASE_URL)"
-    )
     p.add_argument("--show", type=int, default=3, help="print this many result rows (default 3)")
     p.add_argument(
         "--push-to-hub",
@@ -93,6 +67,87 @@ def _add_expand(sub: Any) -> None:
         help="push the result and its card to this Hub dataset repo",
     )
     add_publish_options(p)
+
+
+# The command line asks for 4 generations per seed unless told (the API has no default).
+_CLI_DEFAULTS: dict[str, Any] = {"multiplier": 4}
+
+
+def flag(option: str) -> str:
+    """An option's spelling on the command line."""
+    f = _FIELDS[option]
+    return str(f.metadata["flag"] or "--" + option.replace("_", "-"))
+
+
+def add_expand_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    exclude: Sequence[str] = (),
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """The seeds, the prompt and every option of ``ExpandConfig`` as flags: the CLI's
+    ``expand`` and the scripts share them, so each flag is spelled, typed and explained once."""
+    p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
+    p.add_argument("--split", default=None, help="split to use (default: train)")
+    p.add_argument("--config", default=None, help="Hub dataset config name")
+    p.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or sha)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
+    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="start the bundled reference server on loopback and use it (no account; "
+        "its offline engine rewrites words, it is not a language model)",
+    )
+    defaults = {**_CLI_DEFAULTS, **(defaults or {})}
+    hints = typing.get_type_hints(ExpandConfig)
+    for f in option_fields(ExpandConfig):
+        if not f.metadata["cli"] or f.name in exclude:
+            continue
+        default = defaults.get(f.name, f.default)
+        shown = "" if default in (None, dataclasses.MISSING) else f" (default {default})"
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] + shown}
+        kind = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if bool in kind:  # a default-on switch: the flag turns it off
+            kw.update(action="store_false", default=None, help="do not " + f.metadata["help"])
+        elif f.name == "on_error":
+            kw.update(choices=["raise", "keep"])
+        elif f.name == "columns":
+            kw.update(type=_comma_list, metavar="A,B")
+        else:
+            kw.update(type=next(t for t in (int, float, str) if t in kind))
+        p.add_argument(flag(f.name), **kw)
+    p.set_defaults(**{k: v for k, v in defaults.items() if k not in exclude})
+
+
+def _comma_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
+    """The keywords of ``expand`` that the command line gave (the rest keep their defaults):
+    the prompt, the options, and with ``--local`` and a ``stack`` the bundled server's URL and
+    token (the server is stopped with ``stack``)."""
+    options = {
+        f.name: getattr(args, f.name)
+        for f in fields(ExpandConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    options["prompt"] = read_prompt(args)
+    if args.local:
+        options.setdefault("model_id", LOCAL_MODEL_ID)
+    if args.local and stack is not None:
+        from .testing import ReferenceServer
+
+        server = stack.enter_context(ReferenceServer())
+        options.update(api_key=server.token, base_url=server.url)
+        print(
+            f"using the local reference server at {server.url} "
+            "(offline engine: deterministic rewriting, not a language model)"
+        )
+    return options
 
 
 def add_publish_options(p: argparse.ArgumentParser) -> None:
@@ -259,32 +314,27 @@ def read_prompt(args: argparse.Namespace) -> str:
 # -- commands -------------------------------------------------------------------------------------
 
 
-def _dry_run(args: argparse.Namespace, ds: Any, prompt: str, columns: list[str] | None) -> int:
-    from .client import DEFAULT_BASE_URL, ENDPOINT_PATH, resolve_model_id
+def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
+    from .config import ENDPOINT_PATH
     from .rows import make_examples, plan_layout
 
-    layout = plan_layout(ds.features, columns=columns, keep_original=not args.no_original)
-    n = len(ds)
-    requests_ = math.ceil(n / args.request_size)
-    first = ds.select(range(min(args.request_size, n)))
+    config = ExpandConfig(**options)
+    layout = plan_layout(ds.features, columns=config.columns, keep_original=config.keep_original)
+    n, size = len(ds), config.request_size
+    first = ds.select(range(min(size, n)))
     examples = make_examples(layout, first.to_dict(), list(range(len(first))))
-    model_id = LOCAL_MODEL_ID if args.local else resolve_model_id(args.model_id)
-    base = (
-        "http://127.0.0.1:<port> (local reference server)"
-        if args.local
-        else (args.base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL)
-    )
+    base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
     has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
     body = {
-        "model_id": model_id,
-        "multiplier": args.multiplier,
+        "model_id": config.model_id,
+        "multiplier": config.multiplier,
         "examples": examples,
-        "prompt": prompt,
+        "prompt": config.prompt,
     }
     print(
-        f"plan: {n} seed rows -> {requests_} requests of <= {args.request_size} examples, "
-        f"{n * args.multiplier} generations targeted (multiplier {args.multiplier}), "
-        f"{args.concurrency} in flight"
+        f"plan: {n} seed rows -> {math.ceil(n / size)} requests of <= {size} examples, "
+        f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}), "
+        f"{config.max_concurrency} in flight"
     )
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
@@ -413,6 +463,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
 def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The seed split of ``args.source`` (``--split``, ``--config``, ``--revision``), cut to
     ``--limit``; an empty one is refused before anything is sent."""
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
     ds, source_meta = load_source_with_meta(
         args.source, split=args.split, config=args.config, revision=args.revision
     )
@@ -423,62 +475,19 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return ds, source_meta
 
 
-def open_client(args: argparse.Namespace, stack: ExitStack) -> tuple[Any, str | None]:
-    """The client (and model id) of a run: the bundled reference server's with ``--local``,
-    else the account's. Both are closed with ``stack``."""
-    from .client import SynthClient
-
-    max_retries = getattr(args, "max_retries", 5)
-    if args.local:
-        from .testing import ReferenceServer
-
-        server = stack.enter_context(ReferenceServer())
-        client = SynthClient(server.token, server.url, max_retries=max_retries)
-        model_id = args.model_id or LOCAL_MODEL_ID
-        print(
-            f"using the local reference server at {server.url} "
-            "(offline engine: deterministic rewriting, not a language model)"
-        )
-    else:
-        client = SynthClient(None, getattr(args, "base_url", None), max_retries=max_retries)
-        model_id = args.model_id
-    return stack.enter_context(client), model_id
-
-
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import expand
 
-    prompt = read_prompt(args)
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {args.limit}")
     ds, source_meta = load_seeds(args)
-    if args.dry_run:
-        return _dry_run(args, ds, prompt, columns)
-    if args.push_to_hub is not None:  # refuse a bad repo id or a missing token before any request
-        from .hub import resolve_hf_token, validate_hub_repo_id
-
-        validate_hub_repo_id(args.push_to_hub)
-        resolve_hf_token(args.hf_token)
     with ExitStack() as stack:
-        client, model_id = open_client(args, stack)
-        result = expand(
-            ds,
-            prompt=prompt,
-            multiplier=args.multiplier,
-            model_id=model_id,
-            client=client,
-            columns=columns,
-            request_size=args.request_size,
-            max_concurrency=args.concurrency,
-            keep_original=not args.no_original,
-            on_error=args.on_error,
-            cache=not args.no_cache,
-            cache_dir=args.cache_dir,
-            run_id=args.run_id,
-            max_request_bytes=args.max_request_bytes,
-            source=source_meta,
-        )
+        if args.dry_run:
+            return _dry_run(args, ds, expand_options(args))
+        if args.push_to_hub is not None:  # a bad repo id or a missing token: before any request
+            from .hub import resolve_hf_token, validate_hub_repo_id
+
+            validate_hub_repo_id(args.push_to_hub)
+            resolve_hf_token(args.hf_token)
+        result = expand(ds, **expand_options(args, stack), source=source_meta)
     errors = sum(1 for e in result["error"] if e is not None)
     seeds = len({i for i in result["source_index"] if i is not None})
     print(
@@ -543,6 +552,9 @@ def run_guarded(
         else:
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
+            option = getattr(exc, "option", None)
+            if option in _FIELDS:  # the flag the user typed, not the keyword
+                message = re.sub(rf"\b{option}\b=?", flag(option), message)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
 

@@ -8,7 +8,6 @@ anything is sent, so a bad call costs nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -26,6 +25,15 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
 from ._version import __version__
+from .config import (
+    ENDPOINT_PATH,
+    ClientConfig,
+    resolve_model_id,
+    takes_options,
+    validate_model_id,
+    validate_multiplier,
+    validate_prompt,
+)
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -39,26 +47,11 @@ from .errors import (
 )
 from .parsing import parse_body
 
-__all__ = [
-    "DEFAULT_BASE_URL",
-    "ENDPOINT_PATH",
-    "Generation",
-    "SynthClient",
-    "resolve_model_id",
-    "validate_base_url",
-    "validate_examples",
-    "validate_model_id",
-    "validate_multiplier",
-    "validate_prompt",
-]
+__all__ = ["Generation", "SynthClient", "check_api_key", "validate_examples"]
 
 logger = logging.getLogger("synth_datasets.client")
 
-DEFAULT_BASE_URL = "https://api.collinear.ai"
-ENDPOINT_PATH = "/api/v1/synth_data/generate"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Generation with a large multiplier is slow: the read timeout has to cover the whole answer.
-DEFAULT_TIMEOUT = (10.0, 600.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +80,7 @@ class _Retry(Retry):
     past the cap we wait the cap, and the retry budget decides the rest.
     """
 
-    DEFAULT_RETRY_AFTER_MAX = 120.0
-    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    retry_after_max: float  # set by the client, carried over by ``new``
 
     def parse_retry_after(self, retry_after: str) -> float:
         # Some servers send fractional seconds ("0.5"); urllib3 only reads integers or dates.
@@ -113,36 +105,6 @@ def _mask(secret: str | None) -> str:
     return "None" if not secret else "'***'"
 
 
-def validate_model_id(model_id: object) -> str:
-    """A UUID (``str`` or ``uuid.UUID``) as the canonical string the API expects."""
-    if isinstance(model_id, uuid.UUID):
-        return str(model_id)
-    if isinstance(model_id, str):
-        try:
-            return str(uuid.UUID(model_id.strip()))
-        except ValueError:
-            pass
-    raise ConfigurationError(
-        f"model_id must be a UUID such as '123e4567-e89b-12d3-a456-426614174000', got {model_id!r:.60}"
-    )
-
-
-def validate_multiplier(multiplier: object) -> int:
-    if isinstance(multiplier, bool) or not isinstance(multiplier, int):
-        raise ConfigurationError(
-            f"multiplier must be an int >= 1, got {type(multiplier).__name__} {multiplier!r:.30}"
-        )
-    if multiplier < 1:
-        raise ConfigurationError(f"multiplier must be an int >= 1, got {multiplier}")
-    return multiplier
-
-
-def validate_prompt(prompt: object) -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigurationError("prompt must be a non-empty string")
-    return prompt
-
-
 def validate_examples(examples: object) -> list[dict[str, Any]]:
     if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence):
         raise ConfigurationError(
@@ -156,15 +118,6 @@ def validate_examples(examples: object) -> list[dict[str, Any]]:
                 f"examples[{i}] must be a JSON object (dict), got {type(example).__name__}"
             )
     return [dict(e) for e in examples]
-
-
-def resolve_model_id(model_id: object | None) -> str:
-    """The argument, else ``COLLINEAR_MODEL_ID``; a clear error when neither is set."""
-    if model_id is None:
-        model_id = os.environ.get("COLLINEAR_MODEL_ID") or None
-    if model_id is None:
-        raise ConfigurationError("no model_id: pass model_id= or set COLLINEAR_MODEL_ID")
-    return validate_model_id(model_id)
 
 
 def _encode_body(body: dict[str, Any]) -> bytes:
@@ -181,29 +134,21 @@ def _encode_body(body: dict[str, Any]) -> bytes:
         raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
 
 
-def validate_base_url(base_url: str) -> str:
-    base_url = base_url.strip().rstrip("/")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def check_api_key(api_key: str | None) -> str:
+    """The token given, else ``COLLINEAR_API_KEY``, fit for a header; never quoted back."""
+    api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
+    if not api_key or not api_key.strip():
+        raise ConfigurationError("no API key: set COLLINEAR_API_KEY or pass api_key=")
+    key = api_key.strip()
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
         raise ConfigurationError(
-            f"base_url must start with https:// (or http:// for loopback), got {base_url!r:.80}"
+            "the API key holds spaces, line breaks or non-ASCII characters: check "
+            "COLLINEAR_API_KEY (or api_key=)"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            f"refusing to send the API token over plain http to {parts.hostname}: use https://"
-        )
-    return base_url
+    return key
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
+@takes_options(ClientConfig)
 class SynthClient:
     """Client for the synth-data endpoint.
 
@@ -217,36 +162,13 @@ class SynthClient:
         api_key: str | None = None,
         base_url: str | None = None,
         *,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        max_retries: int = 5,
-        backoff_factor: float = 0.5,
-        backoff_max: float = 30.0,
-        retry_after_max: float = _Retry.DEFAULT_RETRY_AFTER_MAX,
         pool_maxsize: int = 16,
+        **options: Any,
     ) -> None:
-        api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
-        if not api_key or not api_key.strip():
-            raise ConfigurationError(
-                "no API key: set COLLINEAR_API_KEY or pass api_key= to SynthClient"
-            )
-        key = api_key.strip()
-        if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
-            # It could not travel in an HTTP header; say so without quoting it.
-            raise ConfigurationError(
-                "the API key holds spaces, line breaks or non-ASCII characters: check "
-                "COLLINEAR_API_KEY (or api_key=)"
-            )
-        if max_retries < 0 or isinstance(max_retries, bool):
-            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries!r}")
-        self._api_key = api_key.strip()
-        self.base_url = validate_base_url(
-            base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
-        )
-        self.timeout = timeout if isinstance(timeout, tuple) else (min(timeout, 10.0), timeout)
-        self.max_retries = max_retries
-        self.backoff_factor = backoff_factor
-        self.backoff_max = backoff_max
-        self.retry_after_max = retry_after_max
+        self._api_key = check_api_key(api_key)
+        self.config = ClientConfig(base_url=base_url, **options)
+        assert self.config.base_url is not None
+        self.base_url: str = self.config.base_url
         self.pool_maxsize = max(1, pool_maxsize)
         self._session = self._make_session()
 
@@ -262,21 +184,21 @@ class SynthClient:
 
     def _make_retry(self) -> _Retry:
         retry = _Retry(
-            total=self.max_retries,
-            connect=self.max_retries,
-            read=self.max_retries,
-            status=self.max_retries,
+            total=self.config.max_retries,
+            connect=self.config.max_retries,
+            read=self.config.max_retries,
+            status=self.config.max_retries,
             other=0,
             allowed_methods=frozenset({"POST"}),
             status_forcelist=RETRY_STATUSES,
-            backoff_factor=self.backoff_factor,
-            backoff_max=self.backoff_max,
-            backoff_jitter=self.backoff_factor,
+            backoff_factor=self.config.backoff_factor,
+            backoff_max=self.config.backoff_max,
+            backoff_jitter=self.config.backoff_factor,
             respect_retry_after_header=True,
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.retry_after_max = self.retry_after_max
+        retry.retry_after_max = self.config.retry_after_max
         return retry
 
     def _make_session(self) -> requests.Session:
@@ -308,7 +230,7 @@ class SynthClient:
         self._headers = {
             k: v for k, v in self._template.headers.items() if k.lower() != "content-length"
         }
-        self._timeout = Timeout(connect=self.timeout[0], read=self.timeout[1])
+        self._timeout = Timeout(connect=self.config.timeout[0], read=self.config.timeout[1])
         self._pool: Any = None
         self._request_url = ""
         return session
@@ -316,7 +238,7 @@ class SynthClient:
     def __repr__(self) -> str:
         return (
             f"SynthClient(base_url={self.base_url!r}, api_key={_mask(self._api_key)}, "
-            f"max_retries={self.max_retries})"
+            f"max_retries={self.config.max_retries})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -358,12 +280,13 @@ class SynthClient:
         multiplier: int,
     ) -> list[Generation]:
         """Send one request; ``model_id`` defaults to ``COLLINEAR_MODEL_ID``."""
-        items, _ = self.generate_items(
+        body = self.build_body(
             model_id=resolve_model_id(model_id),
             prompt=prompt,
             examples=examples,
             multiplier=multiplier,
         )
+        items, _ = self.post(body)
         return [Generation(item["original"], item["generated"]) for item in items]
 
     def build_body(
@@ -378,15 +301,6 @@ class SynthClient:
                 "prompt": validate_prompt(prompt),
             }
         )
-
-    def generate_items(
-        self, *, model_id: object, prompt: object, examples: object, multiplier: object
-    ) -> tuple[list[dict[str, Any]], CallInfo]:
-        """Like ``generate`` but returns the parsed items as dicts and what the call cost."""
-        body = self.build_body(
-            model_id=model_id, prompt=prompt, examples=examples, multiplier=multiplier
-        )
-        return self.post(body)
 
     def _transport(self) -> tuple[Any, str]:
         """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
@@ -505,7 +419,7 @@ class SynthClient:
 
     def _connection_error(self, exc: BaseException) -> APIConnectionError:
         reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
-        tail = f"after {self.max_retries} retries; check COLLINEAR_BASE_URL and your network"
+        tail = f"after {self.config.max_retries} retries; check COLLINEAR_BASE_URL and your network"
         if isinstance(reason, ProtocolError):
             return APIConnectionError(
                 f"the answer from {self.host} broke off while being read {tail}"

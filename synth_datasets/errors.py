@@ -89,7 +89,12 @@ def _rebuild(
 
 
 class ConfigurationError(SynthError, ValueError):
-    """A bad argument, environment variable or input row, found before anything was sent."""
+    """A bad argument, environment variable or input row, found before anything was sent.
+
+    ``option`` names the option at fault, so the command line can say its flag instead.
+    """
+
+    option: str | None = None
 
 
 class APIStatusError(SynthError):

@@ -17,38 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import datasets
 import pyarrow as pa
 from datasets import Features
 
-from ._version import __version__
 from .cache import RequestCache, request_key
-from .client import (
-    CallInfo,
-    SynthClient,
-    resolve_model_id,
-    validate_multiplier,
-    validate_prompt,
-)
+from .client import CallInfo, SynthClient, check_api_key
+from .config import ClientConfig, ExpandConfig, takes_options
 from .errors import ConfigurationError, SynthError
 from .rows import Collected, Layout, RowBuilder, make_examples, plan_layout
 
 __all__ = ["ExpansionStats", "SynthMapper"]
 
 logger = logging.getLogger("synth_datasets")
-
-ON_ERROR = ("raise", "keep")
-_ROWS_PER_MAP_CALL = 1024
 
 
 @dataclass
@@ -116,48 +106,11 @@ def _format_indices(indices: Sequence[int]) -> str:
 
 
 class _Engine:
-    """Configuration plus the per-process resources (client, cache, threads), built lazily."""
+    """The config plus the per-process resources (client, cache, threads), built lazily."""
 
-    def __init__(
-        self,
-        *,
-        prompt: str,
-        multiplier: int,
-        model_id: str,
-        client_config: dict[str, Any],
-        explicit_api_key: str | None,
-        columns: Sequence[str] | None,
-        generated_features: Features | Mapping[str, Any] | None,
-        request_size: int,
-        requests_per_map_batch: int,
-        index_column: str | None,
-        max_request_bytes: int | None,
-        max_concurrency: int,
-        keep_original: bool,
-        on_error: str,
-        cache: bool,
-        cache_dir: str | None,
-        run_id: str | None,
-    ) -> None:
-        self.prompt = prompt
-        self.multiplier = multiplier
-        self.model_id = model_id
-        self.client_config = client_config
-        self._api_key = explicit_api_key
-        self.columns = list(columns) if columns is not None else None
-        self.generated_features = (
-            Features(dict(generated_features)) if generated_features is not None else None
-        )
-        self.request_size = request_size
-        self.requests_per_map_batch = requests_per_map_batch
-        self.index_column = index_column
-        self.max_request_bytes = max_request_bytes
-        self.max_concurrency = max_concurrency
-        self.keep_original = keep_original
-        self.on_error = on_error
-        self.cache_enabled = cache
-        self.cache_dir = cache_dir
-        self.run_id = run_id
+    def __init__(self, config: ExpandConfig, api_key: str | None) -> None:
+        self.config = config
+        self._api_key = api_key  # None: each process reads COLLINEAR_API_KEY itself
         self.layout: Layout | None = None
         self.stats = ExpansionStats()
         self._reset_resources()
@@ -181,7 +134,7 @@ class _Engine:
         self._reset_resources()
 
     def __repr__(self) -> str:
-        return f"<synth_datasets engine {self.client_config.get('base_url')} model {self.model_id}>"
+        return f"<synth_datasets engine {self.config.base_url} model {self.config.model_id}>"
 
     # -- resources -------------------------------------------------------------------------------
 
@@ -192,17 +145,19 @@ class _Engine:
             with self._lock:
                 if self._client is None:
                     self._client = SynthClient(
-                        self._api_key, **self.client_config, pool_maxsize=self.max_concurrency
+                        self._api_key,
+                        **self.config.client.as_dict(),
+                        pool_maxsize=self.config.max_concurrency,
                     )
-                if self.cache_enabled and self._cache is None:
-                    self._cache = RequestCache(self.cache_dir)
+                if self.config.cache and self._cache is None:
+                    self._cache = RequestCache(self.config.cache_dir)
                 if self._builder is None:
                     if self.layout is None:
                         raise ConfigurationError(
                             "the mapper does not know the dataset's columns: use "
                             "ds.map(mapper, **mapper.map_kwargs(ds))"
                         )
-                    self._builder = RowBuilder(self.layout, self.multiplier)
+                    self._builder = RowBuilder(self.layout, self.config.multiplier)
         return self._client, self._cache, self._builder
 
     def window(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
@@ -214,7 +169,8 @@ class _Engine:
         """
         window = self._window
         if window is None or window[0] is not loop:
-            size = max(2, -(-2 * self.max_concurrency // self.requests_per_map_batch))
+            per_call = self.config.requests_per_map_batch or 1
+            size = max(2, -(-2 * self.config.max_concurrency // per_call))
             window = self._window = (loop, asyncio.Semaphore(size))
         return window[1]
 
@@ -225,7 +181,8 @@ class _Engine:
             with self._lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(
-                        max_workers=self.max_concurrency, thread_name_prefix="synth_datasets"
+                        max_workers=self.config.max_concurrency,
+                        thread_name_prefix="synth_datasets",
                     )
         return self._executor
 
@@ -246,11 +203,12 @@ class _Engine:
 
     def seed_indices(self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]) -> list[int]:
         """Each row's index in the whole input: the map's, or the ``index_column``'s."""
-        if self.index_column is None:
+        column = self.config.index_column
+        if column is None:
             return list(indices)
-        values = list(batch[self.index_column])
+        values = list(batch[column])
         if any(v is None for v in values):
-            raise ConfigurationError(f"index_column {self.index_column!r} has a null value")
+            raise ConfigurationError(f"index_column {column!r} has a null value")
         return values
 
     def chunks(self, examples: list[dict[str, Any]], indices: list[int]) -> list[tuple[int, int]]:
@@ -259,7 +217,7 @@ class _Engine:
         ``request_size`` examples each; with ``max_request_bytes`` a request also ends before
         its body would pass the limit, and an example too large on its own is refused.
         """
-        n, size, limit = len(examples), self.request_size, self.max_request_bytes
+        n, size, limit = len(examples), self.config.request_size, self.config.max_request_bytes
         if limit is None:
             return [(start, min(start + size, n)) for start in range(0, n, size)]
         sizes = self.check_sizes(examples, indices)
@@ -279,14 +237,15 @@ class _Engine:
     def _body_overhead(self) -> int:
         """Bytes of a request body around its examples."""
         client, _, _ = self._ensure()
+        c = self.config
         body = client.build_body(
-            model_id=self.model_id, prompt=self.prompt, examples=[{}], multiplier=self.multiplier
+            model_id=c.model_id, prompt=c.prompt, examples=[{}], multiplier=c.multiplier
         )
         return len(body) - 2
 
     def check_sizes(self, examples: list[dict[str, Any]], indices: Sequence[int]) -> list[int]:
         """Each example's encoded size; a row whose own request would pass the limit is refused."""
-        limit = self.max_request_bytes
+        limit = self.config.max_request_bytes
         overhead = self._body_overhead()
         sizes = []
         for example, index in zip(examples, indices, strict=True):
@@ -309,15 +268,13 @@ class _Engine:
         failure raises, naming the seed rows; with ``"keep"`` it becomes one error row per seed.
         """
         client, cache, builder = self._ensure()
+        c = self.config
         body = client.build_body(
-            model_id=self.model_id,
-            prompt=self.prompt,
-            examples=examples,
-            multiplier=self.multiplier,
+            model_id=c.model_id, prompt=c.prompt, examples=examples, multiplier=c.multiplier
         )
-        key = request_key(client.base_url, body, self.run_id) if cache is not None else ""
+        key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
         items = cache.get(key) if cache is not None else None
-        self.stats.add(seeds=len(indices), targeted=len(indices) * self.multiplier)
+        self.stats.add(seeds=len(indices), targeted=len(indices) * c.multiplier)
         if items is not None:
             self.stats.add(cache_hits=1)
         else:
@@ -327,12 +284,12 @@ class _Engine:
                 self.stats.add(failed_requests=1)
                 exc.seed_indices = indices
                 exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
-                if self.on_error == "raise":
+                if c.on_error == "raise":
                     raise
                 return builder.collect_errors(len(indices), exc.message, defer=builder.defers)
             # A stream cut at an item boundary looks like a short answer: keep such an answer
             # out of the cache, so that a rerun asks again instead of keeping the loss.
-            short = len(items) < len(examples) * self.multiplier
+            short = len(items) < len(examples) * c.multiplier
             if cache is not None and not (short and _open_ended(info)):
                 cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
@@ -375,27 +332,6 @@ class _Engine:
             for a, b in self.chunks(examples, indices)
         ]
         return self.emit(batch, indices, examples, parts)
-
-    def fingerprint(self, input_fingerprint: str | None) -> str:
-        """What datasets' map cache is keyed by: public config only, never the token."""
-        assert self.layout is not None
-        config = {
-            "library": __version__,
-            "base_url": self.client_config.get("base_url"),
-            "model_id": self.model_id,
-            "prompt": self.prompt,
-            "multiplier": self.multiplier,
-            "columns": list(self.layout.columns),
-            "features": self.layout.features.to_dict(),
-            "request_size": self.request_size,
-            "on_error": self.on_error,
-            "run_id": self.run_id,
-            "index_column": self.index_column,
-            "max_request_bytes": self.max_request_bytes,
-            "input": input_fingerprint,
-        }
-        text = json.dumps(config, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 async def _map_batch(
@@ -472,10 +408,35 @@ def _finish(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
+def configure(
+    options: dict[str, Any], *, client: SynthClient | None, api_key: str | None
+) -> tuple[ExpandConfig, str | None]:
+    """The checked config of an entry point's keywords, and the token it was given (if any).
+
+    A ``client=`` brings its own connection options (base URL, timeout, retries); naming one
+    of them beside it is refused rather than silently preferring one.
+    """
+    if client is not None:
+        if api_key is not None:
+            raise ConfigurationError("pass api_key= or client=, not both")
+        both = sorted(set(options) & {f.name for f in fields(ClientConfig)})
+        if both:
+            raise ConfigurationError(
+                f"{', '.join(both)} and client= are both given: set them on the SynthClient"
+            )
+        options = {**client.config.as_dict(), **options}
+        api_key = client._api_key
+    config = ExpandConfig(**options)
+    if client is None:
+        check_api_key(api_key)  # a missing token fails now, not in the first map batch
+    return config, api_key
+
+
 def _rebuild(engine: _Engine) -> SynthMapper:
     return functools.partial.__new__(SynthMapper, _map_batch, engine)
 
 
+@takes_options(ExpandConfig)
 class SynthMapper(functools.partial):  # type: ignore[type-arg]
     """The expansion as a batched async callable for ``Dataset.map`` / ``IterableDataset.map``.
 
@@ -484,98 +445,20 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
     """
 
     def __new__(
-        cls,
-        *,
-        prompt: str,
-        multiplier: int,
-        model_id: str | None = None,
-        client: SynthClient | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        columns: Sequence[str] | None = None,
-        generated_features: Features | Mapping[str, Any] | None = None,
-        request_size: int = 8,
-        max_concurrency: int = 16,
-        keep_original: bool = True,
-        on_error: str = "raise",
-        cache: bool = True,
-        cache_dir: str | os.PathLike[str] | None = None,
-        run_id: str | None = None,
-        index_column: str | None = None,
-        max_request_bytes: int | None = None,
-        requests_per_map_batch: int | None = None,
-        max_retries: int | None = None,
-        timeout: float | tuple[float, float] | None = None,
+        cls, *, client: SynthClient | None = None, api_key: str | None = None, **options: Any
     ) -> SynthMapper:
-        validate_prompt(prompt)
-        validate_multiplier(multiplier)
-        if requests_per_map_batch is None:
-            # About a thousand output rows per map call: datasets' own cost per call is paid
-            # rarely, and far fewer calls than its 1000-task window (past which it keeps
-            # finished outputs in memory, measured +370 MB at 100k examples x4).
-            per_request = max(1, request_size * multiplier) if isinstance(request_size, int) else 1
-            requests_per_map_batch = max(1, -(-_ROWS_PER_MAP_CALL // per_request))
-        for name, value in (
-            ("request_size", request_size),
-            ("max_concurrency", max_concurrency),
-            ("requests_per_map_batch", requests_per_map_batch),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-        if max_request_bytes is not None and (
-            isinstance(max_request_bytes, bool)
-            or not isinstance(max_request_bytes, int)
-            or max_request_bytes < 1
-        ):
-            raise ConfigurationError(
-                f"max_request_bytes must be an int >= 1 (or None), got {max_request_bytes!r}"
-            )
-        if on_error not in ON_ERROR:
-            raise ConfigurationError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
-        if client is None:
-            client = SynthClient(api_key, base_url)  # validates the key and URL now, not per batch
-            explicit_key = api_key
-        else:
-            explicit_key = client._api_key
-        client_config: dict[str, Any] = {
-            "base_url": client.base_url,
-            "timeout": timeout if timeout is not None else client.timeout,
-            "max_retries": max_retries if max_retries is not None else client.max_retries,
-            "backoff_factor": client.backoff_factor,
-            "backoff_max": client.backoff_max,
-            "retry_after_max": client.retry_after_max,
-        }
-        engine = _Engine(
-            prompt=prompt,
-            multiplier=multiplier,
-            model_id=resolve_model_id(model_id),
-            client_config=client_config,
-            explicit_api_key=explicit_key,
-            columns=columns,
-            generated_features=generated_features,
-            request_size=request_size,
-            requests_per_map_batch=requests_per_map_batch,
-            index_column=index_column,
-            max_request_bytes=max_request_bytes,
-            max_concurrency=max_concurrency,
-            keep_original=keep_original,
-            on_error=on_error,
-            cache=cache,
-            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
-            run_id=run_id,
-        )
-        self = super().__new__(cls, _map_batch, engine)
-        return self
+        config, api_key = configure(options, client=client, api_key=api_key)
+        return super().__new__(cls, _map_batch, _Engine(config, api_key))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.engine,))
 
     def __repr__(self) -> str:
-        e = self.engine
+        c = self.engine.config
         return (
-            f"SynthMapper(base_url={e.client_config.get('base_url')!r}, model_id={e.model_id!r}, "
-            f"multiplier={e.multiplier}, request_size={e.request_size}, "
-            f"max_concurrency={e.max_concurrency}, on_error={e.on_error!r})"
+            f"SynthMapper(base_url={c.base_url!r}, model_id={c.model_id!r}, "
+            f"multiplier={c.multiplier}, request_size={c.request_size}, "
+            f"max_concurrency={c.max_concurrency}, on_error={c.on_error!r})"
         )
 
     @property
@@ -592,13 +475,13 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
 
     def bind(self, features: Features | None) -> Layout:
         """Plan the output columns for input ``features``; every name is checked here."""
-        e = self.engine
+        e, c = self.engine, self.engine.config
         e.layout = plan_layout(
             features,
-            columns=e.columns,
-            generated_features=e.generated_features,
-            keep_original=e.keep_original,
-            index_column=e.index_column,
+            columns=list(c.columns) if c.columns is not None else None,
+            generated_features=c.generated_features,
+            keep_original=c.keep_original,
+            index_column=c.index_column,
         )
         e._builder = None
         return e.layout
@@ -609,23 +492,28 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         if features is None and isinstance(ds, datasets.IterableDataset):
             features = ds._resolve_features().features  # a first look at the data
         layout = self.bind(features)
-        if self.engine.max_request_bytes is not None and isinstance(ds, datasets.Dataset):
+        config = self.engine.config
+        if config.max_request_bytes is not None and isinstance(ds, datasets.Dataset):
             self._check_sizes(ds, layout)
         kwargs: dict[str, Any] = {
             "batched": True,
             # Several requests per map batch: datasets' own cost per batch (formatting, task,
             # write) is then paid once for all of them; the requests still run concurrently.
-            "batch_size": self.engine.request_size * self.engine.requests_per_map_batch,
+            "batch_size": config.map_batch_size,
             "with_indices": True,
             "remove_columns": list(layout.input_features),
             "features": layout.features,
         }
         if isinstance(ds, datasets.Dataset):
-            kwargs["new_fingerprint"] = self.engine.fingerprint(ds._fingerprint)
+            kwargs["new_fingerprint"] = config.fingerprint(
+                columns=list(layout.columns),
+                features=layout.features.to_dict(),
+                input=ds._fingerprint,
+            )
             # No cache means no cache, datasets' included; and with on_error="keep" a cached
             # map result could hold rows of failed requests that a rerun should retry (our
             # request cache still answers every request that succeeded).
-            if not self.engine.cache_enabled or self.engine.on_error == "keep":
+            if not config.cache or config.on_error == "keep":
                 kwargs["load_from_cache_file"] = False
             kwargs["desc"] = "synth_datasets: expanding"
         return kwargs
@@ -637,8 +525,8 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         for batch in ds.select_columns(list(layout.columns)).iter(batch_size=1000):
             n = len(batch[layout.columns[0]])
             indices = list(range(start, start + n))
-            if e.index_column is not None:
-                indices = list(ds[start : start + n][e.index_column])
+            if e.config.index_column is not None:
+                indices = list(ds[start : start + n][e.config.index_column])
             e.check_sizes(make_examples(layout, batch, indices), indices)
             start += n
 

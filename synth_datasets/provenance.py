@@ -7,23 +7,15 @@ fields do not. This module imports nothing upward: the card, the report, prep an
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import datasets
-
-from ._version import __version__
-
-if TYPE_CHECKING:
-    from .rows import Layout
 
 __all__ = [
     "PROVENANCE_MARKER",
     "attach_provenance",
-    "build_provenance",
     "get_provenance",
     "source_info",
 ]
@@ -76,42 +68,3 @@ def source_info(
     if overrides:
         out.update({k: v for k, v in overrides.items() if v is not None})
     return out
-
-
-def build_provenance(
-    *,
-    base_url: str,
-    model_id: str,
-    prompt: str,
-    multiplier: int,
-    request_size: int,
-    max_concurrency: int,
-    on_error: str,
-    run_id: str | None,
-    layout: Layout,
-    source: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The generation config recorded with the data (never the token)."""
-    parts = urlsplit(base_url)
-    return {
-        "library": "synth_datasets",
-        "version": __version__,
-        "endpoint": f"{parts.scheme}://{parts.hostname}"
-        + (f":{parts.port}" if parts.port else "")
-        + "/api/v1/synth_data/generate",
-        "endpoint_host": parts.hostname,
-        "model_id": model_id,
-        "prompt": prompt,
-        "multiplier": multiplier,
-        "request_size": request_size,
-        "max_concurrency": max_concurrency,
-        "columns": list(layout.columns),
-        "generated_columns": list(layout.generated_features),
-        "passthrough_columns": list(layout.passthrough),
-        "keep_original": layout.keep_original,
-        "index_column": layout.index_column,
-        "on_error": on_error,
-        "run_id": run_id,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": dict(source),
-    }

@@ -6,7 +6,7 @@ goes:
 
 1. The seeds are executed once in their own order (``preserve_order``) and cut into new blocks
    that each hold whole requests: rows ``[j * C, (j + 1) * C)`` with ``C = request_size *
-   requests_per_block``, plus a hidden column with every row's global index. So ``source_index``
+   requests_per_map_batch``, plus a hidden column with every row's global index. So ``source_index``
    is the row's position in the input dataset (for ``from_huggingface(ds)``, its index in
    ``ds``), and requests are grouped exactly as ``expand`` groups them (``index //
    request_size``): the request bodies, hence the cache keys, are the same, so a cache filled by
@@ -32,7 +32,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,18 +39,10 @@ import datasets
 import pyarrow as pa
 from datasets import Features
 
-from .client import (
-    DEFAULT_BASE_URL,
-    DEFAULT_TIMEOUT,
-    SynthClient,
-    resolve_model_id,
-    validate_base_url,
-    validate_multiplier,
-    validate_prompt,
-)
+from .config import ExpandConfig, takes_options
 from .errors import ConfigurationError
-from .mapper import ON_ERROR, SynthMapper
-from .provenance import attach_provenance, build_provenance, source_info
+from .mapper import SynthMapper
+from .provenance import attach_provenance, source_info
 from .rows import Layout, plan_layout
 
 if TYPE_CHECKING:
@@ -67,6 +58,8 @@ INDEX_COLUMN = "__synth_index"
 PROVENANCE_KEY = b"synth_datasets"
 """Arrow schema metadata key of the generation config on every output block."""
 INSTALL_HINT = "pip install 'synth-datasets[ray]'"
+# Options of expand that Ray does not take: it numbers the rows itself.
+_NOT_ON_RAY = ("index_column",)
 
 _NO_KEY = (
     "COLLINEAR_API_KEY is not set on the Ray worker{where}: give it to the workers through the "
@@ -86,165 +79,43 @@ def _import_ray() -> Any:
     return ray
 
 
-# -- configuration that crosses into the actors (no secret in here) ------------------------------
-
-
-@dataclass(frozen=True)
-class _ActorConfig:
-    """Everything an actor needs; pickled into the task graph, so it never holds the token."""
-
-    prompt: str
-    multiplier: int
-    model_id: str
-    client_config: dict[str, Any]
-    layout: Layout
-    request_size: int
-    max_concurrency: int
-    on_error: str
-    cache: bool
-    cache_dir: str | None
-    run_id: str | None
-    num_rows: int
-    provenance: str
-
-    def __repr__(self) -> str:
-        return (
-            f"<synth_datasets ray config {self.client_config.get('base_url')} "
-            f"model {self.model_id} x{self.multiplier}>"
-        )
-
-
-def _mapper(config: _ActorConfig) -> SynthMapper:
-    """The engine ``expand`` uses, built through its public constructor on the worker.
-
-    The client reads ``COLLINEAR_API_KEY`` from the worker's environment; the key stays in this
-    process (actors are never pickled back).
-    """
-    options = config.client_config
-    with SynthClient(
-        None,
-        options["base_url"],
-        timeout=options["timeout"],
-        max_retries=options["max_retries"],
-        backoff_factor=options["backoff_factor"],
-    ) as client:
-        layout = config.layout
-        mapper = SynthMapper(
-            prompt=config.prompt,
-            multiplier=config.multiplier,
-            model_id=config.model_id,
-            client=client,
-            columns=list(layout.columns),
-            generated_features=layout.generated_features,
-            request_size=config.request_size,
-            max_concurrency=config.max_concurrency,
-            keep_original=layout.keep_original,
-            on_error=config.on_error,
-            cache=config.cache,
-            cache_dir=config.cache_dir,
-            run_id=config.run_id,
-        )
-    mapper.bind(layout.input_features)
-    return mapper
+# -- the actors ------------------------------------------------------------------------------------
 
 
 class _ExpandBlocks:
     """The ``map_batches`` callable class: one engine (client, pool, cache, threads) per actor.
 
-    Each call gets one block of whole requests (rows that share ``index // request_size``) and
-    hands each request to the ``SynthMapper`` callable (the same one ``expand`` gives to
-    ``Dataset.map``); they run at once on its ``max_concurrency`` threads. The rows of all of
-    them come back as one Arrow table in the output schema.
+    Each call gets one block of whole requests and hands it to the ``SynthMapper`` callable (the
+    one ``expand`` gives to ``Dataset.map``), as one map batch of datasets' Python formatting.
+    The config and layout are pickled into the task graph: neither holds the token, which the
+    mapper's client reads from the actor's environment.
     """
 
-    def __init__(self, config: _ActorConfig) -> None:
+    def __init__(self, config: ExpandConfig, layout: Layout, provenance: str) -> None:
         if not os.environ.get(API_KEY_ENV, "").strip():
             raise ConfigurationError(_NO_KEY.format(where=_node_hint()))
-        self.config = config
-        self.mapper = _mapper(config)
-        self.features = config.layout.features
-        self.input_features = config.layout.input_features
-        self._formatter = datasets.formatting.PythonFormatter(features=self.input_features)
-        self._warned = False
+        self.mapper = SynthMapper(**config.as_dict())
+        self.mapper.bind(layout.input_features)
+        self.features = layout.features
+        self._formatter = datasets.formatting.PythonFormatter(features=layout.input_features)
+        self._metadata = {
+            **(self.features.arrow_schema.metadata or {}),
+            PROVENANCE_KEY: provenance.encode("utf-8"),
+        }
 
     def __repr__(self) -> str:
-        return f"_ExpandBlocks({self.config!r})"
+        return f"_ExpandBlocks({self.mapper!r})"
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        if table.num_rows == 0:
-            return self._with_metadata(self.features.arrow_schema.empty_table())
         indices = [int(i) for i in table.column(INDEX_COLUMN).to_pylist()]
-        # The rows as Dataset.map hands them to the mapper (datasets' own Python formatting).
         batch = self._formatter.format_batch(table.drop_columns([INDEX_COLUMN]))
-        results = asyncio.run(self._requests(batch, indices))
+        if not indices:
+            return self.features.arrow_schema.empty_table().replace_schema_metadata(self._metadata)
+        rows = asyncio.run(self.mapper(batch, indices))
         logger.debug("synth_datasets (ray actor): %s", self.mapper.stats.summary())
-        return self._merge(results)
-
-    async def _requests(
-        self, batch: Mapping[str, list[Any]], indices: list[int]
-    ) -> list[pa.Table | Mapping[str, list[Any]]]:
-        """One mapper call per request; all awaited (so cached) before a failure is raised."""
-        results = await asyncio.gather(
-            *(
-                self.mapper({name: values[a:b] for name, values in batch.items()}, indices[a:b])
-                for a, b in self._groups(indices)
-            ),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results
-
-    def _merge(self, results: Sequence[pa.Table | Mapping[str, list[Any]]]) -> pa.Table:
-        """One table in the output schema from the requests' rows (dicts of lists or tables)."""
-        parts: list[pa.Table] = []
-        pending: dict[str, list[Any]] = {name: [] for name in self.features}
-        for result in results:
-            if isinstance(result, pa.Table):
-                if pending["source_index"]:
-                    parts.append(self._encode(pending))
-                    pending = {name: [] for name in self.features}
-                parts.append(result.cast(self.features.arrow_schema))
-            else:
-                for name, values in result.items():
-                    pending[name].extend(values)
-        if pending["source_index"] or not parts:
-            parts.append(self._encode(pending))
-        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        return self._with_metadata(table)
-
-    def _groups(self, indices: Sequence[int]) -> list[tuple[int, int]]:
-        """``(start, stop)`` of each run of rows with the same ``index // request_size``."""
-        size = self.config.request_size
-        groups: list[tuple[int, int]] = []
-        start = 0
-        for pos in range(1, len(indices) + 1):
-            if pos == len(indices) or indices[pos] // size != indices[start] // size:
-                groups.append((start, pos))
-                start = pos
-        last_group = (self.config.num_rows - 1) // size
-        for start, stop in groups:
-            group = indices[start] // size
-            expected = size if group < last_group else self.config.num_rows - group * size
-            if stop - start != expected and not self._warned:
-                self._warned = True
-                logger.warning(
-                    "synth_datasets: a request group (rows %d-%d) reached an actor split across "
-                    "blocks; its rows are right but its cache key differs from expand's",
-                    group * size,
-                    group * size + expected - 1,
-                )
-        return groups
-
-    def _encode(self, rows: dict[str, list[Any]]) -> pa.Table:
-        # datasets' own encoding (the one Dataset.map uses), so the Arrow types are the same.
-        return datasets.Dataset.from_dict(rows, features=self.features).data.table
-
-    def _with_metadata(self, table: pa.Table) -> pa.Table:
-        metadata = dict(self.features.arrow_schema.metadata or {})
-        metadata[PROVENANCE_KEY] = self.config.provenance.encode("utf-8")
-        return table.replace_schema_metadata(metadata)
+        if not isinstance(rows, pa.Table):
+            rows = datasets.Dataset.from_dict(rows, features=self.features).data.table
+        return rows.cast(self.features.arrow_schema).replace_schema_metadata(self._metadata)
 
 
 def _node_hint() -> str:
@@ -352,36 +223,21 @@ def _index_blocks(
 # -- public API ------------------------------------------------------------------------------------
 
 
+@takes_options(ExpandConfig, exclude=_NOT_ON_RAY)
 def expand_ray(
     ray_dataset: ray.data.Dataset,
     *,
-    prompt: str,
-    multiplier: int,
-    model_id: str | None = None,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    columns: Sequence[str] | None = None,
-    generated_features: Features | Mapping[str, Any] | None = None,
-    request_size: int = 8,
-    max_concurrency: int = 16,
+    api_key: None = None,
     concurrency: int = 2,
-    keep_original: bool = True,
-    on_error: str = "raise",
-    cache: bool = True,
-    cache_dir: str | os.PathLike[str] | None = None,
-    run_id: str | None = None,
-    max_retries: int = 5,
-    timeout: float | tuple[float, float] | None = None,
-    backoff_factor: float = 0.5,
-    requests_per_block: int | None = None,
     num_cpus: float = 0.5,
     features: Features | None = None,
     preserve_order: bool = False,
     source: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> ray.data.Dataset:
     """Expand a Ray dataset on ``concurrency`` actors; returns a lazy ``ray.data.Dataset``.
 
-    Same output columns, linking, parsing, ``on_error`` and request cache as ``expand``;
+    Same options, output columns, linking, parsing, ``on_error`` and request cache as ``expand``;
     ``source_index`` is the seed's position in ``ray_dataset``. The seeds are executed once,
     in order, when this is called; the expansion itself runs when the result is consumed
     (``write_parquet``, ``to_huggingface``, ``take_all``, ...).
@@ -391,13 +247,13 @@ def expand_ray(
     because arguments become part of Ray's task graph. ``base_url`` and ``model_id`` default to
     the driver's ``COLLINEAR_BASE_URL`` / ``COLLINEAR_MODEL_ID``.
 
-    Ray-specific options: ``concurrency`` actors, each with ``max_concurrency`` requests in
-    flight and ``num_cpus`` CPUs reserved (the work is waiting on HTTP); ``requests_per_block``
-    requests per block (default: ``4 * max_concurrency``, fewer for small data);
-    ``features``: the input's Hugging Face features when the Arrow schema does not carry them;
-    ``preserve_order=True`` (or the current ``DataContext``'s ``preserve_order``) yields rows in
-    ``expand``'s order (grouped by ``source_index``) at some cost in throughput; ``source``:
-    what to record about the input in the provenance (name, split, fingerprint, ...).
+    Ray's own options: ``concurrency`` actors, each with ``max_concurrency`` requests in flight
+    and ``num_cpus`` CPUs reserved (the work is waiting on HTTP); a block holds
+    ``requests_per_map_batch`` requests (default: ``4 * max_concurrency``, fewer for small
+    data); ``features``: the input's Hugging Face features when the Arrow schema does not carry
+    them; ``preserve_order=True`` (or the current ``DataContext``'s ``preserve_order``) yields
+    rows in ``expand``'s order at some cost in throughput; ``source``: what to record about the
+    input in the provenance (name, split, fingerprint, ...).
     """
     if api_key is not None:
         raise ConfigurationError(
@@ -405,6 +261,12 @@ def expand_ray(
             "Give the token to the workers through the environment instead: "
             "ray.init(runtime_env={'env_vars': {'COLLINEAR_API_KEY': ...}}) (or set "
             "COLLINEAR_API_KEY before a local Ray starts)"
+        )
+    refused = sorted(set(options) & set(_NOT_ON_RAY))
+    if refused:
+        raise ConfigurationError(
+            f"expand_ray does not take {', '.join(refused)}=: source_index is the row's place "
+            "in the Ray dataset"
         )
     ray = _import_ray()
     if isinstance(ray_dataset, (datasets.Dataset, datasets.IterableDataset)):
@@ -416,31 +278,9 @@ def expand_ray(
         raise ConfigurationError(
             f"expand_ray takes a ray.data.Dataset, got {type(ray_dataset).__name__}"
         )
-    validate_prompt(prompt)
-    validate_multiplier(multiplier)
-    for name, value in (
-        ("request_size", request_size),
-        ("max_concurrency", max_concurrency),
-        ("concurrency", concurrency),
-        ("requests_per_block", 1 if requests_per_block is None else requests_per_block),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-    if on_error not in ON_ERROR:
-        raise ConfigurationError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-    resolved_model = resolve_model_id(model_id)
-    resolved_url = validate_base_url(
-        base_url or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
-    )
-    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-    client_config: dict[str, Any] = {
-        "base_url": resolved_url,
-        "timeout": timeout if isinstance(timeout, tuple) else (min(timeout, 10.0), timeout),
-        "max_retries": max_retries,
-        "backoff_factor": backoff_factor,
-    }
+    config = ExpandConfig(**options)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
 
     def plan(schema: pa.Schema) -> Layout:
         if INDEX_COLUMN in schema.names:
@@ -451,92 +291,37 @@ def expand_ray(
             raise ConfigurationError(f"features= has no entry for column(s) {missing}")
         return plan_layout(
             Features({c: known[c] for c in schema.names}),
-            columns=list(columns) if columns is not None else None,
-            generated_features=generated_features,
-            keep_original=keep_original,
+            columns=list(config.columns) if config.columns is not None else None,
+            generated_features=config.generated_features,
+            keep_original=config.keep_original,
         )
 
     # Column names are checked on the schema before the seeds are executed, when Ray knows it.
     schema = _known_schema(ray_dataset)
     layout = plan(schema) if schema is not None else None
     blocks, total, block_schema = _index_blocks(
-        ray, ray_dataset, request_size, requests_per_block, concurrency, max_concurrency
+        ray,
+        ray_dataset,
+        config.request_size,
+        options.get("requests_per_map_batch"),
+        concurrency,
+        config.max_concurrency,
     )
     if layout is None:
         layout = plan(block_schema)
-    provenance = _provenance(
-        ray,
-        prompt=prompt,
-        multiplier=multiplier,
-        model_id=resolved_model,
-        client_config=client_config,
-        layout=layout,
-        request_size=request_size,
-        max_concurrency=max_concurrency,
-        concurrency=concurrency,
-        on_error=on_error,
-        run_id=run_id,
-        num_rows=total,
-        source=source,
-    )
-    config = _ActorConfig(
-        prompt=prompt,
-        multiplier=multiplier,
-        model_id=resolved_model,
-        client_config=client_config,
-        layout=layout,
-        request_size=request_size,
-        max_concurrency=max_concurrency,
-        on_error=on_error,
-        cache=cache,
-        cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
-        run_id=run_id,
-        num_rows=total,
-        provenance=provenance,
-    )
+    recorded = config.provenance(layout, source_info(None, {"num_rows": total, **(source or {})}))
+    recorded["engine"] = {"name": "ray", "ray_version": ray.__version__, "actors": concurrency}
+    provenance = json.dumps(recorded, ensure_ascii=False, sort_keys=True, default=str)
     if preserve_order:  # our own dataset's context (a copy of the current one)
         _context(ray, blocks).execution_options.preserve_order = True
     return blocks.map_batches(
         _ExpandBlocks,
-        fn_constructor_kwargs={"config": config},
+        fn_constructor_kwargs={"config": config, "layout": layout, "provenance": provenance},
         batch_size=None,  # one block = whole requests; never split a request across calls
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
     )
-
-
-def _provenance(
-    ray: Any,
-    *,
-    prompt: str,
-    multiplier: int,
-    model_id: str,
-    client_config: dict[str, Any],
-    layout: Layout,
-    request_size: int,
-    max_concurrency: int,
-    concurrency: int,
-    on_error: str,
-    run_id: str | None,
-    num_rows: int,
-    source: Mapping[str, Any] | None,
-) -> str:
-    """The generation config ``expand`` records, built by the same function, plus Ray's part."""
-    value = build_provenance(
-        base_url=client_config["base_url"],
-        model_id=model_id,
-        prompt=prompt,
-        multiplier=multiplier,
-        request_size=request_size,
-        max_concurrency=max_concurrency,
-        on_error=on_error,
-        run_id=run_id,
-        layout=layout,
-        source=source_info(None, {"num_rows": num_rows, **dict(source or {})}),
-    )
-    value["engine"] = {"name": "ray", "ray_version": ray.__version__, "actors": concurrency}
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def to_huggingface(

@@ -220,9 +220,9 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_send_nothing(
     monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
     base = ["expand", str(seeds), "--base-url", ref_server.url, "--cache-dir", str(tmp_path)]
     cases = [
-        (["--prompt", "p", "--model-id", MODEL_ID, "--multiplier", "0"], "multiplier"),
-        (["--prompt", "p", "--model-id", "nope"], "model_id"),
-        (["--prompt", "", "--model-id", MODEL_ID], "prompt"),
+        (["--prompt", "p", "--model-id", MODEL_ID, "--multiplier", "0"], "--multiplier"),
+        (["--prompt", "p", "--model-id", "nope"], "--model-id must be a UUID"),
+        (["--prompt", "", "--model-id", MODEL_ID], "--prompt"),
         (["--prompt", "p", "--model-id", MODEL_ID, "--columns", "nope"], "unknown column"),
     ]
     for extra, needle in cases:

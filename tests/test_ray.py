@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -23,14 +24,14 @@ from conftest import MODEL_ID
 from datasets import ClassLabel, Dataset, Features, List, Value, concatenate_datasets
 
 from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance
+from synth_datasets.config import ExpandConfig
 from synth_datasets.ray import (
-    _ActorConfig,
     _ExpandBlocks,
     expand_ray,
     from_huggingface,
     to_huggingface,
 )
-from synth_datasets.testing import ReferenceServer
+from synth_datasets.testing import Faults, ReferenceServer
 
 # Ray Data's DataContext warns about its own deprecated `use_push_based_shuffle` field each time
 # one is built (ray/data/context.py, a DeprecationWarning from module ray.data.context), and the
@@ -103,7 +104,7 @@ def ray_kwargs(srv: ReferenceServer, cache_dir: Path, **kw: Any) -> dict[str, An
     kw.setdefault("model_id", MODEL_ID)
     kw.setdefault("columns", COLUMNS)
     kw.setdefault("request_size", 4)
-    kw.setdefault("requests_per_block", 2)  # several blocks, so both actors get work
+    kw.setdefault("requests_per_map_batch", 2)  # several blocks, so both actors get work
     kw.setdefault("max_retries", 1)
     kw.setdefault("concurrency", 2)  # actors; reruns use one (each actor is a new process)
     kw.setdefault("backoff_factor", 0.01)
@@ -205,7 +206,7 @@ def test_on_error_keep_gives_error_rows_and_rerun_fills_them(local_ray, server, 
 def test_on_error_raise_names_the_seed_rows(local_ray, server, tmp_path):
     server.set_faults(script=[500] * 8)
     kwargs = ray_kwargs(
-        server, tmp_path / "cache", max_retries=0, requests_per_block=1, concurrency=1
+        server, tmp_path / "cache", max_retries=0, requests_per_map_batch=1, concurrency=1
     )
     lazy = expand_ray(from_huggingface(seeds(8)), **kwargs)
     # Ray wraps the worker's ServerError in its own UserCodeException; the message is ours.
@@ -245,24 +246,12 @@ def test_actor_without_token_says_how_to_give_it(monkeypatch, tmp_path):
 
     monkeypatch.delenv("COLLINEAR_API_KEY", raising=False)
     layout = plan_layout(seeds(1).features, columns=COLUMNS, generated_features=None)
-    config = _ActorConfig(
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client_config={"base_url": "http://127.0.0.1:9"},
-        layout=layout,
-        request_size=4,
-        max_concurrency=2,
-        on_error="raise",
-        cache=False,
-        cache_dir=None,
-        run_id=None,
-        num_rows=1,
-        provenance="{}",
+    config = ExpandConfig(
+        prompt=PROMPT, multiplier=2, model_id=MODEL_ID, base_url="http://127.0.0.1:9", cache=False
     )
     assert "sk-" not in repr(config)
     with pytest.raises(ConfigurationError, match=r"COLLINEAR_API_KEY.*runtime_env"):
-        _ExpandBlocks(config)
+        _ExpandBlocks(config, layout, "{}")
 
 
 def test_to_huggingface_refuses_a_non_empty_folder(tmp_path):
@@ -376,3 +365,23 @@ def test_scripts_help(name, options):
     assert proc.stdout.startswith(f"usage: {name}")
     for option in options:
         assert option in proc.stdout
+
+
+@pytest.mark.slow
+def test_actors_honour_every_client_option(local_ray, tmp_path):
+    """A Ray run waits a server's Retry-After capped by retry_after_max: the actors build their
+    client from the same config as expand (they used to drop backoff_max/retry_after_max)."""
+    with ReferenceServer(token=TOKEN, faults=Faults(script=[429], retry_after=600)) as srv:
+        out = expand_ray(
+            from_huggingface(seeds(4)),
+            **ray_kwargs(
+                srv, tmp_path / "cache", concurrency=1, max_retries=1, retry_after_max=0.2
+            ),
+        )
+        started = time.monotonic()
+        result = to_huggingface(out)
+        elapsed = time.monotonic() - started
+        stats = srv.stats()
+    assert stats["by_status"] == {"429": 1, "200": 1}  # one wait, then the answer
+    assert result["error"] == [None] * 12
+    assert elapsed < 300  # the uncapped wait alone would be 600 s

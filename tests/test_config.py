@@ -1,0 +1,139 @@
+"""Every entry point takes every option of the one config, with its name and default."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MODEL_ID
+
+from synth_datasets import ConfigurationError, SynthClient, SynthMapper, expand
+from synth_datasets.cli import _build_parser
+from synth_datasets.config import ClientConfig, ExpandConfig, option_fields
+from synth_datasets.ray import expand_ray
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = {f.name: f for f in option_fields(ExpandConfig)}
+
+# What an entry point leaves out on purpose, and why.
+GAPS = {
+    "expand_ray": {"index_column"},  # Ray numbers the rows itself
+}
+
+
+def keyword_options(fn: object) -> dict[str, object]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()  # type: ignore[arg-type]
+        if p.kind is p.KEYWORD_ONLY
+    }
+
+
+@pytest.mark.parametrize(
+    "name, fn", [("expand", expand), ("SynthMapper", SynthMapper), ("expand_ray", expand_ray)]
+)
+def test_entry_points_take_every_option_with_its_default(name, fn):
+    taken = keyword_options(fn)
+    missing = set(OPTIONS) - set(taken) - GAPS.get(name, set())
+    assert not missing, f"{name} lacks {sorted(missing)}"
+    for option, default in taken.items():
+        if option in OPTIONS:
+            f = OPTIONS[option]
+            expected = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+            assert default == expected, f"{name}({option}=) defaults to {default!r}"
+    assert set(OPTIONS) & set(inspect.signature(fn).parameters) <= set(taken)
+
+
+def test_help_lists_every_option():
+    for fn in (expand, SynthMapper, expand_ray):
+        text = inspect.getdoc(fn) or ""
+        for option in set(OPTIONS) - GAPS.get(getattr(fn, "__name__", ""), set()):
+            assert f"{option}: " in text, option
+
+
+def test_client_takes_every_client_option():
+    taken = keyword_options(SynthClient)
+    assert {f.name for f in dataclasses.fields(ClientConfig)} - {"base_url"} <= set(taken)
+    assert list(inspect.signature(SynthClient).parameters)[:2] == ["api_key", "base_url"]
+
+
+def cli_flags(parser_args: list[str]) -> set[str]:
+    parser = _build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    expand_parser = sub.choices[parser_args[0]]  # type: ignore[attr-defined]
+    return {a.dest for a in expand_parser._actions}
+
+
+def test_cli_has_a_flag_per_option():
+    dests = cli_flags(["expand"])
+    wanted = {name for name, f in OPTIONS.items() if f.metadata["cli"]}
+    assert wanted <= dests, sorted(wanted - dests)
+
+
+@pytest.mark.parametrize(
+    "script, skip",
+    [
+        ("expand_and_push.py", set()),
+        ("ray_expand.py", {"index_column"}),
+        ("split_by_node.py", {"index_column"}),
+    ],
+)
+def test_scripts_have_a_flag_per_option(script, skip):
+    args = [sys.executable, str(ROOT / "scripts" / script)]
+    if script == "split_by_node.py":
+        args.append("expand")
+    text = subprocess.run([*args, "--help"], capture_output=True, text=True, check=True).stdout
+    for name, f in OPTIONS.items():
+        if f.metadata["cli"] and name not in skip:
+            spelled = f.metadata["flag"] or "--" + name.replace("_", "-")
+            assert spelled in text, f"{script} lacks {spelled}"
+
+
+def test_the_config_checks_itself_once_naming_the_option():
+    with pytest.raises(ConfigurationError, match="request_size must be an int >= 1") as info:
+        ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID, request_size=0)
+    assert info.value.option == "request_size"
+    config = ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID, timeout=30)
+    assert config.timeout == (10.0, 30.0)
+    with pytest.raises(ConfigurationError, match="max_retries"):
+        config.changed(max_retries=-1)
+
+
+def test_client_options_beside_a_client_are_refused(ref_client):
+    with pytest.raises(ConfigurationError, match="max_retries and client= are both given"):
+        SynthMapper(prompt="p", multiplier=2, model_id=MODEL_ID, client=ref_client, max_retries=1)
+
+
+def test_fingerprint_follows_what_changes_rows_only():
+    base = ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID)
+    assert base.fingerprint() == base.changed(max_concurrency=64, max_retries=0).fingerprint()
+    assert base.fingerprint() != base.changed(run_id="again").fingerprint()
+    assert base.fingerprint() != base.changed(prompt="q").fingerprint()
+
+
+def test_cli_errors_name_the_flag(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"q": "a"}\n', encoding="utf-8")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synth_datasets.cli",
+            "expand",
+            str(seeds),
+            "--local",
+            "--prompt",
+            "p",
+            "--request-size",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "--request-size must be an int >= 1" in proc.stderr
