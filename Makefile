@@ -27,6 +27,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check synth_datasets tests scripts
 	$(BIN)/ruff format --check synth_datasets tests scripts
+	$(BIN)/mypy
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format synth_datasets tests scripts
