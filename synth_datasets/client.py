@@ -16,12 +16,14 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
@@ -57,6 +59,8 @@ logger = logging.getLogger("synth_datasets.client")
 DEFAULT_BASE_URL = "https://api.collinear.ai"
 ENDPOINT_PATH = "/api/v1/synth_data/generate"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Longest wait for a Retry-After header (see _Retry).
+DEFAULT_RETRY_AFTER_MAX = 120.0
 # Generation with a large multiplier is slow: the read timeout has to cover the whole answer.
 DEFAULT_TIMEOUT = (10.0, 600.0)
 
@@ -87,8 +91,9 @@ class _Retry(Retry):
     past the cap we wait the cap, and the retry budget decides the rest.
     """
 
-    DEFAULT_RETRY_AFTER_MAX = 120.0
-    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    # urllib3 >= 2.6 has a cap of its own, declared as int (and its default as Final); it only
+    # compares and assigns it, so a fractional cap works there too.
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX  # type: ignore[assignment]
 
     def parse_retry_after(self, retry_after: str) -> float:
         # Some servers send fractional seconds ("0.5"); urllib3 only reads integers or dates.
@@ -102,7 +107,7 @@ class _Retry(Retry):
         retry.retry_after_max = self.retry_after_max
         return retry
 
-    def get_retry_after(self, response: Any) -> float | None:
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         value = super().get_retry_after(response)
         if value is None:
             return None
@@ -221,7 +226,7 @@ class SynthClient:
         max_retries: int = 5,
         backoff_factor: float = 0.5,
         backoff_max: float = 30.0,
-        retry_after_max: float = _Retry.DEFAULT_RETRY_AFTER_MAX,
+        retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
         pool_maxsize: int = 16,
     ) -> None:
         api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
@@ -305,11 +310,14 @@ class SynthClient:
         )
         # Every call is the same POST but for its body: prepared once, with its headers.
         self._template = session.prepare_request(requests.Request("POST", self.url, data=b"{}"))
-        self._headers = {
-            k: v for k, v in self._template.headers.items() if k.lower() != "content-length"
-        }
+        # requests types header values as str | bytes; every one here is a str (ours above and
+        # requests' defaults), which is what urllib3's urlopen is typed to take.
+        self._headers = cast(
+            "dict[str, str]",
+            {k: v for k, v in self._template.headers.items() if k.lower() != "content-length"},
+        )
         self._timeout = Timeout(connect=self.timeout[0], read=self.timeout[1])
-        self._pool: Any = None
+        self._pool: HTTPConnectionPool | None = None
         self._request_url = ""
         return session
 
@@ -388,7 +396,7 @@ class SynthClient:
         )
         return self.post(body)
 
-    def _transport(self) -> tuple[Any, str]:
+    def _transport(self) -> tuple[HTTPConnectionPool, str]:
         """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
 
         Calls go straight to it: requests' per-call Python layers (request preparation,
