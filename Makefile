@@ -34,4 +34,4 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix synth_datasets tests scripts
 
 clean:
-	rm -rf $(VENV) out build dist *.egg-info
+	rm -rf $(VENV) out build dist *.egg-info .mypy_cache
