@@ -27,10 +27,11 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check synth_datasets tests scripts
 	$(BIN)/ruff format --check synth_datasets tests scripts
+	$(BIN)/mypy
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format synth_datasets tests scripts
 	$(BIN)/ruff check --fix synth_datasets tests scripts
 
 clean:
-	rm -rf $(VENV) out build dist *.egg-info
+	rm -rf $(VENV) out build dist *.egg-info .mypy_cache

@@ -303,7 +303,7 @@ def read_prompt(args: argparse.Namespace) -> str:
     """``--prompt`` or the text of ``--prompt-file``."""
     if args.prompt_file is not None:
         try:
-            return args.prompt_file.read_text(encoding="utf-8")
+            return str(args.prompt_file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
     if args.prompt is None:

@@ -15,12 +15,14 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import HTTPError, MaxRetryError, ProtocolError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
@@ -80,7 +82,9 @@ class _Retry(Retry):
     past the cap we wait the cap, and the retry budget decides the rest.
     """
 
-    retry_after_max: float  # set by the client, carried over by ``new``
+    # urllib3 >= 2.6 has a cap of its own, declared as int (and its default as Final); it only
+    # compares and assigns it, so a fractional cap works there too. Set by the client.
+    retry_after_max: float  # type: ignore[assignment]
 
     def parse_retry_after(self, retry_after: str) -> float:
         # Some servers send fractional seconds ("0.5"); urllib3 only reads integers or dates.
@@ -94,7 +98,7 @@ class _Retry(Retry):
         retry.retry_after_max = self.retry_after_max
         return retry
 
-    def get_retry_after(self, response: Any) -> float | None:
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         value = super().get_retry_after(response)
         if value is None:
             return None
@@ -227,11 +231,15 @@ class SynthClient:
         )
         # Every call is the same POST but for its body: prepared once, with its headers.
         self._template = session.prepare_request(requests.Request("POST", self.url, data=b"{}"))
-        self._headers = {
-            k: v for k, v in self._template.headers.items() if k.lower() != "content-length"
-        }
-        self._timeout = Timeout(connect=self.config.timeout[0], read=self.config.timeout[1])
-        self._pool: Any = None
+        # requests types header values as str | bytes; every one here is a str (ours above and
+        # requests' defaults), which is what urllib3's urlopen is typed to take.
+        self._headers = cast(
+            "dict[str, str]",
+            {k: v for k, v in self._template.headers.items() if k.lower() != "content-length"},
+        )
+        connect, read = cast("tuple[float, float]", self.config.timeout)  # checked: a pair
+        self._timeout = Timeout(connect=connect, read=read)
+        self._pool: HTTPConnectionPool | None = None
         self._request_url = ""
         return session
 
@@ -302,7 +310,7 @@ class SynthClient:
             }
         )
 
-    def _transport(self) -> tuple[Any, str]:
+    def _transport(self) -> tuple[HTTPConnectionPool, str]:
         """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
 
         Calls go straight to it: requests' per-call Python layers (request preparation,

@@ -118,7 +118,7 @@ def _columns(name: str, value: Any) -> tuple[str, ...]:
 
 def _path(name: str, value: Any) -> str:
     try:
-        return os.fspath(value)
+        return str(os.fspath(value))
     except TypeError:
         raise _fail(name, f"must be a path, got {type(value).__name__}") from None
 
@@ -396,7 +396,7 @@ def takes_options(config: type, exclude: Sequence[str] = ()) -> Callable[[_F], _
     def decorate(obj: _F) -> _F:
         target: Any = obj
         if isinstance(obj, type):
-            target = obj.__new__ if "__new__" in vars(obj) else obj.__init__
+            target = getattr(obj, "__new__" if "__new__" in vars(obj) else "__init__")
         signature = inspect.signature(target)
         own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         names = {p.name for p in own} | set(exclude)

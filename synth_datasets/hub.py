@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import DatasetCard, HfApi, constants, get_token, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
-from huggingface_hub.utils import get_token, validate_repo_id
+
+# huggingface_hub.utils re-exports it under a computed __all__, which mypy cannot read.
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
 from .card import build_card
 from .errors import ConfigurationError
@@ -50,15 +52,19 @@ def validate_hub_repo_id(repo_id: object) -> str:
 
 
 def _existing_card(repo_id: str, token: str, revision: str | None) -> DatasetCard | None:
+    # DatasetCard.load takes no revision: the README is fetched here, at the branch pushed to.
     try:
-        return DatasetCard.load(
+        path = hf_hub_download(
             repo_id,
+            constants.REPOCARD_NAME,
             repo_type="dataset",
             token=token,
-            **({"revision": revision} if revision else {}),
+            revision=revision or None,
         )
     except (EntryNotFoundError, RepositoryNotFoundError):
         return None
+    card: DatasetCard = DatasetCard.load(path)  # untyped classmethod: returns a DatasetCard
+    return card
 
 
 def push_to_hub(

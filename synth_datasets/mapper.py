@@ -356,7 +356,7 @@ async def _map_batch(
         if isinstance(result, BaseException):
             raise result
     parts = [(a, rows) for (a, _), rows in zip(chunks, results, strict=True)]
-    return engine.emit(batch, indices, examples, parts)  # type: ignore[arg-type]
+    return engine.emit(batch, indices, examples, parts)
 
 
 async def _run_all(

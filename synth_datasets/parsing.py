@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
 import json_repair
@@ -37,6 +38,7 @@ _DECODER = json.JSONDecoder()
 _decode = _DECODER.decode
 
 
+_orjson_loads: Callable[[bytes | bytearray | memoryview | str], Any] | None
 try:
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - orjson is a dependency; stay correct without it

@@ -70,6 +70,22 @@ def test_second_split_keeps_card_and_both_load(fake_hub, expanded):
     assert len(ds["train"]) == len(expanded) and len(ds["test"]) == 3
 
 
+def test_push_to_branch_keeps_its_card(fake_hub, expanded):
+    # DatasetCard.load takes no revision: the card already on the branch is read another way.
+    push_to_hub(expanded, "me/synth", token=HUB_TOKEN, revision="dev")
+    files = fake_hub.files("me/synth", revision="dev")
+    assert "README.md" in files
+    assert any(p.startswith("data/train-") for p in files)
+    card_before = files["README.md"]
+    push_to_hub(
+        expanded.select(range(3)), "me/synth", token=HUB_TOKEN, revision="dev", split="test"
+    )
+    files = fake_hub.files("me/synth", revision="dev")
+    _, body_before = card_before.decode().split("---\n", 2)[1:]
+    _, body = files["README.md"].decode().split("---\n", 2)[1:]
+    assert body == body_before
+
+
 def test_public_push_reaches_server(fake_hub, expanded):
     push_to_hub(expanded, "me/public", token=HUB_TOKEN, private=False)
     assert fake_hub.repos["me/public"].private is False
