@@ -341,7 +341,7 @@ def to_huggingface(
 
     _import_ray()
     temporary = directory is None
-    path = Path(tempfile.mkdtemp(prefix="synth-ray-")) if temporary else Path(directory)
+    path = Path(tempfile.mkdtemp(prefix="synth-ray-") if directory is None else directory)
     try:
         if path.exists() and any(path.iterdir()) and not temporary:
             raise ConfigurationError(f"{path} is not empty: give an empty or new folder")
@@ -392,4 +392,5 @@ def from_huggingface(
             "IterableDataset use ray.data.from_huggingface"
         )
     table = dataset.with_format("arrow")[:]  # applies any indices mapping (select, shuffle)
-    return ray.data.from_arrow(table, override_num_blocks=override_num_blocks)
+    # ray is imported lazily, so its value is Any here
+    return ray.data.from_arrow(table, override_num_blocks=override_num_blocks)  # type: ignore[no-any-return]
