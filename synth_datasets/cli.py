@@ -316,10 +316,11 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     from .config import ENDPOINT_PATH
-    from .rows import make_examples, plan_layout
+    from .mapper import plan_for
+    from .rows import make_examples
 
     config = ExpandConfig(**options)
-    layout = plan_layout(ds.features, columns=config.columns, keep_original=config.keep_original)
+    layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
     first = ds.select(range(min(size, n)))
     examples = make_examples(layout, first.to_dict(), list(range(len(first))))

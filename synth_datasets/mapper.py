@@ -36,7 +36,7 @@ from .config import ClientConfig, ExpandConfig, takes_options
 from .errors import ConfigurationError, SynthError
 from .rows import Collected, Layout, RowBuilder, make_examples, plan_layout
 
-__all__ = ["ExpansionStats", "SynthMapper"]
+__all__ = ["ExpansionStats", "SynthMapper", "configure", "plan_for"]
 
 logger = logging.getLogger("synth_datasets")
 
@@ -408,6 +408,17 @@ def _finish(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
+def plan_for(config: ExpandConfig, features: Features | None) -> Layout:
+    """The output columns of an expansion with ``config`` of a dataset with ``features``."""
+    return plan_layout(
+        features,
+        columns=list(config.columns) if config.columns is not None else None,
+        generated_features=config.generated_features,
+        keep_original=config.keep_original,
+        index_column=config.index_column,
+    )
+
+
 def configure(
     options: dict[str, Any], *, client: SynthClient | None, api_key: str | None
 ) -> tuple[ExpandConfig, str | None]:
@@ -475,14 +486,8 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
 
     def bind(self, features: Features | None) -> Layout:
         """Plan the output columns for input ``features``; every name is checked here."""
-        e, c = self.engine, self.engine.config
-        e.layout = plan_layout(
-            features,
-            columns=list(c.columns) if c.columns is not None else None,
-            generated_features=c.generated_features,
-            keep_original=c.keep_original,
-            index_column=c.index_column,
-        )
+        e = self.engine
+        e.layout = plan_for(e.config, features)
         e._builder = None
         return e.layout
 

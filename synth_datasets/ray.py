@@ -41,9 +41,9 @@ from datasets import Features
 
 from .config import ExpandConfig, takes_options
 from .errors import ConfigurationError
-from .mapper import SynthMapper
+from .mapper import SynthMapper, plan_for
 from .provenance import attach_provenance, source_info
-from .rows import Layout, plan_layout
+from .rows import Layout
 
 if TYPE_CHECKING:
     import ray.data
@@ -255,29 +255,8 @@ def expand_ray(
     rows in ``expand``'s order at some cost in throughput; ``source``: what to record about the
     input in the provenance (name, split, fingerprint, ...).
     """
-    if api_key is not None:
-        raise ConfigurationError(
-            "expand_ray does not take api_key=: arguments are serialised into Ray's task graph. "
-            "Give the token to the workers through the environment instead: "
-            "ray.init(runtime_env={'env_vars': {'COLLINEAR_API_KEY': ...}}) (or set "
-            "COLLINEAR_API_KEY before a local Ray starts)"
-        )
-    refused = sorted(set(options) & set(_NOT_ON_RAY))
-    if refused:
-        raise ConfigurationError(
-            f"expand_ray does not take {', '.join(refused)}=: source_index is the row's place "
-            "in the Ray dataset"
-        )
     ray = _import_ray()
-    if isinstance(ray_dataset, (datasets.Dataset, datasets.IterableDataset)):
-        raise ConfigurationError(
-            "expand_ray takes a ray.data.Dataset: convert with "
-            "synth_datasets.ray.from_huggingface(ds), or use synth_datasets.expand"
-        )
-    if not isinstance(ray_dataset, ray.data.Dataset):
-        raise ConfigurationError(
-            f"expand_ray takes a ray.data.Dataset, got {type(ray_dataset).__name__}"
-        )
+    _refuse(ray, ray_dataset, api_key, options)
     config = ExpandConfig(**options)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -289,12 +268,7 @@ def expand_ray(
         missing = [c for c in schema.names if c not in known]
         if missing:
             raise ConfigurationError(f"features= has no entry for column(s) {missing}")
-        return plan_layout(
-            Features({c: known[c] for c in schema.names}),
-            columns=list(config.columns) if config.columns is not None else None,
-            generated_features=config.generated_features,
-            keep_original=config.keep_original,
-        )
+        return plan_for(config, Features({c: known[c] for c in schema.names}))
 
     # Column names are checked on the schema before the seeds are executed, when Ray knows it.
     schema = _known_schema(ray_dataset)
@@ -322,6 +296,32 @@ def expand_ray(
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
     )
+
+
+def _refuse(ray: Any, ray_dataset: Any, api_key: object, options: Mapping[str, Any]) -> None:
+    """What expand_ray cannot take, refused before the seeds are touched."""
+    if api_key is not None:
+        raise ConfigurationError(
+            "expand_ray does not take api_key=: arguments are serialised into Ray's task graph. "
+            "Give the token to the workers through the environment instead: "
+            "ray.init(runtime_env={'env_vars': {'COLLINEAR_API_KEY': ...}}) (or set "
+            "COLLINEAR_API_KEY before a local Ray starts)"
+        )
+    refused = sorted(set(options) & set(_NOT_ON_RAY))
+    if refused:
+        raise ConfigurationError(
+            f"expand_ray does not take {', '.join(refused)}=: source_index is the row's place "
+            "in the Ray dataset"
+        )
+    if isinstance(ray_dataset, (datasets.Dataset, datasets.IterableDataset)):
+        raise ConfigurationError(
+            "expand_ray takes a ray.data.Dataset: convert with "
+            "synth_datasets.ray.from_huggingface(ds), or use synth_datasets.expand"
+        )
+    if not isinstance(ray_dataset, ray.data.Dataset):
+        raise ConfigurationError(
+            f"expand_ray takes a ray.data.Dataset, got {type(ray_dataset).__name__}"
+        )
 
 
 def to_huggingface(
