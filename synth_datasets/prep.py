@@ -19,9 +19,7 @@ import datasets
 import numpy as np
 from datasets import Features, List, Value
 
-from .errors import ConfigurationError
-from .provenance import attach_provenance, get_provenance
-from .report import (
+from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
     DEFAULT_NUM_PERM,
@@ -30,7 +28,10 @@ from .report import (
     iter_arrow_batches,
     row_texts,
 )
-from .rows import LINEAGE_COLUMNS, make_examples, plan_layout
+from .errors import ConfigurationError
+from .lineage import LINEAGE_COLUMNS
+from .provenance import attach_provenance, get_provenance
+from .rows import make_examples, plan_layout
 
 __all__ = [
     "MESSAGES_FEATURE",
