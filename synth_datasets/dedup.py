@@ -72,6 +72,10 @@ def is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(is_view and is_view(t))
 
 
+def is_listlike(t: pa.DataType) -> bool:
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+
+
 def _normalise_strings(arr: pa.Array) -> pa.Array:
     arr = pc.utf8_normalize(arr.cast(pa.large_string()), "NFKC")
     arr = pc.utf8_lower(arr)
@@ -106,7 +110,7 @@ def _text(arr: pa.Array) -> pa.Array:
             *parts, _FIELD_SEP, null_handling="replace", null_replacement=""
         )
         return pc.if_else(arr.is_null(), pa.scalar(None, pa.large_string()), joined)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    if is_listlike(t):
         lengths = list_lengths(arr)
         items = pc.fill_null(_text(arr.flatten()), "")
         offsets = np.zeros(len(arr) + 1, dtype=np.int64)
@@ -142,7 +146,8 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     x = x * np.uint64(0xFF51AFD7ED558CCD)
     x = x ^ (x >> np.uint64(33))
     x = x * np.uint64(0xC4CEB9FE1A85EC53)
-    return x ^ (x >> np.uint64(33))
+    mixed: np.ndarray = x ^ (x >> np.uint64(33))
+    return mixed
 
 
 def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:

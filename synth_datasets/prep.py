@@ -104,7 +104,8 @@ def duplicate_mask(
 
 
 def _keep_rows(indices: list[int], drop: np.ndarray) -> list[bool]:
-    return (~drop[np.asarray(indices, dtype=np.int64)]).tolist()
+    keep: list[bool] = (~drop[np.asarray(indices, dtype=np.int64)]).tolist()
+    return keep
 
 
 def drop_duplicates(

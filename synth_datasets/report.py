@@ -27,6 +27,7 @@ from .dedup import (
     DuplicateFinder,
     as_array,
     content_columns,
+    is_listlike,
     is_text,
     iter_arrow_batches,
     list_lengths,
@@ -285,11 +286,7 @@ def _length_row(x: ColumnLengths, measure: str, d: Distribution) -> str:
 
 
 def _is_message(t: pa.DataType) -> bool:
-    return pa.types.is_struct(t) and t.get_field_index("content") >= 0
-
-
-def _is_listlike(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    return bool(pa.types.is_struct(t) and t.get_field_index("content") >= 0)
 
 
 def _has_text(t: pa.DataType) -> bool:
@@ -297,7 +294,7 @@ def _has_text(t: pa.DataType) -> bool:
         return True
     if pa.types.is_struct(t):
         return any(_has_text(t.field(i).type) for i in range(t.num_fields))
-    if _is_listlike(t):
+    if is_listlike(t):
         return _has_text(t.value_type)
     return False
 
@@ -305,7 +302,7 @@ def _has_text(t: pa.DataType) -> bool:
 def _kind(t: pa.DataType) -> str | None:
     if is_text(t):
         return "text"
-    if _is_listlike(t) and _is_message(t.value_type):
+    if is_listlike(t) and _is_message(t.value_type):
         return "conversation"
     if _is_message(t):
         return "message"
@@ -324,7 +321,7 @@ def _chars(arr: pa.Array) -> np.ndarray:
             if _has_text(t.field(name).type):
                 total += _chars(pc.struct_field(arr, [t.get_field_index(name)]))
         return total
-    if _is_listlike(t):
+    if is_listlike(t):
         lengths = list_lengths(arr)
         inner = _chars(arr.flatten())
         rows = np.repeat(np.arange(len(arr)), lengths)
@@ -395,9 +392,9 @@ class _Reader:
             linked = np.asarray(source_arr.is_valid(), dtype=bool)
             source = np.asarray(pc.fill_null(source_arr, -1), dtype=np.int64)
         texts = row_texts(table, self.generated) if self.generated else None
-        if texts is None:
-            exact, near, sigs = np.zeros(n, bool), np.zeros(n, bool), [None] * n
-        else:
+        exact = near = np.zeros(n, dtype=bool)
+        sigs: list[np.ndarray | None] = [None] * n
+        if texts is not None:
             exact, near, sigs = self.finder.check(texts, clean)
         seeds, fields = self._new_seeds(table, source, linked)
         return _Batch(table, clean, source, linked, texts, exact, near, sigs, seeds, fields)
