@@ -9,9 +9,10 @@ a seed, lengths), counted with Arrow compute kernels. Duplicates are found by
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import product
 from typing import Any, Protocol
 
 import datasets
@@ -212,63 +213,51 @@ def _compared(r: QualityReport) -> str:
     )
 
 
+def _section(h: str, title: str, intro: str, head: str, rows: list[str]) -> str:
+    rule = "|" + "---|" * (head.count("|") - 1)
+    return "\n".join([f"{h} {title}", "", intro, "", head, rule, *rows])
+
+
 def _rows_per_seed(r: QualityReport, h: str) -> str | None:
     if r.rows_per_seed is None:
         return None
-    target = f", target {r.multiplier} (the multiplier)" if r.multiplier else ""
-    lines = [
-        f"{h} Rows per seed",
-        "",
-        f"Over the {r.linked_seeds} seed rows that have rows{target}.",
-        "",
-        "| | min | median | mean | max |",
-        "|---|---|---|---|---|",
-        _dist_row("all rows", r.rows_per_seed),
-    ]
+    rows = [_dist_row("all rows", r.rows_per_seed)]
     if r.clean_rows_per_seed is not None:
-        lines.append(_dist_row("rows without error", r.clean_rows_per_seed))
+        rows.append(_dist_row("rows without error", r.clean_rows_per_seed))
+    target = f", target {r.multiplier} (the multiplier)" if r.multiplier else ""
+    intro = f"Over the {r.linked_seeds} seed rows that have rows{target}."
+    text = _section(h, "Rows per seed", intro, "| | min | median | mean | max |", rows)
     if r.seeds_below_target is not None:
-        lines += [
-            "",
-            f"Seed rows with fewer rows without error than the multiplier: {r.seeds_below_target}.",
-        ]
-    return "\n".join(lines)
+        text += (
+            "\n\nSeed rows with fewer rows without error than the multiplier: "
+            f"{r.seeds_below_target}."
+        )
+    return text
 
 
 def _errors(r: QualityReport, h: str) -> str:
     if not r.errors_by_kind:
         return "No row has an error."
-    lines = [
-        f"{h} Errors by kind",
-        "",
-        "A row can have more than one kind.",
-        "",
-        "| kind | rows | share of rows | meaning |",
-        "|---|---|---|---|",
+    rows = [
+        f"| `{kind}` | {count} | {100 * count / r.rows:.1f}% | {ERROR_KINDS.get(kind, 'other')} |"
+        for kind, count in r.errors_by_kind.items()
     ]
-    for kind, count in r.errors_by_kind.items():
-        meaning = ERROR_KINDS.get(kind, "other")
-        lines.append(f"| `{kind}` | {count} | {100 * count / r.rows:.1f}% | {meaning} |")
-    return "\n".join(lines)
+    intro = "A row can have more than one kind."
+    return _section(h, "Errors by kind", intro, "| kind | rows | share of rows | meaning |", rows)
 
 
 def _lengths(r: QualityReport, h: str) -> str | None:
-    if not r.lengths:
-        return None
-    lines = [
-        f"{h} Lengths",
-        "",
-        "Characters of text (of `content` for messages); turns of conversations. "
-        "Seed lengths are taken once per seed row from `original`.",
-        "",
-        "| column | kind | of | measure | values | min | median | mean | p95 | max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for x in r.lengths:
-        lines.append(_length_row(x, "characters", x.chars))
+        rows.append(_length_row(x, "characters", x.chars))
         if x.turns is not None:
-            lines.append(_length_row(x, "turns", x.turns))
-    return "\n".join(lines)
+            rows.append(_length_row(x, "turns", x.turns))
+    intro = (
+        "Characters of text (of `content` for messages); turns of conversations. "
+        "Seed lengths are taken once per seed row from `original`."
+    )
+    head = "| column | kind | of | measure | values | min | median | mean | p95 | max |"
+    return _section(h, "Lengths", intro, head, rows) if rows else None
 
 
 def _dist_row(label: str, d: Distribution) -> str:
@@ -327,30 +316,6 @@ def _chars(arr: pa.Array) -> np.ndarray:
         rows = np.repeat(np.arange(len(arr)), lengths)
         return np.bincount(rows, weights=inner, minlength=len(arr)).astype(np.int64)
     return np.zeros(len(arr), dtype=np.int64)
-
-
-class _Lengths:
-    """Per-column length values gathered batch by batch (int32 arrays: small even at 10M rows)."""
-
-    def __init__(self, column: str, kind: str, of: str) -> None:
-        self.column, self.kind, self.of = column, kind, of
-        self.chars: list[np.ndarray] = []
-        self.turns: list[np.ndarray] = []
-
-    def add(self, arr: pa.Array) -> None:
-        if len(arr) == 0:
-            return
-        valid = np.asarray(arr.is_valid(), dtype=bool)
-        self.chars.append(_chars(arr)[valid].astype(np.int32))
-        if self.kind == "conversation":
-            self.turns.append(list_lengths(arr)[valid].astype(np.int32))
-
-    def result(self) -> ColumnLengths | None:
-        chars = Distribution.of(np.concatenate(self.chars)) if self.chars else None
-        if chars is None:
-            return None
-        turns = Distribution.of(np.concatenate(self.turns)) if self.turns else None
-        return ColumnLengths(self.column, self.kind, self.of, chars, turns)
 
 
 # -- the pass -------------------------------------------------------------------------------------
@@ -426,9 +391,7 @@ class _Reader:
 class _Accumulator(Protocol):
     def add(self, batch: _Batch) -> None: ...
 
-    def result(self) -> dict[str, Any]:
-        """Its fields of the ``QualityReport``."""
-        ...
+    def result(self) -> dict[str, Any]: ...  # its fields of the QualityReport
 
 
 class _Errors:
@@ -447,20 +410,6 @@ class _Errors:
     def result(self) -> dict[str, Any]:
         kinds = dict(sorted(self.kinds.items(), key=lambda kv: (-kv[1], kv[0])))
         return {"error_rows": self.rows, "errors_by_kind": kinds}
-
-
-class _Returned:
-    """Rows the endpoint returned text for (``generated_raw`` not null)."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def add(self, batch: _Batch) -> None:
-        if "generated_raw" in batch.table.column_names:
-            self.rows += batch.table.num_rows - batch.table.column("generated_raw").null_count
-
-    def result(self) -> dict[str, Any]:
-        return {"returned": self.rows}
 
 
 class _PerSeed:
@@ -500,22 +449,25 @@ class _PerSeed:
         }
 
 
-class _Duplicates:
-    """Rows that repeat an earlier row, exactly or nearly."""
+class _Sum:
+    """One count over all batches (None in the report when it is not ``computed``)."""
 
-    def __init__(self, near: bool) -> None:
-        self.near = near
-        self.exact_rows = self.near_rows = 0
+    def __init__(self, name: str, count: Callable[[_Batch], int], computed: bool = True) -> None:
+        self.name, self.count, self.computed = name, count, computed
+        self.total = 0
 
     def add(self, batch: _Batch) -> None:
-        self.exact_rows += int(batch.exact.sum())
-        self.near_rows += int(batch.near.sum())
+        self.total += self.count(batch)
 
     def result(self) -> dict[str, Any]:
-        return {
-            "duplicates": self.exact_rows,
-            "near_duplicates": self.near_rows if self.near else None,
-        }
+        return {self.name: self.total if self.computed else None}
+
+
+def _returned(batch: _Batch) -> int:
+    """Rows the endpoint returned text for (``generated_raw`` not null)."""
+    if "generated_raw" not in batch.table.column_names:
+        return 0
+    return int(batch.table.num_rows - batch.table.column("generated_raw").null_count)
 
 
 class _SeedCopies:
@@ -561,7 +513,10 @@ class _SeedCopies:
 
 
 class _LengthStats:
-    """Lengths of each column with text: of the rows, and of the seeds (from `original`)."""
+    """Characters, and turns of conversations, per text column: of rows and of seeds (`original`).
+
+    Kept as int32 arrays: small even at 10M rows.
+    """
 
     def __init__(
         self,
@@ -570,26 +525,31 @@ class _LengthStats:
         generated: Sequence[str],
         original_fields: Sequence[str],
     ) -> None:
-        kinds = {c: k for c in data_columns if (k := _kind(schema.field(c).type)) is not None}
-        self.order = list(data_columns)
-        self.rows = {c: _Lengths(c, k, "rows") for c, k in kinds.items()}
-        self.seeds = {
-            c: _Lengths(c, k, "seeds")
-            for c, k in kinds.items()
-            if c in original_fields and c in generated
-        }
+        self.kinds = {c: k for c in data_columns if (k := _kind(schema.field(c).type)) is not None}
+        self.seed_columns = [c for c in self.kinds if c in original_fields and c in generated]
+        self.chars: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+        self.turns: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
 
     def add(self, batch: _Batch) -> None:
-        for c, acc in self.rows.items():
-            acc.add(as_array(batch.table.column(c)))
+        for c in self.kinds:
+            self._add(c, "rows", as_array(batch.table.column(c)))
         if batch.seeds:
-            for c, acc in self.seeds.items():
-                acc.add(batch.seed_fields[c])
+            for c in self.seed_columns:
+                self._add(c, "seeds", batch.seed_fields[c])
+
+    def _add(self, column: str, of: str, arr: pa.Array) -> None:
+        valid = np.asarray(arr.is_valid(), dtype=bool)
+        self.chars[column, of].append(_chars(arr)[valid].astype(np.int32))
+        if self.kinds[column] == "conversation":
+            self.turns[column, of].append(list_lengths(arr)[valid].astype(np.int32))
 
     def result(self) -> dict[str, Any]:
-        accs = (*self.rows.values(), *self.seeds.values())
-        found = [r for acc in accs if (r := acc.result()) is not None]
-        found.sort(key=lambda x: (self.order.index(x.column), x.of != "rows"))
+        found = []
+        for (c, k), of in product(self.kinds.items(), ("rows", "seeds")):
+            chars = Distribution.of(_concat(self.chars[c, of], np.int32))
+            if chars is not None:
+                turns = Distribution.of(_concat(self.turns[c, of], np.int32))
+                found.append(ColumnLengths(c, k, of, chars, turns))
         return {"lengths": tuple(found)}
 
 
@@ -633,17 +593,15 @@ def quality_report(
     comparable = bool(generated) and all(c in original_fields for c in generated)
     accumulators: list[_Accumulator] = [
         _Errors(),
-        _Returned(),
+        _Sum("returned", _returned),
         _PerSeed(prov.get("multiplier")),
-        _Duplicates(near and bool(generated)),
+        _Sum("duplicates", lambda b: int(b.exact.sum())),
+        _Sum("near_duplicates", lambda b: int(b.near.sum()), computed=near and bool(generated)),
         _SeedCopies(finder, generated, comparable=comparable, near=near),
         _LengthStats(schema, data_columns, generated, original_fields),
     ]
     reader = _Reader(finder, generated, original_fields)
-    lineage = [c for c in LINEAGE_COLUMNS if c in names]
-    for table in iter_arrow_batches(
-        dataset, list(dict.fromkeys([*generated, *data_columns, *lineage])), batch_size
-    ):
+    for table in iter_arrow_batches(dataset, names, batch_size):
         batch = reader.read(table)
         for acc in accumulators:
             acc.add(batch)
