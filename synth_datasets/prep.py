@@ -13,7 +13,7 @@ A typical chain for supervised fine-tuning::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
 import numpy as np
@@ -33,8 +33,12 @@ from .lineage import LINEAGE_COLUMNS
 from .provenance import attach_provenance, get_provenance
 from .rows import make_examples, plan_layout
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+
 __all__ = [
     "MESSAGES_FEATURE",
+    "DuplicateOptions",
     "drop_duplicates",
     "drop_errors",
     "drop_lineage",
@@ -44,6 +48,15 @@ __all__ = [
 ]
 
 MESSAGES_FEATURE = List({"role": Value("string"), "content": Value("string")})
+
+
+class DuplicateOptions(TypedDict, total=False):
+    """What ``drop_duplicates`` passes on to ``duplicate_mask``."""
+
+    near: bool
+    threshold: float
+    columns: Sequence[str] | None
+    num_perm: int
 
 
 def _check(ds: Any, what: str) -> None:
@@ -108,21 +121,14 @@ def _keep_rows(indices: list[int], drop: np.ndarray) -> list[bool]:
     return keep
 
 
-def drop_duplicates(
-    ds: datasets.Dataset,
-    *,
-    near: bool = False,
-    threshold: float = DEFAULT_NEAR_THRESHOLD,
-    columns: Sequence[str] | None = None,
-    num_perm: int = DEFAULT_NUM_PERM,
-) -> datasets.Dataset:
+def drop_duplicates(ds: datasets.Dataset, **options: Unpack[DuplicateOptions]) -> datasets.Dataset:
     """Keep the first of each group of rows with the same normalised text (``near``: similar).
 
     ``columns`` default to the generated columns ``expand`` recorded (else all non-lineage
     columns). Near-duplicates are MinHash estimates of word-shingle Jaccard similarity at least
     ``threshold``; the quality report counts the same rows.
     """
-    drop = duplicate_mask(ds, near=near, threshold=threshold, columns=columns, num_perm=num_perm)
+    drop = duplicate_mask(ds, **options)
     if not drop.any():
         return ds
     return ds.filter(

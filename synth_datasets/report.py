@@ -177,31 +177,23 @@ def _share(n: int, total: int) -> str:
 
 def _overview(r: QualityReport) -> str:
     without = f" ({r.seeds_without_rows} without any)" if r.seeds_without_rows else ""
-    lines = [
-        "| | |",
-        "|---|---|",
-        f"| Rows | {r.rows} |",
-        f"| Seed rows in the source | {_or(r.source_rows)} |",
-        f"| Seed rows with generated rows | {r.linked_seeds}{without} |",
-        f"| Generations targeted / returned | {_or(r.targeted)} / {r.returned} |",
-        f"| Rows without error | {_share(r.clean_rows, r.rows)} |",
-        f"| Rows with an error | {_share(r.error_rows, r.rows)} |",
-        f"| Unlinked rows (`source_index` null) | {r.unlinked} |",
-        f"| Exact copies of a seed | {_or(r.seed_copies, _NO_SEED)} |",
-    ]
     thr = f"{r.near_threshold:g}" if r.near_threshold is not None else None
-    if thr:
-        lines.append(
-            f"| Near-copies of their own seed (Jaccard ≥ {thr}) | "
-            f"{_or(r.near_seed_copies, _NO_SEED)} |"
-        )
-    lines.append(f"| Exact duplicates within the set | {r.duplicates} |")
-    if thr:
-        lines.append(
-            f"| Near-duplicates within the set (Jaccard ≥ {thr}, exact ones included) | "
-            f"{_or(r.near_duplicates)} |"
-        )
-    return "\n".join(lines)
+    near_seed = f"Near-copies of their own seed (Jaccard ≥ {thr})"
+    near_dups = f"Near-duplicates within the set (Jaccard ≥ {thr}, exact ones included)"
+    rows = [
+        ("Rows", r.rows),
+        ("Seed rows in the source", _or(r.source_rows)),
+        ("Seed rows with generated rows", f"{r.linked_seeds}{without}"),
+        ("Generations targeted / returned", f"{_or(r.targeted)} / {r.returned}"),
+        ("Rows without error", _share(r.clean_rows, r.rows)),
+        ("Rows with an error", _share(r.error_rows, r.rows)),
+        ("Unlinked rows (`source_index` null)", r.unlinked),
+        ("Exact copies of a seed", _or(r.seed_copies, _NO_SEED)),
+        *([(near_seed, _or(r.near_seed_copies, _NO_SEED))] if thr else []),
+        ("Exact duplicates within the set", r.duplicates),
+        *([(near_dups, _or(r.near_duplicates))] if thr else []),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
 def _compared(r: QualityReport) -> str:
@@ -432,11 +424,8 @@ class _PerSeed:
         rows_per_seed = Distribution.of(counts)
         clean_per_seed = below = None
         if rows_per_seed is not None:
-            clean_seeds, clean_counts = np.unique(
-                _concat(self.clean_sources, np.int64), return_counts=True
-            )
-            per_seed = np.zeros(len(seeds), dtype=np.int64)
-            per_seed[np.searchsorted(seeds, clean_seeds)] = clean_counts
+            clean = np.searchsorted(seeds, _concat(self.clean_sources, np.int64))
+            per_seed = np.bincount(clean, minlength=len(seeds))
             clean_per_seed = Distribution.of(per_seed)
             if self.multiplier is not None:
                 below = int((per_seed < self.multiplier).sum())
