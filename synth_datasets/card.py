@@ -51,10 +51,11 @@ class CardOptions(TypedDict, total=False):
 
 
 def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` value for ``n`` rows."""
     for bound, name in _SIZES:
         if n < bound:
             return name
-    return "n>10B" if n >= 10_000_000_000 else "1B<n<10B"
+    return "n>10B"
 
 
 def _cut(value: Any) -> Any:
