@@ -4,7 +4,7 @@ Both ``synth_datasets.report`` (which counts duplicates) and ``synth_datasets.pr
 (which drops them) use this search, so the report counts exactly what that helper drops. Text is
 compared after normalisation: NFKC, lower case, runs of whitespace collapsed; the text of a row is
 its generated columns (from the provenance ``expand`` recorded, else every non-lineage column).
-Only the search does a little Python per row: one hash lookup, and for near-duplicates one MinHash
+The search does a little Python per row: one hash lookup, and for near-duplicates one MinHash
 of pre-hashed word shingles and one LSH lookup, via ``datasketch``.
 """
 
