@@ -10,17 +10,20 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ._version import __version__
-from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, LINEAGE_MEANING
+from .lineage import LINEAGE_COLUMNS, LINEAGE_MEANING
 from .provenance import get_provenance
 from .report import QualityReport, quality_report
 
-__all__ = ["ERROR_KINDS", "build_card", "build_sft_card", "dataset_stats", "size_category"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+
+__all__ = ["CardOptions", "build_card", "build_sft_card", "size_category"]
 
 _SIZES = [
     (1_000, "n<1K"),
@@ -36,43 +39,23 @@ _SAMPLE_CHARS = 300
 _SPACES = re.compile(r"\s+")
 
 
+class CardOptions(TypedDict, total=False):
+    """The options both cards take: Hub metadata, and whether the prompt is published."""
+
+    pretty_name: str | None
+    license: str | None
+    language: str | list[str] | None
+    task_categories: str | list[str] | None
+    tags: Sequence[str]
+    include_prompt: bool
+
+
 def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` value for ``n`` rows."""
     for bound, name in _SIZES:
         if n < bound:
             return name
-    return "n>10B" if n >= 10_000_000_000 else "1B<n<10B"
-
-
-def dataset_stats(
-    dataset: datasets.Dataset,
-    provenance: Mapping[str, Any] | None = None,
-    *,
-    report: QualityReport | None = None,
-) -> dict[str, Any]:
-    """The report's headline figures as a flat dict, for callers of the first card API.
-
-    The figures come from ``synth_datasets.report.quality_report``; "unknown" where the data
-    cannot tell.
-    """
-    r = report if report is not None else quality_report(dataset, provenance)
-    return {
-        "rows": r.rows,
-        "source_rows": r.source_rows if r.source_rows is not None else "unknown",
-        "linked_seeds": r.linked_seeds,
-        "targeted": r.targeted if r.targeted is not None else "unknown",
-        "returned": r.returned,
-        "clean_rows": r.clean_rows,
-        "error_rows": r.error_rows,
-        "errors_by_kind": [
-            (k, c, ERROR_KINDS.get(k, "other")) for k, c in r.errors_by_kind.items()
-        ],
-        "unlinked": r.unlinked,
-        "identical_to_seed": (
-            r.seed_copies if r.seed_copies is not None else "unknown (no `original` column)"
-        ),
-        "duplicates": r.duplicates,
-        "near_duplicates": r.near_duplicates if r.near_duplicates is not None else "not computed",
-    }
+    return "n>10B"
 
 
 def _cut(value: Any) -> Any:
@@ -119,55 +102,90 @@ def _dtype(feature: Any) -> str:
     return dtype if len(dtype) <= 120 else dtype[:117] + "..."
 
 
+def _render(
+    template: str,
+    options: CardOptions,
+    prov: Mapping[str, Any],
+    *,
+    rows: int,
+    repo_id: str | None,
+    default_name: str,
+    metadata: Mapping[str, Any],
+    **values: Any,
+) -> DatasetCard:
+    """What both cards share: the options, the name, the YAML header and how rows were generated.
+
+    ``metadata``: the card's own header fields; ``values``: the rest of what its template reads.
+    """
+    unknown = options.keys() - CardOptions.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
+    repo = repo_id or "<namespace>/<dataset>"
+    name = options.get("pretty_name") or (repo.split("/")[-1] if repo_id else default_name)
+    card_data = DatasetCardData(
+        pretty_name=name,
+        license=options.get("license") or (prov.get("source") or {}).get("license") or None,
+        language=options.get("language"),
+        size_categories=[size_category(rows)],
+        **metadata,
+    )
+    card: DatasetCard = DatasetCard.from_template(
+        card_data,
+        template_str=_template(template),
+        pretty_name=name,
+        repo_id=repo,
+        version=prov.get("version") or __version__,
+        endpoint=prov.get("endpoint") or "unknown",
+        model_id=prov.get("model_id") or "unknown",
+        multiplier=prov.get("multiplier", "unknown"),
+        columns=", ".join(f"`{c}`" for c in prov.get("columns") or []) or "unknown",
+        created=prov.get("created") or "unknown",
+        **values,
+    )
+    return card
+
+
+def _tags(options: CardOptions, *kinds: str) -> list[str]:
+    return sorted({"synthetic", "synth_datasets", *kinds, *options.get("tags", ())})
+
+
 def build_card(
     dataset: datasets.Dataset,
     *,
     repo_id: str | None = None,
     split: str = "train",
-    pretty_name: str | None = None,
-    license: str | None = None,
-    language: str | list[str] | None = None,
-    task_categories: str | list[str] | None = None,
-    tags: Sequence[str] = (),
-    include_prompt: bool = True,
     provenance: Mapping[str, Any] | None = None,
     report: QualityReport | None = None,
+    **options: Unpack[CardOptions],
 ) -> DatasetCard:
     """A card for an expanded dataset; explicit arguments override what ``expand`` recorded.
 
     ``report`` reuses a ``quality_report`` already computed (it is one pass over the data).
     """
-    recorded = dict(get_provenance(dataset) or {})
-    recorded.update(provenance or {})
-    prov = recorded
+    prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
     source = dict(prov.get("source") or {})
     source_name = source.get("name") or "an unnamed dataset"
     is_hub_id = bool(source.get("hub")) or (
         bool(re.fullmatch(r"[\w.-]+/[\w.-]+", str(source_name)))
         and not str(source_name).endswith((".jsonl", ".json", ".csv", ".parquet"))
     )
-    repo = repo_id or "<namespace>/<dataset>"
-    name = pretty_name or (repo.split("/")[-1] if repo_id else "Synthetic dataset")
     if report is None:
         report = quality_report(dataset, prov)
-    stats = dataset_stats(dataset, prov, report=report)
-    card_data = DatasetCardData(
-        pretty_name=name,
-        license=license or source.get("license") or None,
-        language=language,
-        task_categories=task_categories,
-        size_categories=[size_category(len(dataset))],
-        source_datasets=[source_name] if is_hub_id else None,
-        tags=sorted({"synthetic", "synth_datasets", *tags}),
-    )
-    template = _template("dataset_card.md")
     lineage = [c for c in LINEAGE_COLUMNS if c in dataset.column_names]
-    return DatasetCard.from_template(
-        card_data,
-        template_str=template,
-        pretty_name=name,
+    return _render(
+        "dataset_card.md",
+        options,
+        prov,
+        rows=len(dataset),
+        repo_id=repo_id,
+        default_name="Synthetic dataset",
+        metadata={
+            "task_categories": options.get("task_categories"),
+            "source_datasets": [source_name] if is_hub_id else None,
+            "tags": _tags(options),
+        },
         summary=(
-            f"{stats['rows']} synthetic rows generated from {stats['linked_seeds']} seed rows "
+            f"{report.rows} synthetic rows generated from {report.linked_seeds} seed rows "
             f"(multiplier {prov.get('multiplier', 'unknown')})."
         ),
         source_link=(
@@ -175,25 +193,17 @@ def build_card(
             if is_hub_id
             else f"`{source_name}`"
         ),
-        version=prov.get("version") or __version__,
-        endpoint=prov.get("endpoint") or "unknown",
-        model_id=prov.get("model_id") or "unknown",
-        multiplier=prov.get("multiplier", "unknown"),
         request_size=prov.get("request_size", "unknown"),
-        columns=", ".join(f"`{c}`" for c in prov.get("columns") or []) or "unknown",
         passthrough=", ".join(f"`{c}`" for c in prov.get("passthrough_columns") or []) or "none",
         on_error=prov.get("on_error", "raise"),
-        created=prov.get("created") or "unknown",
         source_name=source_name,
         source_split=source.get("split") or "train",
         source_config=f", config `{source['config']}`" if source.get("config") else "",
         source_revision=source.get("revision") or source.get("fingerprint") or "unknown",
-        prompt=prov.get("prompt") if include_prompt else None,
-        stats=stats,
+        prompt=prov.get("prompt") if options.get("include_prompt", True) else None,
         report=report.to_markdown(heading_level=3).strip(),
         schema=_schema(dataset, prov),
         samples=_samples(dataset),
-        repo_id=repo,
         split=split,
         lineage_columns=json.dumps(lineage),
     )
@@ -210,12 +220,7 @@ def build_sft_card(
     prefix_column: str = "conv_prefix",
     response_column: str = "response",
     split_note: str = "",
-    pretty_name: str | None = None,
-    license: str | None = None,
-    language: str | list[str] | None = None,
-    task_categories: str | list[str] | None = None,
-    tags: Sequence[str] = (),
-    include_prompt: bool = True,
+    **options: Unpack[CardOptions],
 ) -> DatasetCard:
     """A card for a chat dataset made from an expanded one (``scripts/to_sft.py``).
 
@@ -229,8 +234,6 @@ def build_sft_card(
     source = dict(prov.get("source") or {})
     seed_name = source.get("name")
     rows = sum(len(d) for d in splits.values())
-    repo = repo_id or "<namespace>/<dataset>"
-    name = pretty_name or (repo.split("/")[-1] if repo_id else "Synthetic chat dataset")
     if prov:
         generation = (
             f"{prov.get('multiplier', 'unknown')} generations were asked for each seed row, "
@@ -239,30 +242,27 @@ def build_sft_card(
     else:
         generation = "The expanded dataset carried no record of how it was generated."
     first = next(iter(splits.values()))
-    card_data = DatasetCardData(
-        pretty_name=name,
-        license=license or source.get("license") or None,
-        language=language,
-        task_categories=task_categories or ["text-generation"],
-        size_categories=[size_category(rows)],
-        tags=sorted({"synthetic", "synth_datasets", "sft", *tags}),
-    )
-    return DatasetCard.from_template(
-        card_data,
-        template_str=_template("sft_card.md"),
-        pretty_name=name,
+    return _render(
+        "sft_card.md",
+        options,
+        prov,
+        rows=rows,
+        repo_id=repo_id,
+        default_name="Synthetic chat dataset",
+        metadata={
+            "task_categories": options.get("task_categories") or ["text-generation"],
+            "tags": _tags(options, "sft"),
+        },
         summary=f"{rows} chat rows in {len(splits)} split(s), made from {expanded_source}.",
-        version=prov.get("version") or __version__,
         generation=generation,
-        endpoint=prov.get("endpoint") or "unknown",
-        model_id=prov.get("model_id") or "unknown",
-        multiplier=prov.get("multiplier", "unknown"),
-        columns=", ".join(f"`{c}`" for c in prov.get("columns") or []) or "unknown",
-        created=prov.get("created") or "unknown",
         seed_source=(
             f"`{seed_name}` (split `{source.get('split') or 'train'}`)" if seed_name else "unknown"
         ),
-        prompt=prov.get("prompt") if include_prompt and prov.get("prompt") else None,
+        prompt=(
+            prov.get("prompt")
+            if options.get("include_prompt", True) and prov.get("prompt")
+            else None
+        ),
         expanded_source=f"`{expanded_source}`",
         steps=list(steps),
         near=near,
@@ -272,5 +272,4 @@ def build_sft_card(
         split_note=split_note,
         schema=[(c, _dtype(f)) for c, f in first.features.items()],
         sample=_samples(first, k=1)[0] if len(first) else "{}",
-        repo_id=repo,
     )

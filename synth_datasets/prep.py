@@ -13,15 +13,13 @@ A typical chain for supervised fine-tuning::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
 import numpy as np
 from datasets import Features, List, Value
 
-from .errors import ConfigurationError
-from .provenance import attach_provenance, get_provenance
-from .report import (
+from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
     DEFAULT_NUM_PERM,
@@ -30,10 +28,17 @@ from .report import (
     iter_arrow_batches,
     row_texts,
 )
-from .rows import LINEAGE_COLUMNS, make_examples, plan_layout
+from .errors import ConfigurationError
+from .lineage import LINEAGE_COLUMNS
+from .provenance import attach_provenance, get_provenance
+from .rows import make_examples, plan_layout
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
 
 __all__ = [
     "MESSAGES_FEATURE",
+    "DuplicateOptions",
     "drop_duplicates",
     "drop_errors",
     "drop_lineage",
@@ -43,6 +48,15 @@ __all__ = [
 ]
 
 MESSAGES_FEATURE = List({"role": Value("string"), "content": Value("string")})
+
+
+class DuplicateOptions(TypedDict, total=False):
+    """What ``drop_duplicates`` passes on to ``duplicate_mask``."""
+
+    near: bool
+    threshold: float
+    columns: Sequence[str] | None
+    num_perm: int
 
 
 def _check(ds: Any, what: str) -> None:
@@ -103,24 +117,18 @@ def duplicate_mask(
 
 
 def _keep_rows(indices: list[int], drop: np.ndarray) -> list[bool]:
-    return (~drop[np.asarray(indices, dtype=np.int64)]).tolist()
+    keep: list[bool] = (~drop[np.asarray(indices, dtype=np.int64)]).tolist()
+    return keep
 
 
-def drop_duplicates(
-    ds: datasets.Dataset,
-    *,
-    near: bool = False,
-    threshold: float = DEFAULT_NEAR_THRESHOLD,
-    columns: Sequence[str] | None = None,
-    num_perm: int = DEFAULT_NUM_PERM,
-) -> datasets.Dataset:
+def drop_duplicates(ds: datasets.Dataset, **options: Unpack[DuplicateOptions]) -> datasets.Dataset:
     """Keep the first of each group of rows with the same normalised text (``near``: similar).
 
     ``columns`` default to the generated columns ``expand`` recorded (else all non-lineage
     columns). Near-duplicates are MinHash estimates of word-shingle Jaccard similarity at least
     ``threshold``; the quality report counts the same rows.
     """
-    drop = duplicate_mask(ds, near=near, threshold=threshold, columns=columns, num_perm=num_perm)
+    drop = duplicate_mask(ds, **options)
     if not drop.any():
         return ds
     return ds.filter(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from conftest import MODEL_ID
 from datasets import Dataset
 from huggingface_hub import DatasetCard
 
 from synth_datasets import expand
-from synth_datasets.card import build_card, dataset_stats, size_category
+from synth_datasets.card import build_card, size_category
 from synth_datasets.provenance import attach_provenance, get_provenance
+from synth_datasets.report import quality_report
 
 LONG = "word " * 200
 
@@ -80,16 +82,15 @@ def test_card_metadata_and_sections(ref_server, ref_client, cache_dir):
 def test_stats_count_from_the_data(ref_server, ref_client, cache_dir):
     ref_server.set_faults(rate_malformed=0.5, rate_alter_original=0.2, seed=2)
     out = expanded(ref_server, ref_client, cache_dir)
-    stats = dataset_stats(out)
+    r = quality_report(out)
     errors = [e for e in out["error"] if e is not None]
-    assert stats["rows"] == len(out)
-    assert stats["error_rows"] == len(errors) > 0
-    assert stats["clean_rows"] == len(out) - len(errors)
-    assert stats["unlinked"] == sum(i is None for i in out["source_index"])
-    assert stats["targeted"] == 18 and stats["source_rows"] == 6
-    kinds = dict((k, c) for k, c, _ in stats["errors_by_kind"])
-    assert kinds.get("parse", 0) == sum(e.count("parse:") > 0 for e in errors)
-    assert kinds.get("unlinked", 0) == stats["unlinked"]
+    assert r.rows == len(out)
+    assert r.error_rows == len(errors) > 0
+    assert r.clean_rows == len(out) - len(errors)
+    assert r.unlinked == sum(i is None for i in out["source_index"])
+    assert r.targeted == 18 and r.source_rows == 6
+    assert r.errors_by_kind.get("parse", 0) == sum(e.count("parse:") > 0 for e in errors)
+    assert r.errors_by_kind.get("unlinked", 0) == r.unlinked
 
 
 def test_identical_and_duplicate_rows_counted():
@@ -125,11 +126,13 @@ def test_identical_and_duplicate_rows_counted():
     ]
     ds = Dataset.from_list(rows)
     attach_provenance(ds, {"generated_columns": ["q"], "multiplier": 2, "source": {"num_rows": 2}})
-    stats = dataset_stats(ds)
-    assert stats["identical_to_seed"] == 1
-    assert stats["duplicates"] == 1  # "new" and "New " normalise to the same text
-    assert stats["errors_by_kind"][0][:2] == ("parse", 1)
-    assert stats["targeted"] == 4 and stats["returned"] == 4
+    r = quality_report(ds)
+    assert r.seed_copies == 1
+    assert r.duplicates == 1  # "new" and "New " normalise to the same text
+    assert r.errors_by_kind == {"parse": 1}
+    assert r.targeted == 4 and r.returned == 4
+    with pytest.raises(TypeError, match="licence"):  # a misspelt option is not ignored
+        build_card(ds, licence="mit")
 
 
 def test_prompt_opt_out_and_overrides(ref_server, ref_client, cache_dir):
@@ -155,8 +158,6 @@ def test_size_categories():
 
 
 def test_statistics_section_is_the_quality_report(ref_server, ref_client, cache_dir):
-    from synth_datasets.report import quality_report
-
     ref_server.set_faults(rate_malformed=0.5, seed=2)
     out = expanded(ref_server, ref_client, cache_dir)
     report = quality_report(out)
@@ -169,7 +170,6 @@ def test_statistics_section_is_the_quality_report(ref_server, ref_client, cache_
     assert str(build_card(out, repo_id="me/x", report=report)) == str(
         build_card(out, repo_id="me/x")
     )
-    assert dataset_stats(out, report=report)["near_duplicates"] == report.near_duplicates
 
 
 def test_sft_card_tells_generation_and_preparation(ref_server, ref_client, cache_dir):

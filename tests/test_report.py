@@ -15,14 +15,10 @@ from datasets import Dataset
 
 from synth_datasets import expand
 from synth_datasets.cli import main
+from synth_datasets.dedup import DuplicateFinder, row_texts
+from synth_datasets.lineage import error_kinds
 from synth_datasets.provenance import attach_provenance
-from synth_datasets.report import (
-    DuplicateFinder,
-    QualityReport,
-    error_kinds,
-    quality_report,
-    row_texts,
-)
+from synth_datasets.report import QualityReport, quality_report
 
 STORY = (
     "once upon a time a small robot lived in a quiet town by the sea and every morning it "

@@ -1,0 +1,329 @@
+"""Duplicate search over the rows of a dataset: exact (same normalised text) and near (MinHash).
+
+Both ``synth_datasets.report`` (which counts duplicates) and ``synth_datasets.prep.drop_duplicates``
+(which drops them) use this search, so the report counts exactly what that helper drops. Text is
+compared after normalisation: NFKC, lower case, runs of whitespace collapsed; the text of a row is
+its generated columns (from the provenance ``expand`` recorded, else every non-lineage column).
+The search does a little Python per row: one hash lookup, and for near-duplicates one MinHash
+of pre-hashed word shingles and one LSH lookup, via ``datasketch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash  # a dependency of `datasets`
+
+from .errors import ConfigurationError
+from .lineage import LINEAGE_COLUMNS
+from .provenance import get_provenance
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_NEAR_THRESHOLD",
+    "DEFAULT_NUM_PERM",
+    "DEFAULT_SHINGLE_WORDS",
+    "DuplicateFinder",
+    "content_columns",
+    "iter_arrow_batches",
+    "row_texts",
+]
+
+DEFAULT_NEAR_THRESHOLD = 0.85
+DEFAULT_NUM_PERM = 128
+DEFAULT_SHINGLE_WORDS = 3
+DEFAULT_BATCH_SIZE = 1000
+
+# Separators of nested values: whitespace inside values is collapsed to " ", so they are unique.
+_FIELD_SEP = pa.scalar("\t", pa.large_string())  # between the fields of a struct
+_ITEM_SEP = pa.scalar("\n", pa.large_string())  # between the items of a list
+_COLUMN_SEP = pa.scalar("\n\n", pa.large_string())  # between columns
+# Trimmed from both ends of each word before shingling, so "blink," and "blink" are one word.
+_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~¡¿«»‘’‚“”„‹›–—…·"
+_MASK32 = np.uint64(0xFFFFFFFF)
+# Odd 64-bit constants that spread each word's hash before the shingle is mixed.
+_SHINGLE_MULTIPLIERS = (
+    0x9E3779B97F4A7C15,
+    0xC2B2AE3D27D4EB4F,
+    0x165667B19E3779F9,
+    0xD6E8FEB86659FD93,
+    0xFF51AFD7ED558CCD,
+    0xC4CEB9FE1A85EC53,
+    0x94D049BB133111EB,
+    0xBF58476D1CE4E5B9,
+)
+
+
+# -- text of a row, in Arrow ----------------------------------------------------------------------
+
+
+def is_text(t: pa.DataType) -> bool:
+    # string_view exists from pyarrow 16 on; datasets 4 allows older pyarrow.
+    is_view = getattr(pa.types, "is_string_view", None)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(is_view and is_view(t))
+
+
+def is_listlike(t: pa.DataType) -> bool:
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+
+
+def _normalise_strings(arr: pa.Array) -> pa.Array:
+    arr = pc.utf8_normalize(arr.cast(pa.large_string()), "NFKC")
+    arr = pc.utf8_lower(arr)
+    # RE2's \s is ASCII whitespace; NFKC already turned most Unicode spaces into " ". Only runs
+    # and non-space whitespace are rewritten (a regex hit per ordinary space is slow).
+    arr = pc.replace_substring_regex(arr, r"\s\s+|[^\S ]", " ")
+    return pc.utf8_trim_whitespace(arr)
+
+
+def list_lengths(arr: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.list_value_length(arr), 0), dtype=np.int64)
+
+
+def as_array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _text(arr: pa.Array) -> pa.Array:
+    """Normalised text of each value (large_string, null for null); structure kept by separators."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _text(arr.dictionary_decode())
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.large_string())
+    if is_text(t):
+        return _normalise_strings(arr)
+    if pa.types.is_struct(t):
+        if t.num_fields == 0:
+            return pa.array([""] * len(arr), pa.large_string())
+        parts = [_text(pc.struct_field(arr, [i])) for i in range(t.num_fields)]
+        joined = pc.binary_join_element_wise(
+            *parts, _FIELD_SEP, null_handling="replace", null_replacement=""
+        )
+        return pc.if_else(arr.is_null(), pa.scalar(None, pa.large_string()), joined)
+    if is_listlike(t):
+        lengths = list_lengths(arr)
+        items = pc.fill_null(_text(arr.flatten()), "")
+        offsets = np.zeros(len(arr) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets), items)
+        joined = pc.binary_join(lists, _ITEM_SEP)
+        return pc.if_else(arr.is_null(), pa.scalar(None, pa.large_string()), joined)
+    try:
+        return arr.cast(pa.large_string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return pa.array([None if v is None else str(v) for v in arr.to_pylist()], pa.large_string())
+
+
+def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
+    """The normalised text of ``columns`` for each row of an Arrow batch (what duplicates share).
+
+    Case, Unicode form and spacing do not make a row new; the structure of nested values does.
+    """
+    if not columns:
+        raise ConfigurationError("row_texts needs at least one column")
+    parts = [pc.fill_null(_text(as_array(table.column(c))), "") for c in columns]
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, _COLUMN_SEP)
+
+
+# -- duplicates -----------------------------------------------------------------------------------
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """A 64-bit finaliser, so that shingle hashes are spread over all bits."""
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xFF51AFD7ED558CCD)
+    x = x ^ (x >> np.uint64(33))
+    x = x * np.uint64(0xC4CEB9FE1A85EC53)
+    mixed: np.ndarray = x ^ (x >> np.uint64(33))
+    return mixed
+
+
+def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of the k-word shingles of every text, and the row of each shingle.
+
+    Words are hashed once per distinct word in the batch; shingles are combined in numpy. A text
+    of fewer than k words is one shingle of all its words.
+    """
+    words = pc.ascii_split_whitespace(texts)  # normalised text: only ASCII whitespace is left
+    lengths = list_lengths(words)
+    flat = pc.utf8_trim(words.flatten(), characters=_PUNCTUATION)
+    rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    nonempty = np.asarray(pc.greater(pc.binary_length(flat), 0), dtype=bool)
+    if not nonempty.all():  # "" splits into [""]: no word
+        flat = flat.filter(pa.array(nonempty))
+        rows = rows[nonempty]
+    if len(flat) == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    encoded = pc.dictionary_encode(flat)
+    distinct = encoded.dictionary.cast(pa.large_binary()).to_pylist()
+    word_hash = np.fromiter(
+        (xxhash.xxh3_64_intdigest(w) for w in distinct), dtype=np.uint64, count=len(distinct)
+    )
+    h = word_hash[np.asarray(encoded.indices)]
+    n = len(h)
+    counts = np.bincount(rows, minlength=len(texts))
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum(counts[:-1], out=starts[1:])
+    end = (starts + counts)[rows]
+    pos = np.arange(n, dtype=np.int64)
+    padded = np.concatenate([h, np.zeros(k, np.uint64)])
+    acc = np.zeros(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(k):
+            word = np.where(pos + s < end, padded[np.minimum(pos + s, n)], np.uint64(0))
+            acc = (acc ^ word) * np.uint64(_SHINGLE_MULTIPLIERS[s % len(_SHINGLE_MULTIPLIERS)])
+        acc = _mix64(acc) & _MASK32
+    first = pos == starts[rows]
+    keep = (pos + k <= end) | (first & (counts[rows] < k))
+    return acc[keep], rows[keep]
+
+
+class DuplicateFinder:
+    """Flags rows that repeat an earlier row, exactly or (with ``near``) nearly.
+
+    Exact: the same normalised text (a 64-bit hash of it). Near: estimated Jaccard similarity of
+    the k-word shingle sets at least ``threshold``, found with a MinHash LSH index (datasketch)
+    and checked against the stored signature, so LSH's false positives are not counted. The first
+    row of each group is kept; only kept rows are indexed.
+    """
+
+    def __init__(
+        self,
+        *,
+        near: bool = True,
+        threshold: float = DEFAULT_NEAR_THRESHOLD,
+        num_perm: int = DEFAULT_NUM_PERM,
+        shingle_words: int = DEFAULT_SHINGLE_WORDS,
+        seed: int = 1,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigurationError(f"threshold must be in (0, 1], got {threshold!r}")
+        if shingle_words < 1:
+            raise ConfigurationError(f"shingle_words must be >= 1, got {shingle_words!r}")
+        self.near = near
+        self.threshold = float(threshold)
+        self.num_perm = num_perm
+        self.shingle_words = shingle_words
+        self._seen: set[int] = set()
+        self._signatures: list[np.ndarray] = []
+        self._minhash: MinHash | None = None
+        self._lsh: Any = None
+        if near:
+            from datasketch import MinHash, MinHashLSH
+
+            # One MinHash reused for every row (clear + update): no per-row object set-up.
+            self._minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+            # LSH only proposes candidates; each is then checked at the real threshold. Above 0.9
+            # datasketch finds no banding with 2+ bands, so propose at 0.9 there (more candidates).
+            self._lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=num_perm)
+        self._min_equal = math.ceil(self.threshold * num_perm - 1e-9)
+
+    @staticmethod
+    def text_hashes(texts: pa.Array) -> list[int]:
+        """A 64-bit hash of each text (null counts as empty)."""
+        values = pc.fill_null(texts, "").cast(pa.large_binary()).to_pylist()
+        return [xxhash.xxh3_64_intdigest(v) for v in values]
+
+    def signatures(self, texts: pa.Array) -> list[np.ndarray | None]:
+        """MinHash signatures of ``texts``; None for a text with no word."""
+        if self._minhash is None:
+            raise ConfigurationError("signatures need a DuplicateFinder made with near=True")
+        hashes, owner = _shingle_hashes(texts, self.shingle_words)
+        bounds = np.searchsorted(owner, np.arange(len(texts) + 1))
+        values = hashes.tolist()
+        m = self._minhash
+        out: list[np.ndarray | None] = []
+        for i in range(len(texts)):
+            a, b = bounds[i], bounds[i + 1]
+            if a == b:
+                out.append(None)
+                continue
+            m.clear()
+            m.update_batch(values[a:b])
+            out.append(m.hashvalues.copy())
+        return out
+
+    def similar(self, a: np.ndarray | None, b: np.ndarray | None) -> bool:
+        """Whether two signatures estimate a Jaccard similarity of at least the threshold."""
+        if a is None or b is None:
+            return False
+        return int(np.count_nonzero(a == b)) >= self._min_equal
+
+    def check(
+        self, texts: pa.Array, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+        """Flags for one batch, in order: (exact, near, signatures).
+
+        Rows where ``mask`` is False are neither flagged nor indexed. ``near`` includes the exact
+        duplicates (so it equals ``exact``, and signatures are all None, for an exact-only finder).
+        """
+        n = len(texts)
+        rows = np.arange(n) if mask is None else np.flatnonzero(mask)
+        exact = np.zeros(n, dtype=bool)
+        near = np.zeros(n, dtype=bool)
+        sigs: list[np.ndarray | None] = [None] * n
+        if len(rows) == 0:
+            return exact, near, sigs
+        sub = texts.take(pa.array(rows, pa.int64()))
+        hashes = self.text_hashes(sub)
+        computed = self.signatures(sub) if self.near else [None] * len(rows)
+        seen = self._seen
+        for j, row in enumerate(rows):
+            key = hashes[j]
+            sig = computed[j]
+            sigs[row] = sig
+            if key in seen:
+                exact[row] = near[row] = True
+                continue
+            seen.add(key)
+            if sig is None or self._lsh is None:
+                continue
+            if any(
+                self.similar(sig, self._signatures[c])
+                for c in self._lsh.query(self._minhash_of(sig))
+            ):
+                near[row] = True
+                continue
+            index = len(self._signatures)
+            self._signatures.append(sig)
+            self._lsh.insert(index, self._minhash_of(sig), check_duplication=False)
+        return exact, near, sigs
+
+    def _minhash_of(self, sig: np.ndarray) -> Any:
+        # LSH reads only the hash values (and their length); reuse the one MinHash object.
+        assert self._minhash is not None
+        self._minhash.hashvalues = sig
+        return self._minhash
+
+
+# -- reading a dataset ----------------------------------------------------------------------------
+
+
+def content_columns(
+    dataset: datasets.Dataset, provenance: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The columns whose text makes a row what it is: the generated ones, else all but lineage."""
+    prov = provenance if provenance is not None else (get_provenance(dataset) or {})
+    names = dataset.column_names
+    generated = [c for c in prov.get("generated_columns") or [] if c in names]
+    return generated or [c for c in names if c not in LINEAGE_COLUMNS]
+
+
+def iter_arrow_batches(
+    dataset: datasets.Dataset, columns: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+) -> Iterator[pa.Table]:
+    """``columns`` of ``dataset`` as Arrow tables of at most ``batch_size`` rows (no Python rows)."""
+    view = dataset.select_columns(list(columns)).with_format("arrow")
+    yield from view.iter(batch_size=batch_size)
