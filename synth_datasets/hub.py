@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import DatasetCard, HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
 from huggingface_hub.utils import get_token, validate_repo_id
 
@@ -50,15 +50,15 @@ def validate_hub_repo_id(repo_id: object) -> str:
 
 
 def _existing_card(repo_id: str, token: str, revision: str | None) -> DatasetCard | None:
+    # DatasetCard.load takes no revision (huggingface_hub 1.x/2.x): fetch the README of that
+    # revision, then load the local file.
     try:
-        return DatasetCard.load(
-            repo_id,
-            repo_type="dataset",
-            token=token,
-            **({"revision": revision} if revision else {}),
+        path = hf_hub_download(
+            repo_id, "README.md", repo_type="dataset", token=token, revision=revision
         )
     except (EntryNotFoundError, RepositoryNotFoundError):
         return None
+    return DatasetCard.load(path, repo_type="dataset")
 
 
 def push_to_hub(
