@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from datasets import Dataset
-from helpers import MODEL_ID, PROMPT, group_by_seed, make_client, qa_rows
+from helpers import MODEL_ID, PROMPT, group_by_seed, make_client, qa, qa_rows, run_expand
 
-from synth_datasets import expand
 from synth_datasets.testing import ReferenceServer
 
 N_SEEDS = 96
@@ -117,15 +115,12 @@ def uninterrupted(server: ReferenceServer, cache_dir: Path) -> tuple[list[dict[s
     """The reference result and its request count, from a clean in-process run."""
     server.reset_stats()
     client = make_client(server)
-    out = expand(
-        Dataset.from_list(seed_rows()),
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client=client,
+    out = run_expand(
+        qa(N_SEEDS),
+        client,
+        cache_dir,
         request_size=REQUEST_SIZE,
         max_concurrency=MAX_CONCURRENCY,
-        cache_dir=cache_dir,
     )
     requests = server.stats()["requests"]
     server.reset_stats()

@@ -20,7 +20,17 @@ from typing import Any
 import pytest
 from fakehub import LFS_PUT_WARNING_FILTER, FakeHub
 from fakehub import fake_hub as fake_hub
-from helpers import MODEL_ID, PROMPT, Answer, Received, StubServer, make_client, qa, write_jsonl
+from helpers import (
+    MODEL_ID,
+    PROMPT,
+    Answer,
+    Received,
+    StubServer,
+    make_client,
+    qa,
+    run_expand,
+    write_jsonl,
+)
 from huggingface_hub.errors import HfHubHTTPError
 
 from synth_datasets import (
@@ -28,7 +38,6 @@ from synth_datasets import (
     SynthClient,
     SynthError,
     SynthMapper,
-    expand,
     get_provenance,
 )
 from synth_datasets.cache import RequestCache
@@ -127,13 +136,10 @@ def test_expansion_leaves_no_trace_of_the_token(
     debug_logs(caplog)
     cache_dir = tmp_path / "synth-cache"
     client = client_for(server)
-    out = expand(
+    out = run_expand(
         qa(40),
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client=client,
-        cache_dir=cache_dir,
+        client,
+        cache_dir,
         on_error="keep",
     )
     assert any(out["error"])  # the faults did produce error rows
@@ -187,13 +193,10 @@ def test_every_failure_text_is_clean(
     client = client_for(server, timeout=(5.0, 2.0))
     started = time.monotonic()
     with pytest.raises(SynthError) as info:
-        expand(
+        run_expand(
             qa(4),
-            prompt=PROMPT,
-            multiplier=2,
-            model_id=MODEL_ID,
-            client=client,
-            cache_dir=tmp_path,
+            client,
+            tmp_path,
         )
     assert type(info.value).__name__ == expected
     assert time.monotonic() - started < 20  # two tries of 2 s at most, not the server's 30 s
@@ -209,13 +212,10 @@ def test_rejected_token_and_bad_configuration_texts_are_clean(
     errors: list[BaseException] = []
     with ReferenceServer(token="sk-other-token") as other:  # our token is the wrong one here
         with pytest.raises(SynthError) as info:
-            expand(
+            run_expand(
                 qa(2),
-                prompt=PROMPT,
-                multiplier=2,
-                model_id=MODEL_ID,
-                client=client_for(other.url),
-                cache_dir=tmp_path,
+                client_for(other.url),
+                tmp_path,
             )
         assert type(info.value).__name__ == "AuthenticationError"
         errors.append(info.value)
@@ -260,13 +260,10 @@ def test_a_server_echoing_the_token_does_not_leak_it(
     statuses = [401, 422, 500, 200]
     with StubServer(echoing(statuses)) as stub:
         client = client_for(stub.url, max_retries=0)
-        out = expand(
+        out = run_expand(
             qa(4),
-            prompt=PROMPT,
-            multiplier=2,
-            model_id=MODEL_ID,
-            client=client,
-            cache_dir=tmp_path,
+            client,
+            tmp_path,
             request_size=1,
             max_concurrency=1,
             on_error="keep",
@@ -327,13 +324,10 @@ def test_push_flows_leave_no_trace_of_either_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     debug_logs(caplog)
-    out = expand(
+    out = run_expand(
         qa(8),
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client=client_for(server),
-        cache_dir=tmp_path / "cache",
+        client_for(server),
+        tmp_path / "cache",
         on_error="keep",
     )
     push_to_hub(out, "me/synth", token=HF_TOKEN)
