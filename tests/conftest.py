@@ -34,24 +34,38 @@ for _name in ("COLLINEAR_API_KEY", "COLLINEAR_BASE_URL", "COLLINEAR_MODEL_ID"):
 import hypothesis  # noqa: E402, F401
 import pytest  # noqa: E402
 
-from synth_datasets import SynthClient  # noqa: E402
-from synth_datasets.testing import ReferenceServer  # noqa: E402
+# pytester runs a small test file in a subprocess (the fake Hub fixture's own strictness test).
+pytest_plugins = ["pytester"]
 
-MODEL_ID = "123e4567-e89b-12d3-a456-426614174000"
+from helpers import MODEL_ID, make_client  # noqa: E402, F401  (MODEL_ID: the tests import it from here)
+
+from synth_datasets.testing import Faults, ReferenceServer  # noqa: E402
 
 
 @pytest.fixture
-def ref_server():
-    """A fresh reference server per test, so request counts are the test's own."""
-    with ReferenceServer() as srv:
-        yield srv
+def start_server():
+    """Start reference servers (``start_server(token=..., faults=...)``), stopped at teardown."""
+    servers: list[ReferenceServer] = []
+
+    def start(token: str | None = None, faults: Faults | None = None) -> ReferenceServer:
+        server = ReferenceServer(token=token, faults=faults).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def ref_server(start_server):
+    """A fresh reference server per test (random token), so request counts are the test's own."""
+    return start_server()
 
 
 @pytest.fixture
 def ref_client(ref_server):
-    client = SynthClient(
-        ref_server.token, ref_server.url, backoff_factor=0.01, max_retries=3, timeout=10.0
-    )
+    client = make_client(ref_server)
     yield client
     client.close()
 

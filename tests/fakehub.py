@@ -52,7 +52,8 @@ State and inspection
 - `hub.requests`: every request seen, as `(method, path, headers)` named tuples; `path` is the
   raw (still percent-encoded) path plus `?query` when there is one; `headers` is a dict whose
   lookups ignore case (`headers.get("authorization")`).
-- `hub.unhandled`: `(method, path)` of requests that matched no route (they get a 404).
+- `hub.unhandled`: `(method, path)` of requests that matched no route (they get a 404, and the
+  `fake_hub` fixture fails the test at teardown, naming them).
 - `hub.server_errors`: tracebacks of bugs in the fake itself (answered with a 400, never a 5xx,
   which the client would retry with backoff).
 - `hub.add_repo(repo_id, files, ...)`: seed a repo directly, without HTTP.
@@ -1218,8 +1219,20 @@ def _drop_client_caches() -> None:
 
 @pytest.fixture
 def fake_hub(request: pytest.FixtureRequest) -> Iterator[FakeHub]:
-    """The running fake Hub, emptied for this test."""
+    """The running fake Hub, emptied for this test.
+
+    Strict: a request that matched no route (answered with a catch-all 404 the real Hub might
+    not give: hub.py reads a 404 as "no card yet") or that hit a bug of the fake fails the test
+    that made it, at teardown, naming the route.
+    """
     hub = _session_hub(request.config)
     hub.reset()
     _drop_client_caches()
     yield hub
+    with hub._lock:
+        unhandled, server_errors = list(hub.unhandled), list(hub.server_errors)
+    if unhandled:
+        routes = ", ".join(f"{method} {path}" for method, path in unhandled)
+        pytest.fail(f"the fake Hub knows no route for: {routes}", pytrace=False)
+    if server_errors:
+        pytest.fail("the fake Hub failed on a request:\n" + server_errors[0], pytrace=False)

@@ -14,27 +14,13 @@ from typing import Any
 
 import datasets
 import pytest
-from conftest import MODEL_ID
 from datasets import Dataset, Features, Image, Value
+from helpers import MODEL_ID, qa, write_jsonl
+from helpers import run_expand as run
 
-from synth_datasets import ConfigurationError, SynthClient, expand
+from synth_datasets import ConfigurationError, SynthClient
 from synth_datasets.cli import main as cli_main
 from synth_datasets.testing import ReferenceServer
-
-PROMPT = "Write another one like this."
-
-
-def qa(n: int) -> Dataset:
-    return Dataset.from_list(
-        [{"q": f"question {i} text", "a": f"answer {i} text"} for i in range(n)]
-    )
-
-
-def run(ds: Any, client: SynthClient | None, cache_dir: Path, **kw: Any) -> Any:
-    kw.setdefault("prompt", PROMPT)
-    kw.setdefault("multiplier", 2)
-    kw.setdefault("model_id", MODEL_ID)
-    return expand(ds, client=client, cache_dir=cache_dir, **kw)
 
 
 def refused(call: Any, needle: str, server: ReferenceServer) -> str:
@@ -215,8 +201,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_send_nothing(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps(r) + "\n" for r in qa(3).to_list()))
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
     monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
     base = ["expand", str(seeds), "--base-url", ref_server.url, "--cache-dir", str(tmp_path)]
     cases = [

@@ -1,40 +1,33 @@
-"""The `synth-datasets` command, run as a subprocess."""
+"""The `synth-datasets` command: as a subprocess (what a user runs), and through `main([...])`
+against a reference server of the test's own where the test counts what reached the server."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pytest
-from conftest import MODEL_ID
+from datasets import Dataset
+from fakehub import HUB_TOKEN
+from helpers import MODEL_ID, SAMPLE, cli, error_lines, qa_rows, write_jsonl
 
-SAMPLE = Path(__file__).resolve().parents[1] / "synth_datasets" / "data" / "sample_seeds.jsonl"
+from synth_datasets import __version__
+from synth_datasets.cli import main
+from synth_datasets.testing import ReferenceServer
 
 
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "synth_datasets.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+def expand_local(cache: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``synth-datasets expand SAMPLE --local ARGS...`` with its own request cache."""
+    return cli("expand", str(SAMPLE), "--local", *args, "--cache-dir", str(cache), **kw)
 
 
 def test_expand_local_writes_output(tmp_path):
     out_dir = tmp_path / "out"
-    proc = cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
+    proc = expand_local(
+        tmp_path / "c",
         "--prompt",
         "More like these.",
         "--columns",
@@ -45,8 +38,6 @@ def test_expand_local_writes_output(tmp_path):
         "5",
         "--output",
         str(out_dir),
-        "--cache-dir",
-        str(tmp_path / "c"),
     )
     assert proc.returncode == 0, proc.stderr
     assert "not a language model" in proc.stdout
@@ -143,7 +134,7 @@ def test_usage_errors_exit_2_with_one_line(args, needle, tmp_path):
     proc = cli(*args, "--cache-dir", str(tmp_path)) if args[0] == "expand" else cli(*args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     # One error line, last (a progress bar of the loading step may come before it).
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and needle in errors[0], proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in proc.stderr
@@ -165,7 +156,7 @@ def test_failure_exits_1(tmp_path):
         timeout=180,
     )
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("synth-datasets: error: connection")
     assert "seed rows" in errors[0]
     assert "Traceback" not in proc.stderr and "Retrying" not in proc.stderr
@@ -179,10 +170,8 @@ def test_serve_help_says_not_a_language_model():
 
 def test_output_folder_has_card_and_loads(tmp_path):
     out_dir = tmp_path / "out"
-    proc = cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
+    proc = expand_local(
+        tmp_path / "c",
         "--prompt",
         "More like these.",
         "--limit",
@@ -191,8 +180,6 @@ def test_output_folder_has_card_and_loads(tmp_path):
         "2",
         "--output",
         str(out_dir),
-        "--cache-dir",
-        str(tmp_path / "c"),
         "--license",
         "cc-by-4.0",
     )
@@ -210,13 +197,9 @@ def test_output_folder_has_card_and_loads(tmp_path):
 
 
 def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
-    from conftest import HUB_TOKEN
-
     out_dir = tmp_path / "out"
-    proc = cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
+    proc = expand_local(
+        tmp_path / "c",
         "--prompt",
         "p",
         "--limit",
@@ -225,8 +208,6 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
         "2",
         "--output",
         str(out_dir),
-        "--cache-dir",
-        str(tmp_path / "c"),
     )
     assert proc.returncode == 0, proc.stderr
     proc = cli("push", str(out_dir), "me/from-folder", env={"HF_TOKEN": HUB_TOKEN})
@@ -236,18 +217,14 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
     assert "README.md" in files and any(p.endswith(".parquet") for p in files)
     assert b"## How it was made" in files["README.md"]
 
-    proc = cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
+    proc = expand_local(
+        tmp_path / "c",
         "--prompt",
         "p",
         "--limit",
         "3",
         "--multiplier",
         "2",
-        "--cache-dir",
-        str(tmp_path / "c"),
         "--push-to-hub",
         "me/direct",
         "--public",
@@ -260,17 +237,8 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
 
 
 def test_push_to_hub_without_token_fails_before_any_request(tmp_path, fake_hub):
-    proc = cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
-        "--prompt",
-        "p",
-        "--push-to-hub",
-        "me/x",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        env={"HF_TOKEN": ""},
+    proc = expand_local(
+        tmp_path / "c", "--prompt", "p", "--push-to-hub", "me/x", env={"HF_TOKEN": ""}
     )
     assert proc.returncode == 2
     assert "HF_TOKEN" in proc.stderr and "expanded" not in proc.stdout
@@ -279,8 +247,6 @@ def test_push_to_hub_without_token_fails_before_any_request(tmp_path, fake_hub):
 
 @pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
 def test_expand_from_hub_id_with_split_and_config(tmp_path, fake_hub):
-    from conftest import HUB_TOKEN
-
     seeds = datasets.Dataset.from_list([{"q": f"hub question {i}"} for i in range(3)])
     seeds.push_to_hub("me/seeds", config_name="qa", split="validation", token=HUB_TOKEN)
     proc = cli(
@@ -312,3 +278,113 @@ def test_expand_from_hub_id_with_split_and_config(tmp_path, fake_hub):
         "[me/seeds](https://huggingface.co/datasets/me/seeds)"
         in (tmp_path / "o" / "README.md").read_text()
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Options, through main([...]) against a reference server of the test's own
+
+
+@pytest.fixture
+def endpoint(ref_server: ReferenceServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The options that point `expand` at the test's reference server (token in the env)."""
+    monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
+    return ["--base-url", ref_server.url, "--model-id", MODEL_ID]
+
+
+@pytest.fixture
+def seeds_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "seeds.jsonl", qa_rows(4))
+
+
+def manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "synth_manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"synth-datasets {__version__}"
+
+
+def test_prompt_file_is_the_prompt_sent_and_recorded(
+    ref_server: ReferenceServer, endpoint: list[str], seeds_file: Path, tmp_path: Path
+) -> None:
+    prompt = "Write a new pair like this one.\nKeep it short — and in English.\n"
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(prompt, encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["expand", str(seeds_file), "--prompt-file", str(prompt_file), *endpoint]
+    assert main([*args, "--output", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert manifest(out)["provenance"]["prompt"] == prompt  # the file's text, exactly
+    assert "Keep it short — and in English." in (out / "README.md").read_text()
+    assert ref_server.stats()["requests"] == 1
+    # A prompt file that is not there: a usage error, nothing sent.
+    missing = ["expand", str(seeds_file), "--prompt-file", str(tmp_path / "nope.txt"), *endpoint]
+    assert main(missing) == 2
+    assert ref_server.stats()["requests"] == 1
+
+
+def test_no_cache_sends_every_request_again_and_writes_no_cache(
+    ref_server: ReferenceServer, endpoint: list[str], seeds_file: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    args = ["expand", str(seeds_file), "--prompt", "p", *endpoint, "--cache-dir", str(cache)]
+    args += ["--request-size", "2"]
+    assert main([*args, "--no-cache"]) == 0
+    assert main([*args, "--no-cache"]) == 0
+    assert ref_server.stats()["requests"] == 4  # 2 requests, sent by both runs
+    assert not (cache / "requests.sqlite").exists()
+    # Without it (a new run id, so that nothing earlier answers), the answers are cached.
+    assert main([*args, "--run-id", "cached"]) == 0
+    assert ref_server.stats()["requests"] == 6
+    assert (cache / "requests.sqlite").exists()
+
+
+def test_no_original_leaves_the_original_column_out(
+    endpoint: list[str], seeds_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["expand", str(seeds_file), "--prompt", "p", *endpoint, "--no-original"]
+    assert main([*args, "--output", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    loaded = datasets.load_dataset(str(out), split="train")
+    assert "original" not in loaded.column_names
+    assert {"q", "a", "source_index", "generated_raw", "error"} <= set(loaded.column_names)
+    assert sorted(set(loaded["source_index"])) == [0, 1, 2, 3] and len(loaded) == 16
+
+
+def test_max_request_bytes_splits_requests_and_refuses_a_row_too_large(
+    ref_server: ReferenceServer, endpoint: list[str], tmp_path: Path
+) -> None:
+    seeds = write_jsonl(tmp_path / "long.jsonl", [{"q": f"q {i} " + "x" * 300} for i in range(8)])
+    out = tmp_path / "out"
+    args = ["expand", str(seeds), "--prompt", "p", *endpoint, "--multiplier", "1"]
+    args += ["--request-size", "8", "--cache-dir", str(tmp_path / "c")]
+    assert main([*args, "--max-request-bytes", "1000", "--output", str(out)]) == 0
+    # ~330 bytes an example: at most two fit in 1000 bytes with the body around them.
+    assert ref_server.stats()["requests"] == 4
+    assert sorted(datasets.load_dataset(str(out), split="train")["source_index"]) == list(range(8))
+    ref_server.reset_stats()
+    assert main([*args, "--max-request-bytes", "200", "--run-id", "again"]) == 2
+    assert ref_server.stats()["requests"] == 0  # refused up front
+
+
+@pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+def test_revision_reads_the_seeds_of_that_branch(
+    fake_hub: Any,
+    endpoint: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    Dataset.from_list(qa_rows(2)).push_to_hub("me/seeds", token=HUB_TOKEN)
+    Dataset.from_list(qa_rows(5)).push_to_hub("me/seeds", token=HUB_TOKEN, revision="dev")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    out = tmp_path / "out"
+    args = ["expand", "me/seeds", "--revision", "dev", "--prompt", "p", *endpoint]
+    assert main([*args, "--output", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "expanded 5 seed rows into 20 rows" in capsys.readouterr().out
+    source = manifest(out)["provenance"]["source"]
+    assert source["name"] == "me/seeds"
+    assert source["revision"] == fake_hub.commits("me/seeds", "dev")[-1].sha
+    assert source["revision"] != fake_hub.commits("me/seeds")[-1].sha

@@ -9,6 +9,9 @@ import time
 import uuid
 
 import pytest
+from helpers import MODEL_ID as MODEL
+from helpers import Answer, StubServer
+from helpers import make_client as fast_client
 
 from synth_datasets import (
     APIConnectionError,
@@ -23,22 +26,13 @@ from synth_datasets import (
 )
 from synth_datasets.testing import ReferenceServer
 
-MODEL = "123e4567-e89b-12d3-a456-426614174000"
 EXAMPLES = [{"q": "What is 2+2?", "a": "4"}, {"q": "Capital of France?", "a": "Paris"}]
 SECRET = "sk-SECRET-tok3n-do-not-leak-9f8e7d"
 
 
 @pytest.fixture
-def server():
-    with ReferenceServer(token=SECRET) as srv:
-        yield srv
-
-
-def fast_client(srv: ReferenceServer, **kw) -> SynthClient:
-    kw.setdefault("backoff_factor", 0.01)
-    kw.setdefault("max_retries", 3)
-    kw.setdefault("timeout", 10.0)
-    return SynthClient(srv.token, srv.url, **kw)
+def server(start_server) -> ReferenceServer:
+    return start_server(token=SECRET)
 
 
 def generate(client: SynthClient, **kw):
@@ -140,9 +134,9 @@ def test_dropped_every_time_is_connection_error(server):
 
 
 def test_read_timeout_is_retried_then_reported(server):
-    server.set_faults(latency=1.0)
+    server.set_faults(latency=30.0)
     with pytest.raises(APIConnectionError) as info:
-        generate(fast_client(server, max_retries=1, timeout=(2.0, 0.2)))
+        generate(fast_client(server, max_retries=1, timeout=(5.0, 2.0)))
     assert "timed out" in str(info.value)
     assert server.stats()["requests"] == 2
 
@@ -156,39 +150,18 @@ def test_framed_bodies_are_parsed(server, framing):
 
 
 def test_unparseable_body_is_response_format_error():
-    # A server that answers 200 with HTML: our own tiny stand-in, since the reference server
-    # only ever speaks the endpoint's formats.
-    import http.server
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b"<html><body>Service temporarily unavailable</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("x-request-id", "req_html")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        client = SynthClient(
-            SECRET, f"http://127.0.0.1:{httpd.server_port}", max_retries=1, backoff_factor=0.01
-        )
+    # A server that answers 200 with HTML: a stand-in, since the reference server only ever
+    # speaks the endpoint's formats.
+    html = b"<html><body>Service temporarily unavailable</body></html>"
+    headers = {"Content-Type": "text/html", "x-request-id": "req_html"}
+    with StubServer(lambda _received: Answer(200, html, headers)) as stub:
+        client = fast_client(stub.url, SECRET, max_retries=1)
         with pytest.raises(ResponseFormatError) as info:
             generate(client)
         assert "<html>" in str(info.value)
         assert info.value.request_id == "req_html"
         assert SECRET not in str(info.value)
-    finally:
-        httpd.shutdown()
+        assert len(stub.received) == 2  # a 200 that does not parse is retried once
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,12 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import datasets
 import pytest
-from conftest import MODEL_ID
 from datasets import Dataset, Features, Value
+from helpers import MODEL_ID, assert_complete, conversations, qa, run_expand
 
 from synth_datasets import (
     ConfigurationError,
@@ -25,40 +26,11 @@ from synth_datasets import (
 )
 from synth_datasets.mapper import _run_all
 
-CONV = [
-    {
-        "conv_prefix": [{"role": "user", "content": f"Question number {i} about topic {i}?"}],
-        "response": {"role": "assistant", "content": f"Answer number {i}, with detail."},
-        "topic": f"t{i}",
-    }
-    for i in range(3)
-]
+run = partial(run_expand, prompt="More like these.", multiplier=4)
 
 
-def qa(n: int) -> Dataset:
-    return Dataset.from_list(
-        [{"q": f"question {i} text", "a": f"answer {i} text"} for i in range(n)]
-    )
-
-
-def run(ds, client, cache_dir, **kw):
-    kw.setdefault("prompt", "More like these.")
-    kw.setdefault("multiplier", 4)
-    kw.setdefault("model_id", MODEL_ID)
-    return expand(ds, client=client, cache_dir=cache_dir, **kw)
-
-
-def assert_linked(out: Dataset, seeds: Dataset, multiplier: int, columns) -> None:
-    assert out["source_index"] == sorted(out["source_index"])
-    counts: dict[int, int] = {}
-    for row in out:
-        i = row["source_index"]
-        counts[i] = counts.get(i, 0) + 1
-        assert row["original"] == {c: seeds[i][c] for c in columns}
-        assert row["error"] is None
-        generated = json.loads(row["generated_raw"])
-        assert {c: row[c] for c in columns} == {c: generated[c] for c in columns}
-    assert counts == dict.fromkeys(range(len(seeds)), multiplier)
+def assert_linked(out: Dataset, seeds: Dataset, multiplier: int, columns: list[str]) -> None:
+    assert_complete(out, seeds, multiplier, columns)
 
 
 def test_three_examples_times_four(ref_server, ref_client, cache_dir):
@@ -130,7 +102,7 @@ def test_mapper_counts_the_parse_and_type_errors_its_rows_carry(ref_server, ref_
 
 
 def test_nested_conversation_keeps_features(ref_client, cache_dir):
-    seeds = Dataset.from_list(CONV)
+    seeds = Dataset.from_list(conversations(3))
     out = run(seeds, ref_client, cache_dir, columns=["conv_prefix", "response"])
     assert out.features["conv_prefix"] == seeds.features["conv_prefix"]
     assert out.features["response"] == seeds.features["response"]
@@ -371,33 +343,6 @@ def test_provenance_recorded_and_survives_disk(ref_client, cache_dir, tmp_path):
     out.save_to_disk(str(tmp_path / "out"))
     assert get_provenance(datasets.load_from_disk(str(tmp_path / "out"))) == prov
     assert ref_client._api_key not in json.dumps(prov)
-
-
-@pytest.mark.parametrize(
-    ("make", "kwargs", "needle"),
-    [
-        (lambda: qa(0), {}, "empty"),
-        (lambda: qa(2), {"columns": ["nope"]}, "unknown column"),
-        (lambda: Dataset.from_list([{"q": "x", "error": "y"}]), {}, "collide"),
-        (lambda: Dataset.from_list([{"q": "x", "source_index": 1}]), {"columns": ["q"]}, "collide"),
-        (lambda: Dataset.from_list([{"q": "x", "blob": b"\x00\x01"}]), {}, "bytes"),
-        (lambda: qa(2), {"multiplier": 0}, "multiplier"),
-        (lambda: qa(2), {"multiplier": "4"}, "multiplier"),
-        (lambda: qa(2), {"model_id": "nope"}, "model_id"),
-        (lambda: qa(2), {"prompt": ""}, "prompt"),
-        (lambda: qa(2), {"on_error": "ignore"}, "on_error"),
-        (lambda: qa(2), {"request_size": 0}, "request_size"),
-        (lambda: datasets.DatasetDict({"train": qa(2)}), {}, "split"),
-    ],
-)
-def test_bad_inputs_refused_before_any_request(
-    ref_server, ref_client, cache_dir, make, kwargs, needle
-):
-    with pytest.raises(ConfigurationError) as info:
-        run(make(), ref_client, cache_dir, **kwargs)
-    assert needle in str(info.value)
-    assert "\n" not in str(info.value)
-    assert ref_server.stats()["requests"] == 0
 
 
 def test_stats_summary(ref_server, ref_client, cache_dir):

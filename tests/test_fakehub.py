@@ -12,14 +12,16 @@ import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-import yaml
 from datasets import Dataset, load_dataset
 from datasets.exceptions import DatasetNotFoundError
 from fakehub import HUB_TOKEN, INVALID_CREDENTIALS, LFS_PUT_WARNING_FILTER, FakeHub
 from fakehub import fake_hub as fake_hub
+from helpers import card_yaml
 from huggingface_hub import (
     CommitOperationAdd,
     DatasetCard,
@@ -43,24 +45,12 @@ TEST_ROWS = {"id": [10, 11], "text": ["delta", "epsilon"]}
 CARD_BODY = "# Demo dataset\n\nHand-written body text that must survive data pushes."
 
 
-@pytest.fixture(autouse=True)
-def _every_route_is_known(fake_hub: FakeHub) -> Iterator[None]:
-    """Whatever the real clients called, the fake answered on purpose (no catch-all 404)."""
-    yield
-    assert fake_hub.unhandled == []
-    assert fake_hub.server_errors == []
-
-
 def _endpoint() -> str:
     return os.environ["HF_ENDPOINT"]
 
 
-def _front_matter(readme: bytes) -> dict[str, object]:
-    text = readme.decode()
-    assert text.startswith("---\n"), text
-    data = yaml.safe_load(text.split("---\n", 2)[1])
-    assert isinstance(data, dict)
-    return data
+def _front_matter(readme: bytes) -> dict[str, Any]:
+    return card_yaml(readme)[0]
 
 
 def _push_card(repo_id: str = REPO) -> DatasetCard:
@@ -393,3 +383,36 @@ def test_http_shapes_ranges_and_chunked_uploads(fake_hub: FakeHub) -> None:
     )
     assert validate.status_code == 400
     assert json.loads(validate.content)["errors"]
+
+
+# ------------------------------------------------------------------------------------------
+# The fixture itself
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_request_to_an_unknown_route_fails_the_test_that_made_it(pytester: Any) -> None:
+    """A catch-all 404 must not pass for an answer of the real Hub: the fixture fails the test
+    at teardown, naming the route; a known route's 404 (a missing repo) fails nothing."""
+    tests = Path(__file__).resolve().parent
+    pytester.makeconftest(
+        "import os, socket, sys\n"
+        f"sys.path.insert(0, {str(tests)!r})\n"
+        "with socket.socket() as s:\n"
+        "    s.bind(('127.0.0.1', 0))\n"
+        "    os.environ['HF_ENDPOINT'] = f'http://127.0.0.1:{s.getsockname()[1]}'\n"
+        "from fakehub import fake_hub as fake_hub\n"
+    )
+    pytester.makepyfile(
+        "import os, requests\n"
+        "def test_unknown_route(fake_hub):\n"
+        "    url = os.environ['HF_ENDPOINT'] + '/api/no-such-route?x=1'\n"
+        "    assert requests.get(url, timeout=30).status_code == 404\n"
+        "def test_known_route(fake_hub):\n"
+        "    url = os.environ['HF_ENDPOINT'] + '/api/datasets/me/missing'\n"
+        "    assert requests.get(url, timeout=30).status_code == 404\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_unknown_route*", "*no route for: GET /api/no-such-route?x=1*"]
+    )

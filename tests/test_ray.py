@@ -9,10 +9,8 @@ a module-wide Ray cannot know).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,8 +18,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import MODEL_ID
 from datasets import ClassLabel, Dataset, Features, List, Value, concatenate_datasets
+from helpers import MODEL_ID, conversations, load_script, make_client
+from helpers import sorted_by_seed as by_seed
 
 from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance
 from synth_datasets.config import ExpandConfig
@@ -54,22 +53,8 @@ def seeds(n: int) -> Dataset:
             "label": ClassLabel(names=["easy", "hard"]),
         }
     )
-    rows = [
-        {
-            "conv_prefix": [{"role": "user", "content": f"Question number {i} about topic {i}?"}],
-            "response": {"role": "assistant", "content": f"Answer number {i}, with detail."},
-            "topic": f"t{i}",
-            "label": i % 2,
-        }
-        for i in range(n)
-    ]
+    rows = [{**row, "label": i % 2} for i, row in enumerate(conversations(n))]
     return Dataset.from_list(rows, features=features)
-
-
-def by_seed(ds: Dataset) -> list[dict[str, Any]]:
-    """Rows sorted by source_index then generated_raw: the comparison the issue asks for."""
-    rows = ds.to_list()
-    return sorted(rows, key=lambda r: (r["source_index"], r["generated_raw"] or ""))
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +78,8 @@ def local_ray() -> Iterator[Any]:
 
 
 @pytest.fixture
-def server() -> Iterator[ReferenceServer]:
-    with ReferenceServer(token=TOKEN) as srv:
-        yield srv
+def server(start_server: Any) -> ReferenceServer:
+    return start_server(token=TOKEN)  # type: ignore[no-any-return]
 
 
 def ray_kwargs(srv: ReferenceServer, cache_dir: Path, **kw: Any) -> dict[str, Any]:
@@ -117,7 +101,7 @@ def ray_kwargs(srv: ReferenceServer, cache_dir: Path, **kw: Any) -> dict[str, An
 @pytest.mark.slow
 def test_same_rows_as_expand_and_reruns_from_cache(local_ray, server, tmp_path):
     ds = seeds(22)  # 6 requests of 4, the last one short
-    with SynthClient(TOKEN, server.url, max_retries=1, backoff_factor=0.01) as client:
+    with make_client(server, max_retries=1) as client:
         single = expand(
             ds,
             prompt=PROMPT,
@@ -263,15 +247,6 @@ def test_to_huggingface_refuses_a_non_empty_folder(tmp_path):
 # -- datasets.distributed.split_dataset_by_node ---------------------------------------------------
 
 
-def load_script(name: str) -> Any:
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def expand_on_node(
     ds: Dataset, rank: int, world_size: int, client: SynthClient, cache_dir: Path, **kw: Any
 ) -> Dataset:
@@ -280,7 +255,7 @@ def expand_on_node(
     A global index column is added before ``split_dataset_by_node`` and named as
     ``index_column``: it becomes ``source_index`` and is neither sent nor kept.
     """
-    return load_script("split_by_node").expand_shard(
+    return load_script("split_by_node.py").expand_shard(
         ds,
         rank=rank,
         world_size=world_size,
@@ -347,24 +322,6 @@ def test_split_shards_aligned_to_request_size_reuse_the_single_run_cache(
     for rank in range(2):
         expand_on_node(ds, rank, 2, ref_client, cache, request_size=3)
     assert ref_server.stats()["requests"] == sent  # same request bodies, all from the cache
-
-
-@pytest.mark.parametrize(
-    ("name", "options"),
-    [
-        ("ray_expand.py", ["--local", "--address", "--actors", "--max-concurrency", "--output"]),
-        ("split_by_node.py", ["expand", "merge"]),
-    ],
-)
-def test_scripts_help(name, options):
-    path = Path(__file__).resolve().parents[1] / "scripts" / name
-    proc = subprocess.run(
-        [sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"usage: {name}")
-    for option in options:
-        assert option in proc.stdout
 
 
 @pytest.mark.slow

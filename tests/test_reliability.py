@@ -8,70 +8,26 @@ Clients use a tiny backoff and the server tiny ``Retry-After`` values to keep th
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pytest
 import requests
-from conftest import MODEL_ID
 from datasets import Dataset
+from helpers import MODEL_ID, PROMPT, assert_complete, make_client, qa, run_expand
+from helpers import group_by_seed as by_seed
 
-from synth_datasets import ResponseFormatError, SynthClient, SynthError, SynthMapper, expand
+from synth_datasets import ResponseFormatError, SynthError, SynthMapper
 from synth_datasets.testing import GENERATE_PATH, ReferenceServer
 
-PROMPT = "Write another question and answer like this one."
-
-
-def seeds(n: int, *, long_answers: bool = False) -> Dataset:
-    tail = " It comes with a long explanation of every step." * 4 if long_answers else ""
-    return Dataset.from_list(
-        [
-            {"q": f"Question {i}: what is the value of item {i}?", "a": f"Item {i} is {i}.{tail}"}
-            for i in range(n)
-        ]
-    )
-
-
-def client_for(server: ReferenceServer, **kw: Any) -> SynthClient:
-    kw.setdefault("backoff_factor", 0.01)
-    kw.setdefault("max_retries", 3)
-    kw.setdefault("timeout", 10.0)
-    return SynthClient(server.token, server.url, **kw)
-
-
-def run(ds: Dataset, client: SynthClient, cache_dir: Path, **kw: Any) -> Dataset:
-    kw.setdefault("prompt", PROMPT)
-    kw.setdefault("multiplier", 2)
-    kw.setdefault("model_id", MODEL_ID)
-    kw.setdefault("request_size", 4)
-    out = expand(ds, client=client, cache_dir=cache_dir, **kw)
-    assert isinstance(out, Dataset)
-    return out
-
-
-def by_seed(out: Dataset) -> dict[int | None, list[dict[str, Any]]]:
-    groups: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
-    for row in out:
-        groups[row["source_index"]].append(row)
-    return dict(groups)
-
-
-def assert_complete(out: Dataset, ds: Dataset, per_seed: int) -> None:
-    """Every seed has exactly ``per_seed`` clean rows, linked to it, values from the raw text."""
-    groups = by_seed(out)
-    assert set(groups) == set(range(len(ds)))
-    for i, rows in groups.items():
-        assert len(rows) == per_seed, (i, rows)
-        for row in rows:
-            assert row["error"] is None, row
-            assert row["original"] == ds[i]
-            assert {"q": row["q"], "a": row["a"]} == json.loads(row["generated_raw"])
-    assert out["source_index"] == sorted(out["source_index"])
+seeds = qa
+client_for = make_client
+run = partial(run_expand, request_size=4)
 
 
 def statuses(server: ReferenceServer) -> dict[str, int]:
@@ -79,7 +35,7 @@ def statuses(server: ReferenceServer) -> dict[str, int]:
 
 
 def n_requests(ds: Dataset, request_size: int) -> int:
-    return math.ceil(len(ds) / request_size)
+    return -(-len(ds) // request_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,14 +160,14 @@ def test_connection_dropped_every_time_gives_error_rows(
 
 @pytest.mark.parametrize("word", ["hang", "stall"])
 def test_read_timeout_is_retried(ref_server: ReferenceServer, cache_dir: Path, word: Any) -> None:
-    """``hang``: nothing for 3 s (timeout before the headers); ``stall``: half the body, then
-    nothing (timeout mid-body, past the adapter's retries)."""
+    """``hang``: nothing for 30 s (timeout before the headers); ``stall``: half the body, then
+    nothing (timeout mid-body, past the adapter's retries). The client gives up after 2 s."""
     ds = seeds(4)
-    ref_server.set_faults(script=[word], hang=3.0)
-    client = client_for(ref_server, timeout=(5.0, 0.3))
+    ref_server.set_faults(script=[word], hang=30.0)
+    client = client_for(ref_server, timeout=(5.0, 2.0))
     started = time.monotonic()
     out = run(ds, client, cache_dir)
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 20  # retried after the read timeout, not after the hang
     assert_complete(out, ds, 2)
     assert statuses(ref_server) == {word: 1, "200": 1}
 
@@ -220,8 +176,8 @@ def test_read_timeout_every_time_gives_error_rows(
     ref_server: ReferenceServer, cache_dir: Path
 ) -> None:
     ds = seeds(4)
-    ref_server.set_faults(latency=1.0)
-    client = client_for(ref_server, max_retries=1, timeout=(5.0, 0.2))
+    ref_server.set_faults(latency=30.0)
+    client = client_for(ref_server, max_retries=1, timeout=(5.0, 2.0))
     out = run(ds, client, cache_dir, on_error="keep")
     assert len(out) == 4
     assert all("timed out" in r["error"] for r in out)

@@ -15,18 +15,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MODEL_ID
-from datasets import Dataset
+from helpers import MODEL_ID, PROMPT, group_by_seed, make_client, qa, qa_rows, run_expand
 
-from synth_datasets import SynthClient, expand
 from synth_datasets.testing import ReferenceServer
 
-PROMPT = "Write another question and answer like this one."
 N_SEEDS = 96
 REQUEST_SIZE = 2
 MAX_CONCURRENCY = 4
@@ -67,17 +63,7 @@ SCRIPT = textwrap.dedent(
 
 
 def seed_rows() -> list[dict[str, Any]]:
-    return [
-        {"q": f"Question {i}: what is the value of item {i}?", "a": f"Item {i} is {i}."}
-        for i in range(N_SEEDS)
-    ]
-
-
-def by_source(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[row["source_index"]].append(row)
-    return dict(groups)
+    return qa_rows(N_SEEDS)
 
 
 class Job:
@@ -128,16 +114,13 @@ class Job:
 def uninterrupted(server: ReferenceServer, cache_dir: Path) -> tuple[list[dict[str, Any]], int]:
     """The reference result and its request count, from a clean in-process run."""
     server.reset_stats()
-    client = SynthClient(server.token, server.url, backoff_factor=0.01)
-    out = expand(
-        Dataset.from_list(seed_rows()),
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client=client,
+    client = make_client(server)
+    out = run_expand(
+        qa(N_SEEDS),
+        client,
+        cache_dir,
         request_size=REQUEST_SIZE,
         max_concurrency=MAX_CONCURRENCY,
-        cache_dir=cache_dir,
     )
     requests = server.stats()["requests"]
     server.reset_stats()
@@ -180,7 +163,7 @@ def test_kill_9_at_half_then_rerun_equals_an_uninterrupted_run(
     resumed_requests = ref_server.stats()["requests"]
 
     rows = job.rows()
-    assert by_source(rows) == by_source(expected)
+    assert group_by_seed(rows) == group_by_seed(expected)
     assert rows == expected
     # Only what was in flight at the kill was paid twice.
     assert killed_requests + resumed_requests <= clean_requests + MAX_CONCURRENCY
@@ -212,7 +195,7 @@ def test_rerun_after_an_on_error_raise_failure_equals_an_uninterrupted_run(
     second = ref_server.stats()
 
     rows = job.rows()
-    assert by_source(rows) == by_source(expected)
+    assert group_by_seed(rows) == group_by_seed(expected)
     assert rows == expected
     # Every answered request of the failed run came from the cache on the rerun.
     assert first["by_status"]["200"] + second["by_status"]["200"] == clean_requests

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import datasets
 import pytest
-from conftest import HUB_TOKEN
-from fakehub import LFS_PUT_WARNING_FILTER
+from fakehub import HUB_TOKEN, LFS_PUT_WARNING_FILTER
+from helpers import SAMPLE, SAMPLE_PROMPT, card_yaml, load_script, script, write_jsonl
 from test_prep import SEEDS, expanded
 
+from synth_datasets import get_provenance
+from synth_datasets.cli import load_result
 from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
 
 # huggingface_hub's own LFS upload warns about its use of httpx; not ours to fix.
 pytestmark = pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
-SAMPLE = ROOT / "synth_datasets" / "data" / "sample_seeds.jsonl"
-
-
-def script(name: str, *args: str, env: dict[str, str] | None = None):
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=full_env,
-    )
-
-
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -51,6 +24,8 @@ def load_script(name: str) -> ModuleType:
     [
         ("expand_and_push.py", ["--push-to-hub", "--output", "--local", "--report-json"]),
         ("to_sft.py", ["--mix-in-seeds", "--test-size", "--seed", "--push-to-hub", "--output"]),
+        ("ray_expand.py", ["--local", "--address", "--actors", "--max-concurrency", "--output"]),
+        ("split_by_node.py", ["expand", "merge"]),
     ],
 )
 def test_help(name, options):
@@ -132,9 +107,7 @@ def expanded_dir(tmp_path) -> tuple[Path, Path]:
     """A save_to_disk folder of a known expansion, and its seeds as a jsonl file."""
     folder = tmp_path / "expanded"
     expanded().save_to_disk(str(folder))
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps(s) + "\n" for s in SEEDS))
-    return folder, seeds
+    return folder, write_jsonl(tmp_path / "seeds.jsonl", SEEDS)
 
 
 def test_to_sft_writes_splits(tmp_path, expanded_dir):
@@ -236,3 +209,112 @@ def test_bench_quick_runs_and_reports_what_it_measured(tmp_path):
     # Killed mid-run as a rule; on a starved machine the kill may come late, which is no failure.
     assert 0 < resume["cached_at_kill"] <= resume["clean_requests"]
     assert resume["resent"] <= resume["max_concurrency"]
+
+
+# --------------------------------------------------------------------------------------------
+# Card options, and the cluster scripts run for real
+
+
+def test_expand_and_push_language_and_task_category_land_in_the_card(tmp_path):
+    out = tmp_path / "out"
+    code = load_script("expand_and_push.py").main(
+        [
+            str(SAMPLE),
+            "--local",
+            "--prompt",
+            "p",
+            "--limit",
+            "2",
+            "--multiplier",
+            "2",
+            "--language",
+            "en",
+            "--language",
+            "fr",
+            "--task-category",
+            "text-generation",
+            "--task-category",
+            "question-answering",
+            "--output",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
+    assert code == 0
+    meta, _ = card_yaml((out / "README.md").read_text())
+    assert meta["language"] == ["en", "fr"]
+    assert meta["task_categories"] == ["text-generation", "question-answering"]
+
+
+def test_to_sft_language_and_task_category_land_in_the_card(tmp_path, expanded_dir):
+    folder, _ = expanded_dir
+    out = tmp_path / "sft"
+    args = [str(folder), "--test-size", "0", "--output", str(out), "--language", "de"]
+    assert load_script("to_sft.py").main([*args, "--task-category", "text-generation"]) == 0
+    meta, _ = card_yaml((out / "README.md").read_text())
+    assert meta["language"] == ["de"]
+    assert meta["task_categories"] == ["text-generation"]
+
+
+@pytest.mark.slow
+def test_ray_expand_local_run(tmp_path):
+    """A real run on a local Ray (2 actors) against the bundled reference server."""
+    out = tmp_path / "out"
+    proc = script(
+        "ray_expand.py",
+        str(SAMPLE),
+        "--local",
+        "--num-cpus",
+        "2",
+        "--prompt-file",
+        str(SAMPLE_PROMPT),
+        "--columns",
+        "conv_prefix,response",
+        "--limit",
+        "6",
+        "--multiplier",
+        "2",
+        "--request-size",
+        "2",
+        "--actors",
+        "2",
+        "--max-concurrency",
+        "2",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = load_result(out)
+    assert len(result) == 12 and result["source_index"] == sorted(result["source_index"])
+    assert set(result["source_index"]) == set(range(6))
+    assert all(error is None for error in result["error"])
+    provenance = get_provenance(result)
+    assert provenance is not None and provenance["engine"]["name"] == "ray"
+    assert provenance["prompt"] == SAMPLE_PROMPT.read_text()
+    assert json.loads((out / "synth_manifest.json").read_text())["num_rows"] == 12
+
+
+def test_split_by_node_expand_then_merge(tmp_path):
+    split_by_node = load_script("split_by_node.py")
+    common = [str(SAMPLE), "--local", "--prompt", "p", "--multiplier", "2", "--world-size", "2"]
+    common += ["--request-size", "3", "--cache-dir", str(tmp_path / "c")]
+    nodes = [tmp_path / f"node-{rank}" for rank in range(2)]
+    for rank, node in enumerate(nodes):
+        assert (
+            split_by_node.main(["expand", *common, "--rank", str(rank), "--output", str(node)]) == 0
+        )
+    merged_dir = tmp_path / "merged"
+    assert split_by_node.main(["merge", *map(str, nodes), "--output", str(merged_dir)]) == 0
+    parts = [load_result(node) for node in nodes]
+    merged = load_result(merged_dir)
+    assert len(merged) == 24 == sum(len(p) for p in parts)  # the 12 sample seeds, 2 rows each
+    assert merged["source_index"] == sorted(merged["source_index"])
+    assert set(merged["source_index"]) == set(range(12))  # global indices, not each shard's own
+    assert merged.to_list() == parts[0].to_list() + parts[1].to_list()
+    provenance = get_provenance(merged)
+    assert provenance is not None and provenance["nodes"] == 2
+    assert provenance["source"]["num_rows"] == 12

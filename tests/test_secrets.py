@@ -8,29 +8,36 @@ every exception. The Hub token gets the same treatment in the push flows.
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import os
 import secrets
-import threading
+import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from conftest import MODEL_ID
-from datasets import Dataset
 from fakehub import LFS_PUT_WARNING_FILTER, FakeHub
 from fakehub import fake_hub as fake_hub
+from helpers import (
+    MODEL_ID,
+    PROMPT,
+    Answer,
+    Received,
+    StubServer,
+    make_client,
+    qa,
+    run_expand,
+    write_jsonl,
+)
+from huggingface_hub.errors import HfHubHTTPError
 
 from synth_datasets import (
     ConfigurationError,
     SynthClient,
     SynthError,
     SynthMapper,
-    expand,
     get_provenance,
 )
 from synth_datasets.cache import RequestCache
@@ -44,7 +51,6 @@ pytestmark = pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
 
 TOKEN = "sk-SECRET-" + secrets.token_hex(16)
 HF_TOKEN = "hf_SECRET" + secrets.token_hex(16)
-PROMPT = "Write another question and answer like this one."
 LOGGERS = (
     "synth_datasets",
     "urllib3",
@@ -100,14 +106,8 @@ def exception_texts(exc: BaseException) -> list[str]:
     return texts
 
 
-def seeds(n: int) -> Dataset:
-    return Dataset.from_list(
-        [{"q": f"Question {i}: what is item {i}?", "a": f"Item {i} is {i}."} for i in range(n)]
-    )
-
-
 @pytest.fixture
-def server() -> Iterator[ReferenceServer]:
+def server(start_server: Any) -> ReferenceServer:
     faults = Faults(
         rate_500=0.1,
         rate_503=0.05,
@@ -118,15 +118,12 @@ def server() -> Iterator[ReferenceServer]:
         retry_after=0.01,
         seed=1,
     )
-    with ReferenceServer(token=TOKEN, faults=faults) as srv:
-        yield srv
+    return start_server(token=TOKEN, faults=faults)  # type: ignore[no-any-return]
 
 
-def client_for(url: str, **kw: Any) -> SynthClient:
-    kw.setdefault("backoff_factor", 0.01)
-    kw.setdefault("max_retries", 1)
-    kw.setdefault("timeout", 10.0)
-    return SynthClient(TOKEN, url, **kw)
+def client_for(server: ReferenceServer | str, **kw: Any) -> SynthClient:
+    """A client with our token and one retry."""
+    return make_client(server, TOKEN, **{"max_retries": 1, **kw})  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,14 +135,11 @@ def test_expansion_leaves_no_trace_of_the_token(
 ) -> None:
     debug_logs(caplog)
     cache_dir = tmp_path / "synth-cache"
-    client = client_for(server.url)
-    out = expand(
-        seeds(40),
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client=client,
-        cache_dir=cache_dir,
+    client = client_for(server)
+    out = run_expand(
+        qa(40),
+        client,
+        cache_dir,
         on_error="keep",
     )
     assert any(out["error"])  # the faults did produce error rows
@@ -184,7 +178,7 @@ def test_expansion_leaves_no_trace_of_the_token(
         ({"rate_drop": 1.0}, "APIConnectionError"),
         ({"rate_truncate": 1.0}, "ResponseFormatError"),
         ({"script": [422]}, "ValidationError"),
-        ({"latency": 0.5}, "APIConnectionError"),
+        ({"latency": 30.0}, "APIConnectionError"),  # far past the client's 2 s read timeout
     ],
 )
 def test_every_failure_text_is_clean(
@@ -196,17 +190,16 @@ def test_every_failure_text_is_clean(
 ) -> None:
     debug_logs(caplog)
     server.set_faults(Faults(retry_after=0.01, **faults))
-    client = client_for(server.url, timeout=(5.0, 0.1))
+    client = client_for(server, timeout=(5.0, 2.0))
+    started = time.monotonic()
     with pytest.raises(SynthError) as info:
-        expand(
-            seeds(4),
-            prompt=PROMPT,
-            multiplier=2,
-            model_id=MODEL_ID,
-            client=client,
-            cache_dir=tmp_path,
+        run_expand(
+            qa(4),
+            client,
+            tmp_path,
         )
     assert type(info.value).__name__ == expected
+    assert time.monotonic() - started < 20  # two tries of 2 s at most, not the server's 30 s
     for text in exception_texts(info.value):
         assert_clean(text, f"the {expected}")
     assert_clean(caplog.text, "the DEBUG logs")
@@ -219,13 +212,10 @@ def test_rejected_token_and_bad_configuration_texts_are_clean(
     errors: list[BaseException] = []
     with ReferenceServer(token="sk-other-token") as other:  # our token is the wrong one here
         with pytest.raises(SynthError) as info:
-            expand(
-                seeds(2),
-                prompt=PROMPT,
-                multiplier=2,
-                model_id=MODEL_ID,
-                client=client_for(other.url),
-                cache_dir=tmp_path,
+            run_expand(
+                qa(2),
+                client_for(other.url),
+                tmp_path,
             )
         assert type(info.value).__name__ == "AuthenticationError"
         errors.append(info.value)
@@ -246,49 +236,34 @@ def test_rejected_token_and_bad_configuration_texts_are_clean(
     assert_clean(caplog.text, "the DEBUG logs")
 
 
-class _EchoHandler(http.server.BaseHTTPRequestHandler):
-    """A careless server: its error bodies quote the credentials it was sent."""
+def echoing(statuses: list[int]) -> Any:
+    """A careless server's answers: its error bodies quote the credentials it was sent."""
 
-    statuses: ClassVar[list[int]] = [401, 422, 500, 200]
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        auth = self.headers.get("Authorization", "")
-        status = type(self).statuses.pop(0) if type(self).statuses else 401
+    def answer(received: Received) -> Answer:
+        auth = received.headers.get("Authorization", "")
+        status = statuses.pop(0) if statuses else 401
+        if status == 200:  # a 200 that is not the documented shape, quoting the header
+            return Answer(200, f"<html>unexpected request with {auth}</html>".encode())
         if status == 422:
             detail: Any = [{"loc": ["header", "authorization"], "msg": "bad", "input": auth}]
         else:
             detail = f"credentials {auth!r} are not valid"
-        body = json.dumps({"detail": detail}).encode()
-        if status == 200:  # a 200 that is not the documented shape, quoting the header
-            body = f"<html>unexpected request with {auth}</html>".encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        return Answer(status, json.dumps({"detail": detail}).encode())
 
-    def log_message(self, *args: Any) -> None:
-        pass
+    return answer
 
 
 def test_a_server_echoing_the_token_does_not_leak_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     debug_logs(caplog)
-    _EchoHandler.statuses = [401, 422, 500, 200]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        client = client_for(f"http://127.0.0.1:{httpd.server_port}", max_retries=0)
-        out = expand(
-            seeds(4),
-            prompt=PROMPT,
-            multiplier=2,
-            model_id=MODEL_ID,
-            client=client,
-            cache_dir=tmp_path,
+    statuses = [401, 422, 500, 200]
+    with StubServer(echoing(statuses)) as stub:
+        client = client_for(stub.url, max_retries=0)
+        out = run_expand(
+            qa(4),
+            client,
+            tmp_path,
             request_size=1,
             max_concurrency=1,
             on_error="keep",
@@ -297,15 +272,13 @@ def test_a_server_echoing_the_token_does_not_leak_it(
         assert len(errors) == 4
         for text in errors:
             assert_clean(text, "the error column")
-        _EchoHandler.statuses = [401]
+        statuses.append(401)
         with pytest.raises(SynthError) as info:
             client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
         for text in exception_texts(info.value):
             assert_clean(text, "the exception")
         assert_clean(caplog.text, "the DEBUG logs")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+        assert len(stub.received) == 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,8 +294,7 @@ def test_cli_output_folder_and_streams_are_clean(
 ) -> None:
     debug_logs(caplog)
     monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
-    source = tmp_path / "seeds.jsonl"
-    source.write_text("".join(json.dumps(row) + "\n" for row in seeds(12).to_list()))
+    source = write_jsonl(tmp_path / "seeds.jsonl", qa(12).to_list())
     output = tmp_path / "out"
     common = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID]
     common += ["--base-url", server.url, "--cache-dir", str(tmp_path / "cache")]
@@ -352,13 +324,10 @@ def test_push_flows_leave_no_trace_of_either_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     debug_logs(caplog)
-    out = expand(
-        seeds(8),
-        prompt=PROMPT,
-        multiplier=2,
-        model_id=MODEL_ID,
-        client=client_for(server.url),
-        cache_dir=tmp_path / "cache",
+    out = run_expand(
+        qa(8),
+        client_for(server),
+        tmp_path / "cache",
         on_error="keep",
     )
     push_to_hub(out, "me/synth", token=HF_TOKEN)
@@ -367,8 +336,7 @@ def test_push_flows_leave_no_trace_of_either_token(
     # The CLI: an --output folder pushed with --hf-token.
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
-    source = tmp_path / "seeds.jsonl"
-    source.write_text("".join(json.dumps(row) + "\n" for row in seeds(4).to_list()))
+    source = write_jsonl(tmp_path / "seeds.jsonl", qa(4).to_list())
     folder = tmp_path / "out"
     args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID, "--on-error"]
     args += ["keep", "--base-url", server.url, "--output", str(folder)]
@@ -376,7 +344,7 @@ def test_push_flows_leave_no_trace_of_either_token(
     assert cli_main(["-v", "push", str(folder), "me/cli", "--hf-token", HF_TOKEN]) == 0
     # A token the Hub refuses: the error does not quote it.
     refused = "xx_SECRET" + secrets.token_hex(16)
-    with pytest.raises(Exception) as info:  # huggingface_hub's own HTTP error
+    with pytest.raises(HfHubHTTPError) as info:  # huggingface_hub's own: the Hub said 401
         push_to_hub(out, "me/other", token=refused)
     for text in exception_texts(info.value):
         assert_clean(text, "the Hub error", refused)
