@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_ID
+from helpers import MODEL_ID
 
 from synth_datasets import ConfigurationError, SynthClient, SynthMapper, expand
 from synth_datasets.cli import _build_parser
