@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from .faults import Faults
@@ -132,26 +133,19 @@ def _rng(digest: bytes, salt: int = 0) -> random.Random:
     return random.Random(int.from_bytes(digest[:16], "big") + (salt << 128))
 
 
-def generate_items(
-    *,
-    model_id: str,
-    multiplier: int,
-    prompt: str,
-    examples: list[dict[str, Any]],
-    faults: Faults,
-) -> list[dict[str, Any]]:
+def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, Any]]:
     """Build the 200 answer's items: ``multiplier`` rewrites per example, plus item faults.
 
     Seeds come from sha256 of (canonical prompt/model_id/multiplier) + example canonical JSON +
     generation index, so the same request always yields the same items.
     """
-    base = hashlib.sha256(
-        _canonical({"model_id": model_id, "multiplier": multiplier, "prompt": prompt}).encode()
-    ).digest()
+    multiplier = int(body["multiplier"])  # JSON Schema's "integer" admits 3.0, as pydantic does
+    request = {"model_id": body["model_id"], "multiplier": multiplier, "prompt": body["prompt"]}
+    base = hashlib.sha256(_canonical(request).encode()).digest()
     item_faults = any(getattr(faults, name) > 0 for name in _ITEM_RATES)
     salt = faults.seed & ((1 << 64) - 1)
     items: list[dict[str, Any]] = []
-    for example in examples:
+    for example in body["examples"]:
         ex_digest = hashlib.sha256(base + _canonical(example).encode()).digest()
         extra = _rng(hashlib.sha256(ex_digest + b"extra").digest(), salt).random()
         count = multiplier + (extra < faults.rate_extra)
@@ -192,11 +186,7 @@ def _encode(items: list[dict[str, Any]], framing: str) -> bytes:
     return json.dumps(items, ensure_ascii=False).encode()
 
 
-def build_payload(
-    model_id: str, multiplier: int, prompt: str, examples: list[dict[str, Any]], faults: Faults
-) -> tuple[bytes, int]:
+def build_payload(body: Mapping[str, Any], faults: Faults) -> tuple[bytes, int]:
     """The encoded 200 body in ``faults.framing`` and how many items it carries."""
-    items = generate_items(
-        model_id=model_id, multiplier=multiplier, prompt=prompt, examples=examples, faults=faults
-    )
+    items = generate_items(body, faults)
     return _encode(items, faults.framing), len(items)

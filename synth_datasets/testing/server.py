@@ -19,11 +19,10 @@ import random
 import secrets
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -57,14 +56,25 @@ _REQUEST_ID_KEY: Any = (
     web.RequestKey("synth_request_id", str) if hasattr(web, "RequestKey") else "synth_request_id"
 )
 _STATUS_DETAIL = {401: "Invalid token", 429: "Rate limit exceeded"}
-_RANDOM_OUTCOMES = (
-    (429, "rate_429"),
-    (500, "rate_500"),
-    (502, "rate_502"),
-    (503, "rate_503"),
-    ("drop", "rate_drop"),
-    ("truncate", "rate_truncate"),
-)
+_RANDOM_OUTCOMES: tuple[int | str, ...] = (429, 500, 502, 503, "drop", "truncate")
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The server thread: run ``loop`` until ``stop()``, then end what is still running."""
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+    # Handlers still sleeping (latency, "hang", "stall") end here, not at exit.
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends ``serve_forever`` as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def is_loopback(host: str) -> bool:
@@ -119,39 +129,16 @@ class ReferenceServer:
         """Bind and serve from a daemon thread with its own event loop; returns self."""
         if self._thread is not None:
             raise RuntimeError("ReferenceServer is already started")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._setup())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                # Handlers still sleeping (latency, "hang", "stall") end here, not at exit.
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_default_executor())
-                loop.close()
-
-        thread = threading.Thread(target=run, name="synth-reference-server", daemon=True)
-        self._loop, self._thread = loop, thread
-        thread.start()
-        ready.wait()
-        if failure:
-            thread.join()
-            self._loop = self._thread = None
-            raise failure[0]
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=_run_loop, args=(loop,), name="synth-reference-server", daemon=True
+        )
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     async def _setup(self) -> None:
@@ -178,12 +165,11 @@ class ReferenceServer:
         loop, thread, runner = self._loop, self._thread, self._runner
         if loop is None or thread is None:
             return
-        if runner is not None and loop.is_running():
+        if runner is not None:
             future = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
             with contextlib.suppress(Exception):  # a slow cleanup must not block stop()
                 future.result(timeout=10)
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
+        loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         self._loop = self._thread = self._runner = None
         self._url = None
@@ -191,31 +177,18 @@ class ReferenceServer:
     def __enter__(self) -> ReferenceServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Serve in the foreground until KeyboardInterrupt or SIGTERM, then stop (for the CLI)."""
+        """Serve in the foreground until Ctrl-C or SIGTERM, then stop (for the CLI)."""
         if self._thread is None:
             self.start()
-        stopping = False
-
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            nonlocal stopping
-            stopping = True
-
-        previous: Any = None
         in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            previous = signal.signal(signal.SIGTERM, on_term)
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
         try:
-            while not stopping and self._thread is not None and self._thread.is_alive():
-                time.sleep(0.2)
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.2)
         except KeyboardInterrupt:
             pass
         finally:
@@ -304,8 +277,8 @@ class ReferenceServer:
             outcome = faults.script.pop(0)
             return "ok" if outcome == 200 else outcome
         draw = self._rng.random()
-        for outcome, rate_field in _RANDOM_OUTCOMES:
-            rate: float = getattr(faults, rate_field)
+        for outcome in _RANDOM_OUTCOMES:
+            rate: float = getattr(faults, f"rate_{outcome}")
             if draw < rate:
                 return outcome
             draw -= rate
@@ -392,13 +365,10 @@ class ReferenceServer:
         if isinstance(body, web.Response):
             await wait_rest()
             return body
-        examples = body["examples"]
-        # JSON Schema's "integer" admits 3.0; FastAPI would pass it on as 3.
-        args = (body["model_id"], int(body["multiplier"]), body["prompt"], examples, faults)
-        if len(examples) * args[1] > _EXECUTOR_THRESHOLD:
-            payload, n_items = await loop.run_in_executor(None, build_payload, *args)
+        if len(body["examples"]) * body["multiplier"] > _EXECUTOR_THRESHOLD:
+            payload, n_items = await loop.run_in_executor(None, build_payload, body, faults)
         else:
-            payload, n_items = build_payload(*args)
+            payload, n_items = build_payload(body, faults)
         await wait_rest()
 
         content_type = CONTENT_TYPES[faults.framing]
@@ -414,7 +384,7 @@ class ReferenceServer:
                 return await _stream(request, payload, content_type)
             return web.Response(status=200)
         self._count("200")
-        self._stats["examples"] += len(examples)
+        self._stats["examples"] += len(body["examples"])
         self._stats["generations"] += n_items
         if faults.framing == "json":
             return web.Response(body=payload, status=200, content_type=content_type)
