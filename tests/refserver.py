@@ -19,7 +19,7 @@ OPENAPI_PATH = pathlib.Path(__file__).parent / "data" / "collinear-openapi.json"
 OPENAPI = json.loads(OPENAPI_PATH.read_text("utf-8"))
 OPERATION = OPENAPI["paths"][GENERATE_PATH]["post"]
 MODEL_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-CONVERSATION = {
+CONVERSATION: dict[str, Any] = {
     "conv_prefix": [
         {"role": "user", "content": "What is the capital of France, and why is it famous?"},
         {"role": "assistant", "content": "Paris. It is known for art, food and history."},
@@ -27,7 +27,7 @@ CONVERSATION = {
     ],
     "response": {"role": "assistant", "content": "The Louvre, home of the Mona Lisa."},
 }
-MIXED = {
+MIXED: dict[str, Any] = {
     "question": "How many legs does a spider have?",
     "answer": "Eight legs, all attached to the front body part.",
     "meta": {"difficulty": 2, "score": 0.75, "verified": True, "note": None, "tags": ["a b", 3]},

@@ -112,7 +112,7 @@ def _fence(text: str, rng: random.Random) -> str:
 
 def _alter(original: dict[str, Any]) -> dict[str, Any]:
     """Return a copy that matches no sent example: first string leaf gets " (edited)"."""
-    altered = json.loads(json.dumps(original))
+    altered: dict[str, Any] = json.loads(json.dumps(original))
     stack: list[Any] = [altered]
     while stack:
         node = stack.pop()

@@ -100,9 +100,11 @@ def validate_body(raw: bytes, validator: Validator) -> tuple[dict[str, Any] | No
 def _detail(error: jsonschema.ValidationError) -> Detail:
     """The FastAPI ``detail`` entries of one jsonschema error (one per missing field)."""
     loc: list[str | int] = ["body", *error.absolute_path]
-    keyword, limit, schema = str(error.validator), error.validator_value, error.schema
+    keyword, schema = str(error.validator), error.schema
+    limit: Any = error.validator_value
     if keyword == "required":
-        missing = [name for name in limit if name not in error.instance]
+        instance: Any = error.instance
+        missing = [name for name in limit if name not in instance]
         return [
             {"loc": [*loc, name], "msg": "Field required", "type": "missing"} for name in missing
         ]
