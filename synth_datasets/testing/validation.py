@@ -22,26 +22,24 @@ __all__ = ["GENERATE_PATH", "OPENAPI_FILE", "body_validator", "openapi_document"
 GENERATE_PATH = "/api/v1/synth_data/generate"
 OPENAPI_FILE = "collinear-openapi.json"
 
-# pydantic v2's error type and message (what FastAPI answers) per JSON Schema keyword that failed.
-_KEYWORD_ERRORS = {
+# pydantic v2's error type and message (what FastAPI answers) per failed JSON Schema rule: the
+# keyword, or for "type" what was expected ("model": an object with properties, "format": a
+# string with a format). {limit} is the keyword's value, {format} the schema's format.
+_ERRORS = {
     "required": ("missing", "Field required"),
     "minimum": ("greater_than_equal", "Input should be greater than or equal to {limit}"),
     "minItems": ("too_short", "List should have at least {limit} item(s) after validation"),
     "minLength": ("string_too_short", "String should have at least {limit} character(s)"),
-    "format": ("{limit}_parsing", "Input should be a valid {limit}"),
+    "format": ("{format}_parsing", "Input should be a valid {FORMAT}"),
+    "type format": ("{format}_type", "{FORMAT} input should be a string"),
+    "type model": ("model_attributes_type", "Input should be a valid dictionary or object"),
+    "type": ("{name}_type", "Input should be a valid {word}"),
 }
-_TYPE_ERRORS = {
-    "integer": ("int_type", "Input should be a valid integer"),
-    "number": ("float_type", "Input should be a valid number"),
-    "string": ("string_type", "Input should be a valid string"),
-    "boolean": ("bool_type", "Input should be a valid boolean"),
-    "array": ("list_type", "Input should be a valid list"),
-    "object": ("dict_type", "Input should be a valid dictionary"),
-}
-_MODEL_TYPE_ERROR = (
-    "model_attributes_type",
-    "Input should be a valid dictionary or object to extract fields from",
-)
+# JSON Schema's types as pydantic names them: in the error type, and in the message.
+_TYPE_NAMES = {
+    "integer": ("int", "integer"), "number": ("float", "number"), "string": ("string", "string"),
+    "boolean": ("bool", "boolean"), "array": ("list", "list"), "object": ("dict", "dictionary"),
+}  # fmt: skip
 
 Detail = list[dict[str, Any]]
 
@@ -100,27 +98,25 @@ def validate_body(raw: bytes, validator: Validator) -> tuple[dict[str, Any] | No
 def _detail(error: jsonschema.ValidationError) -> Detail:
     """The FastAPI ``detail`` entries of one jsonschema error (one per missing field)."""
     loc: list[str | int] = ["body", *error.absolute_path]
-    keyword, schema = str(error.validator), error.schema
+    # Typed Any: jsonschema types these for any keyword; here each is the failed keyword's.
+    schema: Any = error.schema
     limit: Any = error.validator_value
-    if keyword == "required":
-        instance: Any = error.instance
+    instance: Any = error.instance
+    rule = str(error.validator)
+    if rule == "required":
         missing = [name for name in limit if name not in instance]
         return [
             {"loc": [*loc, name], "msg": "Field required", "type": "missing"} for name in missing
         ]
-    if keyword == "type":
+    expected = ""
+    if rule == "type":
         expected = limit if isinstance(limit, str) else limit[0]
-        if isinstance(schema, Mapping) and "format" in schema:
-            fmt = str(schema["format"])
-            kind, msg = f"{fmt}_type", f"{fmt.upper()} input should be a string"
-        elif isinstance(schema, Mapping) and "properties" in schema:
-            kind, msg = _MODEL_TYPE_ERROR
-        else:
-            kind, msg = _TYPE_ERRORS.get(expected, ("type_error", error.message))
-    elif keyword in _KEYWORD_ERRORS:
-        kind, msg = _KEYWORD_ERRORS[keyword]
-        shown = str(limit).upper() if keyword == "format" else limit
-        kind, msg = kind.format(limit=limit), msg.format(limit=shown)
-    else:
-        kind, msg = keyword, error.message
-    return [{"loc": loc, "msg": msg, "type": kind}]
+        if "format" in schema or "properties" in schema:
+            rule = "type format" if "format" in schema else "type model"
+    if rule not in _ERRORS:
+        return [{"loc": loc, "msg": error.message, "type": rule}]
+    fmt = str(schema.get("format", ""))
+    name, word = _TYPE_NAMES.get(expected, (expected, expected))
+    values = {"limit": limit, "format": fmt, "FORMAT": fmt.upper(), "name": name, "word": word}
+    kind, msg = _ERRORS[rule]
+    return [{"loc": loc, "msg": msg.format(**values), "type": kind.format(**values)}]
