@@ -230,7 +230,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_expand(sub)
     _add_publish(sub)
     _add_report(sub)
-    from .testing import PARSER_DESCRIPTION, add_serve_arguments
+    from .testing.serve import PARSER_DESCRIPTION, add_serve_arguments
 
     serve = sub.add_parser(
         "serve",
@@ -521,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     commands = {"expand": _cmd_expand, "push": _cmd_push, "card": _cmd_card, "report": _cmd_report}
     if args.command == "serve":
-        from .testing import run_serve
+        from .testing.serve import run_serve
 
         commands["serve"] = run_serve
     return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)

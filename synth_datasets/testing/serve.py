@@ -1,0 +1,90 @@
+"""The ``serve`` command (``synth-datasets serve``, ``python -m synth_datasets.testing``).
+
+Building its parser imports no aiohttp: the server is imported only when the command runs. The
+fault flags are derived from ``Faults``' fields, one flag per field, help from its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from .faults import Faults
+
+__all__ = ["PARSER_DESCRIPTION", "add_serve_arguments", "main", "run_serve"]
+
+PARSER_DESCRIPTION = """\
+Serve an offline reference implementation of Collinear's synth-data endpoint
+(POST /api/v1/synth_data/generate) on loopback, for tests, demos and benchmarks.
+
+Its engine rewrites the string fields of each example deterministically (same
+request, same answer): it is NOT a language model and its output is not
+training data. Fault flags make it misbehave the way a real service can (rate
+limits, 5xx, dropped or truncated bodies, other framings, malformed output).
+"""
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` options (address, token, every fault) to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8787, help="port (0 = any free port)")
+    parser.add_argument("--token", default=None, help="bearer token (default: a random one)")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (the admin endpoints stay loopback only)",
+    )
+    group = parser.add_argument_group("fault injection (all off by default)")
+    for field in dataclasses.fields(Faults):
+        flag = "--" + field.name.replace("_", "-")
+        if field.default is False:
+            group.add_argument(flag, action="store_true", help=field.metadata["help"])
+            continue
+        options = dict(field.metadata)
+        if field.default is not dataclasses.MISSING and field.default is not None:
+            options.setdefault("type", type(field.default))
+        default = field.default if field.default is not dataclasses.MISSING else []
+        group.add_argument(flag, default=default, **options)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start a server from parsed ``serve`` options and block; 0 on clean exit, 2 on bad input."""
+    from .server import ReferenceServer, is_loopback
+
+    if not is_loopback(args.host) and not args.allow_remote:
+        print(
+            f"error: refusing to serve on non-loopback host {args.host!r}; "
+            "pass --allow-remote if you really mean it",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        faults = Faults(
+            **{field.name: getattr(args, field.name) for field in dataclasses.fields(Faults)}
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = ReferenceServer(token=args.token, host=args.host, port=args.port, faults=faults)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    # The token is printed only here, for the person who started the server.
+    print(f"serving {server.url} token={server.token}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m synth_datasets.testing``: the same as ``synth-datasets serve``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m synth_datasets.testing",
+        description=PARSER_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))

@@ -1,0 +1,122 @@
+"""Request checks derived from Collinear's published OpenAPI document, answered as FastAPI does.
+
+The document (``collinear-openapi.json``, shipped with the package) is the contract: the body of
+``POST /api/v1/synth_data/generate`` is checked against the request schema of that operation,
+``$ref``s resolved in the document, with ``jsonschema``. Each failure becomes one entry of a
+FastAPI 422 ``detail`` list (``loc``, ``msg``, ``type``), typed as pydantic v2 types it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+from jsonschema.protocols import Validator
+
+__all__ = ["GENERATE_PATH", "OPENAPI_FILE", "body_validator", "openapi_document", "validate_body"]
+
+GENERATE_PATH = "/api/v1/synth_data/generate"
+OPENAPI_FILE = "collinear-openapi.json"
+
+# pydantic v2's error type and message (what FastAPI answers) per failed JSON Schema rule: the
+# keyword, or for "type" what was expected ("model": an object with properties, "format": a
+# string with a format). {limit} is the keyword's value, {format} the schema's format.
+_ERRORS = {
+    "required": ("missing", "Field required"),
+    "minimum": ("greater_than_equal", "Input should be greater than or equal to {limit}"),
+    "minItems": ("too_short", "List should have at least {limit} item(s) after validation"),
+    "minLength": ("string_too_short", "String should have at least {limit} character(s)"),
+    "format": ("{format}_parsing", "Input should be a valid {FORMAT}"),
+    "type format": ("{format}_type", "{FORMAT} input should be a string"),
+    "type model": ("model_attributes_type", "Input should be a valid dictionary or object"),
+    "type": ("{name}_type", "Input should be a valid {word}"),
+}
+# JSON Schema's types as pydantic names them: in the error type, and in the message.
+_TYPE_NAMES = {
+    "integer": ("int", "integer"), "number": ("float", "number"), "string": ("string", "string"),
+    "boolean": ("bool", "boolean"), "array": ("list", "list"), "object": ("dict", "dictionary"),
+}  # fmt: skip
+
+Detail = list[dict[str, Any]]
+
+
+@functools.cache
+def openapi_document() -> Mapping[str, Any]:
+    """The shipped OpenAPI document (read once; do not modify it)."""
+    text = importlib.resources.files(__package__).joinpath(OPENAPI_FILE).read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def _request_body() -> Mapping[str, Any]:
+    body: Mapping[str, Any] = openapi_document()["paths"][GENERATE_PATH]["post"]["requestBody"]
+    return body
+
+
+def body_validator(extra_rules: Mapping[str, Any] | None = None) -> Validator:
+    """A validator of the operation's request schema; ``extra_rules`` must hold as well.
+
+    The schema's ``$ref``s point into the document's ``components``, so they are resolved
+    against a root that carries those. OpenAPI 3.1 schemas are JSON Schema 2020-12.
+    """
+    schema = dict(_request_body()["content"]["application/json"]["schema"])
+    if extra_rules:
+        schema = {"allOf": [schema, dict(extra_rules)]}
+    root = {**schema, "components": openapi_document()["components"]}
+    cls = jsonschema.Draft202012Validator
+    return cls(root, format_checker=cls.FORMAT_CHECKER)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def validate_body(raw: bytes, validator: Validator) -> tuple[dict[str, Any] | None, Detail]:
+    """Parse and check the body: ``(body, [])`` or ``(None, every problem found)``."""
+    if not raw.strip():
+        if _request_body().get("required"):
+            return None, [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
+        raw = b"{}"
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        pos = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        return None, [{"loc": ["body", pos], "msg": "JSON decode error", "type": "json_invalid"}]
+    # jsonschema reports each missing field apart, and _detail lists all of them: keep one each.
+    detail = {
+        (tuple(entry["loc"]), entry["type"]): entry
+        for error in validator.iter_errors(body)
+        for entry in _detail(error)
+    }
+    return (None, list(detail.values())) if detail else (body, [])
+
+
+def _detail(error: jsonschema.ValidationError) -> Detail:
+    """The FastAPI ``detail`` entries of one jsonschema error (one per missing field)."""
+    loc: list[str | int] = ["body", *error.absolute_path]
+    # Typed Any: jsonschema types these for any keyword; here each is the failed keyword's.
+    schema: Any = error.schema
+    limit: Any = error.validator_value
+    instance: Any = error.instance
+    rule = str(error.validator)
+    if rule == "required":
+        missing = [name for name in limit if name not in instance]
+        return [
+            {"loc": [*loc, name], "msg": "Field required", "type": "missing"} for name in missing
+        ]
+    expected = ""
+    if rule == "type":
+        expected = limit if isinstance(limit, str) else limit[0]
+        if "format" in schema or "properties" in schema:
+            rule = "type format" if "format" in schema else "type model"
+    if rule not in _ERRORS:
+        return [{"loc": loc, "msg": error.message, "type": rule}]
+    fmt = str(schema.get("format", ""))
+    name, word = _TYPE_NAMES.get(expected, (expected, expected))
+    values = {"limit": limit, "format": fmt, "FORMAT": fmt.upper(), "name": name, "word": word}
+    kind, msg = _ERRORS[rule]
+    return [{"loc": loc, "msg": msg.format(**values), "type": kind.format(**values)}]
