@@ -1,18 +1,9 @@
 """synth_datasets: expand a small Hugging Face dataset into a large synthetic one."""
 
+from . import errors
 from ._version import __version__
 from .client import Generation, SynthClient
-from .errors import (
-    APIConnectionError,
-    APIStatusError,
-    AuthenticationError,
-    ConfigurationError,
-    RateLimitError,
-    ResponseFormatError,
-    ServerError,
-    SynthError,
-    ValidationError,
-)
+from .errors import *  # noqa: F403  (the whole error tree is public)
 from .expand import expand
 from .mapper import ExpansionStats, SynthMapper
 from .prep import drop_duplicates, drop_errors, drop_lineage, mix_in_seeds, to_messages
@@ -20,20 +11,12 @@ from .provenance import get_provenance
 from .report import QualityReport, quality_report
 
 __all__ = [
-    "APIConnectionError",
-    "APIStatusError",
-    "AuthenticationError",
-    "ConfigurationError",
+    *errors.__all__,
     "ExpansionStats",
     "Generation",
     "QualityReport",
-    "RateLimitError",
-    "ResponseFormatError",
-    "ServerError",
     "SynthClient",
-    "SynthError",
     "SynthMapper",
-    "ValidationError",
     "__version__",
     "drop_duplicates",
     "drop_errors",

@@ -170,31 +170,36 @@ def add_publish_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _folder_command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
+    """A subcommand that reads a result folder (``push``, ``card``, ``report``)."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, **kw)
+    p.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
+    return p
+
+
 def _add_publish(sub: Any) -> None:
-    push = sub.add_parser(
-        "push", help="push an --output folder (or save_to_disk folder) to the Hub"
+    push = _folder_command(
+        sub, "push", "push an --output folder (or save_to_disk folder) to the Hub"
     )
-    push.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
     push.add_argument("repo_id", help="Hub dataset repo, namespace/name")
     push.add_argument("--split", default="train", help="split name on the Hub (default train)")
     push.add_argument("--revision", default=None, help="branch to push to")
     push.add_argument("--create-pr", action="store_true", help="open a pull request instead")
     push.add_argument("--commit-message", default=None)
     add_publish_options(push)
-    card = sub.add_parser("card", help="write README.md (the dataset card) into a result folder")
-    card.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
+    card = _folder_command(sub, "card", "write README.md (the dataset card) into a result folder")
     card.add_argument("--repo-id", default=None, help="repo id to show in the usage snippet")
     add_publish_options(card)
 
 
 def _add_report(sub: Any) -> None:
-    p = sub.add_parser(
+    p = _folder_command(
+        sub,
         "report",
-        help="print the data-quality report of a result folder",
+        "print the data-quality report of a result folder",
         description="Errors, rows per seed, duplicates and lengths of DIR (an `expand --output` "
         "folder or a save_to_disk folder), computed from the data alone.",
     )
-    p.add_argument("dir", type=Path, help="folder written by `expand --output` or save_to_disk")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     p.add_argument(
         "--near-threshold",

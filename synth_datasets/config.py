@@ -138,11 +138,6 @@ def validate_prompt(prompt: object) -> str:
 
 
 def validate_multiplier(multiplier: object) -> int:
-    if isinstance(multiplier, bool) or not isinstance(multiplier, int):
-        raise _fail(
-            "multiplier",
-            f"must be an int >= 1, got {type(multiplier).__name__} {multiplier!r:.30}",
-        )
     return _int("multiplier", multiplier, 1)
 
 
@@ -272,8 +267,14 @@ class ClientConfig(_Checked):
 class ExpandConfig(ClientConfig):
     """Everything an expansion needs but the token and the data."""
 
-    prompt: str = _required("instruction prompt sent with every request", _text, cli=False)
-    multiplier: int = _required("generations per seed row", _positive)
+    prompt: str = _required(
+        "instruction prompt sent with every request",
+        lambda name, value: validate_prompt(value),
+        cli=False,
+    )
+    multiplier: int = _required(
+        "generations per seed row", lambda name, value: validate_multiplier(value)
+    )
     model_id: str | None = _option(
         None, "model UUID (default COLLINEAR_MODEL_ID)", _model_id, output=True
     )
