@@ -261,7 +261,7 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def _dry_run(args: argparse.Namespace, ds: Any, prompt: str, columns: list[str] | None) -> int:
     from .client import DEFAULT_BASE_URL, ENDPOINT_PATH, resolve_model_id
-    from .rows import make_examples, plan_layout
+    from .layout import make_examples, plan_layout
 
     layout = plan_layout(ds.features, columns=columns, keep_original=not args.no_original)
     n = len(ds)

@@ -20,6 +20,8 @@ import numpy as np
 from datasets import Features, List, Value
 
 from .errors import ConfigurationError
+from .layout import make_examples, plan_layout
+from .lineage import LINEAGE_COLUMNS
 from .provenance import attach_provenance, get_provenance
 from .report import (
     DEFAULT_BATCH_SIZE,
@@ -30,7 +32,6 @@ from .report import (
     iter_arrow_batches,
     row_texts,
 )
-from .rows import LINEAGE_COLUMNS, make_examples, plan_layout
 
 __all__ = [
     "MESSAGES_FEATURE",

@@ -18,7 +18,7 @@ import datasets
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .rows import Layout
+    from .layout import Layout
 
 __all__ = [
     "PROVENANCE_MARKER",
