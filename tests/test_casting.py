@@ -76,7 +76,7 @@ def test_casting_table(feature, value, expected, error):
     if error is None:
         assert cast(generated["c"], "c") == expected
     else:
-        with pytest.raises(CastError, match="^c") as raised:
+        with pytest.raises(CastError, match=r"^c") as raised:
             cast(generated["c"], "c")
         assert error in str(raised.value)
 
@@ -91,7 +91,7 @@ def test_json_values_are_stored_as_datasets_encodes_them():
     cast = compile_caster(Json())
     assert cast({"k": [1]}, "j") == Json().encode_example({"k": [1]}) == '{"k":[1]}'
     assert cast(None, "j") is None
-    with pytest.raises(CastError, match="^j: "):
+    with pytest.raises(CastError, match=r"^j: "):
         cast({"k": "\ud800"}, "j")
 
 

@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synth_datasets import ResponseFormatError, SynthClient, SynthMapper
-from synth_datasets.parsing import parse_body
 from synth_datasets.linking import canonical_json, link_items
+from synth_datasets.parsing import parse_body
 
 datasets.disable_progress_bars()
 

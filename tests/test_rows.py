@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pyarrow as pa
 import pytest
 from datasets import ClassLabel, Dataset, Features, Json, List, Value
 from datasets.formatting import PythonFormatter
