@@ -209,7 +209,7 @@ def compile_caster(feature: Any) -> Caster:
             try:  # the common case first, without building a path per field
                 return {k: c(v[k], where) for k, c in fields}
             except (CastError, KeyError):  # again, field by field, for the error's path
-                out = {}
+                out: dict[str, Any] = {}
                 for k, c in fields:
                     if k not in v:
                         raise CastError(f"{where}.{k}: missing") from None
@@ -237,7 +237,7 @@ def arrow_column(values: list[Any], type_: pa.DataType, name: str, errors: list[
         return pa.array(values, type=type_)
     except ARROW_ERRORS:
         pass
-    kept = []
+    kept: list[Any] = []
     for i, v in enumerate(values):
         if v is not None:
             try:
