@@ -115,12 +115,10 @@ class RowBuilder:
         cast_failed = False
         for name, cast in self.casters:
             value = None
-            if values is None:
-                pass
-            elif name not in values:
+            if values is not None and name not in values:
                 errors.append(error_cell("missing", f"no {name!r} in the generated object"))
                 cast_failed = True
-            else:
+            elif values is not None:
                 try:
                     value = cast(values[name], name)
                 except CastError as exc:
