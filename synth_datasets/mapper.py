@@ -354,7 +354,8 @@ class _Engine:
         the table's values as a dict of lists.
         """
         _, _, builder = self._ensure()
-        table = builder.to_arrow(parts, batch, indices, examples)
+        table, counts = builder.to_arrow(parts, batch, indices, examples)
+        self.stats.add(**counts)
         return table if hasattr(batch, "pa_table") else table.to_pydict()
 
     def fingerprint(self, input_fingerprint: str | None) -> str:

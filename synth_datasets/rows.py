@@ -26,10 +26,9 @@ __all__ = ["Collected", "RowBuilder"]
 
 @dataclass
 class Collected:
-    """One request's rows, column-wise, until its map batch is emitted."""
+    """One request's rows: which example each belongs to, its text and its errors so far."""
 
     positions: list[int | None]  # the example each row belongs to (None: unlinked)
-    generated: dict[str, list[Any]]
     raw: list[str | None]
     errors: list[str | None]
 
@@ -57,79 +56,38 @@ class RowBuilder:
     def collect(
         self, examples: Sequence[dict[str, Any]], items: Sequence[Mapping[str, Any]]
     ) -> tuple[Collected, dict[str, int]]:
-        """Rows for a successful answer: grouped by seed, server order within a seed."""
+        """Rows for a successful answer: grouped by seed, server order within a seed.
+
+        Only linked: this runs on a request thread, where more Python work would contend for the
+        GIL with the other requests; ``to_arrow`` parses and casts the whole map batch.
+        """
         links = link_items(examples, items, self.multiplier, check_bools=self._check_bools)
         n = len(examples)
         if links == sorted(links, key=lambda p: n if p is None else p):
             order = list(enumerate(links))  # the usual case: already grouped
         else:
             order = sorted(enumerate(links), key=lambda tp: n if tp[1] is None else tp[1])
-        out = self._new()
-        counts = {"parse_errors": 0, "unlinked": 0, "cast_errors": 0, "empty_seeds": 0}
+        out = Collected([], [], [])
+        counts = {"unlinked": 0, "empty_seeds": 0}
         got = set(links)
         missing = [pos for pos in range(n) if pos not in got]
+        unlinked = error_cell("unlinked", "the returned original matches no example sent")
+        shortfall = error_cell("shortfall", "the server returned no generation for this seed")
         for t, pos in order:
             while missing and (pos is None or missing[0] < pos):
-                self._add_shortfall(out, missing.pop(0), counts)
-            raw = items[t]["generated"]
-            errors: list[str] = []
+                counts["empty_seeds"] += 1
+                _append(out, missing.pop(0), None, shortfall)
             if pos is None:
                 counts["unlinked"] += 1
-                errors.append(
-                    error_cell("unlinked", "the returned original matches no example sent")
-                )
-            parsed = parse_generated(raw)
-            if parsed.value is None:
-                counts["parse_errors"] += 1
-                errors.append(error_cell("parse", parsed.error))
-            self._add(out, pos, raw, parsed.value, errors, counts)
+            _append(out, pos, items[t]["generated"], None if pos is not None else unlinked)
         for pos in missing:
-            self._add_shortfall(out, pos, counts)
+            counts["empty_seeds"] += 1
+            _append(out, pos, None, shortfall)
         return out, counts
 
     def collect_errors(self, n: int, message: str) -> Collected:
         """One row per seed of a failed request (``on_error="keep"``)."""
-        out = self._new()
-        for pos in range(n):
-            self._add(out, pos, None, None, [error_cell("request", message)])
-        return out
-
-    def _new(self) -> Collected:
-        return Collected([], {name: [] for name, _ in self.casters}, [], [])
-
-    def _add_shortfall(self, out: Collected, pos: int, counts: dict[str, int]) -> None:
-        counts["empty_seeds"] += 1
-        shortfall = error_cell("shortfall", "the server returned no generation for this seed")
-        self._add(out, pos, None, None, [shortfall])
-
-    def _add(
-        self,
-        out: Collected,
-        pos: int | None,
-        raw: str | None,
-        values: dict[str, Any] | None,
-        errors: list[str],
-        counts: dict[str, int] | None = None,
-    ) -> None:
-        """Append one row; each generated value cast, or None with the reason in ``errors``."""
-        cast_failed = False
-        for name, cast in self.casters:
-            value = None
-            if values is not None and name not in values:
-                errors.append(error_cell("missing", f"no {name!r} in the generated object"))
-                cast_failed = True
-            elif values is not None:
-                try:
-                    value = cast(values[name], name)
-                except CastError as exc:
-                    errors.append(error_cell("type", str(exc)))
-                    cast_failed = True
-            out.generated[name].append(value)
-        if cast_failed and counts is not None:
-            counts["cast_errors"] += 1
-        out.positions.append(pos)
-        out.raw.append(raw)
-        out.errors.append(join_errors(errors))
+        return Collected(list(range(n)), [None] * n, [error_cell("request", message)] * n)
 
     # -- one map batch ---------------------------------------------------------------------------
 
@@ -139,24 +97,26 @@ class RowBuilder:
         batch: Mapping[str, Sequence[Any]],
         indices: Sequence[int],
         examples: Sequence[dict[str, Any]],
-    ) -> pa.Table:
+    ) -> tuple[pa.Table, dict[str, int]]:
         """The requests' rows (each with the position of its first example in the batch) as one
-        Arrow table of exactly the output schema, which datasets writes as is.
+        Arrow table of exactly the output schema, which datasets writes as is; and the counts of
+        ``parse_errors`` and ``cast_errors``.
 
         Passthrough columns and ``original`` are taken from the input batch by position, so they
         never round-trip through Python objects.
         """
-        rows = self._new()
+        positions_list: list[int | None] = []
+        raw: list[str | None] = []
+        notes: list[str | None] = []
         for offset, part in parts:
-            rows.positions += [None if p is None else p + offset for p in part.positions]
-            for name, values in part.generated.items():
-                rows.generated[name] += values
-            rows.raw += part.raw
-            rows.errors += part.errors
-        schema, layout, errors = self.schema, self.layout, rows.errors
-        positions = pa.array(rows.positions, type=pa.int64())
+            positions_list += [None if p is None else p + offset for p in part.positions]
+            raw += part.raw
+            notes += part.errors
+        generated, errors, counts = self._parse(raw, notes)
+        schema, layout = self.schema, self.layout
+        positions = pa.array(positions_list, type=pa.int64())
         arrays = [
-            arrow_column(rows.generated[name], schema.field(name).type, name, errors)
+            arrow_column(generated[name], schema.field(name).type, name, errors)
             for name, _ in self.casters
         ]
         table = self._input_table(batch)
@@ -172,11 +132,44 @@ class RowBuilder:
                 )
                 arrays.append(_take(struct, positions, original_type))
             else:
-                originals = [None if p is None else examples[p] for p in rows.positions]
+                originals = [None if p is None else examples[p] for p in positions_list]
                 arrays.append(arrow_column(originals, original_type, "original", errors))
-        arrays.append(_text_array(rows.raw))
+        arrays.append(_text_array(raw))
         arrays.append(_text_array(errors))
-        return pa.Table.from_arrays(arrays, schema=schema)
+        return pa.Table.from_arrays(arrays, schema=schema), counts
+
+    def _parse(
+        self, texts: list[str | None], notes: list[str | None]
+    ) -> tuple[dict[str, list[Any]], list[str | None], dict[str, int]]:
+        """Each text parsed and its values cast: the columns, each row's error, the counts."""
+        generated: dict[str, list[Any]] = {name: [] for name, _ in self.casters}
+        out: list[str | None] = []
+        counts = {"parse_errors": 0, "cast_errors": 0}
+        for text, note in zip(texts, notes, strict=True):
+            errors = [note] if note else []
+            values = None
+            if text is not None:
+                parsed = parse_generated(text)
+                values = parsed.value
+                if values is None:
+                    counts["parse_errors"] += 1
+                    errors.append(error_cell("parse", parsed.error))
+            cast_failed = False
+            for name, cast in self.casters:
+                value = None
+                if values is not None and name not in values:
+                    errors.append(error_cell("missing", f"no {name!r} in the generated object"))
+                    cast_failed = True
+                elif values is not None:
+                    try:
+                        value = cast(values[name], name)
+                    except CastError as exc:
+                        errors.append(error_cell("type", str(exc)))
+                        cast_failed = True
+                generated[name].append(value)
+            counts["cast_errors"] += cast_failed
+            out.append(join_errors(errors))
+        return generated, out, counts
 
     def _input_table(self, batch: Mapping[str, Sequence[Any]]) -> pa.Table:
         """The input columns the output takes by position, as Arrow.
@@ -194,6 +187,12 @@ class RowBuilder:
                 for c, f in features.items()
             }
         )
+
+
+def _append(out: Collected, pos: int | None, raw: str | None, error: str | None) -> None:
+    out.positions.append(pos)
+    out.raw.append(raw)
+    out.errors.append(error)
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:

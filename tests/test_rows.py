@@ -23,9 +23,9 @@ def emit(layout, examples, items, *, multiplier=1, batch=None, indices=None):
     if batch is None:
         batch = {c: [None] * len(examples) for c in layout.input_features}
     indices = list(range(len(examples))) if indices is None else indices
-    table = builder.to_arrow([(0, rows)], batch, indices, examples)
+    table, more = builder.to_arrow([(0, rows)], batch, indices, examples)
     assert table.schema == layout.features.arrow_schema
-    return table, counts
+    return table, {**counts, **more}
 
 
 def one_row(features, text, example=None, **kw):
@@ -90,7 +90,7 @@ def test_seeds_without_text_get_one_row_each_next_to_the_others():
     )
     failed = builder.collect_errors(1, "HTTP 500")
     batch = {"s": ["a", "b", "c"], "p": [10, 11, 12]}
-    table = builder.to_arrow([(0, answered), (2, failed)], batch, [5, 6, 7], examples)
+    table, _ = builder.to_arrow([(0, answered), (2, failed)], batch, [5, 6, 7], examples)
     assert table.schema == layout.features.arrow_schema
     assert table.column("s").to_pylist() == ["A", None, None]
     assert table.column("p").to_pylist() == [10, 11, 12]
@@ -102,8 +102,12 @@ def test_seeds_without_text_get_one_row_each_next_to_the_others():
 
 def test_no_request_is_an_empty_table_of_the_output_schema():
     layout = plan_layout(Features({"s": Value("string")}))
-    table = RowBuilder(layout, 2).to_arrow([], {"s": []}, [], [])
-    assert table.num_rows == 0 and table.schema == layout.features.arrow_schema
+    table, counts = RowBuilder(layout, 2).to_arrow([], {"s": []}, [], [])
+    assert (
+        counts == {"parse_errors": 0, "cast_errors": 0}
+        and table.num_rows == 0
+        and table.schema == layout.features.arrow_schema
+    )
 
 
 @pytest.mark.parametrize(
@@ -187,7 +191,7 @@ def test_an_arrow_batch_and_a_python_batch_give_the_same_table():
     ]
     rows, _ = builder.collect(examples, items)
     tables = [
-        builder.to_arrow([(0, rows)], b, [3, 4], examples) for b in (arrow_batch, python_batch)
+        builder.to_arrow([(0, rows)], b, [3, 4], examples)[0] for b in (arrow_batch, python_batch)
     ]
     assert tables[0].schema == tables[1].schema == layout.features.arrow_schema
     assert tables[0].equals(tables[1])
