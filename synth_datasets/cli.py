@@ -321,8 +321,8 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     from .config import ENDPOINT_PATH
+    from .layout import make_examples
     from .mapper import plan_for
-    from .rows import make_examples
 
     config = ExpandConfig(**options)
     layout = plan_for(config, ds.features)

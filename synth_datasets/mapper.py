@@ -34,7 +34,8 @@ from .cache import RequestCache, request_key
 from .client import CallInfo, SynthClient, check_api_key
 from .config import ClientConfig, ExpandConfig, takes_options
 from .errors import ConfigurationError, SynthError
-from .rows import Collected, Layout, RowBuilder, make_examples, plan_layout
+from .layout import Layout, make_examples, plan_layout
+from .rows import Collected, RowBuilder
 
 __all__ = ["ExpansionStats", "SynthMapper", "configure", "plan_for"]
 
@@ -286,14 +287,14 @@ class _Engine:
                 exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
                 if c.on_error == "raise":
                     raise
-                return builder.collect_errors(len(indices), exc.message, defer=builder.defers)
+                return builder.collect_errors(len(indices), exc.message)
             # A stream cut at an item boundary looks like a short answer: keep such an answer
             # out of the cache, so that a rerun asks again instead of keeping the loss.
             short = len(items) < len(examples) * c.multiplier
             if cache is not None and not (short and _open_ended(info)):
                 cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
-        rows, counts = builder.collect(examples, items, defer=builder.defers)
+        rows, counts = builder.collect(examples, items)
         self.stats.add(returned=len(items), **counts)
         return rows
 
@@ -304,34 +305,15 @@ class _Engine:
         examples: list[dict[str, Any]],
         parts: Sequence[tuple[int, Collected]],
     ) -> pa.Table | dict[str, list[Any]]:
-        """The map batch's rows, request after request.
+        """The map batch's rows, request after request, as an Arrow table of the output schema.
 
-        From ``Dataset.map`` (a ``LazyBatch`` backed by Arrow) they come back as an Arrow table
-        of exactly the output schema, which datasets writes without converting anything; from
-        ``IterableDataset.map`` (plain dicts) as a dict of lists.
+        ``IterableDataset.map`` takes no table from a batch of Python values: that one case gets
+        the table's values as a dict of lists.
         """
         _, _, builder = self._ensure()
-        if not parts:
-            return builder.empty()
-        rows = Collected.concat(parts)
-        table = getattr(batch, "pa_table", None)
-        rows, counts = builder.resolve(rows, arrow=isinstance(table, pa.Table))
+        table, counts = builder.to_arrow(parts, batch, indices, examples)
         self.stats.add(**counts)
-        if isinstance(table, pa.Table):
-            return builder.to_arrow(rows, table, indices, examples)
-        return builder.to_pydict(rows, batch, indices, examples)
-
-    def process(
-        self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
-    ) -> pa.Table | dict[str, list[Any]]:
-        """A whole map batch, its requests one after another (the async path overlaps them)."""
-        indices = self.seed_indices(batch, indices)
-        examples = self.examples(batch, indices)
-        parts = [
-            (a, self.request(examples[a:b], indices[a:b]))
-            for a, b in self.chunks(examples, indices)
-        ]
-        return self.emit(batch, indices, examples, parts)
+        return table if hasattr(batch, "pa_table") else table.to_pydict()
 
 
 async def _map_batch(

@@ -29,9 +29,9 @@ from .dedup import (
     row_texts,
 )
 from .errors import ConfigurationError
+from .layout import make_examples, plan_layout
 from .lineage import LINEAGE_COLUMNS
 from .provenance import attach_provenance, get_provenance
-from .rows import make_examples, plan_layout
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on

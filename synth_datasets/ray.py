@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import pyarrow as pa
 from datasets import Features
+from datasets.formatting.formatting import LazyBatch
 
 from .config import ExpandConfig, takes_options
 from .errors import ConfigurationError
+from .layout import Layout
 from .mapper import SynthMapper, plan_for
 from .provenance import attach_provenance, source_info
-from .rows import Layout
 
 if TYPE_CHECKING:
     import ray.data
@@ -86,7 +87,7 @@ class _ExpandBlocks:
     """The ``map_batches`` callable class: one engine (client, pool, cache, threads) per actor.
 
     Each call gets one block of whole requests and hands it to the ``SynthMapper`` callable (the
-    one ``expand`` gives to ``Dataset.map``), as one map batch of datasets' Python formatting.
+    one ``expand`` gives to ``Dataset.map``), as one Arrow-backed map batch.
     The config and layout are pickled into the task graph: neither holds the token, which the
     mapper's client reads from the actor's environment.
     """
@@ -108,14 +109,13 @@ class _ExpandBlocks:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         indices = [int(i) for i in table.column(INDEX_COLUMN).to_pylist()]
-        batch = self._formatter.format_batch(table.drop_columns([INDEX_COLUMN]))
+        # The block as Dataset.map hands a batch over: Arrow-backed, formatted on access.
+        batch = LazyBatch(table.drop_columns([INDEX_COLUMN]), self._formatter)
         if not indices:
             return self.features.arrow_schema.empty_table().replace_schema_metadata(self._metadata)
         rows = asyncio.run(self.mapper(batch, indices))
         logger.debug("synth_datasets (ray actor): %s", self.mapper.stats.summary())
-        if not isinstance(rows, pa.Table):
-            rows = datasets.Dataset.from_dict(rows, features=self.features).data.table
-        return rows.cast(self.features.arrow_schema).replace_schema_metadata(self._metadata)
+        return rows.replace_schema_metadata(self._metadata)
 
 
 def _node_hint() -> str:

@@ -77,7 +77,7 @@ def test_malformed_and_fenced_generated(ref_server, ref_client, cache_dir):
 
 @pytest.mark.parametrize("iterable", [False, True])
 def test_mapper_counts_the_parse_and_type_errors_its_rows_carry(ref_server, ref_client, iterable):
-    # Small map batches, most of them clean (read by Arrow at once), some needing the casters.
+    # Small map batches, most answers clean, some malformed or altered.
     ref_server.set_faults(rate_malformed=0.05, rate_alter_original=0.03, seed=4)
     seeds = qa(64)
     source = seeds.to_iterable_dataset() if iterable else seeds

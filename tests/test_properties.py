@@ -7,6 +7,8 @@
   items and altered ``original`` objects: an item is only ever linked to an example equal to its
   ``original``;
 * truncation: every strict prefix of a framed body is refused or yields a prefix of its items;
+* the one parse-and-cast path: whatever text comes back, the table has the output schema, the
+  row accounting holds and a clean row equals datasets' own encoding of its values;
 * the row builder end-to-end: random features and values, sent through ``Dataset.map`` with a
   ``SynthMapper`` to a stand-in server that answers exactly what the test drew (over real HTTP),
   so that the whole path, Arrow encoding included, is exercised without patching anything.
@@ -23,15 +25,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import datasets
+import pyarrow as pa
 import pytest
 from conftest import MODEL_ID
-from datasets import ClassLabel, Dataset, Features, List, Value
-from hypothesis import HealthCheck, given, settings
+from datasets import ClassLabel, Dataset, Features, Json, LargeList, List, Value
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from synth_datasets import ResponseFormatError, SynthClient, SynthMapper
-from synth_datasets.parsing import parse_body
-from synth_datasets.rows import canonical_json, link_items
+from synth_datasets.layout import plan_layout
+from synth_datasets.lineage import ERROR_KINDS, error_kinds
+from synth_datasets.linking import canonical_json, link_items
+from synth_datasets.parsing import parse_body, parse_generated
+from synth_datasets.rows import RowBuilder
 
 datasets.disable_progress_bars()
 
@@ -402,6 +408,129 @@ def test_property_row_builder_end_to_end(canned: _Canned, scenario: Any) -> None
         if keys[i] not in linked_keys:
             rows_i = [r for r in out if r["source_index"] == i]
             assert len(rows_i) == 1 and rows_i[0]["error"].startswith("shortfall:")
+
+
+# --------------------------------------------------------------------------------------------
+# The one parse-and-cast path over random texts
+
+_READABLE = [Value(d) for d in ("string", "large_string", "int8", "int64", "uint16", "float64")]
+_column_feature = st.one_of(
+    st.sampled_from([*_READABLE, Value("bool"), Json(), ClassLabel(names=_LABELS)]),
+    st.sampled_from(_READABLE).map(List),
+    st.fixed_dictionaries({"x": st.sampled_from(_READABLE), "y": st.sampled_from(_READABLE)}),
+    st.fixed_dictionaries({"x": st.sampled_from(_READABLE)}).map(LargeList),
+    st.fixed_dictionaries({"x": st.sampled_from(_READABLE).map(List), "y": st.just(Value("bool"))}),
+)
+_any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-300, 300)
+    | st.integers()
+    | st.integers(min_value=2**1020)
+    | st.floats()  # NaN and infinities: json.dumps writes NaN, Infinity, -Infinity
+    | st.sampled_from([0.0, -0.0, 1e308, -5e-324])
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("xyz"), inner),
+    max_leaves=5,
+)
+
+
+def _fitting(feature: Any) -> st.SearchStrategy[Any]:
+    """JSON values that fit ``feature`` (the usual answer), at the edges of its range too."""
+    if isinstance(feature, Json):
+        return _any_json
+    if isinstance(feature, ClassLabel):
+        return st.integers(0, len(_LABELS) - 1) | st.sampled_from(_LABELS)
+    if isinstance(feature, dict):
+        return st.fixed_dictionaries({k: _fitting(f) for k, f in feature.items()})
+    if isinstance(feature, (List, LargeList)):
+        return st.lists(_fitting(feature.feature), max_size=3)
+    dtype = feature.dtype
+    if "string" in dtype:
+        return st.text(max_size=6)
+    if dtype == "bool":
+        return st.booleans()
+    if dtype == "float64":
+        return (
+            st.floats()  # NaN and infinities too: json.dumps writes NaN, Infinity, -Infinity
+            | st.just(-0.0)
+            | st.integers(-(2**70), 2**70)
+            | st.integers(2**1023, 2**1030)  # past the largest float for some
+        )
+    bits = int(dtype.lstrip("uint"))
+    if dtype.startswith("u"):
+        return st.integers(0, 2**bits - 1)
+    return st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+@st.composite
+def _texts(draw: st.DrawFn) -> tuple[dict[str, Any], list[str | None]]:
+    names = ["a", "b"][: draw(st.integers(1, 2))]
+    features = {n: draw(_column_feature) for n in names}
+    texts: list[str | None] = []
+    for _ in range(draw(st.integers(1, 6))):
+        obj = {
+            n: draw(_fitting(features[n]) if draw(st.integers(0, 5)) else _any_json)
+            for n in names
+            if draw(st.integers(0, 19))
+        }
+        if draw(st.integers(0, 3)) == 0:
+            obj["extra"] = draw(_any_json)  # ignored by both ways, but it must parse
+        text = json.dumps(
+            obj, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 1]))
+        )
+        # What json.dumps never writes: -0 as an integer, Inf, -NaN; None: no answer.
+        odd = text.replace("-0.0", "-0").replace("Infinity", "Inf").replace("NaN", "-NaN")
+        text = draw(st.sampled_from([text, text, odd]))
+        texts.append(draw(st.sampled_from([text] * 6 + [None, text[:-1], "x" + text])))
+    return features, texts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_texts())
+def test_property_whatever_is_generated_the_table_has_the_output_schema(case: Any) -> None:
+    """One row per answer and one per seed without any, in the output schema; a row without an
+    error holds exactly datasets' own encoding of the generated values (as Arrow converts them to
+    the column types), a row with one names known kinds only."""
+    features, texts = case
+    layout = plan_layout(Features({"q": Value("int64")}), generated_features=features)
+    builder = RowBuilder(layout, 1)
+    examples = [{"q": i} for i in range(len(texts))]
+    items = [
+        {"original": e, "generated": t}
+        for e, t in zip(examples, texts, strict=True)
+        if t is not None
+    ]
+    rows, counts = builder.collect(examples, items)
+    table, more = builder.to_arrow(
+        [(0, rows)], {"q": list(range(len(texts)))}, range(len(texts)), examples
+    )
+    assert table.schema == layout.features.arrow_schema
+    assert table.column("source_index").to_pylist() == list(range(len(texts)))
+    assert table.column("generated_raw").to_pylist() == texts
+    names = list(features)
+    out = table.select(names).to_pylist()
+    errors = table.column("error").to_pylist()
+    assert counts["empty_seeds"] == texts.count(None)
+    assert more["parse_errors"] == sum((e or "").startswith("parse:") for e in errors)
+    clean = 0
+    for text, row, error in zip(texts, out, errors, strict=True):
+        if error is not None:
+            assert error_kinds(error) <= ERROR_KINDS.keys(), error
+            assert any(row[n] is None for n in names)
+            continue
+        assert text is not None
+        generated = parse_generated(text).value
+        assert generated is not None
+        try:  # datasets' encoding, then Arrow's conversion to the column types
+            encoded = Features(features).encode_example({n: generated[n] for n in names})
+            expected = pa.Table.from_pylist([encoded], schema=Features(features).arrow_schema)
+        except (pa.ArrowException, OverflowError):
+            event("a value converted that Arrow alone refuses (an integer past int64 to float)")
+            continue
+        assert repr(row) == repr(expected.to_pylist()[0])
+        clean += 1
+    event("clean rows" if clean else "no clean row")
 
 
 # --------------------------------------------------------------------------------------------

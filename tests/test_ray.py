@@ -226,7 +226,7 @@ def test_hf_dataset_refused_with_the_conversion_named():
 
 
 def test_actor_without_token_says_how_to_give_it(monkeypatch, tmp_path):
-    from synth_datasets.rows import plan_layout
+    from synth_datasets.layout import plan_layout
 
     monkeypatch.delenv("COLLINEAR_API_KEY", raising=False)
     layout = plan_layout(seeds(1).features, columns=COLUMNS, generated_features=None)

@@ -1,0 +1,245 @@
+"""Which columns are sent, which pass through, and what the output holds; and the examples sent.
+
+The output schema is fixed before the first request (``Layout.features``), so no batch can change
+the Arrow schema. Every name and feature is checked here, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import ClassLabel, Features, Json, LargeList, List, Value
+
+from .errors import ConfigurationError
+from .lineage import LINEAGE_COLUMNS
+
+__all__ = ["Layout", "children", "make_examples", "plan_layout"]
+
+_TEMPORAL_PREFIXES = ("timestamp", "date32", "date64", "time32", "time64", "duration")
+_BINARY_DTYPES = ("binary", "large_binary", "binary_view")
+_MEDIA_TYPES = ("Image", "Audio", "Video", "Pdf", "Nifti")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns are sent, which pass through, and the output features."""
+
+    columns: tuple[str, ...]
+    passthrough: tuple[str, ...]
+    generated_features: Features
+    input_features: Features
+    keep_original: bool
+    index_column: str | None = None
+
+    @property
+    def original_features(self) -> dict[str, Any]:
+        return {c: _jsonsafe_feature(self.input_features[c]) for c in self.columns}
+
+    @property
+    def features(self) -> Features:
+        out: dict[str, Any] = dict(self.generated_features)
+        out.update({c: self.input_features[c] for c in self.passthrough})
+        out["source_index"] = Value("int64")
+        if self.keep_original:
+            out["original"] = self.original_features
+        out["generated_raw"] = Value("string")
+        out["error"] = Value("string")
+        return Features(out)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.features)
+
+
+def _check_sendable(name: str, feature: Any) -> None:
+    """Refuse, before any request, columns that cannot travel as JSON."""
+    kind = type(feature).__name__
+    if kind in _MEDIA_TYPES:
+        raise ConfigurationError(
+            f"column {name!r} is {kind} data, which cannot be sent as JSON: "
+            "drop it from columns= (it will pass through unchanged)"
+        )
+    if isinstance(feature, Value) and feature.dtype in _BINARY_DTYPES:
+        raise ConfigurationError(
+            f"column {name!r} holds bytes, which cannot be sent as JSON: "
+            "drop it from columns= or decode it to text first"
+        )
+    for child in children(feature):
+        _check_sendable(name, child)
+
+
+def children(feature: Any) -> list[Any]:
+    """The features nested directly in ``feature`` (struct fields, list items)."""
+    if isinstance(feature, dict):
+        return list(feature.values())
+    if isinstance(feature, (List, LargeList)):
+        return [feature.feature]
+    return []
+
+
+def _jsonsafe_feature(feature: Any) -> Any:
+    """The feature of a value after JSON conversion (see ``_jsonsafe``): durations become float
+    seconds, other temporal and decimal values text."""
+    if isinstance(feature, dict):
+        return {k: _jsonsafe_feature(v) for k, v in feature.items()}
+    if isinstance(feature, List):
+        return List(_jsonsafe_feature(feature.feature), length=feature.length)
+    if isinstance(feature, LargeList):
+        return LargeList(_jsonsafe_feature(feature.feature))
+    if isinstance(feature, Value):
+        if feature.dtype.startswith("duration"):
+            return Value("float64")
+        if feature.dtype.startswith(_TEMPORAL_PREFIXES) or feature.dtype.startswith("decimal"):
+            return Value("string")
+    return feature
+
+
+def _generated_feature(feature: Any) -> Any:
+    # A seed column that was all null says nothing about what comes back: keep it as JSON.
+    if isinstance(feature, Value) and feature.dtype == "null":
+        return Json()
+    return feature
+
+
+def plan_layout(
+    input_features: Features | None,
+    *,
+    columns: Sequence[str] | None = None,
+    generated_features: Features | Mapping[str, Any] | None = None,
+    keep_original: bool = True,
+    index_column: str | None = None,
+) -> Layout:
+    """Decide the output columns and check every name before anything is sent.
+
+    ``index_column`` names an input column that holds each row's global index (for a shard of
+    a larger dataset): it becomes ``source_index`` and is neither sent nor passed through.
+    """
+    if input_features is None:
+        raise ConfigurationError(
+            "the dataset has no known features: pass generated_features= or resolve them first"
+        )
+    names = list(input_features)
+    if index_column is not None:
+        feature = input_features.get(index_column)
+        if feature is None:
+            raise ConfigurationError(
+                f"index_column {index_column!r} is not a column of the dataset; it has "
+                f"{', '.join(map(repr, names))}"
+            )
+        if not (isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))):
+            raise ConfigurationError(
+                f"index_column {index_column!r} must hold integers, it is {feature!r}"
+            )
+        if columns is not None and index_column in columns:
+            raise ConfigurationError(
+                f"index_column {index_column!r} is also in columns=: it is never sent"
+            )
+        names.remove(index_column)
+    if columns is None:
+        chosen = names
+    else:
+        if isinstance(columns, str):
+            columns = [columns]
+        chosen = list(columns)
+        unknown = [c for c in chosen if c not in input_features]
+        if unknown:
+            raise ConfigurationError(
+                f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
+                f"the dataset has {', '.join(map(repr, names))}"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ConfigurationError(f"columns= lists a column twice: {chosen}")
+    if not chosen:
+        raise ConfigurationError("columns= is empty: choose at least one column to send")
+    for c in chosen:
+        _check_sendable(c, input_features[c])
+    passthrough = [c for c in names if c not in chosen]
+    if generated_features is None:
+        gen = Features({c: _generated_feature(input_features[c]) for c in chosen})
+    else:
+        gen = Features(dict(generated_features))
+        if not gen:
+            raise ConfigurationError("generated_features= is empty")
+    clash = [c for c in (*gen, *passthrough) if c in LINEAGE_COLUMNS]
+    if clash:
+        raise ConfigurationError(
+            f"column name(s) {', '.join(map(repr, clash))} collide with the lineage columns "
+            f"{', '.join(LINEAGE_COLUMNS)}: rename them first (ds.rename_column)"
+        )
+    both = [c for c in gen if c in passthrough]
+    if both:
+        raise ConfigurationError(
+            f"generated column(s) {', '.join(map(repr, both))} are also passthrough columns: "
+            "add them to columns= or rename them"
+        )
+    return Layout(
+        tuple(chosen),
+        tuple(passthrough),
+        gen,
+        Features(input_features),
+        keep_original,
+        index_column,
+    )
+
+
+def _jsonsafe(value: Any) -> Any:
+    """Python values as JSON would carry them; bytes are refused."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonsafe(v) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError("bytes")
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if tolist is not None:
+        return _jsonsafe(tolist())
+    raise TypeError(type(value).__name__)
+
+
+def _is_plain(feature: Any) -> bool:
+    """Whether values of this feature are already JSON-safe (no conversion pass needed)."""
+    if isinstance(feature, dict):
+        return all(_is_plain(v) for v in feature.values())
+    if isinstance(feature, (List, LargeList)):
+        return _is_plain(feature.feature)
+    if isinstance(feature, Value):
+        dtype: str = feature.dtype
+        return dtype in ("string", "large_string", "null") or dtype.startswith(
+            ("int", "uint", "bool")
+        )
+    return isinstance(feature, ClassLabel)
+
+
+def make_examples(
+    layout: Layout, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The JSON-safe example of each row of a batch (only the chosen columns)."""
+    n = len(indices)
+    cols = layout.columns
+    values = [batch[c] for c in cols]
+    examples = [{c: v[i] for c, v in zip(cols, values, strict=False)} for i in range(n)]
+    convert = [c for c in cols if not _is_plain(layout.input_features[c])]
+    for c in convert:
+        for i, example in enumerate(examples):
+            try:
+                example[c] = _jsonsafe(example[c])
+            except TypeError as exc:
+                raise ConfigurationError(
+                    f"row {indices[i]}, column {c!r}: a {exc} value cannot be sent as JSON"
+                ) from None
+    return examples

@@ -1,0 +1,111 @@
+"""Casting generated values to their features, and Arrow columns that keep the good values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import pyarrow as pa
+import pytest
+from datasets import ClassLabel, Json, List, Value
+
+from synth_datasets.casting import CastError, arrow_column, compile_caster
+from synth_datasets.parsing import parse_generated
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "expected", "error"),
+    [
+        (Value("string"), '"x"', "x", None),
+        (Value("string"), "3", None, "expected text"),
+        (Value("int32"), "3", 3, None),
+        (Value("int32"), "3.0", 3, None),
+        (Value("int8"), "300", None, "does not fit"),
+        (Value("int64"), "true", None, "expected an integer"),
+        (Value("float64"), "3", 3.0, None),
+        (Value("bool"), "1", None, "true/false"),
+        (List(Value("string")), '["a", "b"]', ["a", "b"], None),
+        (List(Value("string")), '"a"', None, "expected a list"),
+        (
+            {"role": Value("string"), "content": Value("string")},
+            '{"role": "u", "content": "c", "x": 1}',
+            {"role": "u", "content": "c"},
+            None,
+        ),
+        (
+            {"role": Value("string"), "content": Value("string")},
+            '{"role": "u"}',
+            None,
+            "content: missing",
+        ),
+        (ClassLabel(names=["neg", "pos"]), '"pos"', 1, None),
+        (ClassLabel(names=["neg", "pos"]), '"meh"', None, "labels"),
+        (Value("string"), "null", None, None),
+        (Value("string"), '"\\ud800"', None, "not UTF-8"),
+        (Value("float64"), "1" + "0" * 400, None, "too large for float64"),
+        (Value("timestamp[us]"), '"2500-01-01T00:00:00"', dt.datetime(2500, 1, 1), None),
+        (Value("timestamp[ns]"), '"2500-01-01T00:00:00"', None, "does not fit timestamp[ns]"),
+        (Value("timestamp[ns]"), '"2000-01-01T00:00:00"', dt.datetime(2000, 1, 1), None),
+        (Value("timestamp[ns]"), '"1600-01-01T00:00:00"', None, "out of bounds"),
+        (Value("date32"), '"2024-02-30"', None, "expected an ISO date"),
+        (Value("duration[us]"), "90.5", dt.timedelta(seconds=90.5), None),
+        (Value("duration[s]"), "90", dt.timedelta(seconds=90), None),
+        (Value("duration[us]"), '"90"', None, "expected a number of seconds"),
+        (Value("duration[us]"), "true", None, "expected a number of seconds"),
+        (Value("duration[ns]"), "1e12", None, "does not fit duration[ns]"),
+        (Value("duration[us]"), "1e300", None, "seconds"),
+        (Value("decimal128(5, 2)"), '"1.25"', decimal.Decimal("1.25"), None),
+        (Value("decimal128(5, 2)"), "3", decimal.Decimal("3"), None),
+        (Value("decimal128(5, 2)"), "1.5", decimal.Decimal("1.5"), None),
+        (Value("decimal128(5, 2)"), '"1234.5678"', None, "does not fit decimal128(5, 2)"),
+        (Value("decimal128(5, 2)"), '"123456"', None, "does not fit"),
+        (Value("decimal128(5, 2)"), '"NaN"', None, "does not fit"),
+        (Value("decimal128(5, 2)"), '"lots"', None, "expected a decimal number"),
+        (Value("decimal128(5, 2)"), "false", None, "expected a decimal number"),
+        # time columns: Arrow takes no text (ISO or not), so it is null with Arrow's reason
+        (Value("time64[us]"), '"12:30:00"', dt.time(12, 30), None),
+        (Value("time64[us]"), '"25:99:00"', None, "expected an ISO time"),
+        (Value("time32[s]"), "3600", 3600, None),  # what Arrow takes: seconds
+        (Value("time32[s]"), "[1]", None, "does not fit time32[s]"),
+    ],
+)
+def test_casting_table(feature, value, expected, error):
+    generated = parse_generated(f'{{"c": {value}}}').value
+    assert generated is not None
+    cast = compile_caster(feature)
+    if error is None:
+        assert cast(generated["c"], "c") == expected
+    else:
+        with pytest.raises(CastError, match=r"^c") as raised:
+            cast(generated["c"], "c")
+        assert error in str(raised.value)
+
+
+def test_a_list_or_struct_error_names_the_path():
+    cast = compile_caster(List({"n": Value("int8")}))
+    with pytest.raises(CastError, match=r"^m\[1\]\.n: 300 does not fit int8"):
+        cast([{"n": 1}, {"n": 300}], "m")
+
+
+def test_json_values_are_stored_as_datasets_encodes_them():
+    cast = compile_caster(Json())
+    assert cast({"k": [1]}, "j") == Json().encode_example({"k": [1]}) == '{"k":[1]}'
+    assert cast(None, "j") is None
+    with pytest.raises(CastError, match=r"^j: "):
+        cast({"k": "\ud800"}, "j")
+
+
+def test_arrow_column_nulls_a_value_arrow_refuses_and_says_why():
+    errors: list[str | None] = ["missing: something", None]
+    column = arrow_column([300, 5], pa.int8(), "a", errors)
+    assert column.to_pylist() == [None, 5]
+    assert errors[0] is not None and errors[0].startswith("missing: something; type: a: ")
+    assert errors[1] is None
+
+
+def test_arrow_column_keeps_the_good_values_of_a_column():
+    errors: list[str | None] = [None] * 3
+    column = arrow_column(["x", "\udcff", None], pa.string(), "a", errors)
+    assert column.to_pylist() == ["x", None, None]
+    assert errors[0::2] == [None, None]
+    assert errors[1] is not None and errors[1].startswith("type: a: ") and "surrogates" in errors[1]
