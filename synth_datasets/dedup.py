@@ -201,7 +201,6 @@ class DuplicateFinder:
             raise ConfigurationError(f"shingle_words must be >= 1, got {shingle_words!r}")
         self.near = near
         self.threshold = float(threshold)
-        self.num_perm = num_perm
         self.shingle_words = shingle_words
         self._seen: set[int] = set()
         self._signatures: list[np.ndarray] = []

@@ -219,8 +219,6 @@ def mix_in_seeds(
 def _turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
     if value is None:
         raise ConfigurationError(f"{where} is null: run drop_errors first")
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
     items = value if isinstance(value, list) else [value]
     turns = []
     for item in items:

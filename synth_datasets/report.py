@@ -68,14 +68,8 @@ class Distribution:
         if arr.size == 0:
             return None
         p50, p95 = np.percentile(arr, [50, 95])
-        return cls(
-            count=int(arr.size),
-            min=_num(arr.min()),
-            p50=_num(p50),
-            mean=round(float(arr.mean()), 2),
-            p95=_num(p95),
-            max=_num(arr.max()),
-        )
+        mean = round(float(arr.mean()), 2)
+        return cls(int(arr.size), _num(arr.min()), _num(p50), mean, _num(p95), _num(arr.max()))
 
 
 def _num(x: Any) -> float:
@@ -212,9 +206,8 @@ def _section(h: str, title: str, intro: str, head: str, rows: list[str]) -> str:
 def _rows_per_seed(r: QualityReport, h: str) -> str | None:
     if r.rows_per_seed is None:
         return None
-    rows = [_dist_row("all rows", r.rows_per_seed)]
-    if r.clean_rows_per_seed is not None:
-        rows.append(_dist_row("rows without error", r.clean_rows_per_seed))
+    dists = [("all rows", r.rows_per_seed), ("rows without error", r.clean_rows_per_seed)]
+    rows = [f"| {x} | {d.min} | {d.p50} | {d.mean} | {d.max} |" for x, d in dists if d is not None]
     target = f", target {r.multiplier} (the multiplier)" if r.multiplier else ""
     intro = f"Over the {r.linked_seeds} seed rows that have rows{target}."
     text = _section(h, "Rows per seed", intro, "| | min | median | mean | max |", rows)
@@ -238,28 +231,19 @@ def _errors(r: QualityReport, h: str) -> str:
 
 
 def _lengths(r: QualityReport, h: str) -> str | None:
-    rows = []
-    for x in r.lengths:
-        rows.append(_length_row(x, "characters", x.chars))
-        if x.turns is not None:
-            rows.append(_length_row(x, "turns", x.turns))
+    rows = [
+        f"| `{x.column}` | {x.kind} | {x.of} | {measure} | {d.count} | {d.min} | {d.p50} | "
+        f"{d.mean} | {d.p95} | {d.max} |"
+        for x in r.lengths
+        for measure, d in (("characters", x.chars), ("turns", x.turns))
+        if d is not None
+    ]
     intro = (
         "Characters of text (of `content` for messages); turns of conversations. "
         "Seed lengths are taken once per seed row from `original`."
     )
     head = "| column | kind | of | measure | values | min | median | mean | p95 | max |"
     return _section(h, "Lengths", intro, head, rows) if rows else None
-
-
-def _dist_row(label: str, d: Distribution) -> str:
-    return f"| {label} | {d.min} | {d.p50} | {d.mean} | {d.max} |"
-
-
-def _length_row(x: ColumnLengths, measure: str, d: Distribution) -> str:
-    return (
-        f"| `{x.column}` | {x.kind} | {x.of} | {measure} | {d.count} | {d.min} | {d.p50} | "
-        f"{d.mean} | {d.p95} | {d.max} |"
-    )
 
 
 # -- lengths --------------------------------------------------------------------------------------
