@@ -25,16 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CardOptions", "build_card", "build_sft_card", "size_category"]
 
-_SIZES = [
-    (1_000, "n<1K"),
-    (10_000, "1K<n<10K"),
-    (100_000, "10K<n<100K"),
-    (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"),
-    (100_000_000, "10M<n<100M"),
-    (1_000_000_000, "100M<n<1B"),
-    (10_000_000_000, "1B<n<10B"),
-]
+_SIZES = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B"]  # bounds 10**3 ... 10**10
 _SAMPLE_CHARS = 300
 _SPACES = re.compile(r"\s+")
 
@@ -52,9 +43,9 @@ class CardOptions(TypedDict, total=False):
 
 def size_category(n: int) -> str:
     """The Hub's ``size_categories`` value for ``n`` rows."""
-    for bound, name in _SIZES:
-        if n < bound:
-            return name
+    for i, bound in enumerate(_SIZES):
+        if n < 10 ** (i + 3):
+            return f"{_SIZES[i - 1]}<n<{bound}" if i else f"n<{bound}"
     return "n>10B"
 
 
@@ -80,21 +71,15 @@ def _samples(dataset: datasets.Dataset, k: int = 3) -> list[str]:
 
 def _schema(dataset: datasets.Dataset, provenance: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     generated = set(provenance.get("generated_columns") or [])
-    out = []
-    for name, feature in dataset.features.items():
-        dtype = _dtype(feature)
-        if name in LINEAGE_MEANING:
-            meaning = LINEAGE_MEANING[name]
-        elif name in generated:
-            meaning = "generated"
-        else:
-            meaning = "copied from the seed row (not sent)"
-        out.append((name, dtype.replace("|", "\\|"), meaning))
-    return out
-
-
-def _template(name: str) -> str:
-    return resources.files("synth_datasets.cards").joinpath(name).read_text(encoding="utf-8")
+    meaning = {c: "generated" for c in generated} | LINEAGE_MEANING
+    return [
+        (
+            name,
+            _dtype(f).replace("|", "\\|"),
+            meaning.get(name, "copied from the seed row (not sent)"),
+        )
+        for name, f in dataset.features.items()
+    ]
 
 
 def _dtype(feature: Any) -> str:
@@ -113,10 +98,7 @@ def _render(
     metadata: Mapping[str, Any],
     **values: Any,
 ) -> DatasetCard:
-    """What both cards share: the options, the name, the YAML header and how rows were generated.
-
-    ``metadata``: the card's own header fields; ``values``: the rest of what its template reads.
-    """
+    """What both cards share; ``metadata``: the card's own YAML fields, ``values``: its template's."""
     unknown = options.keys() - CardOptions.__annotations__.keys()
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
@@ -131,7 +113,7 @@ def _render(
     )
     card: DatasetCard = DatasetCard.from_template(
         card_data,
-        template_str=_template(template),
+        template_str=resources.files("synth_datasets.cards").joinpath(template).read_text("utf-8"),
         pretty_name=name,
         repo_id=repo,
         version=prov.get("version") or __version__,
@@ -234,13 +216,12 @@ def build_sft_card(
     source = dict(prov.get("source") or {})
     seed_name = source.get("name")
     rows = sum(len(d) for d in splits.values())
-    if prov:
-        generation = (
-            f"{prov.get('multiplier', 'unknown')} generations were asked for each seed row, "
-            f"{prov.get('request_size', 'unknown')} seed rows per request."
-        )
-    else:
-        generation = "The expanded dataset carried no record of how it was generated."
+    generation = (
+        f"{prov.get('multiplier', 'unknown')} generations were asked for each seed row, "
+        f"{prov.get('request_size', 'unknown')} seed rows per request."
+        if prov
+        else "The expanded dataset carried no record of how it was generated."
+    )
     first = next(iter(splits.values()))
     return _render(
         "sft_card.md",
@@ -258,11 +239,7 @@ def build_sft_card(
         seed_source=(
             f"`{seed_name}` (split `{source.get('split') or 'train'}`)" if seed_name else "unknown"
         ),
-        prompt=(
-            prov.get("prompt")
-            if options.get("include_prompt", True) and prov.get("prompt")
-            else None
-        ),
+        prompt=(prov.get("prompt") or None) if options.get("include_prompt", True) else None,
         expanded_source=f"`{expanded_source}`",
         steps=list(steps),
         near=near,

@@ -1,11 +1,7 @@
 """Duplicate search over the rows of a dataset: exact (same normalised text) and near (MinHash).
 
-Both ``synth_datasets.report`` (which counts duplicates) and ``synth_datasets.prep.drop_duplicates``
-(which drops them) use this search, so the report counts exactly what that helper drops. Text is
-compared after normalisation: NFKC, lower case, runs of whitespace collapsed; the text of a row is
-its generated columns (from the provenance ``expand`` recorded, else every non-lineage column).
-The search does a little Python per row: one hash lookup, and for near-duplicates one MinHash
-of pre-hashed word shingles and one LSH lookup, via ``datasketch``.
+``report`` counts and ``prep.drop_duplicates`` drops with this one search, so they agree. A row's
+text is its generated columns (else every non-lineage column), NFKC, lower case, spacing collapsed.
 """
 
 from __future__ import annotations
@@ -125,10 +121,7 @@ def _text(arr: pa.Array) -> pa.Array:
 
 
 def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
-    """The normalised text of ``columns`` for each row of an Arrow batch (what duplicates share).
-
-    Case, Unicode form and spacing do not make a row new; the structure of nested values does.
-    """
+    """The normalised text of ``columns`` for each row of an Arrow batch (what duplicates share)."""
     if not columns:
         raise ConfigurationError("row_texts needs at least one column")
     parts = [pc.fill_null(_text(as_array(table.column(c))), "") for c in columns]
@@ -140,21 +133,10 @@ def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Ar
 # -- duplicates -----------------------------------------------------------------------------------
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """A 64-bit finaliser, so that shingle hashes are spread over all bits."""
-    x = x ^ (x >> np.uint64(33))
-    x = x * np.uint64(0xFF51AFD7ED558CCD)
-    x = x ^ (x >> np.uint64(33))
-    x = x * np.uint64(0xC4CEB9FE1A85EC53)
-    mixed: np.ndarray = x ^ (x >> np.uint64(33))
-    return mixed
-
-
 def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of the k-word shingles of every text, and the row of each shingle.
 
-    Words are hashed once per distinct word in the batch; shingles are combined in numpy. A text
-    of fewer than k words is one shingle of all its words.
+    Each distinct word is hashed once; a text of fewer than k words is one shingle of them all.
     """
     words = pc.ascii_split_whitespace(texts)  # normalised text: only ASCII whitespace is left
     lengths = list_lengths(words)
@@ -184,7 +166,13 @@ def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
         for s in range(k):
             word = np.where(pos + s < end, padded[np.minimum(pos + s, n)], np.uint64(0))
             acc = (acc ^ word) * np.uint64(_SHINGLE_MULTIPLIERS[s % len(_SHINGLE_MULTIPLIERS)])
-        acc = _mix64(acc) & _MASK32
+        # A 64-bit finaliser, so that shingle hashes are spread over all bits.
+        acc ^= acc >> np.uint64(33)
+        acc *= np.uint64(0xFF51AFD7ED558CCD)
+        acc ^= acc >> np.uint64(33)
+        acc *= np.uint64(0xC4CEB9FE1A85EC53)
+        acc ^= acc >> np.uint64(33)
+        acc &= _MASK32
     first = pos == starts[rows]
     keep = (pos + k <= end) | (first & (counts[rows] < k))
     return acc[keep], rows[keep]
@@ -193,10 +181,9 @@ def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
 class DuplicateFinder:
     """Flags rows that repeat an earlier row, exactly or (with ``near``) nearly.
 
-    Exact: the same normalised text (a 64-bit hash of it). Near: estimated Jaccard similarity of
-    the k-word shingle sets at least ``threshold``, found with a MinHash LSH index (datasketch)
-    and checked against the stored signature, so LSH's false positives are not counted. The first
-    row of each group is kept; only kept rows are indexed.
+    Exact: the same 64-bit hash of the normalised text. Near: MinHash-estimated Jaccard similarity
+    of k-word shingle sets at least ``threshold``; LSH candidates are checked against the stored
+    signature, so its false positives are not counted. Only the first row of a group is indexed.
     """
 
     def __init__(
@@ -214,7 +201,6 @@ class DuplicateFinder:
             raise ConfigurationError(f"shingle_words must be >= 1, got {shingle_words!r}")
         self.near = near
         self.threshold = float(threshold)
-        self.num_perm = num_perm
         self.shingle_words = shingle_words
         self._seen: set[int] = set()
         self._signatures: list[np.ndarray] = []
@@ -264,10 +250,9 @@ class DuplicateFinder:
     def check(
         self, texts: pa.Array, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
-        """Flags for one batch, in order: (exact, near, signatures).
+        """Flags for one batch: (exact, near, signatures); rows where ``mask`` is False are skipped.
 
-        Rows where ``mask`` is False are neither flagged nor indexed. ``near`` includes the exact
-        duplicates (so it equals ``exact``, and signatures are all None, for an exact-only finder).
+        ``near`` includes the exact duplicates (so it equals ``exact`` for an exact-only finder).
         """
         n = len(texts)
         rows = np.arange(n) if mask is None else np.flatnonzero(mask)

@@ -50,9 +50,7 @@ __all__ = [
 MESSAGES_FEATURE = List({"role": Value("string"), "content": Value("string")})
 
 
-class DuplicateOptions(TypedDict, total=False):
-    """What ``drop_duplicates`` passes on to ``duplicate_mask``."""
-
+class DuplicateOptions(TypedDict, total=False):  # what drop_duplicates passes to duplicate_mask
     near: bool
     threshold: float
     columns: Sequence[str] | None
@@ -69,10 +67,7 @@ def _no_error(errors: list[str | None]) -> list[bool]:
 
 
 def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
-    """Only the rows whose ``error`` is null: their generated columns are all there.
-
-    A dataset without an ``error`` column is returned as it is.
-    """
+    """Only the rows whose ``error`` is null (all of a dataset without that column)."""
     _check(ds, "drop_errors")
     if "error" not in ds.column_names:
         return ds
@@ -106,11 +101,7 @@ def duplicate_mask(
     flags: list[np.ndarray] = []
     read = [*cols, "error"] if has_error and "error" not in cols else cols
     for batch in iter_arrow_batches(ds, read, batch_size):
-        clean = (
-            np.asarray(batch.column("error").is_null(), dtype=bool)
-            if has_error
-            else np.ones(batch.num_rows, dtype=bool)
-        )
+        clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
         exact, near_flags, _ = finder.check(row_texts(batch, cols), clean)
         flags.append(near_flags if near else exact)
     return np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
@@ -163,14 +154,9 @@ def _seed_rows(
     if "source_index" in lineage:
         out["source_index"] = list(indices)
     if "original" in lineage:
-        out["original"] = (
-            make_examples(original_layout, batch, indices)
-            if original_layout is not None
-            else [None] * n
-        )
-    for c in ("generated_raw", "error"):
-        if c in lineage:
-            out[c] = [None] * n
+        has = original_layout is not None
+        out["original"] = make_examples(original_layout, batch, indices) if has else [None] * n
+    out.update({c: [None] * n for c in ("generated_raw", "error") if c in lineage})
     return out
 
 
@@ -179,12 +165,10 @@ def mix_in_seeds(
 ) -> datasets.Dataset:
     """The seed rows, then ``ds``: real examples back among the synthetic ones.
 
-    ``columns``: the columns copied from each seed (default: every non-lineage column of ``ds``
-    that the seeds have; the others are null). Lineage of a seed row: ``source_index`` is its
-    index in ``seeds`` (the same numbering as the generated rows when ``seeds`` is the dataset
-    that was expanded), ``original`` the seed as ``expand`` would have sent it (null if the seeds
-    lack one of its fields), ``generated_raw`` and ``error`` null. So a seed row is the one row
-    with both ``generated_raw`` and ``error`` null. Seeds come first so that a later
+    ``columns``: copied from each seed (default: the non-lineage columns of ``ds`` the seeds have;
+    the others are null). A seed row's ``source_index`` is its index in ``seeds``, ``original``
+    the seed as ``expand`` would send it (null if the seeds lack a field of it); it is the one kind
+    of row with both ``generated_raw`` and ``error`` null. Seeds come first so that a later
     ``drop_duplicates`` keeps a seed and drops a generated copy of it.
     """
     _check(ds, "mix_in_seeds")
@@ -225,8 +209,7 @@ def mix_in_seeds(
         },
         desc="Preparing seed rows",
     )
-    info = ds.info.copy()
-    out = datasets.concatenate_datasets([rows, ds], info=info)
+    out = datasets.concatenate_datasets([rows, ds], info=ds.info.copy())
     provenance = get_provenance(ds)
     if provenance is not None:
         attach_provenance(out, {**provenance, "mixed_in_seeds": len(seeds)})
@@ -236,8 +219,6 @@ def mix_in_seeds(
 def _turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
     if value is None:
         raise ConfigurationError(f"{where} is null: run drop_errors first")
-    if isinstance(value, str):
-        return [{"role": role, "content": value}]
     items = value if isinstance(value, list) else [value]
     turns = []
     for item in items:

@@ -1,8 +1,7 @@
 """A data-quality report of an expanded dataset, computed from the rows alone.
 
-Used by the dataset card and by ``synth-datasets report DIR``. One pass over the data in Arrow
-batches feeds one accumulator per group of figures (errors, rows per seed, duplicates, copies of
-a seed, lengths), counted with Arrow compute kernels. Duplicates are found by
+Used by the dataset card and by ``synth-datasets report DIR``: one pass over Arrow batches collects
+per-row arrays, and the figures are computed from them. Duplicates are found by
 ``synth_datasets.dedup``, the search ``prep.drop_duplicates`` uses, among the rows without an
 ``error`` (a failed row's generated columns are null, so failures would all look alike).
 """
@@ -10,10 +9,10 @@ a seed, lengths), counted with Arrow compute kernels. Duplicates are found by
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import product
-from typing import Any, Protocol
+from typing import Any
 
 import datasets
 import numpy as np
@@ -69,14 +68,8 @@ class Distribution:
         if arr.size == 0:
             return None
         p50, p95 = np.percentile(arr, [50, 95])
-        return cls(
-            count=int(arr.size),
-            min=_num(arr.min()),
-            p50=_num(p50),
-            mean=round(float(arr.mean()), 2),
-            p95=_num(p95),
-            max=_num(arr.max()),
-        )
+        mean = round(float(arr.mean()), 2)
+        return cls(int(arr.size), _num(arr.min()), _num(p50), mean, _num(p95), _num(arr.max()))
 
 
 def _num(x: Any) -> float:
@@ -213,9 +206,8 @@ def _section(h: str, title: str, intro: str, head: str, rows: list[str]) -> str:
 def _rows_per_seed(r: QualityReport, h: str) -> str | None:
     if r.rows_per_seed is None:
         return None
-    rows = [_dist_row("all rows", r.rows_per_seed)]
-    if r.clean_rows_per_seed is not None:
-        rows.append(_dist_row("rows without error", r.clean_rows_per_seed))
+    dists = [("all rows", r.rows_per_seed), ("rows without error", r.clean_rows_per_seed)]
+    rows = [f"| {x} | {d.min} | {d.p50} | {d.mean} | {d.max} |" for x, d in dists if d is not None]
     target = f", target {r.multiplier} (the multiplier)" if r.multiplier else ""
     intro = f"Over the {r.linked_seeds} seed rows that have rows{target}."
     text = _section(h, "Rows per seed", intro, "| | min | median | mean | max |", rows)
@@ -239,28 +231,19 @@ def _errors(r: QualityReport, h: str) -> str:
 
 
 def _lengths(r: QualityReport, h: str) -> str | None:
-    rows = []
-    for x in r.lengths:
-        rows.append(_length_row(x, "characters", x.chars))
-        if x.turns is not None:
-            rows.append(_length_row(x, "turns", x.turns))
+    rows = [
+        f"| `{x.column}` | {x.kind} | {x.of} | {measure} | {d.count} | {d.min} | {d.p50} | "
+        f"{d.mean} | {d.p95} | {d.max} |"
+        for x in r.lengths
+        for measure, d in (("characters", x.chars), ("turns", x.turns))
+        if d is not None
+    ]
     intro = (
         "Characters of text (of `content` for messages); turns of conversations. "
         "Seed lengths are taken once per seed row from `original`."
     )
     head = "| column | kind | of | measure | values | min | median | mean | p95 | max |"
     return _section(h, "Lengths", intro, head, rows) if rows else None
-
-
-def _dist_row(label: str, d: Distribution) -> str:
-    return f"| {label} | {d.min} | {d.p50} | {d.mean} | {d.max} |"
-
-
-def _length_row(x: ColumnLengths, measure: str, d: Distribution) -> str:
-    return (
-        f"| `{x.column}` | {x.kind} | {x.of} | {measure} | {d.count} | {d.min} | {d.p50} | "
-        f"{d.mean} | {d.p95} | {d.max} |"
-    )
 
 
 # -- lengths --------------------------------------------------------------------------------------
@@ -313,245 +296,157 @@ def _chars(arr: pa.Array) -> np.ndarray:
 # -- the pass -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """One Arrow batch and what more than one accumulator reads from it."""
+def _new_seeds(
+    table: pa.Table, source: np.ndarray, linked: np.ndarray, seen: set[int], fields: Sequence[str]
+) -> tuple[list[int], dict[str, pa.Array]]:
+    """Seeds met for the first time whose `original` is present, and the fields of that `original`.
 
-    table: pa.Table
-    clean: np.ndarray  # the row has no error
-    source: np.ndarray  # the row's seed, -1 where unlinked
-    linked: np.ndarray
-    texts: pa.Array | None  # the compared text; None when no column is compared
-    exact: np.ndarray  # DuplicateFinder flags
-    near: np.ndarray
-    sigs: list[np.ndarray | None]
-    seeds: list[int]  # seeds met here for the first time whose `original` is present
-    seed_fields: dict[str, pa.Array]  # the fields of those seeds' `original`
+    Each seed is looked at once, at its first row (rows are grouped by seed, so this is cheap).
+    """
+    if not fields:
+        return [], {}
+    starts_run = (np.arange(len(source)) == 0) | (source != np.roll(source, 1))
+    first: list[int] = []
+    for i in np.flatnonzero(linked & starts_run).tolist():
+        if (s := int(source[i])) not in seen:
+            seen.add(s)
+            first.append(i)
+    originals = as_array(table.column("original")).take(pa.array(first, pa.int64()))
+    present = pc.fill_null(originals.is_valid(), False)
+    originals = originals.filter(present)
+    seeds = [int(source[i]) for i, ok in zip(first, present.to_pylist(), strict=True) if ok]
+    if not seeds:
+        return [], {}
+    return seeds, {
+        name: pc.struct_field(originals, [originals.type.get_field_index(name)]) for name in fields
+    }
 
 
-class _Reader:
-    """Makes ``_Batch``es; holds the duplicate search and the seeds met, which span batches."""
+class _Pass:
+    """What one pass over the Arrow batches collects, per row or per seed; figures come after.
+
+    Seed copies are counted only when ``comparable``: every compared column was sent, so the seed
+    has it too. Lengths are kept as int32 arrays: small even at 10M rows.
+    """
 
     def __init__(
-        self, finder: DuplicateFinder, generated: Sequence[str], original_fields: Sequence[str]
+        self,
+        finder: DuplicateFinder,
+        generated: Sequence[str],
+        original_fields: Sequence[str],
+        kinds: dict[str, str],
     ) -> None:
         self.finder, self.generated, self.original_fields = finder, generated, original_fields
-        self._seen: set[int] = set()
+        self.kinds = kinds
+        self.seed_columns = [c for c in kinds if c in original_fields and c in generated]
+        self.comparable = bool(generated) and all(c in original_fields for c in generated)
+        self.arrays: dict[str, list[np.ndarray]] = defaultdict(list)
+        self.lengths: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+        self.errors: Counter[str] = Counter()
+        self.returned = self.near_seed_copies = 0
+        self.seen: set[int] = set()
+        self.seed_hashes: set[int] = set()
+        self.seed_sigs: dict[int, np.ndarray | None] = {}
 
-    def read(self, table: pa.Table) -> _Batch:
-        n, names = table.num_rows, table.column_names
+    def add(self, table: pa.Table) -> None:
+        n, names, keep = table.num_rows, table.column_names, self.arrays
         clean = np.ones(n, dtype=bool)
         if "error" in names:
-            clean = np.asarray(as_array(table.column("error")).is_null(), dtype=bool)
+            errors = as_array(table.column("error"))
+            clean = np.asarray(errors.is_null(), dtype=bool)
+            for message in errors.drop_null().to_pylist():
+                self.errors.update(error_kinds(message))
+        if "generated_raw" in names:
+            self.returned += n - table.column("generated_raw").null_count
         source, linked = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
         if "source_index" in names:
             source_arr = as_array(table.column("source_index"))
             linked = np.asarray(source_arr.is_valid(), dtype=bool)
             source = np.asarray(pc.fill_null(source_arr, -1), dtype=np.int64)
-        texts = row_texts(table, self.generated) if self.generated else None
-        exact = near = np.zeros(n, dtype=bool)
-        sigs: list[np.ndarray | None] = [None] * n
-        if texts is not None:
+            keep["linked"].append(linked)
+            keep["source"].append(source)
+        keep["clean"].append(clean)
+        seeds, fields = _new_seeds(table, source, linked, self.seen, self.original_fields)
+        if self.generated:
+            texts = row_texts(table, self.generated)
             exact, near, sigs = self.finder.check(texts, clean)
-        seeds, fields = self._new_seeds(table, source, linked)
-        return _Batch(table, clean, source, linked, texts, exact, near, sigs, seeds, fields)
-
-    def _new_seeds(
-        self, table: pa.Table, source: np.ndarray, linked: np.ndarray
-    ) -> tuple[list[int], dict[str, pa.Array]]:
-        """Each seed once, at its first row (rows are grouped by seed, so this is cheap)."""
-        if not self.original_fields:
-            return [], {}
-        starts_run = (np.arange(len(source)) == 0) | (source != np.roll(source, 1))
-        first: list[int] = []
-        for i in np.flatnonzero(linked & starts_run).tolist():
-            if (s := int(source[i])) not in self._seen:
-                self._seen.add(s)
-                first.append(i)
-        originals = as_array(table.column("original")).take(pa.array(first, pa.int64()))
-        present = pc.fill_null(originals.is_valid(), False)
-        originals = originals.filter(present)
-        seeds = [int(source[i]) for i, ok in zip(first, present.to_pylist(), strict=True) if ok]
-        if not seeds:
-            return [], {}
-        return seeds, {
-            name: pc.struct_field(originals, [originals.type.get_field_index(name)])
-            for name in self.original_fields
-        }
-
-
-class _Accumulator(Protocol):
-    def add(self, batch: _Batch) -> None: ...
-
-    def result(self) -> dict[str, Any]: ...  # its fields of the QualityReport
-
-
-class _Errors:
-    """Rows with an error, and rows per error kind (a row can have several)."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.kinds: Counter[str] = Counter()
-
-    def add(self, batch: _Batch) -> None:
-        self.rows += int(len(batch.clean) - batch.clean.sum())
-        if "error" in batch.table.column_names:
-            for message in as_array(batch.table.column("error")).drop_null().to_pylist():
-                self.kinds.update(error_kinds(message))
-
-    def result(self) -> dict[str, Any]:
-        kinds = dict(sorted(self.kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-        return {"error_rows": self.rows, "errors_by_kind": kinds}
-
-
-class _PerSeed:
-    """Rows per seed (all, and without error), unlinked rows, seeds short of the multiplier."""
-
-    def __init__(self, multiplier: Any) -> None:
-        self.multiplier = multiplier if isinstance(multiplier, int) and multiplier > 0 else None
-        self.unlinked = 0
-        self.sources: list[np.ndarray] = []
-        self.clean_sources: list[np.ndarray] = []
-
-    def add(self, batch: _Batch) -> None:
-        if "source_index" in batch.table.column_names:
-            self.unlinked += int(len(batch.linked) - batch.linked.sum())
-            self.sources.append(batch.source[batch.linked])
-            self.clean_sources.append(batch.source[batch.linked & batch.clean])
-
-    def result(self) -> dict[str, Any]:
-        seeds, counts = np.unique(_concat(self.sources, np.int64), return_counts=True)
-        rows_per_seed = Distribution.of(counts)
-        clean_per_seed = below = None
-        if rows_per_seed is not None:
-            clean = np.searchsorted(seeds, _concat(self.clean_sources, np.int64))
-            per_seed = np.bincount(clean, minlength=len(seeds))
-            clean_per_seed = Distribution.of(per_seed)
-            if self.multiplier is not None:
-                below = int((per_seed < self.multiplier).sum())
-        return {
-            "linked_seeds": len(seeds),
-            "rows_per_seed": rows_per_seed,
-            "clean_rows_per_seed": clean_per_seed,
-            "seeds_below_target": below,
-            "unlinked": self.unlinked,
-        }
-
-
-class _Sum:
-    """One count over all batches (None in the report when it is not ``computed``)."""
-
-    def __init__(self, name: str, count: Callable[[_Batch], int], computed: bool = True) -> None:
-        self.name, self.count, self.computed = name, count, computed
-        self.total = 0
-
-    def add(self, batch: _Batch) -> None:
-        self.total += self.count(batch)
-
-    def result(self) -> dict[str, Any]:
-        return {self.name: self.total if self.computed else None}
-
-
-def _returned(batch: _Batch) -> int:
-    """Rows the endpoint returned text for (``generated_raw`` not null)."""
-    if "generated_raw" not in batch.table.column_names:
-        return 0
-    return int(batch.table.num_rows - batch.table.column("generated_raw").null_count)
-
-
-class _SeedCopies:
-    """Rows identical to any seed, and rows near their own seed.
-
-    Counted only when ``comparable``: every compared column was sent, so the seed has it too.
-    """
-
-    def __init__(
-        self, finder: DuplicateFinder, generated: Sequence[str], *, comparable: bool, near: bool
-    ) -> None:
-        self.finder, self.generated = finder, list(generated)
-        self.comparable, self.near = comparable, near and comparable
-        self.row_hashes: list[np.ndarray] = []
-        self.seed_hashes: set[int] = set()
-        self.seed_sigs: dict[int, np.ndarray | None] = {}
-        self.near_copies = 0
-
-    def add(self, batch: _Batch) -> None:
-        if not self.comparable or batch.texts is None:
-            return
-        clean_texts = batch.texts.filter(pa.array(batch.clean))
-        self.row_hashes.append(np.array(self.finder.text_hashes(clean_texts), dtype=np.uint64))
-        if batch.seeds:
-            seed_table = pa.table({c: batch.seed_fields[c] for c in self.generated})
-            seed_texts = row_texts(seed_table, self.generated)
-            self.seed_hashes.update(self.finder.text_hashes(seed_texts))
-            if self.near:
-                sigs = self.finder.signatures(seed_texts)
-                self.seed_sigs.update(zip(batch.seeds, sigs, strict=True))
-        if self.near:
-            # A seed's signature is known from its first row on: every linked row carries it.
-            for i in np.flatnonzero(batch.clean & batch.linked).tolist():
-                seed_sig = self.seed_sigs.get(int(batch.source[i]))
-                self.near_copies += self.finder.similar(batch.sigs[i], seed_sig)
-
-    def result(self) -> dict[str, Any]:
-        if not self.comparable:
-            return {"seed_copies": None, "near_seed_copies": None}
-        pool = np.fromiter(self.seed_hashes, dtype=np.uint64, count=len(self.seed_hashes))
-        copies = int(np.isin(_concat(self.row_hashes, np.uint64), pool).sum())
-        return {"seed_copies": copies, "near_seed_copies": self.near_copies if self.near else None}
-
-
-class _LengthStats:
-    """Characters, and turns of conversations, per text column: of rows and of seeds (`original`).
-
-    Kept as int32 arrays: small even at 10M rows.
-    """
-
-    def __init__(
-        self,
-        schema: pa.Schema,
-        data_columns: Sequence[str],
-        generated: Sequence[str],
-        original_fields: Sequence[str],
-    ) -> None:
-        self.kinds = {c: k for c in data_columns if (k := _kind(schema.field(c).type)) is not None}
-        self.seed_columns = [c for c in self.kinds if c in original_fields and c in generated]
-        self.chars: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
-        self.turns: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
-
-    def add(self, batch: _Batch) -> None:
+            keep["exact"].append(exact)
+            keep["near"].append(near)
+            if self.comparable:
+                self._seed_copies(texts.filter(pa.array(clean)), seeds, fields)
+                if self.finder.near:
+                    # A seed's signature is known from its first row on: every linked row has it.
+                    for i in np.flatnonzero(clean & linked).tolist():
+                        seed_sig = self.seed_sigs.get(int(source[i]))
+                        self.near_seed_copies += self.finder.similar(sigs[i], seed_sig)
         for c in self.kinds:
-            self._add(c, "rows", as_array(batch.table.column(c)))
-        if batch.seeds:
-            for c in self.seed_columns:
-                self._add(c, "seeds", batch.seed_fields[c])
+            self._lengths(c, "rows", as_array(table.column(c)))
+        for c in self.seed_columns if seeds else ():
+            self._lengths(c, "seeds", fields[c])
 
-    def _add(self, column: str, of: str, arr: pa.Array) -> None:
+    def _seed_copies(
+        self, clean_texts: pa.Array, seeds: list[int], fields: dict[str, pa.Array]
+    ) -> None:
+        hashes = self.finder.text_hashes(clean_texts)
+        self.arrays["row_hashes"].append(np.array(hashes, dtype=np.uint64))
+        if seeds:
+            seed_texts = row_texts(pa.table({c: fields[c] for c in self.generated}), self.generated)
+            self.seed_hashes.update(self.finder.text_hashes(seed_texts))
+            if self.finder.near:
+                sigs = self.finder.signatures(seed_texts)
+                self.seed_sigs.update(zip(seeds, sigs, strict=True))
+
+    def _lengths(self, column: str, of: str, arr: pa.Array) -> None:
         valid = np.asarray(arr.is_valid(), dtype=bool)
-        self.chars[column, of].append(_chars(arr)[valid].astype(np.int32))
+        self.lengths[column, of, "chars"].append(_chars(arr)[valid].astype(np.int32))
         if self.kinds[column] == "conversation":
-            self.turns[column, of].append(list_lengths(arr)[valid].astype(np.int32))
+            self.lengths[column, of, "turns"].append(list_lengths(arr)[valid].astype(np.int32))
 
-    def result(self) -> dict[str, Any]:
-        found = []
-        for (c, k), of in product(self.kinds.items(), ("rows", "seeds")):
-            chars = Distribution.of(_concat(self.chars[c, of], np.int32))
-            if chars is not None:
-                turns = Distribution.of(_concat(self.turns[c, of], np.int32))
-                found.append(ColumnLengths(c, k, of, chars, turns))
-        return {"lengths": tuple(found)}
+    def array(self, name: str, dtype: type[np.generic] = np.bool_) -> np.ndarray:
+        found = self.arrays.get(name)
+        return np.concatenate(found) if found else np.zeros(0, dtype)
 
 
-def _concat(arrays: list[np.ndarray], dtype: type[np.generic]) -> np.ndarray:
-    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+def _per_seed(p: _Pass, multiplier: int | None) -> dict[str, Any]:
+    """Rows per seed (all, and without error), unlinked rows, seeds short of the multiplier."""
+    linked, source = p.array("linked"), p.array("source", np.int64)
+    clean = p.array("clean") if len(linked) else linked
+    seeds, counts = np.unique(source[linked], return_counts=True)
+    rows_per_seed = Distribution.of(counts)
+    clean_per_seed = below = None
+    if rows_per_seed is not None:
+        per_seed = np.bincount(np.searchsorted(seeds, source[linked & clean]), minlength=len(seeds))
+        clean_per_seed = Distribution.of(per_seed)
+        if multiplier is not None:
+            below = int((per_seed < multiplier).sum())
+    return {
+        "linked_seeds": len(seeds),
+        "rows_per_seed": rows_per_seed,
+        "clean_rows_per_seed": clean_per_seed,
+        "seeds_below_target": below,
+        "unlinked": int((~linked).sum()),
+    }
 
 
-def _original_fields(schema: pa.Schema) -> list[str]:
-    """The columns sent to the endpoint, as the ``original`` struct holds them."""
-    if "original" not in schema.names or not pa.types.is_struct(schema.field("original").type):
-        return []
-    t = schema.field("original").type
-    return [t.field(i).name for i in range(t.num_fields)]
+def _seed_copies(p: _Pass) -> dict[str, Any]:
+    if not p.comparable:
+        return {"seed_copies": None, "near_seed_copies": None}
+    pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
+    copies = int(np.isin(p.array("row_hashes", np.uint64), pool).sum())
+    return {
+        "seed_copies": copies,
+        "near_seed_copies": p.near_seed_copies if p.finder.near else None,
+    }
+
+
+def _column_lengths(p: _Pass) -> tuple[ColumnLengths, ...]:
+    found = []
+    for (c, k), of in product(p.kinds.items(), ("rows", "seeds")):
+        chars = Distribution.of(np.concatenate(p.lengths[c, of, "chars"] or [np.zeros(0)]))
+        if chars is not None:
+            turns = Distribution.of(np.concatenate(p.lengths[c, of, "turns"] or [np.zeros(0)]))
+            found.append(ColumnLengths(c, k, of, chars, turns))
+    return tuple(found)
 
 
 def quality_report(
@@ -576,31 +471,30 @@ def quality_report(
     names = dataset.column_names
     schema = dataset.features.arrow_schema
     generated = content_columns(dataset, prov)
-    data_columns = [c for c in names if c not in LINEAGE_COLUMNS]
-    original_fields = _original_fields(schema)
+    original = schema.field("original").type if "original" in names else None
+    sent = (
+        [f.name for f in original] if original is not None and pa.types.is_struct(original) else []
+    )
+    kinds = {c: k for c in names if c not in LINEAGE_COLUMNS and (k := _kind(schema.field(c).type))}
     finder = DuplicateFinder(near=near, threshold=near_threshold, num_perm=num_perm)
-    comparable = bool(generated) and all(c in original_fields for c in generated)
-    accumulators: list[_Accumulator] = [
-        _Errors(),
-        _Sum("returned", _returned),
-        _PerSeed(prov.get("multiplier")),
-        _Sum("duplicates", lambda b: int(b.exact.sum())),
-        _Sum("near_duplicates", lambda b: int(b.near.sum()), computed=near and bool(generated)),
-        _SeedCopies(finder, generated, comparable=comparable, near=near),
-        _LengthStats(schema, data_columns, generated, original_fields),
-    ]
-    reader = _Reader(finder, generated, original_fields)
+    p = _Pass(finder, generated, sent, kinds)
     for table in iter_arrow_batches(dataset, names, batch_size):
-        batch = reader.read(table)
-        for acc in accumulators:
-            acc.add(batch)
-    figures = {k: v for acc in accumulators for k, v in acc.result().items()}
+        p.add(table)
     multiplier, source_rows = prov.get("multiplier"), (prov.get("source") or {}).get("num_rows")
+    multiplier = multiplier if isinstance(multiplier, int) else None
+    clean = p.array("clean")
     return QualityReport(
         rows=len(dataset),
         generated_columns=tuple(generated),
-        multiplier=multiplier if isinstance(multiplier, int) else None,
+        multiplier=multiplier,
         source_rows=source_rows if isinstance(source_rows, int) else None,
+        **_per_seed(p, multiplier if multiplier and multiplier > 0 else None),
+        returned=p.returned,
+        error_rows=int(len(clean) - clean.sum()),
+        errors_by_kind=dict(sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+        **_seed_copies(p),
+        duplicates=int(p.array("exact").sum()),
+        near_duplicates=int(p.array("near").sum()) if near and generated else None,
         near_threshold=near_threshold if near else None,
-        **figures,
+        lengths=_column_lengths(p),
     )
