@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResponseFormatError
-from .parsing import parse_body
+from .framing import parse_body
 
 __all__ = ["CACHE_ENV", "RequestCache", "default_cache_dir", "request_key"]
 

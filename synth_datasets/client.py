@@ -47,7 +47,7 @@ from .errors import (
     SynthError,
     ValidationError,
 )
-from .parsing import parse_body
+from .framing import parse_body
 
 __all__ = ["Generation", "SynthClient", "check_api_key", "validate_examples"]
 

@@ -27,8 +27,8 @@ import pyarrow.json as pa_json
 from datasets import ClassLabel, Features, Json, LargeList, List, Value
 
 from .errors import ConfigurationError
+from .generated import parse_generated
 from .lineage import LINEAGE_COLUMNS, error_cell, join_errors
-from .parsing import parse_generated
 
 __all__ = [
     "LINEAGE_COLUMNS",

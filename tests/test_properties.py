@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synth_datasets import ResponseFormatError, SynthClient, SynthMapper
-from synth_datasets.parsing import parse_body
+from synth_datasets.framing import parse_body
 from synth_datasets.rows import canonical_json, link_items
 
 datasets.disable_progress_bars()
