@@ -39,13 +39,11 @@ from .config import (
 from .errors import (
     APIConnectionError,
     APIStatusError,
-    AuthenticationError,
     ConfigurationError,
-    RateLimitError,
     ResponseFormatError,
-    ServerError,
     SynthError,
     ValidationError,
+    status_error_class,
 )
 from .framing import parse_body
 
@@ -54,6 +52,10 @@ __all__ = ["Generation", "SynthClient", "check_api_key", "validate_examples"]
 logger = logging.getLogger("synth_datasets.client")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What _make_session builds: not pickled, built again in the receiving process.
+_SESSION_STATE = frozenset(
+    {"_session", "_template", "_retry", "_headers", "_timeout", "_pool", "_request_url"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +105,6 @@ class _Retry(Retry):
         if value is None:
             return None
         return min(value, self.retry_after_max)
-
-
-def _mask(secret: str | None) -> str:
-    return "None" if not secret else "'***'"
 
 
 def validate_examples(examples: object) -> list[dict[str, Any]]:
@@ -186,8 +184,9 @@ class SynthClient:
     def host(self) -> str:
         return urlsplit(self.base_url).netloc
 
-    def _make_retry(self) -> _Retry:
-        retry = _Retry(
+    def _make_session(self) -> requests.Session:
+        # Immutable: each retry makes a new one from it.
+        self._retry = _Retry(
             total=self.config.max_retries,
             connect=self.config.max_retries,
             read=self.config.max_retries,
@@ -202,11 +201,7 @@ class SynthClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.retry_after_max = self.config.retry_after_max
-        return retry
-
-    def _make_session(self) -> requests.Session:
-        self._retry = self._make_retry()  # immutable: each retry makes a new one from it
+        self._retry.retry_after_max = self.config.retry_after_max
         session = requests.Session()
         # The environment is read once here, not on every request (requests would re-scan it
         # per call, a measurable cost at thousands of requests); and never from ~/.netrc, whose
@@ -245,24 +240,13 @@ class SynthClient:
 
     def __repr__(self) -> str:
         return (
-            f"SynthClient(base_url={self.base_url!r}, api_key={_mask(self._api_key)}, "
+            f"SynthClient(base_url={self.base_url!r}, api_key='***', "
             f"max_retries={self.config.max_retries})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
         # num_proc workers receive the client through a pipe; the session is rebuilt there.
-        state = self.__dict__.copy()
-        for name in (
-            "_session",
-            "_template",
-            "_retry",
-            "_headers",
-            "_timeout",
-            "_pool",
-            "_request_url",
-        ):
-            state.pop(name, None)
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in _SESSION_STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -466,26 +450,10 @@ def _server_message(content: bytes) -> tuple[str, Any]:
 def _status_error(
     status: int, headers: Mapping[str, str], content: bytes, host: str
 ) -> APIStatusError:
-    """The one place that maps a status to an error class and its next step."""
     request_id = _request_id(headers)
     message, body = _server_message(content)
     rid = f" (request id {request_id})" if request_id else ""
     head = f"{status} from {host}: {message}{rid}"
-    kwargs: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
-    if status in (401, 403):
-        return AuthenticationError(
-            f"{head}; check COLLINEAR_API_KEY (or api_key=) and the base URL", **kwargs
-        )
-    if status == 422:
-        detail = body.get("detail") if isinstance(body, dict) else None
-        return ValidationError(
-            f"{head}; the server refused the request body", detail=detail, **kwargs
-        )
-    if status == 429:
-        return RateLimitError(
-            f"{head}; still rate limited after retries: lower max_concurrency or retry later",
-            **kwargs,
-        )
-    if status >= 500:
-        return ServerError(f"{head}; the server kept failing after retries", **kwargs)
-    return APIStatusError(head, **kwargs)
+    cls = status_error_class(status)
+    text = f"{head}; {cls.next_step}" if cls.next_step else head
+    return cls(text, status_code=status, request_id=request_id, body=body)
