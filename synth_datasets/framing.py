@@ -1,10 +1,9 @@
 """Read one whole 200 body into items, whatever its framing; never silent.
 
-The documented shape is a JSON array of ``{"original": object, "generated": string}``. The docs
-warn the service may stream, so the same items framed as server-sent events or newline-delimited
-JSON, or wrapped in an object, are accepted too. Anything else raises
-:class:`ResponseFormatError`, so the client can retry it like a broken connection. Pure (no I/O)
-and on the hot path: the cheap strict-JSON route comes first.
+The docs warn the service may stream, so besides the documented JSON array the same items framed
+as server-sent events or newline-delimited JSON are accepted. Anything else raises
+:class:`ResponseFormatError`, which the client retries like a broken connection. On the hot path:
+the cheap strict-JSON route comes first.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import contextlib
 import json
 import operator
 import re
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import orjson
@@ -22,11 +22,8 @@ from .errors import ResponseFormatError
 __all__ = ["Item", "parse_body"]
 
 Item: TypeAlias = dict[str, Any]
-"""One generation: a plain dict with exactly the keys ``original`` (dict) and ``generated`` (str).
-
-A plain dict rather than a class keeps the hot path allocation-free: the dicts that ``json.loads``
-built are returned as they are when they already have this exact shape.
-"""
+"""Exactly the keys ``original`` (dict) and ``generated`` (str). A plain dict, not a class, so
+that the dicts ``json.loads`` built are returned as they are: no allocation on the hot path."""
 
 _DECODER = json.JSONDecoder()
 _decode = _DECODER.decode
@@ -86,15 +83,8 @@ _WS = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace, as the json module ski
 _get_generated = operator.itemgetter("generated")
 _WRAPPER_KEYS = ("data", "results", "items", "generations")
 _NDJSON_TYPES = frozenset(
-    {
-        "application/x-ndjson",
-        "application/ndjson",
-        "application/jsonl",
-        "application/x-jsonl",
-        "application/jsonlines",
-        "application/x-jsonlines",
-        "application/json-lines",
-    }
+    f"application/{t}"
+    for t in ["x-ndjson", "ndjson", "jsonl", "x-jsonl", "jsonlines", "x-jsonlines", "json-lines"]
 )
 _SSE_STARTS = ("data:", "event:", "id:", "retry:", ":")
 _BODY_EXCERPT = 120  # characters of body quoted in a ResponseFormatError message
@@ -109,15 +99,14 @@ def _dump(value: Any) -> str:
         return repr(value)
 
 
+@dataclass(eq=False)
 class _Malformed(Exception):
-    """Why the body is not the documented shape, and what to quote: ``snippet`` (e.g. the
-    offending item) instead of the body when given, around ``pos``."""
+    """Why the body is not the documented shape; quote ``snippet`` (e.g. the item at fault)
+    instead of the body when given, around ``pos``."""
 
-    def __init__(self, reason: str, snippet: str | None = None, pos: int = 0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.snippet = snippet
-        self.pos = pos
+    reason: str
+    snippet: str | None = None
+    pos: int = 0
 
 
 def parse_body(
@@ -129,21 +118,15 @@ def parse_body(
 ) -> list[Item]:
     """Read a whole 200 body into items; raise ``ResponseFormatError`` if it is not items.
 
-    Accepted framings: a JSON array of items (the documented one, parsed with a single
-    ``json.loads``); a JSON object holding that array under ``data``, ``results``, ``items`` or
-    ``generations``; server-sent events whose ``data`` carry an item, an array of items or such an
-    object (``[DONE]``, comments and other fields ignored); newline-delimited JSON (one item or one
-    array per line). ``content_type`` is a hint: the body is sniffed too, because headers lie.
+    Accepted: a JSON array of items (the documented shape); an object holding it under ``data``,
+    ``results``, ``items`` or ``generations``; server-sent events whose ``data`` carry an item, an
+    array or such an object (``[DONE]``, comments and other fields ignored); newline-delimited
+    JSON. ``content_type`` is a hint: the body is sniffed too, because headers lie. An array that
+    repeats the items of earlier events or lines (a running or final array) replaces them.
 
-    Every item must be an object with ``original`` (object) and ``generated`` (string; an object or
-    array is re-serialised to JSON text). Each returned :data:`Item` has exactly those two keys.
-    A ``generated`` string holding an unpaired surrogate (JSON ``"\\ud83d"``, which no UTF-8 text
-    or Arrow column can hold) gets it as the readable text ``\\ud83d`` instead.
-    When events or lines repeat the items already seen (a running or final full array), the
-    longer array replaces them rather than duplicating them.
-
-    The error's message is one line with the reason and a quoted excerpt (≤ 120 characters) of the
-    body; it carries ``status_code``, ``request_id`` and the first 4096 characters of the body.
+    An item's ``generated`` object or array is re-serialised to JSON text, and an unpaired
+    surrogate in it (JSON ``"\\ud83d"``) becomes the text ``\\ud83d``: no UTF-8 text or Arrow
+    column can hold one. The error's message is one line, the reason and an excerpt of the body.
     """
     items: list[Item] | None = None
     if isinstance(raw, (bytes, bytearray)) and raw[:1] == b"[" and not _may_hold_long_integer(raw):
@@ -188,12 +171,8 @@ def _parse_full(
 
 
 def _escape_lone_surrogates(items: list[Item]) -> None:
-    """Write an unpaired surrogate in ``generated`` as the text ``\\ud83d``.
-
-    No UTF-8 text, so no Arrow column, can hold one; the escaped text stays readable (and fails
-    to parse as a generation with a reason, instead of crashing the run). Only non-ASCII strings
-    can hold one: encoding them is cheaper than scanning the body for ``\\ud`` escapes.
-    """
+    """Only non-ASCII strings can hold an unpaired surrogate: encoding them is cheaper than
+    scanning the body for ``\\ud`` escapes. The escaped text fails to parse with a reason."""
     for i, item in enumerate(items):
         generated = item["generated"]
         if generated.isascii():

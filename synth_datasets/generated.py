@@ -1,8 +1,8 @@
 """Read one ``generated`` string into a dict: tolerant, never silent, never raising.
 
-Strict JSON first (the hot path), then a fenced code block, then an object embedded in prose,
-then ``json_repair``. A row whose text cannot be read keeps its error (and its raw text) instead
-of failing the whole batch.
+Cheapest first: strict JSON (the hot path), then a fenced code block, then an object embedded in
+prose, then ``json_repair``. A row whose text cannot be read keeps its error (and its raw text)
+instead of failing the whole batch.
 """
 
 from __future__ import annotations
@@ -45,17 +45,12 @@ class Parsed(NamedTuple):
 def parse_generated(text: object) -> Parsed:
     """Turn one ``generated`` string into a dict; never raises.
 
-    Steps, cheapest first: strict ``json.loads``; the first fenced code block holding an object;
-    the first balanced ``{...}`` in surrounding prose that is strict JSON; ``json_repair`` on the
-    object-like spans (trailing commas, single quotes, unquoted keys, Python literals), accepted
-    only when it yields a non-empty dict whose values are not all empty strings (so prose is never
-    "repaired" into an object made of nothing). Truncated text is not repaired (closing a string
-    or number cut short would give a wrong value, with no error): an object never closed fails
-    ("truncated ..."), unless the text stops right after a whole inner object or array, so that
-    only closing brackets are missing. A ``{"generated_data": {...}}`` wrapper (also with the
-    inner object as JSON text) is unwrapped, and so is a JSON string that itself holds an object
-    (double encoding). Any other result (a list, number, string) is a failure whose reason names
-    what was found.
+    ``json_repair`` (trailing commas, single quotes, unquoted keys, Python literals) counts only
+    when it yields a dict with some non-empty value: prose is never "repaired" into nothing.
+    Truncated text is not repaired, since closing a string or number cut short gives a wrong value
+    with no error, unless only closing brackets are missing. A ``{"generated_data": ...}`` wrapper
+    and a JSON string holding an object (double encoding) are unwrapped. Any other value (a list,
+    number, string) is a failure whose reason names what was found.
     """
     try:
         if type(text) is str:
@@ -176,12 +171,11 @@ def _parse_fallback(text: str, problem: str) -> Parsed:
 
 
 def _fence_bodies(text: str) -> list[str]:
-    """Candidate bodies of Markdown code fences (```lang ... ```), in order.
+    """Candidate bodies of Markdown code fences, in order.
 
-    An opening fence must start a line (as in Markdown), so a ``` inside a JSON string (where raw
-    newlines cannot occur) is never taken for one. The body ends at the first ``` after it (a
-    one-line fence) or, when that cuts it short, at the next fence that starts a line; an unclosed
-    fence runs to the end of the text (truncated output).
+    An opening fence starts a line, so a ``` inside a JSON string (no raw newlines there) is never
+    taken for one. The body ends at the next ``` (a one-line fence) or, when that cuts it short,
+    at the next fence that starts a line; an unclosed fence runs to the end (truncated output).
     """
     bodies: list[str] = []
     n = len(text)
@@ -207,13 +201,11 @@ def _fence_bodies(text: str) -> list[str]:
 
 
 def _object_spans(text: str) -> list[tuple[int, int, str]]:
-    """Outermost ``{...}`` spans as (start, end, state), strings respected; iterative, linear.
+    """Outermost ``{...}`` spans as (start, end, state), strings respected; linear.
 
-    Quotes count only inside braces, so an apostrophe in the surrounding prose cannot hide the
-    object. A span still open at the end of the text (truncated output) comes last, as
-    ``_OPEN`` when the text stops right after a whole object or array (only closing brackets are
-    missing: repairing it adds no value of its own), else as ``_CUT`` (it stops inside a string,
-    number, literal or key, or between a key and its value: any repair would invent the rest).
+    Quotes count only inside braces, so an apostrophe in the prose cannot hide the object. A span
+    still open at the end comes last: ``_OPEN`` when the text stops right after a whole object or
+    array (a repair only adds closing brackets), else ``_CUT`` (a repair would invent the rest).
     """
     spans: list[tuple[int, int, str]] = []
     depth = 0
