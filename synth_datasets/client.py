@@ -51,7 +51,6 @@ __all__ = ["Generation", "SynthClient", "check_api_key", "validate_examples"]
 
 logger = logging.getLogger("synth_datasets.client")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # What _make_session builds: not pickled, built again in the receiving process.
 _SESSION_STATE = frozenset(
     {"_session", "_template", "_retry", "_headers", "_timeout", "_pool", "_request_url"}
@@ -122,20 +121,6 @@ def validate_examples(examples: object) -> list[dict[str, Any]]:
     return [dict(e) for e in examples]
 
 
-def _encode_body(body: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        for i, example in enumerate(body["examples"]):
-            try:
-                json.dumps(example, allow_nan=False)
-            except (TypeError, ValueError) as inner:
-                raise ConfigurationError(
-                    f"examples[{i}] is not JSON-serialisable: {inner}"
-                ) from None
-        raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
-
-
 def check_api_key(api_key: str | None) -> str:
     """The token given, else ``COLLINEAR_API_KEY``, fit for a header; never quoted back."""
     api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
@@ -193,7 +178,7 @@ class SynthClient:
             status=self.config.max_retries,
             other=0,
             allowed_methods=frozenset({"POST"}),
-            status_forcelist=RETRY_STATUSES,
+            status_forcelist=frozenset({429, 500, 502, 503, 504}),
             backoff_factor=self.config.backoff_factor,
             backoff_max=self.config.backoff_max,
             backoff_jitter=self.config.backoff_factor,
@@ -285,14 +270,23 @@ class SynthClient:
         self, *, model_id: object, prompt: object, examples: object, multiplier: object
     ) -> bytes:
         """The exact request body, after every check: nothing invalid leaves the machine."""
-        return _encode_body(
-            {
-                "model_id": validate_model_id(model_id),
-                "multiplier": validate_multiplier(multiplier),
-                "examples": validate_examples(examples),
-                "prompt": validate_prompt(prompt),
-            }
-        )
+        body: dict[str, Any] = {
+            "model_id": validate_model_id(model_id),
+            "multiplier": validate_multiplier(multiplier),
+            "examples": validate_examples(examples),
+            "prompt": validate_prompt(prompt),
+        }
+        try:
+            return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            for i, example in enumerate(body["examples"]):  # name the example at fault
+                try:
+                    json.dumps(example, allow_nan=False)
+                except (TypeError, ValueError) as inner:
+                    raise ConfigurationError(
+                        f"examples[{i}] is not JSON-serialisable: {inner}"
+                    ) from None
+            raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
 
     def _transport(self) -> tuple[HTTPConnectionPool, str]:
         """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
