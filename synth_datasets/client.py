@@ -101,9 +101,7 @@ class _Retry(Retry):
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         value = super().get_retry_after(response)
-        if value is None:
-            return None
-        return min(value, self.retry_after_max)
+        return None if value is None else min(value, self.retry_after_max)
 
 
 def validate_examples(examples: object) -> list[dict[str, Any]]:
