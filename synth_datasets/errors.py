@@ -87,9 +87,11 @@ class ValidationError(APIStatusError):
 
     next_step = "the server refused the request body"
 
-    def __init__(self, message: str, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, detail: Any = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self.detail = self.body.get("detail") if isinstance(self.body, dict) else None
+        if detail is None and isinstance(self.body, dict):
+            detail = self.body.get("detail")
+        self.detail = detail
 
 
 class RateLimitError(APIStatusError):
