@@ -1,14 +1,12 @@
 """Request cache: every answered request is stored, so a rerun never pays for it twice.
 
-SQLite in WAL mode, one connection per process, autocommit: a row is durable as soon as its
-request returned, which is what makes a crashed run resumable at request granularity. The
-request threads take turns on the connection under a lock: a connection per thread cost more
-CPU (32 threads, 13 KB answers: 173 vs 147 µs per get and put, hits 356 vs 218 µs), as every
-write invalidated the other connections' page caches and writers polled for the WAL lock.
-The key is a hash of the endpoint, the request body (model, prompt, multiplier, examples) and an
-optional run id; the token is never part of it, and nothing of the request but the hash is stored.
-An answer is stored as received (body bytes and content type) and parsed again on a hit: storing
-costs no re-encoding, and a fix to the parser applies to answers already cached.
+SQLite in WAL mode, autocommit: a row is durable as soon as its request returned, which makes a
+crashed run resumable at request granularity. One connection per process, which the request
+threads take turns on under a lock: connections per thread cost more CPU, as every write
+invalidated the others' page caches and writers polled for the WAL lock. The key hashes the
+endpoint, the request body and an optional run id, never the token; nothing else of the request
+is stored. An answer is kept as received (body and content type) and parsed again on a hit: no
+re-encoding, and a fix to the parser applies to answers already cached.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResponseFormatError
-from .parsing import parse_body
+from .framing import parse_body
 
 __all__ = ["CACHE_ENV", "RequestCache", "default_cache_dir", "request_key"]
 
@@ -67,12 +65,7 @@ class RequestCache:
         return f"RequestCache({str(self.path)!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"directory": self.directory, "path": self.path}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.directory = state["directory"]
-        self.path = state["path"]
-        self._handle = None
+        return {**self.__dict__, "_handle": None}  # the connection stays in its process
 
     def _connection(self) -> tuple[threading.Lock, sqlite3.Connection]:
         """This process's lock and connection, opened on first use and again after a fork.
@@ -146,8 +139,3 @@ class RequestCache:
         lock, conn = self._connection()
         with lock:
             return int(conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-
-    def clear(self) -> None:
-        lock, conn = self._connection()
-        with lock:
-            conn.execute("DELETE FROM answers")

@@ -39,21 +39,22 @@ from .config import (
 from .errors import (
     APIConnectionError,
     APIStatusError,
-    AuthenticationError,
     ConfigurationError,
-    RateLimitError,
     ResponseFormatError,
-    ServerError,
     SynthError,
     ValidationError,
+    status_error_class,
 )
-from .parsing import parse_body
+from .framing import parse_body
 
 __all__ = ["Generation", "SynthClient", "check_api_key", "validate_examples"]
 
 logger = logging.getLogger("synth_datasets.client")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What _make_session builds: not pickled, built again in the receiving process.
+_SESSION_STATE = frozenset(
+    {"_session", "_template", "_retry", "_headers", "_timeout", "_pool", "_request_url"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +101,7 @@ class _Retry(Retry):
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         value = super().get_retry_after(response)
-        if value is None:
-            return None
-        return min(value, self.retry_after_max)
-
-
-def _mask(secret: str | None) -> str:
-    return "None" if not secret else "'***'"
+        return None if value is None else min(value, self.retry_after_max)
 
 
 def validate_examples(examples: object) -> list[dict[str, Any]]:
@@ -122,20 +117,6 @@ def validate_examples(examples: object) -> list[dict[str, Any]]:
                 f"examples[{i}] must be a JSON object (dict), got {type(example).__name__}"
             )
     return [dict(e) for e in examples]
-
-
-def _encode_body(body: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        for i, example in enumerate(body["examples"]):
-            try:
-                json.dumps(example, allow_nan=False)
-            except (TypeError, ValueError) as inner:
-                raise ConfigurationError(
-                    f"examples[{i}] is not JSON-serialisable: {inner}"
-                ) from None
-        raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
 
 
 def check_api_key(api_key: str | None) -> str:
@@ -186,15 +167,16 @@ class SynthClient:
     def host(self) -> str:
         return urlsplit(self.base_url).netloc
 
-    def _make_retry(self) -> _Retry:
-        retry = _Retry(
+    def _make_session(self) -> requests.Session:
+        # Immutable: each retry makes a new one from it.
+        self._retry = _Retry(
             total=self.config.max_retries,
             connect=self.config.max_retries,
             read=self.config.max_retries,
             status=self.config.max_retries,
             other=0,
             allowed_methods=frozenset({"POST"}),
-            status_forcelist=RETRY_STATUSES,
+            status_forcelist=frozenset({429, 500, 502, 503, 504}),
             backoff_factor=self.config.backoff_factor,
             backoff_max=self.config.backoff_max,
             backoff_jitter=self.config.backoff_factor,
@@ -202,11 +184,7 @@ class SynthClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.retry_after_max = self.config.retry_after_max
-        return retry
-
-    def _make_session(self) -> requests.Session:
-        self._retry = self._make_retry()  # immutable: each retry makes a new one from it
+        self._retry.retry_after_max = self.config.retry_after_max
         session = requests.Session()
         # The environment is read once here, not on every request (requests would re-scan it
         # per call, a measurable cost at thousands of requests); and never from ~/.netrc, whose
@@ -245,24 +223,13 @@ class SynthClient:
 
     def __repr__(self) -> str:
         return (
-            f"SynthClient(base_url={self.base_url!r}, api_key={_mask(self._api_key)}, "
+            f"SynthClient(base_url={self.base_url!r}, api_key='***', "
             f"max_retries={self.config.max_retries})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
         # num_proc workers receive the client through a pipe; the session is rebuilt there.
-        state = self.__dict__.copy()
-        for name in (
-            "_session",
-            "_template",
-            "_retry",
-            "_headers",
-            "_timeout",
-            "_pool",
-            "_request_url",
-        ):
-            state.pop(name, None)
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in _SESSION_STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -301,14 +268,23 @@ class SynthClient:
         self, *, model_id: object, prompt: object, examples: object, multiplier: object
     ) -> bytes:
         """The exact request body, after every check: nothing invalid leaves the machine."""
-        return _encode_body(
-            {
-                "model_id": validate_model_id(model_id),
-                "multiplier": validate_multiplier(multiplier),
-                "examples": validate_examples(examples),
-                "prompt": validate_prompt(prompt),
-            }
-        )
+        body: dict[str, Any] = {
+            "model_id": validate_model_id(model_id),
+            "multiplier": validate_multiplier(multiplier),
+            "examples": validate_examples(examples),
+            "prompt": validate_prompt(prompt),
+        }
+        try:
+            return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            for i, example in enumerate(body["examples"]):  # name the example at fault
+                try:
+                    json.dumps(example, allow_nan=False)
+                except (TypeError, ValueError) as inner:
+                    raise ConfigurationError(
+                        f"examples[{i}] is not JSON-serialisable: {inner}"
+                    ) from None
+            raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
 
     def _transport(self) -> tuple[HTTPConnectionPool, str]:
         """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
@@ -466,26 +442,10 @@ def _server_message(content: bytes) -> tuple[str, Any]:
 def _status_error(
     status: int, headers: Mapping[str, str], content: bytes, host: str
 ) -> APIStatusError:
-    """The one place that maps a status to an error class and its next step."""
     request_id = _request_id(headers)
     message, body = _server_message(content)
     rid = f" (request id {request_id})" if request_id else ""
     head = f"{status} from {host}: {message}{rid}"
-    kwargs: dict[str, Any] = {"status_code": status, "request_id": request_id, "body": body}
-    if status in (401, 403):
-        return AuthenticationError(
-            f"{head}; check COLLINEAR_API_KEY (or api_key=) and the base URL", **kwargs
-        )
-    if status == 422:
-        detail = body.get("detail") if isinstance(body, dict) else None
-        return ValidationError(
-            f"{head}; the server refused the request body", detail=detail, **kwargs
-        )
-    if status == 429:
-        return RateLimitError(
-            f"{head}; still rate limited after retries: lower max_concurrency or retry later",
-            **kwargs,
-        )
-    if status >= 500:
-        return ServerError(f"{head}; the server kept failing after retries", **kwargs)
-    return APIStatusError(head, **kwargs)
+    cls = status_error_class(status)
+    text = f"{head}; {cls.next_step}" if cls.next_step else head
+    return cls(text, status_code=status, request_id=request_id, body=body)

@@ -29,6 +29,7 @@ __all__ = [
     "ServerError",
     "SynthError",
     "ValidationError",
+    "status_error_class",
 ]
 
 
@@ -36,7 +37,9 @@ class SynthError(Exception):
     """Root of every error this library raises on purpose.
 
     ``status_code`` and ``request_id`` are set when a server answered; ``seed_indices`` is set by
-    the expansion when the failure belongs to a request built from those seed rows.
+    the expansion when the failure belongs to a request built from those seed rows. ``args`` is
+    ``(message,)`` and every other field is in ``__dict__``, so the default pickling carries the
+    error across num_proc workers whole.
     """
 
     def __init__(
@@ -57,36 +60,6 @@ class SynthError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keep errors picklable across num_proc workers with their keyword-only fields.
-        return (
-            _rebuild,
-            (
-                type(self),
-                self.message,
-                self.status_code,
-                self.request_id,
-                self.body,
-                self.seed_indices,
-            ),
-        )
-
-
-def _rebuild(
-    cls: type[SynthError],
-    message: str,
-    status_code: int | None,
-    request_id: str | None,
-    body: Any,
-    seed_indices: list[int] | None,
-) -> SynthError:
-    err = cls.__new__(cls)
-    SynthError.__init__(err, message, status_code=status_code, request_id=request_id, body=body)
-    err.seed_indices = seed_indices
-    if isinstance(err, ValidationError):
-        err.detail = body.get("detail") if isinstance(body, dict) else None
-    return err
-
 
 class ConfigurationError(SynthError, ValueError):
     """A bad argument, environment variable or input row, found before anything was sent.
@@ -98,27 +71,49 @@ class ConfigurationError(SynthError, ValueError):
 
 
 class APIStatusError(SynthError):
-    """The server answered with an error status."""
+    """The server answered with an error status; ``next_step`` is what the user can do."""
+
+    next_step = ""
 
 
 class AuthenticationError(APIStatusError):
     """401 or 403: the token is missing, wrong or not allowed."""
 
+    next_step = "check COLLINEAR_API_KEY (or api_key=) and the base URL"
+
 
 class ValidationError(APIStatusError):
     """422: the server refused the request body; ``detail`` is its list of problems."""
 
+    next_step = "the server refused the request body"
+
     def __init__(self, message: str, *, detail: Any = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
+        if detail is None and isinstance(self.body, dict):
+            detail = self.body.get("detail")
         self.detail = detail
 
 
 class RateLimitError(APIStatusError):
     """429 that persisted through every retry."""
 
+    next_step = "still rate limited after retries: lower max_concurrency or retry later"
+
 
 class ServerError(APIStatusError):
     """5xx that persisted through every retry."""
+
+    next_step = "the server kept failing after retries"
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 422:
+        return ValidationError
+    if status == 429:
+        return RateLimitError
+    return ServerError if status >= 500 else APIStatusError
 
 
 class APIConnectionError(SynthError):

@@ -114,29 +114,18 @@ def push_to_hub(
             include_prompt=include_prompt,
             provenance=provenance,
         )
-    url = push_card(
-        card,
-        repo_id,
-        token=token,
-        private=private,
-        revision=revision,
-        create_pr=create_pr,
-        overwrite_card=overwrite_card,
-        commit_message=commit_message,
+    # Where and how both the card and the data go.
+    repo: dict[str, Any] = dict(
+        token=token, private=private, revision=revision, create_pr=create_pr
     )
-    kwargs: dict[str, Any] = {}
+    url = push_card(
+        card, repo_id, overwrite_card=overwrite_card, commit_message=commit_message, **repo
+    )
     if max_shard_size is not None:
-        kwargs["max_shard_size"] = max_shard_size
+        repo["max_shard_size"] = max_shard_size
+    message = commit_message or f"Upload {split} split ({len(dataset)} rows)"
     dataset.push_to_hub(
-        repo_id,
-        config_name=config_name,
-        split=split,
-        private=private,
-        token=token,
-        revision=revision,
-        create_pr=create_pr,
-        commit_message=commit_message or f"Upload {split} split ({len(dataset)} rows)",
-        **kwargs,
+        repo_id, config_name=config_name, split=split, commit_message=message, **repo
     )
     return url
 

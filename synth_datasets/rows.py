@@ -16,10 +16,10 @@ from datasets import Features
 from datasets.arrow_writer import TypedSequence
 
 from .casting import ARROW_ERRORS, CastError, arrow_column, compile_caster
+from .generated import parse_generated
 from .layout import Layout
 from .lineage import error_cell, join_errors
 from .linking import bools_may_differ, link_items
-from .parsing import parse_generated
 
 __all__ = ["Collected", "RowBuilder"]
 

@@ -10,7 +10,7 @@ import pytest
 from datasets import ClassLabel, Json, List, Value
 
 from synth_datasets.casting import CastError, arrow_column, compile_caster
-from synth_datasets.parsing import parse_generated
+from synth_datasets.generated import parse_generated
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for synth_datasets.parsing: body framings, generated-text recovery, and never crashing.
+"""Tests for synth_datasets.framing and .generated: body framings, generated-text recovery, and never crashing.
 
 The tables pin realistic server and model outputs; the property tests check the guarantees the
 rest of the library leans on (round-trips are exact, failures are values or one typed error).
@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synth_datasets.errors import ResponseFormatError
-from synth_datasets.parsing import Item, Parsed, parse_body, parse_generated
+from synth_datasets.framing import Item, parse_body
+from synth_datasets.generated import Parsed, parse_generated
 
 CONV = {
     "conv_prefix": [{"role": "user", "content": "What is the capital of France?"}],

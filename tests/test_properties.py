@@ -33,10 +33,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from synth_datasets import ResponseFormatError, SynthClient, SynthMapper
+from synth_datasets.framing import parse_body
+from synth_datasets.generated import parse_generated
 from synth_datasets.layout import plan_layout
 from synth_datasets.lineage import ERROR_KINDS, error_kinds
 from synth_datasets.linking import canonical_json, link_items
-from synth_datasets.parsing import parse_body, parse_generated
 from synth_datasets.rows import RowBuilder
 
 datasets.disable_progress_bars()
