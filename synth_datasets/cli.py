@@ -259,20 +259,9 @@ def load_source_with_meta(
     source: str, *, split: str | None, config: str | None, revision: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """The split, and what the card should say about where it came from."""
-    meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
-    return _load(source, split=split, config=config, revision=revision, meta=meta), meta
-
-
-def _load(
-    source: str,
-    *,
-    split: str | None,
-    config: str | None,
-    revision: str | None,
-    meta: dict[str, Any],
-) -> Any:
     import datasets
 
+    meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
     path = Path(source)
     if path.is_file():
         kind = _DATA_SUFFIXES.get(path.suffix.lower())
@@ -283,7 +272,7 @@ def _load(
             )
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
         ds.info.dataset_name = path.stem
-        return ds
+        return ds, meta
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))
@@ -291,9 +280,9 @@ def _load(
                 name = split or "train"
                 if name not in loaded:
                     raise UsageError(f"{source} has splits {list(loaded)}: choose one with --split")
-                return loaded[name]
-            return loaded
-        return datasets.load_dataset(str(path), split=split or "train")
+                return loaded[name], meta
+            return loaded, meta
+        return datasets.load_dataset(str(path), split=split or "train"), meta
     if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
         raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
     from huggingface_hub import HfApi
@@ -301,7 +290,7 @@ def _load(
     # Pin the commit we read, so the card can name the exact source revision.
     sha = HfApi().dataset_info(source, revision=revision).sha
     meta.update(hub=True, revision=sha)
-    return datasets.load_dataset(source, name=config, split=split or "train", revision=sha)
+    return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
 
 
 def read_prompt(args: argparse.Namespace) -> str:

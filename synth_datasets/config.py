@@ -15,6 +15,7 @@ import inspect
 import ipaddress
 import json
 import os
+import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -46,7 +47,6 @@ DEFAULT_TIMEOUT = (10.0, 600.0)
 # fewer calls than its 1000-task window (past which it keeps finished outputs in memory).
 ROWS_PER_MAP_CALL = 1024
 
-_T = TypeVar("_T")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -156,18 +156,13 @@ def validate_model_id(model_id: object) -> str:
     )
 
 
-def _model_id(name: str, value: Any) -> str:
-    """The argument, else ``COLLINEAR_MODEL_ID``; a clear error when neither is set."""
-    if value is None:
-        value = os.environ.get("COLLINEAR_MODEL_ID") or None
-    if value is None:
-        raise _fail(name, "is not set: pass model_id= or set COLLINEAR_MODEL_ID")
-    return validate_model_id(value)
-
-
 def resolve_model_id(model_id: object) -> str:
     """The argument, else ``COLLINEAR_MODEL_ID``; a clear error when neither is set."""
-    return _model_id("model_id", model_id)
+    if model_id is None:
+        model_id = os.environ.get("COLLINEAR_MODEL_ID") or None
+    if model_id is None:
+        raise _fail("model_id", "is not set: pass model_id= or set COLLINEAR_MODEL_ID")
+    return validate_model_id(model_id)
 
 
 def validate_base_url(base_url: object) -> str:
@@ -233,9 +228,6 @@ class _Checked:
             value = getattr(self, f.name)
             object.__setattr__(self, f.name, f.metadata["check"](f.name, value))
 
-    def changed(self: _T, **changes: Any) -> _T:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
@@ -276,7 +268,10 @@ class ExpandConfig(ClientConfig):
         "generations per seed row", lambda name, value: validate_multiplier(value)
     )
     model_id: str | None = _option(
-        None, "model UUID (default COLLINEAR_MODEL_ID)", _model_id, output=True
+        None,
+        "model UUID (default COLLINEAR_MODEL_ID)",
+        lambda name, value: resolve_model_id(value),
+        output=True,
     )
     columns: Sequence[str] | None = _option(
         None,
@@ -401,7 +396,7 @@ def takes_options(config: type, exclude: Sequence[str] = ()) -> Callable[[_F], _
         signature = inspect.signature(target)
         own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         names = {p.name for p in own} | set(exclude)
-        hints = _hints(config)
+        hints = typing.get_type_hints(config)
         added = [f for f in option_fields(config) if f.name not in names]
         target.__signature__ = signature.replace(
             parameters=[
@@ -426,12 +421,3 @@ def takes_options(config: type, exclude: Sequence[str] = ()) -> Callable[[_F], _
         return obj
 
     return decorate
-
-
-def _hints(config: type) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(config)
-    except Exception:  # a name only type checkers know: fall back to the written text
-        return {f.name: f.type for f in fields(config)}

@@ -100,7 +100,7 @@ def test_the_config_checks_itself_once_naming_the_option():
     config = ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID, timeout=30)
     assert config.timeout == (10.0, 30.0)
     with pytest.raises(ConfigurationError, match="max_retries"):
-        config.changed(max_retries=-1)
+        dataclasses.replace(config, max_retries=-1)
 
 
 def test_client_options_beside_a_client_are_refused(ref_client):
@@ -110,9 +110,12 @@ def test_client_options_beside_a_client_are_refused(ref_client):
 
 def test_fingerprint_follows_what_changes_rows_only():
     base = ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID)
-    assert base.fingerprint() == base.changed(max_concurrency=64, max_retries=0).fingerprint()
-    assert base.fingerprint() != base.changed(run_id="again").fingerprint()
-    assert base.fingerprint() != base.changed(prompt="q").fingerprint()
+    assert (
+        base.fingerprint()
+        == dataclasses.replace(base, max_concurrency=64, max_retries=0).fingerprint()
+    )
+    assert base.fingerprint() != dataclasses.replace(base, run_id="again").fingerprint()
+    assert base.fingerprint() != dataclasses.replace(base, prompt="q").fingerprint()
 
 
 def test_cli_errors_name_the_flag(tmp_path):
