@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from ..config import is_loopback
 from .faults import Faults
 
 __all__ = ["PARSER_DESCRIPTION", "add_serve_arguments", "main", "run_serve"]
@@ -51,7 +52,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Start a server from parsed ``serve`` options and block; 0 on clean exit, 2 on bad input."""
-    from .server import ReferenceServer, is_loopback
+    from .server import ReferenceServer
 
     if not is_loopback(args.host) and not args.allow_remote:
         print(
