@@ -22,8 +22,8 @@ from .faults import Faults
 from .serve import PARSER_DESCRIPTION, add_serve_arguments, main, run_serve
 
 if TYPE_CHECKING:
-    from .server import MAX_GENERATIONS_PER_REQUEST, ReferenceServer
-    from .validation import GENERATE_PATH
+    from .server import ReferenceServer
+    from .validation import GENERATE_PATH, MAX_GENERATIONS_PER_REQUEST
 
 __all__ = [
     "GENERATE_PATH",
@@ -38,7 +38,7 @@ __all__ = [
 
 _LAZY = {
     "ReferenceServer": "server",
-    "MAX_GENERATIONS_PER_REQUEST": "server",
+    "MAX_GENERATIONS_PER_REQUEST": "validation",
     "GENERATE_PATH": "validation",
 }
 

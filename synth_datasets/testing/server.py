@@ -1,9 +1,8 @@
 """``ReferenceServer``: Collinear's synth-data endpoint on loopback (the only aiohttp module).
 
-It answers ``POST /api/v1/synth_data/generate`` with the documented request, response and error
-shapes (bearer auth, FastAPI-style 422s, ``x-request-id``) from the offline engine, and
-misbehaves as its ``Faults`` say. It is an aiohttp application on its own event loop in a daemon
-thread; latency is ``asyncio.sleep``, so it holds hundreds of concurrent connections.
+The documented request, response and error shapes (bearer auth, FastAPI-style 422s,
+``x-request-id``) from the offline engine, misbehaving as its ``Faults`` say; an aiohttp
+application on its own event loop in a daemon thread.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
 import json
 import random
@@ -28,20 +28,9 @@ from aiohttp import web
 from ..config import is_loopback
 from .engine import CONTENT_TYPES, build_payload
 from .faults import Faults
-from .validation import GENERATE_PATH, Detail, body_validator, validate_body
+from .validation import GENERATE_PATH, SERVER_RULES, Detail, body_validator, validate_body
 
-__all__ = ["MAX_GENERATIONS_PER_REQUEST", "SERVER_RULES", "ReferenceServer"]
-
-# This server's own rules, which Collinear's OpenAPI document does not state (it gives no
-# bounds): checked on top of the document's request schema and answered as 422s like its own.
-SERVER_RULES = {
-    "properties": {
-        "multiplier": {"minimum": 1},
-        "examples": {"minItems": 1},
-        "prompt": {"minLength": 1},
-    }
-}
-MAX_GENERATIONS_PER_REQUEST = 100_000  # examples × multiplier; beyond it, 422
+__all__ = ["ReferenceServer"]
 
 _T = TypeVar("_T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -200,11 +189,9 @@ class ReferenceServer:
         return {**self._stats, "by_status": dict(self._by_status), "in_flight": self._in_flight}
 
     def stats(self) -> dict[str, Any]:
-        """Counters since start or the last reset.
-
-        ``requests`` counts every generate POST (whatever its answer); ``by_status`` maps "200",
-        "401", "429", ... and "drop"/"truncate"/"hang"/"stall" (faulty 200s) to counts;
-        ``examples`` and ``generations`` count what complete 200 answers carried.
+        """Counters since start or the last reset: ``requests`` (every generate POST), ``by_status``
+        ("200", "401", ... and the faulty 200s "drop", "truncate", "hang", "stall"), ``examples``
+        and ``generations`` (what complete 200 answers carried), ``in_flight``, ``max_in_flight``.
         """
         return self._on_loop(self._snapshot)
 
@@ -221,8 +208,6 @@ class ReferenceServer:
                 self._rng = random.Random(self.faults.seed)
 
         self._on_loop(apply)
-
-    # ---- generate ----------------------------------------------------------------------------
 
     def _error(
         self, status: int, faults: Faults, detail: str | Detail | None = None
@@ -252,16 +237,13 @@ class ReferenceServer:
     async def _admit(
         self, request: web.Request, outcome: int | str, faults: Faults
     ) -> dict[str, Any] | web.Response:
-        """The checked body, or the error answer: scripted status, auth, size, then validation
-        (the document's request schema with ``SERVER_RULES``, then the generations cap)."""
+        """The checked body, or the error answer: scripted status, auth, size, validation."""
         if isinstance(outcome, int):
             return self._error(outcome, faults)
-        # The document names the HTTPBearer scheme; the token is ours.
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             return self._error(401, faults, "Not authenticated")
-        # aiohttp decodes header bytes as UTF-8 with surrogateescape: a latin-1 token must get a
-        # 401, not crash the handler.
+        # aiohttp decodes headers as UTF-8 with surrogateescape: a latin-1 token gets a 401.
         received = credentials.strip().encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(received, self.token.encode()):
             return self._error(401, faults, "Invalid token")
@@ -269,19 +251,12 @@ class ReferenceServer:
             body, detail = validate_body(await request.read(), self._validator)
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, faults, "Request body too large")
-        if body is None:
-            return self._error(422, faults, detail)
-        total = len(body["examples"]) * body["multiplier"]
-        if total > MAX_GENERATIONS_PER_REQUEST:
-            msg = (
-                f"Value error, {len(body['examples'])} examples × multiplier "
-                f"{body['multiplier']} = {total} generations exceeds the limit of "
-                f"{MAX_GENERATIONS_PER_REQUEST} per request"
-            )
-            return self._error(422, faults, [{"loc": ["body"], "msg": msg, "type": "value_error"}])
-        return body
+        return self._error(422, faults, detail) if body is None else body
 
     async def _handle_generate(self, request: web.Request) -> web.StreamResponse:
+        """Answer one request; ``latency`` is the whole time to answer, work included: the answer
+        is built first and the rest of the latency slept after, so the server's own CPU does not
+        add to the latency a benchmark sets (a fixed sleep plus the work would)."""
         faults = self.faults
         self._stats["requests"] += 1
         if faults.max_concurrency is not None and self._in_flight >= faults.max_concurrency:
@@ -289,47 +264,36 @@ class ReferenceServer:
         self._in_flight += 1
         self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._in_flight)
         try:
-            return await self._generate(request, faults)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            outcome = self._decide(faults)
+            delay = faults.latency
+            if faults.latency_jitter > 0:
+                delay += self._rng.uniform(0, faults.latency_jitter)
+            if outcome == "hang":
+                self._by_status["hang"] += 1  # now: the client may give up long before the answer
+                delay += faults.hang
+                await request.read()  # before the client gives up and closes the connection
+            body = await self._admit(request, outcome, faults)
+            if not isinstance(body, web.Response):
+                work = functools.partial(build_payload, body, faults)
+                big = len(body["examples"]) * body["multiplier"] > _EXECUTOR_THRESHOLD
+                payload, n_items = await loop.run_in_executor(None, work) if big else work()
+            await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
+            if isinstance(body, web.Response):
+                return body
+            if outcome != "hang":  # counted above
+                self._by_status["200" if outcome == "ok" else str(outcome)] += 1
+            if outcome == "ok":
+                self._stats["examples"] += len(body["examples"])
+                self._stats["generations"] += n_items
+                if faults.framing == "json":
+                    return web.Response(body=payload, content_type=CONTENT_TYPES["json"])
+            return await _send(
+                request, payload, CONTENT_TYPES[faults.framing], str(outcome), faults.hang
+            )
         finally:
             self._in_flight -= 1
-
-    async def _generate(self, request: web.Request, faults: Faults) -> web.StreamResponse:
-        """Answer one request; ``latency`` is the whole time to answer, work included.
-
-        The answer is built first and the rest of the latency slept after, so the server's own
-        CPU does not add to the latency a benchmark sets (a fixed sleep plus the work would).
-        """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        outcome = self._decide(faults)
-        delay = faults.latency
-        if faults.latency_jitter > 0:
-            delay += self._rng.uniform(0, faults.latency_jitter)
-        if outcome == "hang":
-            self._by_status["hang"] += 1  # now: the client may give up long before the answer
-            delay += faults.hang
-            await request.read()  # before the client gives up and closes the connection
-        body = await self._admit(request, outcome, faults)
-        if not isinstance(body, web.Response):
-            if len(body["examples"]) * body["multiplier"] > _EXECUTOR_THRESHOLD:
-                payload, n_items = await loop.run_in_executor(None, build_payload, body, faults)
-            else:
-                payload, n_items = build_payload(body, faults)
-        await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
-        if isinstance(body, web.Response):
-            return body
-        if outcome != "hang":  # counted above
-            self._by_status["200" if outcome == "ok" else str(outcome)] += 1
-        if outcome == "ok":
-            self._stats["examples"] += len(body["examples"])
-            self._stats["generations"] += n_items
-            if faults.framing == "json":
-                return web.Response(body=payload, content_type=CONTENT_TYPES["json"])
-        return await _send(
-            request, payload, CONTENT_TYPES[faults.framing], str(outcome), faults.hang
-        )
-
-    # ---- admin endpoints (loopback only, see _middleware) ----------------------------------
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self._snapshot())
@@ -351,13 +315,10 @@ class ReferenceServer:
 async def _send(
     request: web.Request, payload: bytes, content_type: str, outcome: str, pause: float
 ) -> web.StreamResponse:
-    """Stream a 200 as ``outcome`` says, giving up quietly once the client has gone.
-
-    ``"drop"`` and ``"stall"`` declare the whole length and send half; then ``drop`` closes the
-    connection and ``stall`` pauses ``pause`` seconds and sends the rest. Otherwise the body is
-    chunked in about eight pieces (at most 16 KiB each), so framing is really chunked;
-    ``"truncate"`` ends it cleanly after the first half.
-    """
+    """Stream a 200 as ``outcome`` says, giving up quietly once the client has gone: ``drop``
+    and ``stall`` declare the whole length and send half, then close the connection or pause
+    ``pause`` seconds and send the rest; otherwise the body goes chunked in about eight pieces
+    (at most 16 KiB each), and ``truncate`` ends it cleanly after its first half."""
     response = web.StreamResponse(status=200)
     response.content_type = content_type
     half = len(payload) // 2
