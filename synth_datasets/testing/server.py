@@ -19,11 +19,12 @@ import signal
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..config import is_loopback
 from .engine import CONTENT_TYPES, build_payload
@@ -33,7 +34,6 @@ from .validation import GENERATE_PATH, SERVER_RULES, Detail, body_validator, val
 __all__ = ["ReferenceServer"]
 
 _T = TypeVar("_T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Above this many generations the engine runs in a worker thread so the loop keeps serving.
 _EXECUTOR_THRESHOLD = 2_000
 _STATUS_DETAIL: dict[int, str | Detail] = {
@@ -141,8 +141,7 @@ class ReferenceServer:
                 future.result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
-        self._loop = self._thread = self._runner = None
-        self._url = None
+        self._loop = self._thread = self._runner = self._url = None
 
     def __enter__(self) -> ReferenceServer:
         return self.start()
@@ -158,10 +157,9 @@ class ReferenceServer:
         # SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
         try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.2)
-        except KeyboardInterrupt:
-            pass
+            with contextlib.suppress(KeyboardInterrupt):
+                while self._thread is not None and self._thread.is_alive():
+                    self._thread.join(0.2)
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
