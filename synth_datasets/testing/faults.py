@@ -61,7 +61,7 @@ class Faults:
     rate_malformed: float = _rate("of malformed generations")
     rate_fenced: float = _rate("wrapped in prose or fences")
     rate_wrapped: float = _rate('wrapped as {"generated_data"}')
-    shuffle: bool = _opt(False, "shuffle item order")
+    shuffle: bool = _opt(False, "shuffle item order", action="store_true")
     rate_shortfall: float = _rate("of generations omitted")
     rate_extra: float = _rate("of examples given one extra")
     rate_alter_original: float = _rate("of items whose original is altered")
@@ -74,7 +74,7 @@ class Faults:
             "type": parse_script,
         },
     )
-    seed: int = _opt(0, "seed of the fault RNG")
+    seed: int = _opt(0, "seed of the fault RNG", type=int)
 
     def __post_init__(self) -> None:
         """Refuse bad values up front: a typo'd fault must not silently mean "no fault"."""

@@ -1,9 +1,6 @@
-"""Request checks derived from Collinear's published OpenAPI document, answered as FastAPI does.
-
-The body of ``POST /api/v1/synth_data/generate`` is checked with ``jsonschema`` against that
-operation's request schema in the shipped ``collinear-openapi.json``, plus the server's own
-rules. Each failure becomes one entry of a FastAPI 422 ``detail`` list, typed as pydantic v2 does.
-"""
+"""Request checks: the generate operation's schema in the shipped OpenAPI document, checked with
+``jsonschema``, plus the server's own rules; failures answered as FastAPI's 422 ``detail`` list,
+each entry typed as pydantic v2 types it."""
 
 from __future__ import annotations
 
@@ -75,11 +72,8 @@ def _request_body() -> Mapping[str, Any]:
 
 
 def body_validator(extra_rules: Mapping[str, Any] | None = None) -> Validator:
-    """A validator of the operation's request schema; ``extra_rules`` must hold as well.
-
-    The schema's ``$ref``s point into the document's ``components``, so they are resolved
-    against a root that carries those. OpenAPI 3.1 schemas are JSON Schema 2020-12.
-    """
+    """A validator of the operation's request schema; ``extra_rules`` must hold as well. Its
+    ``$ref``s point into ``components``, so the root carries those (OpenAPI 3.1 is 2020-12)."""
     schema = dict(_request_body()["content"]["application/json"]["schema"])
     if extra_rules:
         schema = {"allOf": [schema, dict(extra_rules)]}
