@@ -17,14 +17,7 @@ from typing import Any
 
 from .faults import Faults
 
-__all__ = ["CONTENT_TYPES", "build_payload", "generate_items"]
-
-CONTENT_TYPES = {
-    "json": "application/json",
-    "chunked": "application/json",
-    "sse": "text/event-stream",
-    "ndjson": "application/x-ndjson",
-}
+__all__ = ["build_payload", "generate_items"]
 
 _VOCAB = (
     "answer", "budget", "bridge", "change", "city", "context", "detail", "doctor", "engineer",
@@ -91,22 +84,24 @@ def _malform(text: str, rng: random.Random) -> str:
     return text[: max(1, len(text) // 2)]  # cut mid-way
 
 
+def _edit(node: Any) -> bool:
+    """Append " (edited)" to the first string among ``node``'s children, else of its containers."""
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+    for key, child in items:
+        if isinstance(child, str):
+            node[key] = child + " (edited)"
+            return True
+    return any(_edit(child) for _, child in items if isinstance(child, (dict, list)))
+
+
 def _alter(original: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy that matches no sent example: first string leaf gets " (edited)"."""
+    """A copy that matches no sent example: a string edited, or else a key added."""
     altered: dict[str, Any] = json.loads(json.dumps(original))
-    stack: list[Any] = [altered]
-    while stack:
-        node = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
-        for key, child in items:
-            if isinstance(child, str):
-                node[key] = child + " (edited)"
-                return altered
-        stack.extend(reversed([c for _, c in items if isinstance(c, (dict, list))]))
-    key = "_edited"
-    while key in altered:
-        key += "_"
-    altered[key] = True
+    if not _edit(altered):
+        key = "_edited"
+        while key in altered:
+            key += "_"
+        altered[key] = True
     return altered
 
 

@@ -10,9 +10,16 @@ import math
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeGuard
 
-__all__ = ["FRAMINGS", "SCRIPT_WORDS", "Faults", "parse_script"]
+__all__ = ["CONTENT_TYPES", "FRAMINGS", "SCRIPT_WORDS", "Faults", "parse_script"]
 
-FRAMINGS = ("json", "chunked", "sse", "ndjson")
+# Each body framing's content type ("chunked" is JSON sent in chunks).
+CONTENT_TYPES = {
+    "json": "application/json",
+    "chunked": "application/json",
+    "sse": "text/event-stream",
+    "ndjson": "application/x-ndjson",
+}
+FRAMINGS = tuple(CONTENT_TYPES)
 SCRIPT_WORDS = ("drop", "truncate", "hang", "stall", "ok")
 
 

@@ -27,8 +27,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..config import is_loopback
-from .engine import CONTENT_TYPES, build_payload
-from .faults import Faults
+from .engine import build_payload
+from .faults import CONTENT_TYPES, Faults
 from .validation import GENERATE_PATH, SERVER_RULES, Detail, body_validator, validate_body
 
 __all__ = ["ReferenceServer"]
@@ -85,8 +85,6 @@ class ReferenceServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-
-    # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -164,8 +162,6 @@ class ReferenceServer:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
             self.stop()
-
-    # ---- state shared with the loop thread -------------------------------------------------
 
     def _on_loop(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the server loop (where handlers run), so no lock is ever needed."""
