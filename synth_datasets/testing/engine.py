@@ -1,12 +1,13 @@
 """The reference server's offline engine: deterministic string rewriting, NOT a language model.
 
-Each example's structure is copied and its string leaves rewritten (a few words swapped from a
-small vocabulary plus a variant marker), seeded from the request content, so the same request
-always gets the same answer. The per-item faults of ``Faults`` are applied here too.
+Each example's string leaves get a few words swapped from a small vocabulary and a variant
+marker, seeded from the request content (same request, same answer), then ``Faults``' per-item
+faults are applied.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -16,14 +17,7 @@ from typing import Any
 
 from .faults import Faults
 
-__all__ = ["CONTENT_TYPES", "build_payload", "generate_items"]
-
-CONTENT_TYPES = {
-    "json": "application/json",
-    "chunked": "application/json",
-    "sse": "text/event-stream",
-    "ndjson": "application/x-ndjson",
-}
+__all__ = ["build_payload", "generate_items"]
 
 _VOCAB = (
     "answer", "budget", "bridge", "change", "city", "context", "detail", "doctor", "engineer",
@@ -36,14 +30,7 @@ _VOCAB = (
 )  # fmt: skip
 # Short identifier-like strings ("user", "assistant", "system", "tool") are kept: roles stay valid.
 _KEEP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,11}\Z")
-_TRAILING_PUNCT = ".,;:!?)\"'"
-_ITEM_RATES = (
-    "rate_malformed",
-    "rate_fenced",
-    "rate_wrapped",
-    "rate_shortfall",
-    "rate_alter_original",
-)
+_ITEM_FAULTS = ("malformed", "fenced", "wrapped", "shortfall", "alter_original")
 
 
 def _canonical(value: Any) -> str:
@@ -51,12 +38,8 @@ def _canonical(value: Any) -> str:
 
 
 def _rewrite_text(text: str, rng: random.Random, marker: str) -> str:
-    """Swap a few words for vocabulary words and append the variant marker.
-
-    The marker makes every generation differ from the seed and from its siblings; the swaps
-    make the text look a little less like a copy. Cost is linear in the text, with at most
-    32 swaps, so the engine runs at many thousands of rows per second.
-    """
+    """Swap a few words (at most 32) for vocabulary words and append the variant marker, which
+    makes every generation differ from the seed and from its siblings."""
     if not text or _KEEP_RE.match(text):
         return text
     words = text.split(" ")
@@ -64,7 +47,7 @@ def _rewrite_text(text: str, rng: random.Random, marker: str) -> str:
     for _ in range(min(1 + n // 6, 32)):
         i = rng.randrange(n)
         word = words[i]
-        core = word.rstrip(_TRAILING_PUNCT)
+        core = word.rstrip(".,;:!?)\"'")
         if not core.isalpha():
             continue
         new = _VOCAB[rng.randrange(len(_VOCAB))]
@@ -75,11 +58,8 @@ def _rewrite_text(text: str, rng: random.Random, marker: str) -> str:
 
 
 def _rewrite(value: Any, rng: random.Random, marker: str) -> Any:
-    """Same keys, nesting, list lengths and non-string leaves; string leaves rewritten.
-
-    Keys are visited in sorted order (the output keeps the received order), so the result
-    depends on the example's content, not on how its keys happened to be ordered.
-    """
+    """Same structure and non-string leaves, string leaves rewritten; keys are visited sorted
+    (the output keeps their order), so key order does not change the result."""
     if isinstance(value, str):
         return _rewrite_text(value, rng, marker)
     if isinstance(value, dict):
@@ -104,28 +84,24 @@ def _malform(text: str, rng: random.Random) -> str:
     return text[: max(1, len(text) // 2)]  # cut mid-way
 
 
-def _fence(text: str, rng: random.Random) -> str:
-    if rng.random() < 0.5:
-        return f"```json\n{text}\n```"
-    return f"Here is the result:\n{text}"
+def _edit(node: Any) -> bool:
+    """Append " (edited)" to the first string among ``node``'s children, else of its containers."""
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+    for key, child in items:
+        if isinstance(child, str):
+            node[key] = child + " (edited)"
+            return True
+    return any(_edit(child) for _, child in items if isinstance(child, (dict, list)))
 
 
 def _alter(original: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy that matches no sent example: first string leaf gets " (edited)"."""
+    """A copy that matches no sent example: a string edited, or else a key added."""
     altered: dict[str, Any] = json.loads(json.dumps(original))
-    stack: list[Any] = [altered]
-    while stack:
-        node = stack.pop()
-        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
-        for key, child in items:
-            if isinstance(child, str):
-                node[key] = child + " (edited)"
-                return altered
-        stack.extend(reversed([c for _, c in items if isinstance(c, (dict, list))]))
-    key = "_edited"
-    while key in altered:
-        key += "_"
-    altered[key] = True
+    if not _edit(altered):
+        key = "_edited"
+        while key in altered:
+            key += "_"
+        altered[key] = True
     return altered
 
 
@@ -134,15 +110,12 @@ def _rng(digest: bytes, salt: int = 0) -> random.Random:
 
 
 def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, Any]]:
-    """Build the 200 answer's items: ``multiplier`` rewrites per example, plus item faults.
-
-    Seeds come from sha256 of (canonical prompt/model_id/multiplier) + example canonical JSON +
-    generation index, so the same request always yields the same items.
-    """
+    """The 200 answer's items: ``multiplier`` rewrites per example, seeded from sha256 of the
+    request's prompt, model and multiplier, the example and its index; then the item faults."""
     multiplier = int(body["multiplier"])  # JSON Schema's "integer" admits 3.0, as pydantic does
     request = {"model_id": body["model_id"], "multiplier": multiplier, "prompt": body["prompt"]}
     base = hashlib.sha256(_canonical(request).encode()).digest()
-    item_faults = any(getattr(faults, name) > 0 for name in _ITEM_RATES)
+    item_faults = any(getattr(faults, f"rate_{name}") > 0 for name in _ITEM_FAULTS)
     salt = faults.seed & ((1 << 64) - 1)
     items: list[dict[str, Any]] = []
     for example in body["examples"]:
@@ -152,14 +125,10 @@ def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, An
         for index in range(count):
             digest = hashlib.sha256(ex_digest + index.to_bytes(8, "big")).digest()
             generated: Any = _rewrite(example, _rng(digest), f" (variant {index + 1})")
-            original: dict[str, Any] = example
-            if not item_faults:
-                items.append(
-                    {"original": original, "generated": json.dumps(generated, ensure_ascii=False)}
-                )
-                continue
-            rng = _rng(digest[16:], salt)
-            short, wrap, mal, fence, alter = (rng.random() for _ in range(5))
+            short = wrap = mal = fence = alter = 1.0  # no item faults: no draws
+            if item_faults:
+                rng = _rng(digest[16:], salt)
+                short, wrap, mal, fence, alter = (rng.random() for _ in range(5))
             if short < faults.rate_shortfall:
                 continue
             if wrap < faults.rate_wrapped:
@@ -168,25 +137,23 @@ def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, An
             if mal < faults.rate_malformed:
                 text = _malform(text, rng)
             if fence < faults.rate_fenced:
-                text = _fence(text, rng)
-            if alter < faults.rate_alter_original:
-                original = _alter(example)
+                prose = rng.random() >= 0.5
+                text = f"Here is the result:\n{text}" if prose else f"```json\n{text}\n```"
+            original = _alter(example) if alter < faults.rate_alter_original else example
             items.append({"original": original, "generated": text})
     if faults.shuffle:
         _rng(hashlib.sha256(base + b"shuffle").digest(), salt).shuffle(items)
     return items
 
 
-def _encode(items: list[dict[str, Any]], framing: str) -> bytes:
-    if framing == "sse":
-        events = [f"data: {json.dumps(item, ensure_ascii=False)}\n\n" for item in items]
-        return ("".join(events) + "data: [DONE]\n\n").encode()
-    if framing == "ndjson":
-        return "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items).encode()
-    return json.dumps(items, ensure_ascii=False).encode()
-
-
 def build_payload(body: Mapping[str, Any], faults: Faults) -> tuple[bytes, int]:
     """The encoded 200 body in ``faults.framing`` and how many items it carries."""
     items = generate_items(body, faults)
-    return _encode(items, faults.framing), len(items)
+    dumps = functools.partial(json.dumps, ensure_ascii=False)
+    if faults.framing == "sse":
+        text = "".join(f"data: {dumps(item)}\n\n" for item in items) + "data: [DONE]\n\n"
+    elif faults.framing == "ndjson":
+        text = "".join(dumps(item) + "\n" for item in items)
+    else:
+        text = dumps(items)
+    return text.encode(), len(items)

@@ -1,7 +1,6 @@
 """``Faults``: what the reference server does wrong, as one plain value (no aiohttp here).
 
-Each field's ``help`` metadata is also the ``serve`` command's help for the flag of that name,
-so the command line and the dataclass cannot drift apart.
+Each field's metadata is also the ``serve`` command's flag of that name (help, argparse options).
 """
 
 from __future__ import annotations
@@ -9,11 +8,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, TypeGuard
+from typing import Any, NoReturn, TypeGuard
 
-__all__ = ["FRAMINGS", "SCRIPT_WORDS", "Faults", "parse_script"]
+__all__ = ["CONTENT_TYPES", "FRAMINGS", "SCRIPT_WORDS", "Faults", "parse_script"]
 
-FRAMINGS = ("json", "chunked", "sse", "ndjson")
+# Each body framing's content type ("chunked" is JSON sent in chunks).
+CONTENT_TYPES = {
+    "json": "application/json",
+    "chunked": "application/json",
+    "sse": "text/event-stream",
+    "ndjson": "application/x-ndjson",
+}
+FRAMINGS = tuple(CONTENT_TYPES)
 SCRIPT_WORDS = ("drop", "truncate", "hang", "stall", "ok")
 
 
@@ -37,18 +43,15 @@ class Faults:
     """What the server does wrong, per instance; everything is off by default.
 
     Rates are fractions in [0, 1]. Status, drop and truncate outcomes are drawn once per generate
-    request from ``random.Random(seed)``; per-item faults (malformed, fenced, wrapped, shortfall,
-    extra, alter_original, shuffle) are derived from the request content and ``seed``, so they are
-    deterministic per item. ``script`` is consumed first, one entry per generate request
-    (a request refused by ``max_concurrency`` consumes nothing). Latency applies to every
-    admitted request and is its whole time to answer, the server's own work included; scripted
-    and random statuses are answered before auth and validation.
+    request from ``random.Random(seed)``; per-item faults are derived from the request content and
+    ``seed``. ``script`` is consumed first, one entry per request that ``max_concurrency`` admits.
+    Latency is an admitted request's whole time to answer, work included; scripted and random
+    statuses are answered before auth and validation.
 
-    Script words: ``"drop"`` (the connection closes mid-body), ``"truncate"`` (the body ends early
-    but cleanly), ``"hang"`` (nothing is sent for ``hang`` seconds, then the whole answer,
-    streamed: a read timeout before the headers), ``"stall"`` (headers and half the body, a pause
-    of ``hang`` seconds, then the rest: a read timeout mid-body) and ``"ok"``. Each counts under
-    its own key in ``stats()["by_status"]`` instead of ``"200"``.
+    Script words: ``drop`` (the connection closes mid-body), ``truncate`` (the body ends early but
+    cleanly), ``hang`` (nothing for ``hang`` seconds, then the whole answer: a read timeout before
+    the headers), ``stall`` (headers and half the body, a ``hang`` seconds pause, then the rest)
+    and ``ok``. Each counts under its own key in ``stats()["by_status"]`` instead of ``"200"``.
     """
 
     latency: float = _opt(0.0, "seconds each answer takes in all (work included)")
@@ -65,7 +68,7 @@ class Faults:
     rate_malformed: float = _rate("of malformed generations")
     rate_fenced: float = _rate("wrapped in prose or fences")
     rate_wrapped: float = _rate('wrapped as {"generated_data"}')
-    shuffle: bool = _opt(False, "shuffle item order")
+    shuffle: bool = _opt(False, "shuffle item order", action="store_true")
     rate_shortfall: float = _rate("of generations omitted")
     rate_extra: float = _rate("of examples given one extra")
     rate_alter_original: float = _rate("of items whose original is altered")
@@ -78,45 +81,36 @@ class Faults:
             "type": parse_script,
         },
     )
-    seed: int = _opt(0, "seed of the fault RNG")
+    seed: int = _opt(0, "seed of the fault RNG", type=int)
 
     def __post_init__(self) -> None:
         """Refuse bad values up front: a typo'd fault must not silently mean "no fault"."""
-        for field in dataclasses.fields(self):
-            if isinstance(field.default, float):
-                self._check_number(field.name)
+        for name in (f.name for f in dataclasses.fields(self) if isinstance(f.default, float)):
+            value, rate = getattr(self, name), name.startswith("rate_")
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and 0 <= value <= (1 if rate else math.inf)):
+                _refuse(name, "a fraction in [0, 1]" if rate else "a finite number >= 0", value)
+            setattr(self, name, float(value))
         if self.framing not in FRAMINGS:
-            raise ValueError(f"Faults.framing must be one of {FRAMINGS}, got {self.framing!r}")
+            _refuse("framing", f"one of {FRAMINGS}", self.framing)
         if not isinstance(self.shuffle, bool):
-            raise ValueError(f"Faults.shuffle must be a bool, got {self.shuffle!r}")
+            _refuse("shuffle", "a bool", self.shuffle)
         limit = self.max_concurrency
         if limit is not None and (not _is_int(limit) or limit < 1):
-            raise ValueError(f"Faults.max_concurrency must be None or an int >= 1, got {limit!r}")
+            _refuse("max_concurrency", "None or an int >= 1", limit)
         if not _is_int(self.seed):
-            raise ValueError(f"Faults.seed must be an int, got {self.seed!r}")
+            _refuse("seed", "an int", self.seed)
         if isinstance(self.script, (str, bytes)) or not isinstance(self.script, Sequence):
-            raise ValueError(f"Faults.script must be a list, got {self.script!r}")
+            _refuse("script", "a list", self.script)
         for entry in self.script:
-            if _is_int(entry):
-                if entry != 200 and not 400 <= entry <= 599:
-                    raise ValueError(f"Faults.script status must be 200 or 4xx/5xx, got {entry}")
-            elif entry not in SCRIPT_WORDS:
-                raise ValueError(
-                    f"Faults.script entry must be an int status or one of {SCRIPT_WORDS}, "
-                    f"got {entry!r}"
-                )
-        # Our own copy: the server consumes it, the caller's list stays as it was.
-        self.script = list(self.script)
+            status = _is_int(entry) and (entry == 200 or 400 <= entry <= 599)
+            if not status and entry not in SCRIPT_WORDS:
+                _refuse("script", f"a list of 200, 4xx/5xx statuses and {SCRIPT_WORDS}", entry)
+        self.script = list(self.script)  # our own copy: the server consumes it, the caller's stays
 
-    def _check_number(self, name: str) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"Faults.{name} must be a number, got {value!r}")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"Faults.{name} must be a finite number >= 0, got {value!r}")
-        if name.startswith("rate_") and value > 1:
-            raise ValueError(f"Faults.{name} is a fraction in [0, 1], got {value!r}")
-        setattr(self, name, float(value))
+
+def _refuse(name: str, expected: str, value: object) -> NoReturn:
+    raise ValueError(f"Faults.{name} must be {expected}, got {value!r}")
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from ..config import is_loopback
 from .faults import Faults
 
 __all__ = ["PARSER_DESCRIPTION", "add_serve_arguments", "main", "run_serve"]
@@ -38,45 +39,41 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_argument_group("fault injection (all off by default)")
     for field in dataclasses.fields(Faults):
-        flag = "--" + field.name.replace("_", "-")
-        if field.default is False:
-            group.add_argument(flag, action="store_true", help=field.metadata["help"])
-            continue
+        default = [] if field.default is dataclasses.MISSING else field.default
         options = dict(field.metadata)
-        if field.default is not dataclasses.MISSING and field.default is not None:
-            options.setdefault("type", type(field.default))
-        default = field.default if field.default is not dataclasses.MISSING else []
-        group.add_argument(flag, default=default, **options)
+        if isinstance(default, float):  # the other fields' metadata names their type or action
+            options.setdefault("type", float)
+        group.add_argument("--" + field.name.replace("_", "-"), default=default, **options)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Start a server from parsed ``serve`` options and block; 0 on clean exit, 2 on bad input."""
-    from .server import ReferenceServer, is_loopback
+    from .server import ReferenceServer
 
     if not is_loopback(args.host) and not args.allow_remote:
-        print(
-            f"error: refusing to serve on non-loopback host {args.host!r}; "
+        return _fail(
+            f"refusing to serve on non-loopback host {args.host!r}; "
             "pass --allow-remote if you really mean it",
-            file=sys.stderr,
+            2,
         )
-        return 2
     try:
-        faults = Faults(
-            **{field.name: getattr(args, field.name) for field in dataclasses.fields(Faults)}
-        )
+        faults = Faults(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Faults)})
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     server = ReferenceServer(token=args.token, host=args.host, port=args.port, faults=faults)
     try:
         server.start()
     except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc}", 1)
     # The token is printed only here, for the person who started the server.
     print(f"serving {server.url} token={server.token}", flush=True)
     server.serve_forever()
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,8 @@
 """``ReferenceServer``: Collinear's synth-data endpoint on loopback (the only aiohttp module).
 
-It answers ``POST /api/v1/synth_data/generate`` with the documented request, response and error
-shapes (bearer auth, FastAPI-style 422s, ``x-request-id``) from the offline engine, and
-misbehaves as its ``Faults`` say. It is an aiohttp application running its own event loop in a
-daemon thread; latency is ``asyncio.sleep``, so it holds hundreds of concurrent connections
-without becoming the bottleneck.
+The documented request, response and error shapes (bearer auth, FastAPI-style 422s,
+``x-request-id``) from the offline engine, misbehaving as its ``Faults`` say; an aiohttp
+application on its own event loop in a daemon thread.
 """
 
 from __future__ import annotations
@@ -12,50 +10,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
-import ipaddress
 import json
 import random
 import secrets
 import signal
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Callable
 from http import HTTPStatus
-from types import FrameType
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from .engine import CONTENT_TYPES, build_payload
-from .faults import Faults
-from .validation import GENERATE_PATH, Detail, body_validator, validate_body
+from ..config import is_loopback
+from .engine import build_payload
+from .faults import CONTENT_TYPES, Faults
+from .validation import GENERATE_PATH, SERVER_RULES, Detail, body_validator, validate_body
 
-__all__ = ["MAX_GENERATIONS_PER_REQUEST", "SERVER_RULES", "ReferenceServer", "is_loopback"]
-
-# Rules of this server that Collinear's OpenAPI document does not state (it gives no bounds):
-# checked on top of the document's request schema, answered as 422s like the document's own.
-SERVER_RULES = {
-    "properties": {
-        "multiplier": {"minimum": 1},
-        "examples": {"minItems": 1},
-        "prompt": {"minLength": 1},
-    }
-}
-# Also this server's own: a request may target at most this many generations (examples ×
-# multiplier); beyond it, 422.
-MAX_GENERATIONS_PER_REQUEST = 100_000
+__all__ = ["ReferenceServer"]
 
 _T = TypeVar("_T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Above this many generations the engine runs in a worker thread so the loop keeps serving.
 _EXECUTOR_THRESHOLD = 2_000
-_CLIENT_MAX_SIZE = 64 * 1024 * 1024
-# Typed request-storage key where aiohttp has them (3.12+); a plain string on older versions.
-_REQUEST_ID_KEY: Any = (
-    web.RequestKey("synth_request_id", str) if hasattr(web, "RequestKey") else "synth_request_id"
-)
-_STATUS_DETAIL = {401: "Invalid token", 429: "Rate limit exceeded"}
+_STATUS_DETAIL: dict[int, str | Detail] = {
+    401: "Invalid token",
+    422: [{"loc": ["body"], "msg": "Scripted validation error", "type": "value_error"}],
+    429: "Rate limit exceeded",
+}
 _RANDOM_OUTCOMES: tuple[int | str, ...] = (429, 500, 502, 503, "drop", "truncate")
 
 
@@ -70,18 +55,6 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM ends ``serve_forever`` as Ctrl-C does."""
-    raise KeyboardInterrupt
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address (IPv6 with or without brackets)."""
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    return host == "localhost"
 
 
 class ReferenceServer:
@@ -106,14 +79,12 @@ class ReferenceServer:
         self.faults: Faults = dataclasses.replace(faults) if faults is not None else Faults()
         self._rng = random.Random(self.faults.seed)
         self._validator = body_validator(SERVER_RULES)
-        self._stats = self._empty_stats()
         self._in_flight = 0
+        self._zero_stats()
         self._url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-
-    # ---- lifecycle -------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -142,23 +113,20 @@ class ReferenceServer:
         return self
 
     async def _setup(self) -> None:
-        app = web.Application(
-            client_max_size=_CLIENT_MAX_SIZE, middlewares=[_json_errors, _admin_loopback_only]
-        )
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_middleware])
         app.on_response_prepare.append(_add_request_id)
         app.router.add_post(GENERATE_PATH, self._handle_generate)
         app.router.add_get("/health", _handle_health)
         app.router.add_get("/__stats", self._handle_stats)
         app.router.add_post("/__reset", self._handle_reset)
-        app.router.add_get("/__faults", self._handle_get_faults)
-        app.router.add_post("/__faults", self._handle_post_faults)
+        app.router.add_get("/__faults", self._handle_faults)
+        app.router.add_post("/__faults", self._handle_faults)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port, backlog=1024).start()
         self._runner = runner
-        port = int(runner.addresses[0][1])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self._url = f"http://{host}:{port}"
+        self._url = f"http://{host}:{runner.addresses[0][1]}"
 
     def stop(self) -> None:
         """Close the listener, cancel in-flight requests and join the thread (idempotent)."""
@@ -171,8 +139,7 @@ class ReferenceServer:
                 future.result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
-        self._loop = self._thread = self._runner = None
-        self._url = None
+        self._loop = self._thread = self._runner = self._url = None
 
     def __enter__(self) -> ReferenceServer:
         return self.start()
@@ -185,18 +152,16 @@ class ReferenceServer:
         if self._thread is None:
             self.start()
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
+        # SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
         try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.2)
-        except KeyboardInterrupt:
-            pass
+            with contextlib.suppress(KeyboardInterrupt):
+                while self._thread is not None and self._thread.is_alive():
+                    self._thread.join(0.2)
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
             self.stop()
-
-    # ---- state shared with the loop thread -------------------------------------------------
 
     def _on_loop(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the server loop (where handlers run), so no lock is ever needed."""
@@ -209,64 +174,43 @@ class ReferenceServer:
 
         return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
 
-    @staticmethod
-    def _empty_stats() -> dict[str, Any]:
-        return {"requests": 0, "by_status": {}, "examples": 0, "generations": 0, "max_in_flight": 0}
+    def _zero_stats(self) -> None:
+        self._by_status: Counter[str] = Counter()
+        self._stats = dict.fromkeys(("requests", "examples", "generations"), 0)
+        self._stats["max_in_flight"] = self._in_flight
 
     def _snapshot(self) -> dict[str, Any]:
-        by_status = dict(self._stats["by_status"])
-        return {**self._stats, "by_status": by_status, "in_flight": self._in_flight}
+        return {**self._stats, "by_status": dict(self._by_status), "in_flight": self._in_flight}
 
     def stats(self) -> dict[str, Any]:
-        """Counters since start or the last reset.
-
-        ``requests`` counts every generate POST (whatever its answer); ``by_status`` maps "200",
-        "401", "429", ... and "drop"/"truncate"/"hang"/"stall" (faulty 200s) to counts;
-        ``examples`` and ``generations`` count what complete 200 answers carried.
+        """Counters since start or the last reset: ``requests`` (every generate POST), ``by_status``
+        ("200", "401", ... and the faulty 200s "drop", "truncate", "hang", "stall"), ``examples``
+        and ``generations`` (what complete 200 answers carried), ``in_flight``, ``max_in_flight``.
         """
         return self._on_loop(self._snapshot)
 
     def reset_stats(self) -> None:
         """Zero the counters (the fault RNG and the script are left as they are)."""
-
-        def reset() -> None:
-            self._stats = self._empty_stats()
-            self._stats["max_in_flight"] = self._in_flight
-
-        self._on_loop(reset)
+        self._on_loop(self._zero_stats)
 
     def set_faults(self, faults: Faults | None = None, **changes: Any) -> None:
         """Replace the faults (or some fields) in one step; a new ``seed`` reseeds the RNG."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(Faults)}
-        if unknown:
-            raise TypeError(f"unknown Faults field(s): {', '.join(sorted(unknown))}")
 
         def apply() -> None:
-            new = dataclasses.replace(faults or self.faults, **changes)  # validates
-            if faults is not None or "seed" in changes or new.seed != self.faults.seed:
-                self._rng = random.Random(new.seed)
-            self.faults = new
+            self.faults = dataclasses.replace(faults or self.faults, **changes)  # validates
+            if faults is not None or "seed" in changes:
+                self._rng = random.Random(self.faults.seed)
 
         self._on_loop(apply)
-
-    # ---- generate ----------------------------------------------------------------------------
-
-    def _count(self, key: str) -> None:
-        by_status = self._stats["by_status"]
-        by_status[key] = by_status.get(key, 0) + 1
 
     def _error(
         self, status: int, faults: Faults, detail: str | Detail | None = None
     ) -> web.Response:
-        self._count(str(status))
-        headers: dict[str, str] = {}
+        self._by_status[str(status)] += 1
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if status in (429, 503):
             seconds = faults.retry_after
             headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else repr(seconds)
-        if status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        if detail is None and status == 422:
-            detail = [{"loc": ["body"], "msg": "Scripted validation error", "type": "value_error"}]
         if detail is None:
             detail = _STATUS_DETAIL.get(status) or HTTPStatus(status).phrase
         return web.json_response({"detail": detail}, status=status, headers=headers)
@@ -284,51 +228,29 @@ class ReferenceServer:
             draw -= rate
         return "ok"
 
-    def _auth_error(self, request: web.Request) -> str | None:
-        """The bearer token check (the document names the HTTPBearer scheme; the token is ours)."""
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return "Not authenticated"
-        # aiohttp decodes header bytes as UTF-8 with surrogateescape: a latin-1 token must get a
-        # 401, not crash the handler.
-        received = credentials.strip().encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(received, self.token.encode()):
-            return "Invalid token"
-        return None
-
-    def _check(self, raw: bytes) -> tuple[dict[str, Any] | None, Detail]:
-        """The document's request schema with ``SERVER_RULES``, then the generations cap."""
-        body, detail = validate_body(raw, self._validator)
-        if body is None:
-            return None, detail
-        total = len(body["examples"]) * body["multiplier"]
-        if total > MAX_GENERATIONS_PER_REQUEST:
-            msg = (
-                f"Value error, {len(body['examples'])} examples × multiplier "
-                f"{body['multiplier']} = {total} generations exceeds the limit of "
-                f"{MAX_GENERATIONS_PER_REQUEST} per request"
-            )
-            return None, [{"loc": ["body"], "msg": msg, "type": "value_error"}]
-        return body, []
-
     async def _admit(
-        self, request: web.Request, outcome: int | str, faults: Faults, raw: bytes | None
+        self, request: web.Request, outcome: int | str, faults: Faults
     ) -> dict[str, Any] | web.Response:
         """The checked body, or the error answer: scripted status, auth, size, validation."""
         if isinstance(outcome, int):
             return self._error(outcome, faults)
-        auth_error = self._auth_error(request)
-        if auth_error is not None:
-            return self._error(401, faults, auth_error)
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return self._error(401, faults, "Not authenticated")
+        # aiohttp decodes headers as UTF-8 with surrogateescape: a latin-1 token gets a 401.
+        received = credentials.strip().encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(received, self.token.encode()):
+            return self._error(401, faults, "Invalid token")
         try:
-            raw = await request.read() if raw is None else raw
+            body, detail = validate_body(await request.read(), self._validator)
         except web.HTTPRequestEntityTooLarge:
             return self._error(413, faults, "Request body too large")
-        body, detail = self._check(raw)
         return self._error(422, faults, detail) if body is None else body
 
     async def _handle_generate(self, request: web.Request) -> web.StreamResponse:
-        request[_REQUEST_ID_KEY] = "req_" + uuid.uuid4().hex
+        """Answer one request; ``latency`` is the whole time to answer, work included: the answer
+        is built first and the rest of the latency slept after, so the server's own CPU does not
+        add to the latency a benchmark sets (a fixed sleep plus the work would)."""
         faults = self.faults
         self._stats["requests"] += 1
         if faults.max_concurrency is not None and self._in_flight >= faults.max_concurrency:
@@ -336,61 +258,36 @@ class ReferenceServer:
         self._in_flight += 1
         self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._in_flight)
         try:
-            return await self._generate(request, faults)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            outcome = self._decide(faults)
+            delay = faults.latency
+            if faults.latency_jitter > 0:
+                delay += self._rng.uniform(0, faults.latency_jitter)
+            if outcome == "hang":
+                self._by_status["hang"] += 1  # now: the client may give up long before the answer
+                delay += faults.hang
+                await request.read()  # before the client gives up and closes the connection
+            body = await self._admit(request, outcome, faults)
+            if not isinstance(body, web.Response):
+                work = functools.partial(build_payload, body, faults)
+                big = len(body["examples"]) * body["multiplier"] > _EXECUTOR_THRESHOLD
+                payload, n_items = await loop.run_in_executor(None, work) if big else work()
+            await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
+            if isinstance(body, web.Response):
+                return body
+            if outcome != "hang":  # counted above
+                self._by_status["200" if outcome == "ok" else str(outcome)] += 1
+            if outcome == "ok":
+                self._stats["examples"] += len(body["examples"])
+                self._stats["generations"] += n_items
+                if faults.framing == "json":
+                    return web.Response(body=payload, content_type=CONTENT_TYPES["json"])
+            return await _send(
+                request, payload, CONTENT_TYPES[faults.framing], str(outcome), faults.hang
+            )
         finally:
             self._in_flight -= 1
-
-    async def _generate(self, request: web.Request, faults: Faults) -> web.StreamResponse:
-        """Answer one request; ``latency`` is the whole time to answer, work included.
-
-        The answer is built first and the rest of the latency slept after, so the server's own
-        CPU does not add to the latency a benchmark sets (a fixed sleep plus the work would).
-        """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        outcome = self._decide(faults)
-        delay = faults.latency
-        if faults.latency_jitter > 0:
-            delay += self._rng.uniform(0, faults.latency_jitter)
-        raw: bytes | None = None
-        if outcome == "hang":
-            self._count("hang")  # now: the client may give up long before the answer
-            delay += faults.hang
-            raw = await request.read()  # before the client gives up and closes the connection
-
-        async def wait_rest() -> None:
-            await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
-
-        body = await self._admit(request, outcome, faults, raw)
-        if isinstance(body, web.Response):
-            await wait_rest()
-            return body
-        if len(body["examples"]) * body["multiplier"] > _EXECUTOR_THRESHOLD:
-            payload, n_items = await loop.run_in_executor(None, build_payload, body, faults)
-        else:
-            payload, n_items = build_payload(body, faults)
-        await wait_rest()
-
-        content_type = CONTENT_TYPES[faults.framing]
-        word = str(outcome)
-        if word in ("drop", "stall"):
-            self._count(word)
-            return await _half_then(request, payload, content_type, word, faults.hang)
-        if outcome == "truncate":
-            self._count("truncate")
-            return await _stream(request, payload[: len(payload) // 2], content_type)
-        if outcome == "hang":  # the client has most likely given up and gone
-            with contextlib.suppress(ConnectionError):
-                return await _stream(request, payload, content_type)
-            return web.Response(status=200)
-        self._count("200")
-        self._stats["examples"] += len(body["examples"])
-        self._stats["generations"] += n_items
-        if faults.framing == "json":
-            return web.Response(body=payload, status=200, content_type=content_type)
-        return await _stream(request, payload, content_type)
-
-    # ---- admin endpoints (loopback only, see _admin_loopback_only) ------------------------
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self._snapshot())
@@ -399,55 +296,48 @@ class ReferenceServer:
         self.reset_stats()
         return web.json_response({"ok": True})
 
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(dataclasses.asdict(self.faults))
-
-    async def _handle_post_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object")
-            self.set_faults(**changes)
-        except (TypeError, ValueError) as exc:
-            return web.json_response({"detail": str(exc)}, status=400)
+    async def _handle_faults(self, request: web.Request) -> web.Response:
+        """GET the faults, or POST a JSON object of fields to change (400 if refused)."""
+        if request.method == "POST":
+            try:
+                self.set_faults(**json.loads(await request.read() or b"{}"))
+            except (TypeError, ValueError) as exc:
+                return web.json_response({"detail": str(exc)}, status=400)
         return web.json_response(dataclasses.asdict(self.faults))
 
 
-async def _half_then(
+async def _send(
     request: web.Request, payload: bytes, content_type: str, outcome: str, pause: float
 ) -> web.StreamResponse:
-    """Headers and half the body; then ``drop`` closes the connection, ``stall`` pauses
-    ``pause`` seconds and sends the rest (if the client is still there)."""
+    """Stream a 200 as ``outcome`` says, giving up quietly once the client has gone: ``drop``
+    and ``stall`` declare the whole length and send half, then close the connection or pause
+    ``pause`` seconds and send the rest; otherwise the body goes chunked in about eight pieces
+    (at most 16 KiB each), and ``truncate`` ends it cleanly after its first half."""
     response = web.StreamResponse(status=200)
     response.content_type = content_type
-    response.content_length = len(payload)
-    await response.prepare(request)
     half = len(payload) // 2
+    if outcome in ("drop", "stall"):
+        response.content_length = len(payload)
+        pieces = [payload[:half], payload[half:]]
+    else:
+        response.enable_chunked_encoding()
+        payload = payload[:half] if outcome == "truncate" else payload
+        size = min(max(1, -(-len(payload) // 8)), 16 * 1024)
+        pieces = [payload[start : start + size] for start in range(0, len(payload), size)]
     with contextlib.suppress(ConnectionError):
-        await response.write(payload[:half])
-        if outcome == "drop":
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await asyncio.sleep(pause)
-        if request.transport is None or request.transport.is_closing():
-            return response
-        await response.write(payload[half:])
+        await response.prepare(request)
+        for index, piece in enumerate(pieces):
+            if index and outcome == "drop":
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            if index and outcome == "stall":
+                await asyncio.sleep(pause)
+                if request.transport is None or request.transport.is_closing():
+                    return response
+            await response.write(piece)
+            await asyncio.sleep(0)
         await response.write_eof()
-    return response
-
-
-async def _stream(request: web.Request, payload: bytes, content_type: str) -> web.StreamResponse:
-    """A chunked body in about eight pieces (at most 16 KiB each), so framing is really chunked."""
-    response = web.StreamResponse(status=200)
-    response.content_type = content_type
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    size = min(max(1, -(-len(payload) // 8)), 16 * 1024)
-    for start in range(0, len(payload), size):
-        await response.write(payload[start : start + size])
-        await asyncio.sleep(0)
-    await response.write_eof()
     return response
 
 
@@ -456,17 +346,12 @@ async def _handle_health(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def _admin_loopback_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Admin endpoints (``/__*``) have no auth, so only loopback peers may use them."""
-    if request.path.startswith("/__") and not is_loopback(request.remote or ""):
-        raise web.HTTPForbidden(reason="admin endpoints are loopback only")
-    return await handler(request)
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer router errors (404, 405, ...) as FastAPI does: ``{"detail": "..."}``."""
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Admin endpoints (``/__*``) have no auth, so only loopback peers may use them; errors
+    (403, 404, 405, ...) are answered as FastAPI does: ``{"detail": "..."}``."""
     try:
+        if request.path.startswith("/__") and not is_loopback(request.remote or ""):
+            raise web.HTTPForbidden(reason="admin endpoints are loopback only")
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -479,5 +364,4 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """Every response carries ``x-request-id``, as the real service's do."""
     if "x-request-id" not in response.headers:
-        request_id = request.get(_REQUEST_ID_KEY) or "req_" + uuid.uuid4().hex
-        response.headers["x-request-id"] = request_id
+        response.headers["x-request-id"] = "req_" + uuid.uuid4().hex

@@ -1,10 +1,6 @@
-"""Request checks derived from Collinear's published OpenAPI document, answered as FastAPI does.
-
-The document (``collinear-openapi.json``, shipped with the package) is the contract: the body of
-``POST /api/v1/synth_data/generate`` is checked against the request schema of that operation,
-``$ref``s resolved in the document, with ``jsonschema``. Each failure becomes one entry of a
-FastAPI 422 ``detail`` list (``loc``, ``msg``, ``type``), typed as pydantic v2 types it.
-"""
+"""Request checks: the generate operation's schema in the shipped OpenAPI document, checked with
+``jsonschema``, plus the server's own rules; failures answered as FastAPI's 422 ``detail`` list,
+each entry typed as pydantic v2 types it."""
 
 from __future__ import annotations
 
@@ -17,10 +13,28 @@ from typing import Any
 import jsonschema
 from jsonschema.protocols import Validator
 
-__all__ = ["GENERATE_PATH", "OPENAPI_FILE", "body_validator", "openapi_document", "validate_body"]
+__all__ = [
+    "GENERATE_PATH",
+    "MAX_GENERATIONS_PER_REQUEST",
+    "OPENAPI_FILE",
+    "SERVER_RULES",
+    "body_validator",
+    "openapi_document",
+    "validate_body",
+]
 
 GENERATE_PATH = "/api/v1/synth_data/generate"
 OPENAPI_FILE = "collinear-openapi.json"
+# The server's own rules, which the document does not state (it gives no bounds): the server
+# checks them on top of the document's schema and answers them as 422s like the document's own.
+SERVER_RULES = {
+    "properties": {
+        "multiplier": {"minimum": 1},
+        "examples": {"minItems": 1},
+        "prompt": {"minLength": 1},
+    }
+}
+MAX_GENERATIONS_PER_REQUEST = 100_000  # examples × multiplier; beyond it, 422
 
 # pydantic v2's error type and message (what FastAPI answers) per failed JSON Schema rule: the
 # keyword, or for "type" what was expected ("model": an object with properties, "format": a
@@ -58,11 +72,8 @@ def _request_body() -> Mapping[str, Any]:
 
 
 def body_validator(extra_rules: Mapping[str, Any] | None = None) -> Validator:
-    """A validator of the operation's request schema; ``extra_rules`` must hold as well.
-
-    The schema's ``$ref``s point into the document's ``components``, so they are resolved
-    against a root that carries those. OpenAPI 3.1 schemas are JSON Schema 2020-12.
-    """
+    """A validator of the operation's request schema; ``extra_rules`` must hold as well. Its
+    ``$ref``s point into ``components``, so the root carries those (OpenAPI 3.1 is 2020-12)."""
     schema = dict(_request_body()["content"]["application/json"]["schema"])
     if extra_rules:
         schema = {"allOf": [schema, dict(extra_rules)]}
@@ -76,7 +87,8 @@ def _refuse_constant(name: str) -> Any:
 
 
 def validate_body(raw: bytes, validator: Validator) -> tuple[dict[str, Any] | None, Detail]:
-    """Parse and check the body: ``(body, [])`` or ``(None, every problem found)``."""
+    """Parse and check the body: ``(body, [])`` or ``(None, every problem found)``; a body the
+    schema accepts must also stay within ``MAX_GENERATIONS_PER_REQUEST``."""
     if not raw.strip():
         if _request_body().get("required"):
             return None, [{"loc": ["body"], "msg": "Field required", "type": "missing"}]
@@ -92,7 +104,16 @@ def validate_body(raw: bytes, validator: Validator) -> tuple[dict[str, Any] | No
         for error in validator.iter_errors(body)
         for entry in _detail(error)
     }
-    return (None, list(detail.values())) if detail else (body, [])
+    if detail:
+        return None, list(detail.values())
+    total = len(body["examples"]) * body["multiplier"]
+    if total <= MAX_GENERATIONS_PER_REQUEST:
+        return body, []
+    msg = (
+        f"Value error, {len(body['examples'])} examples × multiplier {body['multiplier']} = "
+        f"{total} generations exceeds the limit of {MAX_GENERATIONS_PER_REQUEST} per request"
+    )
+    return None, [{"loc": ["body"], "msg": msg, "type": "value_error"}]
 
 
 def _detail(error: jsonschema.ValidationError) -> Detail:
