@@ -63,27 +63,17 @@ class RowBuilder:
         """
         links = link_items(examples, items, self.multiplier, check_bools=self._check_bools)
         n = len(examples)
-        if links == sorted(links, key=lambda p: n if p is None else p):
-            order = list(enumerate(links))  # the usual case: already grouped
-        else:
-            order = sorted(enumerate(links), key=lambda tp: n if tp[1] is None else tp[1])
-        out = Collected([], [], [])
-        counts = {"unlinked": 0, "empty_seeds": 0}
-        got = set(links)
-        missing = [pos for pos in range(n) if pos not in got]
         unlinked = error_cell("unlinked", "the returned original matches no example sent")
         shortfall = error_cell("shortfall", "the server returned no generation for this seed")
-        for t, pos in order:
-            while missing and (pos is None or missing[0] < pos):
-                counts["empty_seeds"] += 1
-                _append(out, missing.pop(0), None, shortfall)
-            if pos is None:
-                counts["unlinked"] += 1
-            _append(out, pos, items[t]["generated"], None if pos is not None else unlinked)
-        for pos in missing:
-            counts["empty_seeds"] += 1
-            _append(out, pos, None, shortfall)
-        return out, counts
+        rows = [
+            (pos, item["generated"], unlinked if pos is None else None)
+            for item, pos in zip(items, links, strict=True)
+        ]
+        got = set(links)
+        rows += [(pos, None, shortfall) for pos in range(n) if pos not in got]
+        rows.sort(key=lambda row: n if row[0] is None else row[0])  # stable: server order kept
+        counts = {"unlinked": links.count(None), "empty_seeds": len(rows) - len(links)}
+        return Collected([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]), counts
 
     def collect_errors(self, n: int, message: str) -> Collected:
         """One row per seed of a failed request (``on_error="keep"``)."""
@@ -154,20 +144,18 @@ class RowBuilder:
                 if values is None:
                     counts["parse_errors"] += 1
                     errors.append(error_cell("parse", str(parsed.error)))
-            cast_failed = False
+            before = len(errors)
             for name, cast in self.casters:
                 value = None
                 if values is not None and name not in values:
                     errors.append(error_cell("missing", f"no {name!r} in the generated object"))
-                    cast_failed = True
                 elif values is not None:
                     try:
                         value = cast(values[name], name)
                     except CastError as exc:
                         errors.append(error_cell("type", str(exc)))
-                        cast_failed = True
                 generated[name].append(value)
-            counts["cast_errors"] += cast_failed
+            counts["cast_errors"] += len(errors) > before
             out.append(join_errors(errors))
         return generated, out, counts
 
@@ -187,12 +175,6 @@ class RowBuilder:
                 for c, f in features.items()
             }
         )
-
-
-def _append(out: Collected, pos: int | None, raw: str | None, error: str | None) -> None:
-    out.positions.append(pos)
-    out.raw.append(raw)
-    out.errors.append(error)
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:
