@@ -65,10 +65,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
             raise CastError(f"{where}: expected true/false, got {type(v).__name__}")
 
     elif dtype.startswith(("int", "uint")):
-        bits = int("".join(ch for ch in dtype if ch.isdigit()) or 64)
-        lo, hi = (
-            (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        )
+        bits, signed = type_.bit_width, not dtype.startswith("u")
+        lo, hi = -signed * 2 ** (bits - 1), 2 ** (bits - signed) - 1
 
         def cast(v: Any, where: str) -> Any:
             if isinstance(v, float) and v.is_integer():

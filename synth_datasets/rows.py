@@ -1,8 +1,6 @@
 """The rows of one map batch: items linked to their seeds, their text parsed and cast, and the
-whole batch emitted as one Arrow table of exactly the output schema.
-
-A value that does not fit its feature becomes null with the reason in ``error``; a request that
-failed (``on_error="keep"``) or a seed without generations gets one row saying so.
+whole batch emitted as one Arrow table of exactly the output schema; what went wrong with a row
+(a value that does not fit, a failed request, a seed without generations) is in ``error``.
 """
 
 from __future__ import annotations
@@ -189,10 +187,5 @@ def _text_array(values: list[str | None]) -> pa.Array:
     try:
         return pa.array(values, type=pa.string())
     except ARROW_ERRORS:
-        return pa.array(
-            [
-                v if v is None else str(v).encode("utf-8", "backslashreplace").decode("utf-8")
-                for v in values
-            ],
-            type=pa.string(),
-        )
+        escaped = [v if v is None else str(v).encode("utf-8", "backslashreplace") for v in values]
+        return pa.array(escaped, type=pa.string())
