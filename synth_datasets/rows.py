@@ -114,10 +114,7 @@ class RowBuilder:
         if layout.keep_original:
             original_type = schema.field("original").type
             if self._original_is_input:
-                struct = pa.StructArray.from_arrays(
-                    [table.column(c).combine_chunks() for c in layout.columns],
-                    names=list(layout.columns),
-                )
+                struct = table.select(layout.columns).to_struct_array()
                 arrays.append(_take(struct, positions, original_type))
             else:
                 originals = [None if p is None else examples[p] for p in positions_list]
@@ -158,11 +155,8 @@ class RowBuilder:
         return generated, out, counts
 
     def _input_table(self, batch: Mapping[str, Sequence[Any]]) -> pa.Table:
-        """The input columns the output takes by position, as Arrow.
-
-        ``Dataset.map`` hands a batch backed by its table; ``IterableDataset.map`` and Ray hand
-        Python values, encoded here the way datasets encodes them, so the Arrow types match.
-        """
+        """The input columns the output takes by position, as Arrow: ``Dataset.map``'s batch holds
+        its table; Python values (``IterableDataset.map``) are encoded the way datasets would."""
         table = getattr(batch, "pa_table", None)
         if isinstance(table, pa.Table):
             return table
