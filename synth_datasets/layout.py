@@ -87,11 +87,8 @@ def plan_layout(
     keep_original: bool = True,
     index_column: str | None = None,
 ) -> Layout:
-    """Decide the output columns and check every name before anything is sent.
-
-    ``index_column`` names an input column that holds each row's global index (for a shard of
-    a larger dataset): it becomes ``source_index`` and is neither sent nor passed through.
-    """
+    """Decide the output columns and check every name before anything is sent. ``index_column``
+    holds each row's global index (for a shard): used only as ``source_index``."""
     if input_features is None:
         raise ConfigurationError(
             "the dataset has no known features: pass generated_features= or resolve them first"

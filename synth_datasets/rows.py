@@ -54,11 +54,8 @@ class RowBuilder:
     def collect(
         self, examples: Sequence[dict[str, Any]], items: Sequence[Mapping[str, Any]]
     ) -> tuple[Collected, dict[str, int]]:
-        """Rows for a successful answer: grouped by seed, server order within a seed.
-
-        Only linked: this runs on a request thread, where more Python work would contend for the
-        GIL with the other requests; ``to_arrow`` parses and casts the whole map batch.
-        """
+        """Rows for a successful answer: grouped by seed, server order within a seed. Only linked:
+        on a request thread more Python work would contend for the GIL; ``to_arrow`` parses."""
         links = link_items(examples, items, self.multiplier, check_bools=self._check_bools)
         n = len(examples)
         unlinked = error_cell("unlinked", "the returned original matches no example sent")
@@ -86,13 +83,9 @@ class RowBuilder:
         indices: Sequence[int],
         examples: Sequence[dict[str, Any]],
     ) -> tuple[pa.Table, dict[str, int]]:
-        """The requests' rows (each with the position of its first example in the batch) as one
-        Arrow table of exactly the output schema, which datasets writes as is; and the counts of
-        ``parse_errors`` and ``cast_errors``.
-
-        Passthrough columns and ``original`` are taken from the input batch by position, so they
-        never round-trip through Python objects.
-        """
+        """The requests' rows (each with the batch position of its first example) as one table of
+        the output schema, and the counts of ``parse_errors`` and ``cast_errors``. Passthrough
+        columns and ``original`` are taken from the input by position, never through Python."""
         positions_list: list[int | None] = []
         raw: list[str | None] = []
         notes: list[str | None] = []
@@ -107,7 +100,15 @@ class RowBuilder:
             arrow_column(generated[name], schema.field(name).type, name, errors)
             for name, _ in self.casters
         ]
-        table = self._input_table(batch)
+        # Dataset.map's batch holds its table; other values are encoded the way datasets would.
+        table = getattr(batch, "pa_table", None)
+        if not isinstance(table, pa.Table):
+            table = pa.table(
+                {
+                    c: pa.array(TypedSequence(self._taken.encode_column(list(batch[c]), c), type=f))
+                    for c, f in self._taken.items()
+                }
+            )
         for name in layout.passthrough:
             arrays.append(_take(table.column(name), positions, schema.field(name).type))
         arrays.append(pa.array(indices, type=pa.int64()).take(positions))
@@ -153,20 +154,6 @@ class RowBuilder:
             counts["cast_errors"] += len(errors) > before
             out.append(join_errors(errors))
         return generated, out, counts
-
-    def _input_table(self, batch: Mapping[str, Sequence[Any]]) -> pa.Table:
-        """The input columns the output takes by position, as Arrow: ``Dataset.map``'s batch holds
-        its table; Python values (``IterableDataset.map``) are encoded the way datasets would."""
-        table = getattr(batch, "pa_table", None)
-        if isinstance(table, pa.Table):
-            return table
-        features = self._taken
-        return pa.table(
-            {
-                c: pa.array(TypedSequence(features.encode_column(list(batch[c]), c), type=f))
-                for c, f in features.items()
-            }
-        )
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:
