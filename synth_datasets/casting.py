@@ -1,7 +1,5 @@
-"""Generated values cast to the output features: one caster compiled per feature.
-
-A caster returns a value that Arrow stores as its feature's type, or raises ``CastError`` naming
-the path of the value and the reason; the row keeps the reason in ``error``, the value is null.
+"""Generated values cast to the output features: one caster compiled per feature, which returns
+a value Arrow stores as the feature's type or raises ``CastError`` naming the value's path and why.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ def reason(exc: BaseException) -> str:
 
 
 def _fits(v: Any, type_: pa.DataType, where: str) -> Any:
-    """``v`` when Arrow can store it as ``type_``; CastError (with Arrow's reason) when not."""
     try:
         pa.scalar(v, type=type_)
     except ARROW_ERRORS as exc:
@@ -68,10 +65,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
             raise CastError(f"{where}: expected true/false, got {type(v).__name__}")
 
     elif dtype.startswith(("int", "uint")):
-        bits = int("".join(ch for ch in dtype if ch.isdigit()) or 64)
-        lo, hi = (
-            (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        )
+        bits, signed = type_.bit_width, not dtype.startswith("u")
+        lo, hi = -signed * 2 ** (bits - 1), 2 ** (bits - signed) - 1
 
         def cast(v: Any, where: str) -> Any:
             if isinstance(v, float) and v.is_integer():
@@ -103,16 +98,11 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         ns = dtype.startswith("timestamp[ns")
 
         def cast(v: Any, where: str) -> Any:
-            if isinstance(v, str):
-                try:
-                    value = parse(v)
-                except ValueError:
-                    pass
-                else:
-                    if ns and not 1678 < value.year < 2262:
-                        return _fits(value, type_, where)  # e.g. year 2500
-                    return value
-            raise CastError(f"{where}: expected an ISO {what}, got {v!r:.40}")
+            try:
+                value = parse(v)
+            except (TypeError, ValueError):  # TypeError: not text
+                raise CastError(f"{where}: expected an ISO {what}, got {v!r:.40}") from None
+            return _fits(value, type_, where) if ns and not 1678 < value.year < 2262 else value
 
     elif dtype.startswith("time"):  # time32/time64: sent as ISO text (see _jsonsafe)
 
@@ -151,8 +141,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         def cast(v: Any, where: str) -> Any:
             return None
 
-    else:
-        # Other Arrow types: Arrow's own conversion decides, here rather than in to_arrow.
+    else:  # other Arrow types: Arrow's own conversion decides, here rather than in to_arrow
+
         def cast(v: Any, where: str) -> Any:
             return _fits(v, type_, where)
 

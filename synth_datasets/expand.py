@@ -32,11 +32,9 @@ def expand(
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Expand ``dataset`` into ``multiplier`` generations per row, every row linked to its seed.
 
-    Returns a ``Dataset`` (or a lazy ``IterableDataset`` for one) with the generated columns,
-    the passthrough columns and ``source_index``/``original``/``generated_raw``/``error``.
-    The token comes from ``api_key=``, ``client=`` or ``COLLINEAR_API_KEY``; ``num_proc``
-    runs the map in that many processes; ``source`` overrides what the provenance records about
-    the input (name, split, ...).
+    Returns a ``Dataset`` (a lazy ``IterableDataset`` for one) of the generated, passthrough and
+    lineage columns. The token comes from ``api_key=``, ``client=`` or ``COLLINEAR_API_KEY``;
+    ``source`` overrides what the provenance records about the input (name, split, ...).
     """
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigurationError(
@@ -57,20 +55,19 @@ def expand(
     assert mapper.layout is not None
     provenance = config.provenance(mapper.layout, source_info(dataset, source))
     if isinstance(dataset, datasets.IterableDataset):
-        out = dataset.map(mapper, **kwargs)
-        attach_provenance(out, provenance)
-        return out
-    if not dataset.cache_files:
-        # An in-memory input would keep the whole output in memory too: write it to Arrow on
-        # disk, next to the request cache (this also gives datasets' map cache a file to hit).
-        folder = RequestCache.folder_for(config.cache_dir) / "maps"
-        folder.mkdir(parents=True, exist_ok=True)
-        kwargs["cache_file_name"] = str(folder / f"expand-{kwargs['new_fingerprint']}.arrow")
-    try:
-        result = dataset.map(mapper, num_proc=num_proc, **kwargs)
-    finally:
-        if num_proc is None:
-            logger.info("synth_datasets: %s", mapper.stats.summary())
-        mapper.close()
+        result: datasets.Dataset | datasets.IterableDataset = dataset.map(mapper, **kwargs)
+    else:
+        if not dataset.cache_files:
+            # An in-memory input would keep the whole output in memory too: write it to Arrow on
+            # disk, next to the request cache (this also gives datasets' map cache a file to hit).
+            folder = RequestCache.folder_for(config.cache_dir) / "maps"
+            folder.mkdir(parents=True, exist_ok=True)
+            kwargs["cache_file_name"] = str(folder / f"expand-{kwargs['new_fingerprint']}.arrow")
+        try:
+            result = dataset.map(mapper, num_proc=num_proc, **kwargs)
+        finally:
+            if num_proc is None:
+                logger.info("synth_datasets: %s", mapper.stats.summary())
+            mapper.close()
     attach_provenance(result, provenance)
     return result

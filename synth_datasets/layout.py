@@ -1,7 +1,6 @@
 """Which columns are sent, which pass through, and what the output holds; and the examples sent.
 
-The output schema is fixed before the first request (``Layout.features``), so no batch can change
-the Arrow schema. Every name and feature is checked here, before anything is sent.
+The output schema is fixed, and every name and feature checked, before the first request.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +17,7 @@ from datasets import ClassLabel, Features, Json, LargeList, List, Value
 from .errors import ConfigurationError
 from .lineage import LINEAGE_COLUMNS
 
-__all__ = ["Layout", "children", "make_examples", "plan_layout"]
-
-_TEMPORAL_PREFIXES = ("timestamp", "date32", "date64", "time32", "time64", "duration")
-_BINARY_DTYPES = ("binary", "large_binary", "binary_view")
-_MEDIA_TYPES = ("Image", "Audio", "Video", "Pdf", "Nifti")
+__all__ = ["Layout", "leaves", "make_examples", "plan_layout"]
 
 
 @dataclass(frozen=True)
@@ -56,35 +51,20 @@ class Layout:
         return list(self.features)
 
 
-def _check_sendable(name: str, feature: Any) -> None:
-    """Refuse, before any request, columns that cannot travel as JSON."""
-    kind = type(feature).__name__
-    if kind in _MEDIA_TYPES:
-        raise ConfigurationError(
-            f"column {name!r} is {kind} data, which cannot be sent as JSON: "
-            "drop it from columns= (it will pass through unchanged)"
-        )
-    if isinstance(feature, Value) and feature.dtype in _BINARY_DTYPES:
-        raise ConfigurationError(
-            f"column {name!r} holds bytes, which cannot be sent as JSON: "
-            "drop it from columns= or decode it to text first"
-        )
-    for child in children(feature):
-        _check_sendable(name, child)
-
-
-def children(feature: Any) -> list[Any]:
-    """The features nested directly in ``feature`` (struct fields, list items)."""
+def leaves(feature: Any) -> Iterator[Any]:
+    """The features inside ``feature``'s struct fields and list items, at every depth."""
     if isinstance(feature, dict):
-        return list(feature.values())
-    if isinstance(feature, (List, LargeList)):
-        return [feature.feature]
-    return []
+        for child in feature.values():
+            yield from leaves(child)
+    elif isinstance(feature, (List, LargeList)):
+        yield from leaves(feature.feature)
+    else:
+        yield feature
 
 
 def _jsonsafe_feature(feature: Any) -> Any:
-    """The feature of a value after JSON conversion (see ``_jsonsafe``): durations become float
-    seconds, other temporal and decimal values text."""
+    """The feature of a value after ``_jsonsafe``: durations are float seconds, other temporal
+    and decimal values text."""
     if isinstance(feature, dict):
         return {k: _jsonsafe_feature(v) for k, v in feature.items()}
     if isinstance(feature, List):
@@ -94,15 +74,8 @@ def _jsonsafe_feature(feature: Any) -> Any:
     if isinstance(feature, Value):
         if feature.dtype.startswith("duration"):
             return Value("float64")
-        if feature.dtype.startswith(_TEMPORAL_PREFIXES) or feature.dtype.startswith("decimal"):
+        if feature.dtype.startswith(("timestamp", "date", "time", "decimal")):
             return Value("string")
-    return feature
-
-
-def _generated_feature(feature: Any) -> Any:
-    # A seed column that was all null says nothing about what comes back: keep it as JSON.
-    if isinstance(feature, Value) and feature.dtype == "null":
-        return Json()
     return feature
 
 
@@ -114,11 +87,8 @@ def plan_layout(
     keep_original: bool = True,
     index_column: str | None = None,
 ) -> Layout:
-    """Decide the output columns and check every name before anything is sent.
-
-    ``index_column`` names an input column that holds each row's global index (for a shard of
-    a larger dataset): it becomes ``source_index`` and is neither sent nor passed through.
-    """
+    """Decide the output columns and check every name before anything is sent. ``index_column``
+    holds each row's global index (for a shard): used only as ``source_index``."""
     if input_features is None:
         raise ConfigurationError(
             "the dataset has no known features: pass generated_features= or resolve them first"
@@ -143,9 +113,7 @@ def plan_layout(
     if columns is None:
         chosen = names
     else:
-        if isinstance(columns, str):
-            columns = [columns]
-        chosen = list(columns)
+        chosen = [columns] if isinstance(columns, str) else list(columns)
         unknown = [c for c in chosen if c not in input_features]
         if unknown:
             raise ConfigurationError(
@@ -157,10 +125,24 @@ def plan_layout(
     if not chosen:
         raise ConfigurationError("columns= is empty: choose at least one column to send")
     for c in chosen:
-        _check_sendable(c, input_features[c])
+        for leaf in leaves(input_features[c]):
+            kind = type(leaf).__name__
+            if kind in ("Image", "Audio", "Video", "Pdf", "Nifti"):
+                raise ConfigurationError(
+                    f"column {c!r} is {kind} data, which cannot be sent as JSON: "
+                    "drop it from columns= (it will pass through unchanged)"
+                )
+            if isinstance(leaf, Value) and leaf.dtype in ("binary", "large_binary", "binary_view"):
+                raise ConfigurationError(
+                    f"column {c!r} holds bytes, which cannot be sent as JSON: "
+                    "drop it from columns= or decode it to text first"
+                )
     passthrough = [c for c in names if c not in chosen]
     if generated_features is None:
-        gen = Features({c: _generated_feature(input_features[c]) for c in chosen})
+        gen = Features()
+        for c in chosen:  # a column that was all null says nothing of what comes back: JSON
+            f = input_features[c]
+            gen[c] = Json() if isinstance(f, Value) and f.dtype == "null" else f
     else:
         gen = Features(dict(generated_features))
         if not gen:
@@ -177,14 +159,8 @@ def plan_layout(
             f"generated column(s) {', '.join(map(repr, both))} are also passthrough columns: "
             "add them to columns= or rename them"
         )
-    return Layout(
-        tuple(chosen),
-        tuple(passthrough),
-        gen,
-        Features(input_features),
-        keep_original,
-        index_column,
-    )
+    features = Features(input_features)
+    return Layout(tuple(chosen), tuple(passthrough), gen, features, keep_original, index_column)
 
 
 def _jsonsafe(value: Any) -> Any:
@@ -213,16 +189,12 @@ def _jsonsafe(value: Any) -> Any:
 
 def _is_plain(feature: Any) -> bool:
     """Whether values of this feature are already JSON-safe (no conversion pass needed)."""
-    if isinstance(feature, dict):
-        return all(_is_plain(v) for v in feature.values())
-    if isinstance(feature, (List, LargeList)):
-        return _is_plain(feature.feature)
-    if isinstance(feature, Value):
-        dtype: str = feature.dtype
-        return dtype in ("string", "large_string", "null") or dtype.startswith(
-            ("int", "uint", "bool")
-        )
-    return isinstance(feature, ClassLabel)
+    return all(
+        isinstance(f, ClassLabel)
+        or (isinstance(f, Value) and f.dtype in ("string", "large_string", "null"))
+        or (isinstance(f, Value) and f.dtype.startswith(("int", "uint", "bool")))
+        for f in leaves(feature)
+    )
 
 
 def make_examples(

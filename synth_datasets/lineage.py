@@ -1,8 +1,5 @@
-"""The lineage vocabulary: the columns that tie a row to its seed, and what an ``error`` says.
-
-Writers (the row builder, the mapper) and readers (the report, the card, prep) share these
-names, so an error kind is spelled in one place and parsed back by the same module.
-"""
+"""The lineage vocabulary: the columns that tie a row to its seed, and what an ``error`` says;
+shared by its writers (rows, mapper) and readers (report, card, prep)."""
 
 from __future__ import annotations
 
@@ -49,11 +46,8 @@ def join_errors(parts: list[str]) -> str | None:
 
 
 def error_kinds(message: str | None) -> set[str]:
-    """The kinds named in an ``error`` value.
-
-    A part whose prefix is not a known kind is the tail of a message that itself held "; " and is
-    skipped; a message with no known kind at all is ``"other"``.
-    """
+    """The kinds named in an ``error`` value; ``"other"`` when it names none. A part without a
+    known kind is the tail of a message that itself held "; "."""
     if message is None:
         return set()
     kinds = {part.split(":", 1)[0].strip() for part in message.split(_SEP)}

@@ -1,8 +1,5 @@
-"""Each returned item linked to the example it came from: by content, never by position alone.
-
-Items are matched by equality, then by canonical JSON, where a server's ``1`` for ``1.0`` is the
-same value and ``true`` is not ``1``.
-"""
+"""Each returned item linked to the example it came from: by content, never by position alone;
+by equality, then by canonical JSON, where ``1`` is ``1.0`` and ``true`` is not ``1``."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from typing import Any
 
 from datasets import Value
 
-from .layout import children
+from .layout import leaves
 
 __all__ = ["bools_may_differ", "canonical_json", "link_items"]
 
@@ -44,16 +41,11 @@ def _bools_match(a: Any, b: Any) -> bool:
     return (a.__class__ is bool) is (b.__class__ is bool)
 
 
-_TEXT_DTYPES = ("string", "large_string", "string_view", "null")
-
-
 def bools_may_differ(feature: Any) -> bool:
     """Whether two ``==`` values of ``feature`` may hold bools in different places: not when
     they hold nothing but text and nulls (``==`` is type-strict there)."""
-    if isinstance(feature, Value):
-        return feature.dtype not in _TEXT_DTYPES
-    kids = children(feature)
-    return not kids or any(bools_may_differ(k) for k in kids)
+    text = ("string", "large_string", "string_view", "null")
+    return not all(isinstance(f, Value) and f.dtype in text for f in leaves(feature))
 
 
 def link_items(
@@ -65,23 +57,16 @@ def link_items(
 ) -> list[int | None]:
     """The position in ``examples`` of each item's ``original``, or None when none matches.
 
-    Identical examples share their items in order and evenly: with ``total`` items for
-    ``copies`` identical examples, ``q, r = divmod(total, copies)``, copy ``j`` takes the next
-    ``q + (j < r)`` items (``multiplier`` each when the answer is complete).
-
-    ``check_bools=False`` skips the bool check of ``==`` pairs, for examples whose features hold
-    nothing but text and nulls (see ``bools_may_differ``).
+    Identical examples share their items in order and evenly: copy ``j`` of ``copies`` takes the
+    next ``q + (j < r)`` items, ``q, r = divmod(items, copies)``. ``check_bools=False`` skips the
+    bool check of ``==`` pairs (see ``bools_may_differ``).
     """
     n = len(items)
-    # Fast path: the server answered in order and in full. `==` says True == 1 (JSON does not):
-    # the pairs it accepts are checked for bools too.
-    if n == len(examples) * multiplier and (
-        all(items[t]["original"] == examples[t // multiplier] for t in range(n))
-        if not check_bools
-        else all(
-            (o := items[t]["original"]) == (e := examples[t // multiplier]) and _bools_match(e, o)
-            for t in range(n)
-        )
+    # Fast path: the server answered in order and in full; `==` says True == 1 (JSON does not).
+    if n == len(examples) * multiplier and all(
+        (o := items[t]["original"]) == (e := examples[t // multiplier])
+        and (not check_bools or _bools_match(e, o))
+        for t in range(n)
     ):
         return [t // multiplier for t in range(n)]
     by_key: dict[str, list[int]] = defaultdict(list)

@@ -1,8 +1,7 @@
 """Provenance: how a dataset was made, recorded with the data (never the token).
 
-It is stored in ``dataset.info.description`` under a marker line, because that field survives
-``map``, ``save_to_disk``/``load_from_disk`` and the Hub round trip while unknown ``DatasetInfo``
-fields do not. This module imports nothing upward: the card, the report, prep and Ray read it.
+It is a marker line in ``dataset.info.description``: that field survives ``map``, saving, loading
+and the Hub round trip, while unknown ``DatasetInfo`` fields do not.
 """
 
 from __future__ import annotations
@@ -13,12 +12,7 @@ from typing import Any
 
 import datasets
 
-__all__ = [
-    "PROVENANCE_MARKER",
-    "attach_provenance",
-    "get_provenance",
-    "source_info",
-]
+__all__ = ["PROVENANCE_MARKER", "attach_provenance", "get_provenance", "source_info"]
 
 PROVENANCE_MARKER = "synth_datasets-provenance: "
 
@@ -40,11 +34,10 @@ def attach_provenance(
     dataset: datasets.Dataset | datasets.IterableDataset, provenance: Mapping[str, Any]
 ) -> None:
     text = json.dumps(dict(provenance), ensure_ascii=False, sort_keys=True, default=str)
-    head = (
+    dataset.info.description = (
         "Synthetic rows generated with synth_datasets from a seed dataset; the line below "
-        "records how."
+        f"records how.\n{PROVENANCE_MARKER}{text}"
     )
-    dataset.info.description = f"{head}\n{PROVENANCE_MARKER}{text}"
 
 
 def source_info(

@@ -1,8 +1,6 @@
 """The rows of one map batch: items linked to their seeds, their text parsed and cast, and the
-whole batch emitted as one Arrow table of exactly the output schema.
-
-A value that does not fit its feature becomes null with the reason in ``error``; a request that
-failed (``on_error="keep"``) or a seed without generations gets one row saying so.
+whole batch emitted as one Arrow table of exactly the output schema; what went wrong with a row
+(a value that does not fit, a failed request, a seed without generations) is in ``error``.
 """
 
 from __future__ import annotations
@@ -56,34 +54,21 @@ class RowBuilder:
     def collect(
         self, examples: Sequence[dict[str, Any]], items: Sequence[Mapping[str, Any]]
     ) -> tuple[Collected, dict[str, int]]:
-        """Rows for a successful answer: grouped by seed, server order within a seed.
-
-        Only linked: this runs on a request thread, where more Python work would contend for the
-        GIL with the other requests; ``to_arrow`` parses and casts the whole map batch.
-        """
+        """Rows for a successful answer: grouped by seed, server order within a seed. Only linked:
+        on a request thread more Python work would contend for the GIL; ``to_arrow`` parses."""
         links = link_items(examples, items, self.multiplier, check_bools=self._check_bools)
         n = len(examples)
-        if links == sorted(links, key=lambda p: n if p is None else p):
-            order = list(enumerate(links))  # the usual case: already grouped
-        else:
-            order = sorted(enumerate(links), key=lambda tp: n if tp[1] is None else tp[1])
-        out = Collected([], [], [])
-        counts = {"unlinked": 0, "empty_seeds": 0}
-        got = set(links)
-        missing = [pos for pos in range(n) if pos not in got]
         unlinked = error_cell("unlinked", "the returned original matches no example sent")
         shortfall = error_cell("shortfall", "the server returned no generation for this seed")
-        for t, pos in order:
-            while missing and (pos is None or missing[0] < pos):
-                counts["empty_seeds"] += 1
-                _append(out, missing.pop(0), None, shortfall)
-            if pos is None:
-                counts["unlinked"] += 1
-            _append(out, pos, items[t]["generated"], None if pos is not None else unlinked)
-        for pos in missing:
-            counts["empty_seeds"] += 1
-            _append(out, pos, None, shortfall)
-        return out, counts
+        rows = [
+            (pos, item["generated"], unlinked if pos is None else None)
+            for item, pos in zip(items, links, strict=True)
+        ]
+        got = set(links)
+        rows += [(pos, None, shortfall) for pos in range(n) if pos not in got]
+        rows.sort(key=lambda row: n if row[0] is None else row[0])  # stable: server order kept
+        counts = {"unlinked": links.count(None), "empty_seeds": len(rows) - len(links)}
+        return Collected([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]), counts
 
     def collect_errors(self, n: int, message: str) -> Collected:
         """One row per seed of a failed request (``on_error="keep"``)."""
@@ -98,13 +83,9 @@ class RowBuilder:
         indices: Sequence[int],
         examples: Sequence[dict[str, Any]],
     ) -> tuple[pa.Table, dict[str, int]]:
-        """The requests' rows (each with the position of its first example in the batch) as one
-        Arrow table of exactly the output schema, which datasets writes as is; and the counts of
-        ``parse_errors`` and ``cast_errors``.
-
-        Passthrough columns and ``original`` are taken from the input batch by position, so they
-        never round-trip through Python objects.
-        """
+        """The requests' rows (each with the batch position of its first example) as one table of
+        the output schema, and the counts of ``parse_errors`` and ``cast_errors``. Passthrough
+        columns and ``original`` are taken from the input by position, never through Python."""
         positions_list: list[int | None] = []
         raw: list[str | None] = []
         notes: list[str | None] = []
@@ -119,17 +100,22 @@ class RowBuilder:
             arrow_column(generated[name], schema.field(name).type, name, errors)
             for name, _ in self.casters
         ]
-        table = self._input_table(batch)
+        # Dataset.map's batch holds its table; other values are encoded the way datasets would.
+        table = getattr(batch, "pa_table", None)
+        if not isinstance(table, pa.Table):
+            table = pa.table(
+                {
+                    c: pa.array(TypedSequence(self._taken.encode_column(list(batch[c]), c), type=f))
+                    for c, f in self._taken.items()
+                }
+            )
         for name in layout.passthrough:
             arrays.append(_take(table.column(name), positions, schema.field(name).type))
         arrays.append(pa.array(indices, type=pa.int64()).take(positions))
         if layout.keep_original:
             original_type = schema.field("original").type
             if self._original_is_input:
-                struct = pa.StructArray.from_arrays(
-                    [table.column(c).combine_chunks() for c in layout.columns],
-                    names=list(layout.columns),
-                )
+                struct = table.select(layout.columns).to_struct_array()
                 arrays.append(_take(struct, positions, original_type))
             else:
                 originals = [None if p is None else examples[p] for p in positions_list]
@@ -154,45 +140,20 @@ class RowBuilder:
                 if values is None:
                     counts["parse_errors"] += 1
                     errors.append(error_cell("parse", str(parsed.error)))
-            cast_failed = False
+            before = len(errors)
             for name, cast in self.casters:
                 value = None
                 if values is not None and name not in values:
                     errors.append(error_cell("missing", f"no {name!r} in the generated object"))
-                    cast_failed = True
                 elif values is not None:
                     try:
                         value = cast(values[name], name)
                     except CastError as exc:
                         errors.append(error_cell("type", str(exc)))
-                        cast_failed = True
                 generated[name].append(value)
-            counts["cast_errors"] += cast_failed
+            counts["cast_errors"] += len(errors) > before
             out.append(join_errors(errors))
         return generated, out, counts
-
-    def _input_table(self, batch: Mapping[str, Sequence[Any]]) -> pa.Table:
-        """The input columns the output takes by position, as Arrow.
-
-        ``Dataset.map`` hands a batch backed by its table; ``IterableDataset.map`` and Ray hand
-        Python values, encoded here the way datasets encodes them, so the Arrow types match.
-        """
-        table = getattr(batch, "pa_table", None)
-        if isinstance(table, pa.Table):
-            return table
-        features = self._taken
-        return pa.table(
-            {
-                c: pa.array(TypedSequence(features.encode_column(list(batch[c]), c), type=f))
-                for c, f in features.items()
-            }
-        )
-
-
-def _append(out: Collected, pos: int | None, raw: str | None, error: str | None) -> None:
-    out.positions.append(pos)
-    out.raw.append(raw)
-    out.errors.append(error)
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:
@@ -207,10 +168,5 @@ def _text_array(values: list[str | None]) -> pa.Array:
     try:
         return pa.array(values, type=pa.string())
     except ARROW_ERRORS:
-        return pa.array(
-            [
-                v if v is None else str(v).encode("utf-8", "backslashreplace").decode("utf-8")
-                for v in values
-            ],
-            type=pa.string(),
-        )
+        escaped = [v if v is None else str(v).encode("utf-8", "backslashreplace") for v in values]
+        return pa.array(escaped, type=pa.string())
