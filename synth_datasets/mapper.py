@@ -1,14 +1,10 @@
 """``SynthMapper``: the expansion engine as a batched async callable for ``ds.map``.
 
-One map batch is several requests of at most ``request_size`` examples. datasets runs async map
-functions concurrently and keeps their order; each call hands its requests to a pool of
-``max_concurrency`` threads (the default executor has only cpus+4) that share one HTTP
-connection pool of the same size, and returns its rows as one Arrow table.
-
-``SynthMapper`` is a ``functools.partial`` of an ``async def`` function: that is what
-``inspect.iscoroutinefunction`` recognises on every supported Python (3.11 does not see an
-instance with an async ``__call__`` as a coroutine function, and datasets would then run nothing
-concurrently).
+datasets runs async map functions concurrently and keeps their order; each call hands its
+requests to ``max_concurrency`` threads of our own (the default executor has only cpus+4).
+``SynthMapper`` is a ``functools.partial`` of an ``async def`` function because that is what
+``inspect.iscoroutinefunction`` recognises on every supported Python (not, on 3.11, an instance
+with an async ``__call__``: datasets would then run nothing concurrently).
 """
 
 from __future__ import annotations
@@ -86,14 +82,11 @@ def _open_ended(info: CallInfo) -> bool:
     return head not in (b"[", b"{") or (head == b"{" and b"\n{" in body)
 
 
-def _format_indices(indices: Sequence[int]) -> str:
-    if not indices:
-        return "none"
+def _format_indices(indices: list[int]) -> str:
     lo, hi = min(indices), max(indices)
     if len(indices) == hi - lo + 1:
         return f"{lo}-{hi}" if hi > lo else str(lo)
-    shown = ", ".join(map(str, list(indices)[:10]))
-    return shown + (", …" if len(indices) > 10 else "")
+    return ", ".join(map(str, indices[:10])) + (", …" if len(indices) > 10 else "")
 
 
 class _Local(NamedTuple):
@@ -117,10 +110,8 @@ class _Engine:
         self.config = config
         self._api_key = api_key
         self.stats = ExpansionStats() if stats is None else stats
-        self.layout: Layout | None = None
-        self._builder: RowBuilder | None = None
-        if layout is not None:
-            self.bind(layout)
+        self.layout = layout
+        self._builder = RowBuilder(layout, config.multiplier) if layout is not None else None
         self._reset()
 
     def _reset(self) -> None:
@@ -136,9 +127,10 @@ class _Engine:
     def __repr__(self) -> str:
         return f"<synth_datasets engine {self.config.base_url} model {self.config.model_id}>"
 
-    def bind(self, layout: Layout) -> None:
-        self.layout = layout
-        self._builder = RowBuilder(layout, self.config.multiplier)
+    def bind(self, features: Features | None) -> Layout:
+        self.layout = plan_for(self.config, features)
+        self._builder = RowBuilder(self.layout, self.config.multiplier)
+        return self.layout
 
     @property
     def builder(self) -> RowBuilder:
@@ -307,6 +299,10 @@ async def _run_all(
     left = [len(calls)]
     lock = threading.Lock()
 
+    def finish() -> None:
+        if not done.done():  # not cancelled meanwhile
+            done.set_result(None)
+
     def run(i: int, call: Callable[[], Any]) -> None:
         try:
             results[i] = call()
@@ -317,7 +313,7 @@ async def _run_all(
             last = left[0] == 0
         if last:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-                loop.call_soon_threadsafe(_finish, done)
+                loop.call_soon_threadsafe(finish)
 
     futures = []
     try:
@@ -331,11 +327,6 @@ async def _run_all(
             future.cancel()
         raise
     return results
-
-
-def _finish(done: asyncio.Future[None]) -> None:
-    if not done.done():  # not cancelled meanwhile
-        done.set_result(None)
 
 
 def plan_for(config: ExpandConfig, features: Features | None) -> Layout:
@@ -373,10 +364,6 @@ def configure(
     return config, api_key
 
 
-def _rebuild(engine: _Engine) -> SynthMapper:
-    return functools.partial.__new__(SynthMapper, _map_batch, engine)
-
-
 @takes_options(ExpandConfig)
 class SynthMapper(functools.partial):  # type: ignore[type-arg]
     """The expansion as a batched async callable for ``Dataset.map`` / ``IterableDataset.map``.
@@ -391,16 +378,20 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         config, api_key = configure(options, client=client, api_key=api_key)
         return super().__new__(cls, _map_batch, _Engine(config, api_key))
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.engine,))
+    def __reduce__(self) -> tuple[Any, ...]:  # the engine as it is, not through __new__'s checks
+        return (functools.partial.__new__, (SynthMapper, _map_batch, self.engine))
 
     def __repr__(self) -> str:
-        c = self.engine.config
-        return (
-            f"SynthMapper(base_url={c.base_url!r}, model_id={c.model_id!r}, "
-            f"multiplier={c.multiplier}, request_size={c.request_size}, "
-            f"max_concurrency={c.max_concurrency}, on_error={c.on_error!r})"
+        shown = (
+            "base_url",
+            "model_id",
+            "multiplier",
+            "request_size",
+            "max_concurrency",
+            "on_error",
         )
+        values = ", ".join(f"{name}={getattr(self.engine.config, name)!r}" for name in shown)
+        return f"SynthMapper({values})"
 
     @property
     def engine(self) -> _Engine:
@@ -416,9 +407,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
 
     def bind(self, features: Features | None) -> Layout:
         """Plan the output columns for input ``features``; every name is checked here."""
-        layout = plan_for(self.engine.config, features)
-        self.engine.bind(layout)
-        return layout
+        return self.engine.bind(features)
 
     def map_kwargs(self, ds: datasets.Dataset | datasets.IterableDataset) -> dict[str, Any]:
         """The keyword arguments that make ``ds.map(mapper, **kwargs)`` the whole expansion."""

@@ -136,17 +136,15 @@ def _remote_helpers(ray: Any) -> tuple[Any, Any]:
 
 def _context(ray: Any, dataset: ray.data.Dataset) -> Any:
     """The ``DataContext`` a dataset executes with (older Ray: the current one)."""
-    context = getattr(dataset, "context", None)
-    return context if context is not None else ray.data.DataContext.get_current()
+    return getattr(dataset, "context", None) or ray.data.DataContext.get_current()
 
 
 def _index_blocks(
     ray: Any,
     ray_dataset: ray.data.Dataset,
-    rows_per_request: int,
-    requests_per_block: int | None,
-    concurrency: int,
-    max_concurrency: int,
+    config: ExpandConfig,
+    per_block: int | None,
+    actors: int,
 ) -> tuple[ray.data.Dataset, int, pa.Schema]:
     """Execute the seeds in order once; re-cut them into blocks of whole requests."""
     options = _context(ray, ray_dataset).execution_options
@@ -161,12 +159,12 @@ def _index_blocks(
     total = sum(n for n, _ in infos)
     if total == 0:
         raise ConfigurationError("the dataset is empty: there is nothing to expand")
-    if requests_per_block is None:
+    if per_block is None:
         # Enough requests per block to keep an actor's threads busy, and at least one block per
         # actor when the data is small.
-        n_requests = math.ceil(total / rows_per_request)
-        requests_per_block = max(1, min(4 * max_concurrency, math.ceil(n_requests / concurrency)))
-    block_rows = rows_per_request * requests_per_block
+        n_requests = math.ceil(total / config.request_size)
+        per_block = max(1, min(4 * config.max_concurrency, math.ceil(n_requests / actors)))
+    block_rows = config.request_size * per_block
     blocks: list[Any] = []
     pieces: list[tuple[int, int]] = []  # (offset, rows) of each source block in the next block
     tables: list[Any] = []
@@ -200,23 +198,19 @@ def expand_ray(
 ) -> ray.data.Dataset:
     """Expand a Ray dataset on ``concurrency`` actors; returns a lazy ``ray.data.Dataset``.
 
-    Same options, output columns, linking, parsing, ``on_error`` and request cache as ``expand``;
-    ``source_index`` is the seed's position in ``ray_dataset``. The seeds are executed once,
-    in order, when this is called; the expansion itself runs when the result is consumed
-    (``write_parquet``, ``to_huggingface``, ``take_all``, ...).
-
-    The token is read by every actor from ``COLLINEAR_API_KEY`` in its environment: pass it with
-    ``ray.init(runtime_env={"env_vars": {"COLLINEAR_API_KEY": ...}})``. ``api_key=`` is refused,
-    because arguments become part of Ray's task graph. ``base_url`` and ``model_id`` default to
-    the driver's ``COLLINEAR_BASE_URL`` / ``COLLINEAR_MODEL_ID``.
+    Same options, columns, ``on_error`` and request cache as ``expand``; ``source_index`` is
+    the seed's position in ``ray_dataset``. The seeds are executed once, in order, now; the
+    expansion runs when the result is consumed (``write_parquet``, ``to_huggingface``, ...).
+    Every actor reads the token from ``COLLINEAR_API_KEY`` in its environment (``api_key=`` is
+    refused: arguments become part of Ray's task graph); ``base_url`` and ``model_id`` default
+    to the driver's ``COLLINEAR_BASE_URL`` / ``COLLINEAR_MODEL_ID``.
 
     Ray's own options: ``concurrency`` actors, each with ``max_concurrency`` requests in flight
-    and ``num_cpus`` CPUs reserved (the work is waiting on HTTP); a block holds
-    ``requests_per_map_batch`` requests (default: ``4 * max_concurrency``, fewer for small
-    data); ``features``: the input's Hugging Face features when the Arrow schema does not carry
-    them; ``preserve_order=True`` (or the current ``DataContext``'s ``preserve_order``) yields
-    rows in ``expand``'s order at some cost in throughput; ``source``: what to record about the
-    input in the provenance (name, split, fingerprint, ...).
+    and ``num_cpus`` CPUs reserved (it waits on HTTP); a block holds ``requests_per_map_batch``
+    requests (default: ``4 * max_concurrency``, fewer for small data); ``features``: the input's
+    Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
+    current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
+    ``source``: what the provenance records about the input (name, split, fingerprint, ...).
     """
     ray = _import_ray()
     _refuse(ray, ray_dataset, api_key, options)
@@ -240,14 +234,8 @@ def expand_ray(
         schema = None
     schema = getattr(schema, "base_schema", schema)
     layout = plan(schema) if isinstance(schema, pa.Schema) else None
-    blocks, total, block_schema = _index_blocks(
-        ray,
-        ray_dataset,
-        config.request_size,
-        options.get("requests_per_map_batch"),
-        concurrency,
-        config.max_concurrency,
-    )
+    per_block = options.get("requests_per_map_batch")  # config's default is expand's, not ours
+    blocks, total, block_schema = _index_blocks(ray, ray_dataset, config, per_block, concurrency)
     if layout is None:
         layout = plan(block_schema)
     recorded = config.provenance(layout, source_info(None, {"num_rows": total, **(source or {})}))
