@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -33,8 +32,6 @@ from .layout import Layout, make_examples, plan_layout
 from .rows import Collected, RowBuilder
 
 __all__ = ["ExpansionStats", "SynthMapper", "configure", "plan_for"]
-
-logger = logging.getLogger("synth_datasets")
 
 
 @dataclass
@@ -89,9 +86,7 @@ def _format_indices(indices: list[int]) -> str:
     return ", ".join(map(str, indices[:10])) + (", …" if len(indices) > 10 else "")
 
 
-class _Local(NamedTuple):
-    """What each process builds for itself: never shared across a fork or a pickle."""
-
+class _Local(NamedTuple):  # what each process builds for itself: never crosses a fork or pickle
     client: SynthClient
     cache: RequestCache | None
     executor: ThreadPoolExecutor
@@ -187,11 +182,10 @@ class _Engine:
     def prepare(
         self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
     ) -> tuple[list[int], list[dict[str, Any]], list[tuple[int, int]]]:
-        """A map batch's seed indices, its examples, and where each of its requests starts and ends.
+        """A map batch's seed indices (the map's, or ``index_column``'s), examples and requests.
 
-        A seed's index is the map's, or its ``index_column`` value. A request holds
-        ``request_size`` examples; with ``max_request_bytes`` it also ends before its body would
-        pass the limit, and a row whose own request would pass it is refused.
+        A request holds ``request_size`` examples; with ``max_request_bytes`` it also ends before
+        its body would pass the limit, and a row whose own request would pass it is refused.
         """
         c = self.config
         seeds = list(indices if c.index_column is None else batch[c.index_column])
@@ -289,8 +283,7 @@ async def _run_all(
     """Run the calls on the threads; their results (or exceptions) once all have returned.
 
     The loop is woken once, by the last call to return, not once per call as with
-    ``run_in_executor`` and ``gather``, whose futures and callbacks cost CPU on every request.
-    Cancelled, it cancels the calls not started yet.
+    ``run_in_executor`` and ``gather``. Cancelled, it cancels the calls not started yet.
     """
     results: list[Any] = [None] * len(calls)
     if not calls:
@@ -418,9 +411,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         config = self.engine.config
         kwargs: dict[str, Any] = {
             "batched": True,
-            # Several requests per map batch: datasets' own cost per batch (formatting, task,
-            # write) is then paid once for all of them; the requests still run concurrently.
-            "batch_size": config.map_batch_size,
+            "batch_size": config.map_batch_size,  # datasets' cost per batch paid once for many
             "with_indices": True,
             "remove_columns": list(layout.input_features),
             "features": layout.features,
@@ -438,8 +429,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             columns=list(layout.columns), features=layout.features.to_dict(), input=ds._fingerprint
         )
         # No cache means no cache, datasets' included; and with on_error="keep" a cached map
-        # result could hold rows of failed requests that a rerun should retry (our request
-        # cache still answers every request that succeeded).
+        # result could hold rows of failed requests that a rerun should retry.
         if not config.cache or config.on_error == "keep":
             kwargs["load_from_cache_file"] = False
         kwargs["desc"] = "synth_datasets: expanding"

@@ -2,9 +2,8 @@
 
 Each actor runs the ``SynthMapper`` that ``expand`` gives to ``Dataset.map``; Ray only moves the
 blocks. The seeds are executed once, in order, and re-cut into blocks of whole requests with a
-hidden column of global row indices: ``source_index`` is the row's place in the input, and
-requests are grouped as ``expand`` groups them, so the request bodies (hence the cache keys) are
-the same on both paths. The output blocks carry the Hugging Face features and the generation
+hidden column of global indices, so requests are grouped as ``expand`` groups them: the same
+request bodies, hence the same cache keys. Output blocks carry the features and the generation
 config in their Arrow schema, for ``to_huggingface``.
 
 The API token never enters the task graph: actors read ``COLLINEAR_API_KEY`` from their own
@@ -59,7 +58,6 @@ _GIVE_TOKEN = (
 
 def _import_ray() -> Any:
     try:
-        import ray
         import ray.data
     except ImportError as exc:
         raise ImportError(
@@ -78,8 +76,12 @@ class _ExpandBlocks:
 
     def __init__(self, config: ExpandConfig, layout: Layout, provenance: str) -> None:
         if not os.environ.get(API_KEY_ENV, "").strip():
+            try:
+                where = f" on node {_import_ray().get_runtime_context().get_node_id()}"
+            except Exception:  # not in a Ray worker
+                where = ""
             raise ConfigurationError(
-                f"COLLINEAR_API_KEY is not set on the Ray worker{_node_hint()}: {_GIVE_TOKEN}"
+                f"COLLINEAR_API_KEY is not set on the Ray worker{where}: {_GIVE_TOKEN}"
             )
         self.mapper = SynthMapper(**config.as_dict())
         self.mapper.bind(layout.input_features)
@@ -104,21 +106,9 @@ class _ExpandBlocks:
         return rows.replace_schema_metadata(self._metadata)
 
 
-def _node_hint() -> str:
-    try:
-        import ray
-
-        return f" on node {ray.get_runtime_context().get_node_id()}"
-    except Exception:
-        return ""
-
-
 def _remote_helpers(ray: Any) -> tuple[Any, Any]:
-    """The two Ray tasks of the indexing pass.
-
-    Defined in here so that cloudpickle ships them by value: the task workers then import only
-    pyarrow, not this package (and datasets), which keeps the pass cheap on a fresh cluster.
-    """
+    """The two Ray tasks of the indexing pass, defined in here so that cloudpickle ships them by
+    value: the task workers import only pyarrow, not this package and datasets."""
 
     def block_info(table: pa.Table) -> tuple[int, pa.Schema]:
         return table.num_rows, table.schema
@@ -334,5 +324,4 @@ def from_huggingface(
             "IterableDataset use ray.data.from_huggingface"
         )
     table = dataset.with_format("arrow")[:]  # applies any indices mapping (select, shuffle)
-    # ray is imported lazily, so its value is Any here
     return ray.data.from_arrow(table, override_num_blocks=override_num_blocks)  # type: ignore[no-any-return]
