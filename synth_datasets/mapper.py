@@ -1,15 +1,10 @@
 """``SynthMapper``: the expansion engine as a batched async callable for ``ds.map``.
 
-One map batch is several requests of at most ``request_size`` examples (about 1024 output rows
-per call by default: datasets' own cost per call is then paid rarely). datasets runs async map
-functions concurrently and keeps their order; each call hands its requests to a thread pool of
-``max_concurrency`` workers (the default executor has only cpus+4 threads) that share one HTTP
-connection pool of the same size, and returns its rows as one Arrow table.
-
-``SynthMapper`` is a ``functools.partial`` of an ``async def`` function: that is what
-``inspect.iscoroutinefunction`` recognises on every supported Python (3.11 does not see an
-instance with an async ``__call__`` as a coroutine function, and datasets would then run nothing
-concurrently).
+datasets runs async map functions concurrently and keeps their order; each call hands its
+requests to ``max_concurrency`` threads of our own (the default executor has only cpus+4).
+``SynthMapper`` is a ``functools.partial`` of an ``async def`` function because that is what
+``inspect.iscoroutinefunction`` recognises on every supported Python (not, on 3.11, an instance
+with an async ``__call__``: datasets would then run nothing concurrently).
 """
 
 from __future__ import annotations
@@ -18,13 +13,12 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, NamedTuple
 
 import datasets
 import pyarrow as pa
@@ -39,13 +33,13 @@ from .rows import Collected, RowBuilder
 
 __all__ = ["ExpansionStats", "SynthMapper", "configure", "plan_for"]
 
-logger = logging.getLogger("synth_datasets")
-
 
 @dataclass
 class ExpansionStats:
     """Counters of one process's run; ``summary()`` is the line logged at the end."""
 
+    # One lock for every instance, held for a few additions: the counters alone pickle.
+    _lock: ClassVar[threading.Lock] = threading.Lock()
     requests_sent: int = 0
     cache_hits: int = 0
     retries: int = 0
@@ -57,15 +51,11 @@ class ExpansionStats:
     cast_errors: int = 0
     unlinked: int = 0
     empty_seeds: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def summary(self) -> str:
         return (
@@ -75,13 +65,6 @@ class ExpansionStats:
             f"seeds; {self.parse_errors} parse errors, {self.cast_errors} type errors, "
             f"{self.unlinked} unlinked, {self.empty_seeds} seeds without generations"
         )
-
-    def __getstate__(self) -> dict[str, int]:
-        return self.as_dict()
-
-    def __setstate__(self, state: dict[str, int]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 def _open_ended(info: CallInfo) -> bool:
@@ -96,70 +79,79 @@ def _open_ended(info: CallInfo) -> bool:
     return head not in (b"[", b"{") or (head == b"{" and b"\n{" in body)
 
 
-def _format_indices(indices: Sequence[int]) -> str:
-    if not indices:
-        return "none"
+def _format_indices(indices: list[int]) -> str:
     lo, hi = min(indices), max(indices)
     if len(indices) == hi - lo + 1:
         return f"{lo}-{hi}" if hi > lo else str(lo)
-    shown = ", ".join(map(str, list(indices)[:10]))
-    return shown + (", …" if len(indices) > 10 else "")
+    return ", ".join(map(str, indices[:10])) + (", …" if len(indices) > 10 else "")
+
+
+class _Local(NamedTuple):  # what each process builds for itself: never crosses a fork or pickle
+    client: SynthClient
+    cache: RequestCache | None
+    executor: ThreadPoolExecutor
 
 
 class _Engine:
-    """The config plus the per-process resources (client, cache, threads), built lazily."""
+    """The config and layout, plus the per-process resources (built lazily)."""
 
-    def __init__(self, config: ExpandConfig, api_key: str | None) -> None:
+    def __init__(
+        self,
+        config: ExpandConfig,
+        api_key: str | None,  # None: each process reads COLLINEAR_API_KEY itself
+        layout: Layout | None = None,
+        stats: ExpansionStats | None = None,
+    ) -> None:
         self.config = config
-        self._api_key = api_key  # None: each process reads COLLINEAR_API_KEY itself
-        self.layout: Layout | None = None
-        self.stats = ExpansionStats()
-        self._reset_resources()
+        self._api_key = api_key
+        self.stats = ExpansionStats() if stats is None else stats
+        self.layout = layout
+        self._builder = RowBuilder(layout, config.multiplier) if layout is not None else None
+        self._reset()
 
-    def _reset_resources(self) -> None:
+    def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._client: SynthClient | None = None
-        self._cache: RequestCache | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._builder: RowBuilder | None = None
+        self._local: _Local | None = None
         self._window: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     # Only configuration crosses a pickle (num_proc workers); resources are rebuilt there.
-    def __getstate__(self) -> dict[str, Any]:
-        local = ("_lock", "_client", "_cache", "_executor", "_builder", "_pid", "_window")
-        return {k: v for k, v in self.__dict__.items() if k not in local}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reset_resources()
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Engine, (self.config, self._api_key, self.layout, self.stats))
 
     def __repr__(self) -> str:
         return f"<synth_datasets engine {self.config.base_url} model {self.config.model_id}>"
 
-    # -- resources -------------------------------------------------------------------------------
+    def bind(self, features: Features | None) -> Layout:
+        self.layout = plan_for(self.config, features)
+        self._builder = RowBuilder(self.layout, self.config.multiplier)
+        return self.layout
 
-    def _ensure(self) -> tuple[SynthClient, RequestCache | None, RowBuilder]:
-        if self._pid != os.getpid():  # forked: never share sockets or sqlite handles
-            self._reset_resources()
-        if self._client is None or self._builder is None:
+    @property
+    def builder(self) -> RowBuilder:
+        if self._builder is None:
+            raise ConfigurationError(
+                "the mapper does not know the dataset's columns: use "
+                "ds.map(mapper, **mapper.map_kwargs(ds))"
+            )
+        return self._builder
+
+    def local(self) -> _Local:
+        if self._pid != os.getpid():  # forked: never share sockets, sqlite handles or threads
+            self._reset()
+        if self._local is None:
             with self._lock:
-                if self._client is None:
-                    self._client = SynthClient(
-                        self._api_key,
-                        **self.config.client.as_dict(),
-                        pool_maxsize=self.config.max_concurrency,
+                if self._local is None:
+                    c = self.config
+                    client = SynthClient(
+                        self._api_key, **c.client.as_dict(), pool_maxsize=c.max_concurrency
                     )
-                if self.config.cache and self._cache is None:
-                    self._cache = RequestCache(self.config.cache_dir)
-                if self._builder is None:
-                    if self.layout is None:
-                        raise ConfigurationError(
-                            "the mapper does not know the dataset's columns: use "
-                            "ds.map(mapper, **mapper.map_kwargs(ds))"
-                        )
-                    self._builder = RowBuilder(self.layout, self.config.multiplier)
-        return self._client, self._cache, self._builder
+                    self._local = _Local(
+                        client,
+                        RequestCache(c.cache_dir) if c.cache else None,
+                        ThreadPoolExecutor(c.max_concurrency, thread_name_prefix="synth_datasets"),
+                    )
+        return self._local
 
     def window(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
         """Map calls allowed past the start line at once (per event loop).
@@ -175,92 +167,55 @@ class _Engine:
             window = self._window = (loop, asyncio.Semaphore(size))
         return window[1]
 
-    def executor(self) -> ThreadPoolExecutor:
-        if self._pid != os.getpid():
-            self._reset_resources()
-        if self._executor is None:
-            with self._lock:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(
-                        max_workers=self.config.max_concurrency,
-                        thread_name_prefix="synth_datasets",
-                    )
-        return self._executor
-
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        if self._client is not None:
-            self._client.close()
-        self._reset_resources()
+        if self._local is not None:
+            self._local.executor.shutdown(wait=True)
+            self._local.client.close()
+        self._reset()
 
-    # -- one request per request_size rows; several requests per map batch --------------------
-
-    def examples(
-        self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
-    ) -> list[dict[str, Any]]:
-        _, _, builder = self._ensure()
-        return make_examples(builder.layout, batch, indices)
-
-    def seed_indices(self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]) -> list[int]:
-        """Each row's index in the whole input: the map's, or the ``index_column``'s."""
-        column = self.config.index_column
-        if column is None:
-            return list(indices)
-        values = list(batch[column])
-        if any(v is None for v in values):
-            raise ConfigurationError(f"index_column {column!r} has a null value")
-        return values
-
-    def chunks(self, examples: list[dict[str, Any]], indices: list[int]) -> list[tuple[int, int]]:
-        """Where the requests of a map batch start and end.
-
-        ``request_size`` examples each; with ``max_request_bytes`` a request also ends before
-        its body would pass the limit, and an example too large on its own is refused.
-        """
-        n, size, limit = len(examples), self.config.request_size, self.config.max_request_bytes
-        if limit is None:
-            return [(start, min(start + size, n)) for start in range(0, n, size)]
-        sizes = self.check_sizes(examples, indices)
-        overhead = self._body_overhead()
-        out: list[tuple[int, int]] = []
-        start, total = 0, overhead
-        for i, example_size in enumerate(sizes):
-            grow = example_size + (2 if i > start else 0)  # ", " between examples
-            if i > start and (i - start == size or total + grow > limit):
-                out.append((start, i))
-                start, total, grow = i, overhead, example_size
-            total += grow
-        if n:
-            out.append((start, n))
-        return out
-
-    def _body_overhead(self) -> int:
-        """Bytes of a request body around its examples."""
-        client, _, _ = self._ensure()
+    def _body(self, client: SynthClient, examples: list[dict[str, Any]]) -> bytes:
         c = self.config
-        body = client.build_body(
-            model_id=c.model_id, prompt=c.prompt, examples=[{}], multiplier=c.multiplier
+        return client.build_body(
+            model_id=c.model_id, prompt=c.prompt, examples=examples, multiplier=c.multiplier
         )
-        return len(body) - 2
 
-    def check_sizes(self, examples: list[dict[str, Any]], indices: Sequence[int]) -> list[int]:
-        """Each example's encoded size; a row whose own request would pass the limit is refused."""
-        limit = self.config.max_request_bytes
-        overhead = self._body_overhead()
-        sizes = []
-        for example, index in zip(examples, indices, strict=True):
+    def prepare(
+        self, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
+    ) -> tuple[list[int], list[dict[str, Any]], list[tuple[int, int]]]:
+        """A map batch's seed indices (the map's, or ``index_column``'s), examples and requests.
+
+        A request holds ``request_size`` examples; with ``max_request_bytes`` it also ends before
+        its body would pass the limit, and a row whose own request would pass it is refused.
+        """
+        c = self.config
+        seeds = list(indices if c.index_column is None else batch[c.index_column])
+        if any(v is None for v in seeds):
+            raise ConfigurationError(f"index_column {c.index_column!r} has a null value")
+        examples = make_examples(self.builder.layout, batch, seeds)
+        n, size, limit = len(examples), c.request_size, c.max_request_bytes
+        if limit is None:
+            return seeds, examples, [(start, min(start + size, n)) for start in range(0, n, size)]
+        overhead = len(self._body(self.local().client, [{}])) - 2  # the body around its examples
+        chunks: list[tuple[int, int]] = []
+        start, total = 0, overhead
+        for i, (example, index) in enumerate(zip(examples, seeds, strict=True)):
             try:
-                n = len(json.dumps(example, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+                own = len(json.dumps(example, ensure_ascii=False, allow_nan=False).encode("utf-8"))
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"row {index} is not JSON-serialisable: {exc}") from None
-            if limit is not None and overhead + n > limit:
+            if overhead + own > limit:
                 raise ConfigurationError(
-                    f"row {index}: its request would be {overhead + n} bytes, over "
+                    f"row {index}: its request would be {overhead + own} bytes, over "
                     f"max_request_bytes={limit}: shorten it or drop it"
                 )
-            sizes.append(n)
-        return sizes
+            grow = own + (2 if i > start else 0)  # ", " between examples
+            if i > start and (i - start == size or total + grow > limit):
+                chunks.append((start, i))
+                start, total, grow = i, overhead, own
+            total += grow
+        if n:
+            chunks.append((start, n))
+        return seeds, examples, chunks
 
     def request(self, examples: list[dict[str, Any]], indices: list[int]) -> Collected:
         """One request for these examples (from cache when answered before), as rows.
@@ -268,11 +223,9 @@ class _Engine:
         Positions in the result are relative to ``examples``. With ``on_error="raise"`` a
         failure raises, naming the seed rows; with ``"keep"`` it becomes one error row per seed.
         """
-        client, cache, builder = self._ensure()
+        client, cache, _ = self.local()
         c = self.config
-        body = client.build_body(
-            model_id=c.model_id, prompt=c.prompt, examples=examples, multiplier=c.multiplier
-        )
+        body = self._body(client, examples)
         key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
         items = cache.get(key) if cache is not None else None
         self.stats.add(seeds=len(indices), targeted=len(indices) * c.multiplier)
@@ -287,58 +240,39 @@ class _Engine:
                 exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
                 if c.on_error == "raise":
                     raise
-                return builder.collect_errors(len(indices), exc.message)
+                return self.builder.collect_errors(len(indices), exc.message)
             # A stream cut at an item boundary looks like a short answer: keep such an answer
             # out of the cache, so that a rerun asks again instead of keeping the loss.
             short = len(items) < len(examples) * c.multiplier
             if cache is not None and not (short and _open_ended(info)):
                 cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
-        rows, counts = builder.collect(examples, items)
+        rows, counts = self.builder.collect(examples, items)
         self.stats.add(returned=len(items), **counts)
         return rows
-
-    def emit(
-        self,
-        batch: Mapping[str, Sequence[Any]],
-        indices: list[int],
-        examples: list[dict[str, Any]],
-        parts: Sequence[tuple[int, Collected]],
-    ) -> pa.Table | dict[str, list[Any]]:
-        """The map batch's rows, request after request, as an Arrow table of the output schema.
-
-        ``IterableDataset.map`` takes no table from a batch of Python values: that one case gets
-        the table's values as a dict of lists.
-        """
-        _, _, builder = self._ensure()
-        table, counts = builder.to_arrow(parts, batch, indices, examples)
-        self.stats.add(**counts)
-        return table if hasattr(batch, "pa_table") else table.to_pydict()
 
 
 async def _map_batch(
     engine: _Engine, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
 ) -> pa.Table | dict[str, list[Any]]:
-    """One map batch: its requests run at once on the engine's threads.
+    """One map batch: its requests run at once on the engine's threads; one Arrow table back.
 
     Every request of the batch is awaited before a failure is raised, so each one that
     succeeded is in the cache for the rerun.
     """
     loop = asyncio.get_running_loop()
     async with engine.window(loop):
-        indices = engine.seed_indices(batch, indices)
-        examples = engine.examples(batch, indices)
-        chunks = engine.chunks(examples, indices)
-        results = await _run_all(
-            loop,
-            engine.executor(),
-            [functools.partial(engine.request, examples[a:b], indices[a:b]) for a, b in chunks],
-        )
+        seeds, examples, chunks = engine.prepare(batch, indices)
+        calls = [functools.partial(engine.request, examples[a:b], seeds[a:b]) for a, b in chunks]
+        results = await _run_all(loop, engine.local().executor, calls)
     for result in results:
         if isinstance(result, BaseException):
             raise result
     parts = [(a, rows) for (a, _), rows in zip(chunks, results, strict=True)]
-    return engine.emit(batch, indices, examples, parts)
+    table, counts = engine.builder.to_arrow(parts, batch, seeds, examples)
+    engine.stats.add(**counts)
+    # IterableDataset.map takes no table from a batch of Python values: it gets a dict of lists.
+    return table if hasattr(batch, "pa_table") else table.to_pydict()
 
 
 async def _run_all(
@@ -349,8 +283,7 @@ async def _run_all(
     """Run the calls on the threads; their results (or exceptions) once all have returned.
 
     The loop is woken once, by the last call to return, not once per call as with
-    ``run_in_executor`` and ``gather``, whose futures and callbacks cost about 50 us of CPU a
-    request at thousands of requests. Cancelled, it cancels the calls not started yet.
+    ``run_in_executor`` and ``gather``. Cancelled, it cancels the calls not started yet.
     """
     results: list[Any] = [None] * len(calls)
     if not calls:
@@ -358,6 +291,10 @@ async def _run_all(
     done = loop.create_future()
     left = [len(calls)]
     lock = threading.Lock()
+
+    def finish() -> None:
+        if not done.done():  # not cancelled meanwhile
+            done.set_result(None)
 
     def run(i: int, call: Callable[[], Any]) -> None:
         try:
@@ -369,7 +306,7 @@ async def _run_all(
             last = left[0] == 0
         if last:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-                loop.call_soon_threadsafe(_finish, done)
+                loop.call_soon_threadsafe(finish)
 
     futures = []
     try:
@@ -383,11 +320,6 @@ async def _run_all(
             future.cancel()
         raise
     return results
-
-
-def _finish(done: asyncio.Future[None]) -> None:
-    if not done.done():  # not cancelled meanwhile
-        done.set_result(None)
 
 
 def plan_for(config: ExpandConfig, features: Features | None) -> Layout:
@@ -425,10 +357,6 @@ def configure(
     return config, api_key
 
 
-def _rebuild(engine: _Engine) -> SynthMapper:
-    return functools.partial.__new__(SynthMapper, _map_batch, engine)
-
-
 @takes_options(ExpandConfig)
 class SynthMapper(functools.partial):  # type: ignore[type-arg]
     """The expansion as a batched async callable for ``Dataset.map`` / ``IterableDataset.map``.
@@ -443,16 +371,20 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         config, api_key = configure(options, client=client, api_key=api_key)
         return super().__new__(cls, _map_batch, _Engine(config, api_key))
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.engine,))
+    def __reduce__(self) -> tuple[Any, ...]:  # the engine as it is, not through __new__'s checks
+        return (functools.partial.__new__, (SynthMapper, _map_batch, self.engine))
 
     def __repr__(self) -> str:
-        c = self.engine.config
-        return (
-            f"SynthMapper(base_url={c.base_url!r}, model_id={c.model_id!r}, "
-            f"multiplier={c.multiplier}, request_size={c.request_size}, "
-            f"max_concurrency={c.max_concurrency}, on_error={c.on_error!r})"
+        shown = (
+            "base_url",
+            "model_id",
+            "multiplier",
+            "request_size",
+            "max_concurrency",
+            "on_error",
         )
+        values = ", ".join(f"{name}={getattr(self.engine.config, name)!r}" for name in shown)
+        return f"SynthMapper({values})"
 
     @property
     def engine(self) -> _Engine:
@@ -468,10 +400,7 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
 
     def bind(self, features: Features | None) -> Layout:
         """Plan the output columns for input ``features``; every name is checked here."""
-        e = self.engine
-        e.layout = plan_for(e.config, features)
-        e._builder = None
-        return e.layout
+        return self.engine.bind(features)
 
     def map_kwargs(self, ds: datasets.Dataset | datasets.IterableDataset) -> dict[str, Any]:
         """The keyword arguments that make ``ds.map(mapper, **kwargs)`` the whole expansion."""
@@ -480,42 +409,31 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             features = ds._resolve_features().features  # a first look at the data
         layout = self.bind(features)
         config = self.engine.config
-        if config.max_request_bytes is not None and isinstance(ds, datasets.Dataset):
-            self._check_sizes(ds, layout)
         kwargs: dict[str, Any] = {
             "batched": True,
-            # Several requests per map batch: datasets' own cost per batch (formatting, task,
-            # write) is then paid once for all of them; the requests still run concurrently.
-            "batch_size": config.map_batch_size,
+            "batch_size": config.map_batch_size,  # datasets' cost per batch paid once for many
             "with_indices": True,
             "remove_columns": list(layout.input_features),
             "features": layout.features,
         }
-        if isinstance(ds, datasets.Dataset):
-            kwargs["new_fingerprint"] = config.fingerprint(
-                columns=list(layout.columns),
-                features=layout.features.to_dict(),
-                input=ds._fingerprint,
-            )
-            # No cache means no cache, datasets' included; and with on_error="keep" a cached
-            # map result could hold rows of failed requests that a rerun should retry (our
-            # request cache still answers every request that succeeded).
-            if not config.cache or config.on_error == "keep":
-                kwargs["load_from_cache_file"] = False
-            kwargs["desc"] = "synth_datasets: expanding"
+        if not isinstance(ds, datasets.Dataset):
+            return kwargs
+        if config.max_request_bytes is not None:  # a row too large is refused before any request
+            index = [config.index_column] if config.index_column is not None else []
+            start = 0
+            for batch in ds.select_columns([*layout.columns, *index]).iter(batch_size=1000):
+                n = len(batch[layout.columns[0]])
+                self.engine.prepare(batch, range(start, start + n))
+                start += n
+        kwargs["new_fingerprint"] = config.fingerprint(
+            columns=list(layout.columns), features=layout.features.to_dict(), input=ds._fingerprint
+        )
+        # No cache means no cache, datasets' included; and with on_error="keep" a cached map
+        # result could hold rows of failed requests that a rerun should retry.
+        if not config.cache or config.on_error == "keep":
+            kwargs["load_from_cache_file"] = False
+        kwargs["desc"] = "synth_datasets: expanding"
         return kwargs
-
-    def _check_sizes(self, ds: datasets.Dataset, layout: Layout) -> None:
-        """Refuse, before any request, a row too large for ``max_request_bytes`` on its own."""
-        e = self.engine
-        start = 0
-        for batch in ds.select_columns(list(layout.columns)).iter(batch_size=1000):
-            n = len(batch[layout.columns[0]])
-            indices = list(range(start, start + n))
-            if e.config.index_column is not None:
-                indices = list(ds[start : start + n][e.config.index_column])
-            e.check_sizes(make_examples(layout, batch, indices), indices)
-            start += n
 
     def close(self) -> None:
         """Stop the worker threads and close the connection pool."""

@@ -1,21 +1,10 @@
 """``expand_ray``: the same expansion on Ray Data, for work larger than one machine.
 
-The engine is the one ``expand`` uses (a ``SynthMapper`` per actor: examples, request body, cache
-key, retries, linking, parsing, typed rows and ``on_error``); Ray only moves the blocks. How a run
-goes:
-
-1. The seeds are executed once in their own order (``preserve_order``) and cut into new blocks
-   that each hold whole requests: rows ``[j * C, (j + 1) * C)`` with ``C = request_size *
-   requests_per_map_batch``, plus a hidden column with every row's global index. So ``source_index``
-   is the row's position in the input dataset (for ``from_huggingface(ds)``, its index in
-   ``ds``), and requests are grouped exactly as ``expand`` groups them (``index //
-   request_size``): the request bodies, hence the cache keys, are the same, so a cache filled by
-   ``expand`` serves the Ray path and the other way round.
-2. ``map_batches`` runs a callable class on ``concurrency`` actors, one block per call. Each actor
-   holds one ``SynthClient`` (one connection pool), one ``RequestCache`` and a thread pool of
-   ``max_concurrency`` threads, and sends the requests of a block concurrently.
-3. The output blocks carry the Hugging Face features (and the generation config) in their Arrow
-   schema, so ``to_huggingface`` (parquet in between) gives back a typed ``datasets.Dataset``.
+Each actor runs the ``SynthMapper`` that ``expand`` gives to ``Dataset.map``; Ray only moves the
+blocks. The seeds are executed once, in order, and re-cut into blocks of whole requests with a
+hidden column of global indices, so requests are grouped as ``expand`` groups them: the same
+request bodies, hence the same cache keys. Output blocks carry the features and the generation
+config in their Arrow schema, for ``to_huggingface``.
 
 The API token never enters the task graph: actors read ``COLLINEAR_API_KEY`` from their own
 environment, which Ray fills from ``ray.init(runtime_env={"env_vars": {...}})`` (or, for a local
@@ -58,43 +47,42 @@ INDEX_COLUMN = "__synth_index"
 """The hidden column that carries each seed's global row index into the actors."""
 PROVENANCE_KEY = b"synth_datasets"
 """Arrow schema metadata key of the generation config on every output block."""
-INSTALL_HINT = "pip install 'synth-datasets[ray]'"
 # Options of expand that Ray does not take: it numbers the rows itself.
 _NOT_ON_RAY = ("index_column",)
-
-_NO_KEY = (
-    "COLLINEAR_API_KEY is not set on the Ray worker{where}: give it to the workers through the "
-    "environment, e.g. ray.init(runtime_env={{'env_vars': {{'COLLINEAR_API_KEY': "
-    "os.environ['COLLINEAR_API_KEY']}}}}), or set it on every node before Ray starts"
+_GIVE_TOKEN = (
+    "give it to the workers through their environment, e.g. ray.init(runtime_env={'env_vars': "
+    "{'COLLINEAR_API_KEY': os.environ['COLLINEAR_API_KEY']}}), or set it on every node (or "
+    "before a local Ray starts)"
 )
 
 
 def _import_ray() -> Any:
     try:
-        import ray
         import ray.data
     except ImportError as exc:
         raise ImportError(
-            f"synth_datasets.ray needs Ray Data, which is not installed: {INSTALL_HINT}"
+            "synth_datasets.ray needs Ray Data, which is not installed: "
+            "pip install 'synth-datasets[ray]'"
         ) from exc
     return ray
 
 
-# -- the actors ------------------------------------------------------------------------------------
-
-
 class _ExpandBlocks:
-    """The ``map_batches`` callable class: one engine (client, pool, cache, threads) per actor.
+    """The ``map_batches`` callable class: one ``SynthMapper`` (client, cache, threads) per actor.
 
-    Each call gets one block of whole requests and hands it to the ``SynthMapper`` callable (the
-    one ``expand`` gives to ``Dataset.map``), as one Arrow-backed map batch.
-    The config and layout are pickled into the task graph: neither holds the token, which the
-    mapper's client reads from the actor's environment.
+    Each call hands one block of whole requests to the mapper as one Arrow-backed map batch. The
+    config and layout are pickled into the task graph: neither holds the token.
     """
 
     def __init__(self, config: ExpandConfig, layout: Layout, provenance: str) -> None:
         if not os.environ.get(API_KEY_ENV, "").strip():
-            raise ConfigurationError(_NO_KEY.format(where=_node_hint()))
+            try:
+                where = f" on node {_import_ray().get_runtime_context().get_node_id()}"
+            except Exception:  # not in a Ray worker
+                where = ""
+            raise ConfigurationError(
+                f"COLLINEAR_API_KEY is not set on the Ray worker{where}: {_GIVE_TOKEN}"
+            )
         self.mapper = SynthMapper(**config.as_dict())
         self.mapper.bind(layout.input_features)
         self.features = layout.features
@@ -108,35 +96,19 @@ class _ExpandBlocks:
         return f"_ExpandBlocks({self.mapper!r})"
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        if table.num_rows == 0:
+            return self.features.arrow_schema.empty_table().replace_schema_metadata(self._metadata)
         indices = [int(i) for i in table.column(INDEX_COLUMN).to_pylist()]
         # The block as Dataset.map hands a batch over: Arrow-backed, formatted on access.
         batch = LazyBatch(table.drop_columns([INDEX_COLUMN]), self._formatter)
-        if not indices:
-            return self.features.arrow_schema.empty_table().replace_schema_metadata(self._metadata)
         rows = asyncio.run(self.mapper(batch, indices))
         logger.debug("synth_datasets (ray actor): %s", self.mapper.stats.summary())
         return rows.replace_schema_metadata(self._metadata)
 
 
-def _node_hint() -> str:
-    try:
-        import ray
-
-        node = ray.get_runtime_context().get_node_id()
-    except Exception:
-        return ""
-    return f" on node {node}"
-
-
-# -- seeds → blocks of whole requests with a global index ----------------------------------------
-
-
 def _remote_helpers(ray: Any) -> tuple[Any, Any]:
-    """The two Ray tasks of the indexing pass.
-
-    Defined in here so that cloudpickle ships them by value: the task workers then import only
-    pyarrow, not this package (and datasets), which keeps the pass cheap on a fresh cluster.
-    """
+    """The two Ray tasks of the indexing pass, defined in here so that cloudpickle ships them by
+    value: the task workers import only pyarrow, not this package and datasets."""
 
     def block_info(table: pa.Table) -> tuple[int, pa.Schema]:
         return table.num_rows, table.schema
@@ -152,29 +124,17 @@ def _remote_helpers(ray: Any) -> tuple[Any, Any]:
     return ray.remote(block_info), ray.remote(make_block)
 
 
-def _known_schema(dataset: ray.data.Dataset) -> pa.Schema | None:
-    """The Arrow schema if Ray knows it without running the pipeline (else None)."""
-    try:
-        schema = dataset.schema(fetch_if_missing=False)
-    except TypeError:  # older Ray: no fetch_if_missing
-        return None
-    schema = getattr(schema, "base_schema", schema)
-    return schema if isinstance(schema, pa.Schema) else None
-
-
 def _context(ray: Any, dataset: ray.data.Dataset) -> Any:
     """The ``DataContext`` a dataset executes with (older Ray: the current one)."""
-    context = getattr(dataset, "context", None)
-    return context if context is not None else ray.data.DataContext.get_current()
+    return getattr(dataset, "context", None) or ray.data.DataContext.get_current()
 
 
 def _index_blocks(
     ray: Any,
     ray_dataset: ray.data.Dataset,
-    rows_per_request: int,
-    requests_per_block: int | None,
-    concurrency: int,
-    max_concurrency: int,
+    config: ExpandConfig,
+    per_block: int | None,
+    actors: int,
 ) -> tuple[ray.data.Dataset, int, pa.Schema]:
     """Execute the seeds in order once; re-cut them into blocks of whole requests."""
     options = _context(ray, ray_dataset).execution_options
@@ -186,41 +146,32 @@ def _index_blocks(
         options.preserve_order = previous
     block_info, make_block = _remote_helpers(ray)
     infos = ray.get([block_info.remote(ref) for ref in refs])
-    counts = [n for n, _ in infos]
-    total = sum(counts)
+    total = sum(n for n, _ in infos)
     if total == 0:
         raise ConfigurationError("the dataset is empty: there is nothing to expand")
-    schema = next(s for n, s in infos if n)
-    n_requests = math.ceil(total / rows_per_request)
-    if requests_per_block is None:
+    if per_block is None:
         # Enough requests per block to keep an actor's threads busy, and at least one block per
         # actor when the data is small.
-        requests_per_block = max(1, min(4 * max_concurrency, math.ceil(n_requests / concurrency)))
-    block_rows = rows_per_request * requests_per_block
-    starts = [0]
-    for n in counts:
-        starts.append(starts[-1] + n)
-    out_refs = []
-    source = 0
-    for first in range(0, total, block_rows):
-        stop = min(first + block_rows, total)
-        while starts[source + 1] <= first:
-            source += 1
-        pieces: list[tuple[int, int]] = []
-        tables = []
-        s = source
-        while s < len(counts) and starts[s] < stop:
-            lo = max(first, starts[s])
-            hi = min(stop, starts[s + 1])
-            if hi > lo:
-                pieces.append((lo - starts[s], hi - lo))
-                tables.append(refs[s])
-            s += 1
-        out_refs.append(make_block.remote(first, pieces, *tables))
-    return ray.data.from_arrow_refs(out_refs), total, schema
-
-
-# -- public API ------------------------------------------------------------------------------------
+        n_requests = math.ceil(total / config.request_size)
+        per_block = max(1, min(4 * config.max_concurrency, math.ceil(n_requests / actors)))
+    block_rows = config.request_size * per_block
+    blocks: list[Any] = []
+    pieces: list[tuple[int, int]] = []  # (offset, rows) of each source block in the next block
+    tables: list[Any] = []
+    filled = 0
+    for ref, (n, _) in zip(refs, infos, strict=True):
+        offset = 0
+        while offset < n:
+            take = min(n - offset, block_rows - filled)
+            pieces.append((offset, take))
+            tables.append(ref)
+            offset += take
+            filled += take
+            if filled == block_rows or len(blocks) * block_rows + filled == total:
+                blocks.append(make_block.remote(len(blocks) * block_rows, pieces, *tables))
+                pieces, tables, filled = [], [], 0
+    schema = next(s for n, s in infos if n)
+    return ray.data.from_arrow_refs(blocks), total, schema
 
 
 @takes_options(ExpandConfig, exclude=_NOT_ON_RAY)
@@ -237,23 +188,19 @@ def expand_ray(
 ) -> ray.data.Dataset:
     """Expand a Ray dataset on ``concurrency`` actors; returns a lazy ``ray.data.Dataset``.
 
-    Same options, output columns, linking, parsing, ``on_error`` and request cache as ``expand``;
-    ``source_index`` is the seed's position in ``ray_dataset``. The seeds are executed once,
-    in order, when this is called; the expansion itself runs when the result is consumed
-    (``write_parquet``, ``to_huggingface``, ``take_all``, ...).
-
-    The token is read by every actor from ``COLLINEAR_API_KEY`` in its environment: pass it with
-    ``ray.init(runtime_env={"env_vars": {"COLLINEAR_API_KEY": ...}})``. ``api_key=`` is refused,
-    because arguments become part of Ray's task graph. ``base_url`` and ``model_id`` default to
-    the driver's ``COLLINEAR_BASE_URL`` / ``COLLINEAR_MODEL_ID``.
+    Same options, columns, ``on_error`` and request cache as ``expand``; ``source_index`` is
+    the seed's position in ``ray_dataset``. The seeds are executed once, in order, now; the
+    expansion runs when the result is consumed (``write_parquet``, ``to_huggingface``, ...).
+    Every actor reads the token from ``COLLINEAR_API_KEY`` in its environment (``api_key=`` is
+    refused: arguments become part of Ray's task graph); ``base_url`` and ``model_id`` default
+    to the driver's ``COLLINEAR_BASE_URL`` / ``COLLINEAR_MODEL_ID``.
 
     Ray's own options: ``concurrency`` actors, each with ``max_concurrency`` requests in flight
-    and ``num_cpus`` CPUs reserved (the work is waiting on HTTP); a block holds
-    ``requests_per_map_batch`` requests (default: ``4 * max_concurrency``, fewer for small
-    data); ``features``: the input's Hugging Face features when the Arrow schema does not carry
-    them; ``preserve_order=True`` (or the current ``DataContext``'s ``preserve_order``) yields
-    rows in ``expand``'s order at some cost in throughput; ``source``: what to record about the
-    input in the provenance (name, split, fingerprint, ...).
+    and ``num_cpus`` CPUs reserved (it waits on HTTP); a block holds ``requests_per_map_batch``
+    requests (default: ``4 * max_concurrency``, fewer for small data); ``features``: the input's
+    Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
+    current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
+    ``source``: what the provenance records about the input (name, split, fingerprint, ...).
     """
     ray = _import_ray()
     _refuse(ray, ray_dataset, api_key, options)
@@ -270,17 +217,15 @@ def expand_ray(
             raise ConfigurationError(f"features= has no entry for column(s) {missing}")
         return plan_for(config, Features({c: known[c] for c in schema.names}))
 
-    # Column names are checked on the schema before the seeds are executed, when Ray knows it.
-    schema = _known_schema(ray_dataset)
-    layout = plan(schema) if schema is not None else None
-    blocks, total, block_schema = _index_blocks(
-        ray,
-        ray_dataset,
-        config.request_size,
-        options.get("requests_per_map_batch"),
-        concurrency,
-        config.max_concurrency,
-    )
+    # Column names are checked before the seeds are executed when Ray knows the schema already.
+    try:
+        schema = ray_dataset.schema(fetch_if_missing=False)
+    except TypeError:  # older Ray: no fetch_if_missing
+        schema = None
+    schema = getattr(schema, "base_schema", schema)
+    layout = plan(schema) if isinstance(schema, pa.Schema) else None
+    per_block = options.get("requests_per_map_batch")  # config's default is expand's, not ours
+    blocks, total, block_schema = _index_blocks(ray, ray_dataset, config, per_block, concurrency)
     if layout is None:
         layout = plan(block_schema)
     recorded = config.provenance(layout, source_info(None, {"num_rows": total, **(source or {})}))
@@ -303,9 +248,7 @@ def _refuse(ray: Any, ray_dataset: Any, api_key: object, options: Mapping[str, A
     if api_key is not None:
         raise ConfigurationError(
             "expand_ray does not take api_key=: arguments are serialised into Ray's task graph. "
-            "Give the token to the workers through the environment instead: "
-            "ray.init(runtime_env={'env_vars': {'COLLINEAR_API_KEY': ...}}) (or set "
-            "COLLINEAR_API_KEY before a local Ray starts)"
+            f"Set COLLINEAR_API_KEY instead: {_GIVE_TOKEN}"
         )
     refused = sorted(set(options) & set(_NOT_ON_RAY))
     if refused:
@@ -313,14 +256,12 @@ def _refuse(ray: Any, ray_dataset: Any, api_key: object, options: Mapping[str, A
             f"expand_ray does not take {', '.join(refused)}=: source_index is the row's place "
             "in the Ray dataset"
         )
-    if isinstance(ray_dataset, (datasets.Dataset, datasets.IterableDataset)):
-        raise ConfigurationError(
-            "expand_ray takes a ray.data.Dataset: convert with "
-            "synth_datasets.ray.from_huggingface(ds), or use synth_datasets.expand"
-        )
     if not isinstance(ray_dataset, ray.data.Dataset):
+        hint = ""
+        if isinstance(ray_dataset, (datasets.Dataset, datasets.IterableDataset)):
+            hint = ": convert with synth_datasets.ray.from_huggingface(ds), or use expand"
         raise ConfigurationError(
-            f"expand_ray takes a ray.data.Dataset, got {type(ray_dataset).__name__}"
+            f"expand_ray takes a ray.data.Dataset, got {type(ray_dataset).__name__}{hint}"
         )
 
 
@@ -337,6 +278,8 @@ def to_huggingface(
     ``expand_ray`` come back with the data; ``sort=True`` orders the rows by ``source_index``
     (stable: server order within a seed; unlinked rows last).
     """
+    import numpy as np
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     _import_ray()
@@ -352,7 +295,11 @@ def to_huggingface(
         out = datasets.Dataset.from_parquet(files)
         assert isinstance(out, datasets.Dataset)
         if sort and "source_index" in out.column_names:
-            out = _sorted_by_source(out)
+            last = pa.scalar(2**63 - 1, pa.int64())  # unlinked rows (no source_index) last
+            keys = pc.fill_null(out.data.column("source_index"), last).to_numpy()
+            order = np.argsort(keys, kind="stable")
+            if not bool((order == np.arange(len(order))).all()):
+                out = out.select(order)
         metadata = pq.read_schema(files[0]).metadata or {}
         if PROVENANCE_KEY in metadata:
             attach_provenance(out, json.loads(metadata[PROVENANCE_KEY]))
@@ -362,28 +309,13 @@ def to_huggingface(
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _sorted_by_source(dataset: datasets.Dataset) -> datasets.Dataset:
-    """Rows by ``source_index``, stable (server order within a seed kept), nulls last."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    column = dataset.data.column("source_index")
-    keys = pc.fill_null(column, pa.scalar(2**63 - 1, pa.int64())).to_numpy()
-    order = np.argsort(keys, kind="stable")
-    if bool((order == np.arange(len(order))).all()):
-        return dataset
-    return dataset.select(order)
-
-
 def from_huggingface(
     dataset: datasets.Dataset, *, override_num_blocks: int | None = None
 ) -> ray.data.Dataset:
     """A Ray dataset of the rows of ``dataset``, in its order (what ``expand_ray`` indexes).
 
-    What ``ray.data.from_huggingface`` does for a local dataset, without its first step: that
-    one tries to re-load the dataset by name (for a dataset loaded with a packaged builder such
-    as ``"json"`` it re-reads files from the working directory) to find a Hub parquet export of
-    it, whose rows need not be exactly those of ``dataset``.
+    Unlike ``ray.data.from_huggingface``, it never tries to re-load the dataset by name to read a
+    Hub parquet export (whose rows need not be exactly those of ``dataset``).
     """
     ray = _import_ray()
     if not isinstance(dataset, datasets.Dataset):
@@ -392,5 +324,4 @@ def from_huggingface(
             "IterableDataset use ray.data.from_huggingface"
         )
     table = dataset.with_format("arrow")[:]  # applies any indices mapping (select, shuffle)
-    # ray is imported lazily, so its value is Any here
     return ray.data.from_arrow(table, override_num_blocks=override_num_blocks)  # type: ignore[no-any-return]
