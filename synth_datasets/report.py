@@ -23,7 +23,7 @@ from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
     DEFAULT_NUM_PERM,
-    DEFAULT_SHINGLE_WORDS,
+    SHINGLE_WORDS,
     DuplicateFinder,
     as_array,
     content_columns,
@@ -194,7 +194,7 @@ def _compared(r: QualityReport) -> str:
     return (
         f"Duplicates compare the normalised text (case, Unicode form and spacing ignored) of "
         f"{compared} in rows without an error; near-duplicates use MinHash over "
-        f"{DEFAULT_SHINGLE_WORDS}-word shingles. A duplicate is counted once per extra copy."
+        f"{SHINGLE_WORDS}-word shingles. A duplicate is counted once per extra copy."
     )
 
 
