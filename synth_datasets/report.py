@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
 from itertools import product
 from typing import Any
 
 import datasets
+import jinja2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,9 +47,6 @@ __all__ = [
     "QualityReport",
     "quality_report",
 ]
-
-_NO_SEED = "unknown (no `original` column)"
-
 
 # -- the report -----------------------------------------------------------------------------------
 
@@ -145,105 +145,16 @@ class QualityReport:
         return out
 
     def to_markdown(self, heading_level: int = 3) -> str:
-        """Tables for a card or a terminal: overview, rows per seed, errors, lengths."""
-        h = "#" * heading_level
-        sections = (
-            _overview(self),
-            _compared(self),
-            _rows_per_seed(self, h),
-            _errors(self, h),
-            _lengths(self, h),
+        """Tables for a card or a terminal, from the template ``cards/report.md``."""
+        return _report_template().render(
+            r=self, h="#" * heading_level, meanings=ERROR_KINDS, shingle_words=SHINGLE_WORDS
         )
-        return "\n\n".join(s for s in sections if s) + "\n"
 
 
-# -- markdown sections ----------------------------------------------------------------------------
-
-
-def _or(value: Any, why: str = "unknown") -> str:
-    return why if value is None else str(value)
-
-
-def _share(n: int, total: int) -> str:
-    return f"{n} ({100 * n / total:.1f}%)" if total else str(n)
-
-
-def _overview(r: QualityReport) -> str:
-    without = f" ({r.seeds_without_rows} without any)" if r.seeds_without_rows else ""
-    thr = f"{r.near_threshold:g}" if r.near_threshold is not None else None
-    near_seed = f"Near-copies of their own seed (Jaccard ≥ {thr})"
-    near_dups = f"Near-duplicates within the set (Jaccard ≥ {thr}, exact ones included)"
-    rows = [
-        ("Rows", r.rows),
-        ("Seed rows in the source", _or(r.source_rows)),
-        ("Seed rows with generated rows", f"{r.linked_seeds}{without}"),
-        ("Generations targeted / returned", f"{_or(r.targeted)} / {r.returned}"),
-        ("Rows without error", _share(r.clean_rows, r.rows)),
-        ("Rows with an error", _share(r.error_rows, r.rows)),
-        ("Unlinked rows (`source_index` null)", r.unlinked),
-        ("Exact copies of a seed", _or(r.seed_copies, _NO_SEED)),
-        *([(near_seed, _or(r.near_seed_copies, _NO_SEED))] if thr else []),
-        ("Exact duplicates within the set", r.duplicates),
-        *([(near_dups, _or(r.near_duplicates))] if thr else []),
-    ]
-    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
-
-
-def _compared(r: QualityReport) -> str:
-    compared = ", ".join(f"`{c}`" for c in r.generated_columns) or "none"
-    return (
-        f"Duplicates compare the normalised text (case, Unicode form and spacing ignored) of "
-        f"{compared} in rows without an error; near-duplicates use MinHash over "
-        f"{SHINGLE_WORDS}-word shingles. A duplicate is counted once per extra copy."
-    )
-
-
-def _section(h: str, title: str, intro: str, head: str, rows: list[str]) -> str:
-    rule = "|" + "---|" * (head.count("|") - 1)
-    return "\n".join([f"{h} {title}", "", intro, "", head, rule, *rows])
-
-
-def _rows_per_seed(r: QualityReport, h: str) -> str | None:
-    if r.rows_per_seed is None:
-        return None
-    dists = [("all rows", r.rows_per_seed), ("rows without error", r.clean_rows_per_seed)]
-    rows = [f"| {x} | {d.min} | {d.p50} | {d.mean} | {d.max} |" for x, d in dists if d is not None]
-    target = f", target {r.multiplier} (the multiplier)" if r.multiplier else ""
-    intro = f"Over the {r.linked_seeds} seed rows that have rows{target}."
-    text = _section(h, "Rows per seed", intro, "| | min | median | mean | max |", rows)
-    if r.seeds_below_target is not None:
-        text += (
-            "\n\nSeed rows with fewer rows without error than the multiplier: "
-            f"{r.seeds_below_target}."
-        )
-    return text
-
-
-def _errors(r: QualityReport, h: str) -> str:
-    if not r.errors_by_kind:
-        return "No row has an error."
-    rows = [
-        f"| `{kind}` | {count} | {100 * count / r.rows:.1f}% | {ERROR_KINDS.get(kind, 'other')} |"
-        for kind, count in r.errors_by_kind.items()
-    ]
-    intro = "A row can have more than one kind."
-    return _section(h, "Errors by kind", intro, "| kind | rows | share of rows | meaning |", rows)
-
-
-def _lengths(r: QualityReport, h: str) -> str | None:
-    rows = [
-        f"| `{x.column}` | {x.kind} | {x.of} | {measure} | {d.count} | {d.min} | {d.p50} | "
-        f"{d.mean} | {d.p95} | {d.max} |"
-        for x in r.lengths
-        for measure, d in (("characters", x.chars), ("turns", x.turns))
-        if d is not None
-    ]
-    intro = (
-        "Characters of text (of `content` for messages); turns of conversations. "
-        "Seed lengths are taken once per seed row from `original`."
-    )
-    head = "| column | kind | of | measure | values | min | median | mean | p95 | max |"
-    return _section(h, "Lengths", intro, head, rows) if rows else None
+@cache
+def _report_template() -> jinja2.Template:
+    text = resources.files("synth_datasets.cards").joinpath("report.md").read_text("utf-8")
+    return jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(text)
 
 
 # -- lengths --------------------------------------------------------------------------------------
