@@ -29,6 +29,7 @@ __all__ = [
     "DuplicateFinder",
     "content_columns",
     "iter_arrow_batches",
+    "require_dataset",
     "row_texts",
 ]
 
@@ -251,6 +252,11 @@ class DuplicateFinder:
 
 
 # -- reading a dataset ----------------------------------------------------------------------------
+
+
+def require_dataset(ds: Any, what: str) -> None:
+    if not isinstance(ds, datasets.Dataset):
+        raise ConfigurationError(f"{what} takes a datasets.Dataset, got {type(ds).__name__}")
 
 
 def content_columns(

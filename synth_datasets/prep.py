@@ -26,6 +26,7 @@ from .dedup import (
     DuplicateFinder,
     content_columns,
     iter_arrow_batches,
+    require_dataset,
     row_texts,
 )
 from .errors import ConfigurationError
@@ -57,18 +58,13 @@ class DuplicateOptions(TypedDict, total=False):  # what drop_duplicates passes t
     num_perm: int
 
 
-def _check(ds: Any, what: str) -> None:
-    if not isinstance(ds, datasets.Dataset):
-        raise ConfigurationError(f"{what} takes a datasets.Dataset, got {type(ds).__name__}")
-
-
 def _no_error(errors: list[str | None]) -> list[bool]:
     return [e is None for e in errors]
 
 
 def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
     """Only the rows whose ``error`` is null (all of a dataset without that column)."""
-    _check(ds, "drop_errors")
+    require_dataset(ds, "drop_errors")
     if "error" not in ds.column_names:
         return ds
     return ds.filter(_no_error, input_columns=["error"], batched=True, desc="Dropping error rows")
@@ -88,7 +84,7 @@ def duplicate_mask(
     The same search as the quality report (``DuplicateFinder``); rows with an ``error`` are never
     flagged, so this does not silently do ``drop_errors``' job.
     """
-    _check(ds, "duplicate_mask")
+    require_dataset(ds, "duplicate_mask")
     cols = list(columns) if columns is not None else content_columns(ds)
     missing = [c for c in cols if c not in ds.column_names]
     if missing or not cols:
@@ -134,7 +130,7 @@ def drop_duplicates(ds: datasets.Dataset, **options: Unpack[DuplicateOptions]) -
 
 def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:
     """Only the training columns: ``source_index``, ``original``, ``generated_raw``, ``error`` go."""
-    _check(ds, "drop_lineage")
+    require_dataset(ds, "drop_lineage")
     present = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
     return ds.remove_columns(present) if present else ds
 
@@ -171,8 +167,8 @@ def mix_in_seeds(
     of row with both ``generated_raw`` and ``error`` null. Seeds come first so that a later
     ``drop_duplicates`` keeps a seed and drops a generated copy of it.
     """
-    _check(ds, "mix_in_seeds")
-    _check(seeds, "mix_in_seeds (seeds)")
+    require_dataset(ds, "mix_in_seeds")
+    require_dataset(seeds, "mix_in_seeds (seeds)")
     data_columns = [c for c in ds.column_names if c not in LINEAGE_COLUMNS]
     if columns is None:
         copy = [c for c in data_columns if c in seeds.column_names]
@@ -263,7 +259,7 @@ def to_messages(
     assistant turn), one {role, content} turn or a list of them. Only ``messages`` and
     ``keep_columns`` remain; a null side (an error row) is refused: run ``drop_errors`` first.
     """
-    _check(ds, "to_messages")
+    require_dataset(ds, "to_messages")
     missing = [
         c for c in (prefix_column, response_column, *keep_columns) if c not in ds.column_names
     ]

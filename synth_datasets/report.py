@@ -1,9 +1,7 @@
-"""A data-quality report of an expanded dataset, computed from the rows alone.
+"""A data-quality report of an expanded dataset, computed from the rows alone (card and CLI).
 
-Used by the dataset card and by ``synth-datasets report DIR``: one pass over Arrow batches collects
-per-row arrays, and the figures are computed from them. Duplicates are found by
-``synth_datasets.dedup``, the search ``prep.drop_duplicates`` uses, among the rows without an
-``error`` (a failed row's generated columns are null, so failures would all look alike).
+Duplicates are the search ``prep.drop_duplicates`` uses, among the rows without an ``error`` (a
+failed row's generated columns are null, so failures would all look alike).
 """
 
 from __future__ import annotations
@@ -34,9 +32,9 @@ from .dedup import (
     is_text,
     iter_arrow_batches,
     list_lengths,
+    require_dataset,
     row_texts,
 )
-from .errors import ConfigurationError
 from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, error_kinds
 from .provenance import get_provenance
 
@@ -67,9 +65,8 @@ class Distribution:
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return None
-        p50, p95 = np.percentile(arr, [50, 95])
-        mean = round(float(arr.mean()), 2)
-        return cls(int(arr.size), _num(arr.min()), _num(p50), mean, _num(p95), _num(arr.max()))
+        low, p50, p95, high = (_num(x) for x in np.percentile(arr, [0, 50, 95, 100]))
+        return cls(int(arr.size), low, p50, round(float(arr.mean()), 2), p95, high)
 
 
 def _num(x: Any) -> float:
@@ -237,7 +234,7 @@ class _Pass:
     """What one pass over the Arrow batches collects, per row or per seed; figures come after.
 
     Seed copies are counted only when ``comparable``: every compared column was sent, so the seed
-    has it too. Lengths are kept as int32 arrays: small even at 10M rows.
+    has it too.
     """
 
     def __init__(
@@ -251,8 +248,8 @@ class _Pass:
         self.kinds = kinds
         self.seed_columns = [c for c in kinds if c in original_fields and c in generated]
         self.comparable = bool(generated) and all(c in original_fields for c in generated)
-        self.arrays: dict[str, list[np.ndarray]] = defaultdict(list)
-        self.lengths: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+        # Per-row arrays by name; lengths by (column, "rows"/"seeds", "chars"/"turns"), as int32.
+        self.arrays: dict[str | tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
         self.errors: Counter[str] = Counter()
         self.returned = self.near_seed_copies = 0
         self.seen: set[int] = set()
@@ -309,11 +306,13 @@ class _Pass:
 
     def _lengths(self, column: str, of: str, arr: pa.Array) -> None:
         valid = np.asarray(arr.is_valid(), dtype=bool)
-        self.lengths[column, of, "chars"].append(_chars(arr)[valid].astype(np.int32))
+        self.arrays[column, of, "chars"].append(_chars(arr)[valid].astype(np.int32))
         if self.kinds[column] == "conversation":
-            self.lengths[column, of, "turns"].append(list_lengths(arr)[valid].astype(np.int32))
+            self.arrays[column, of, "turns"].append(list_lengths(arr)[valid].astype(np.int32))
 
-    def array(self, name: str, dtype: type[np.generic] = np.bool_) -> np.ndarray:
+    def array(
+        self, name: str | tuple[str, str, str], dtype: type[np.generic] = np.bool_
+    ) -> np.ndarray:
         found = self.arrays.get(name)
         return np.concatenate(found) if found else np.zeros(0, dtype)
 
@@ -339,27 +338,6 @@ def _per_seed(p: _Pass, multiplier: int | None) -> dict[str, Any]:
     }
 
 
-def _seed_copies(p: _Pass) -> dict[str, Any]:
-    if not p.comparable:
-        return {"seed_copies": None, "near_seed_copies": None}
-    pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
-    copies = int(np.isin(p.array("row_hashes", np.uint64), pool).sum())
-    return {
-        "seed_copies": copies,
-        "near_seed_copies": p.near_seed_copies if p.finder.near else None,
-    }
-
-
-def _column_lengths(p: _Pass) -> tuple[ColumnLengths, ...]:
-    found = []
-    for (c, k), of in product(p.kinds.items(), ("rows", "seeds")):
-        chars = Distribution.of(np.concatenate(p.lengths[c, of, "chars"] or [np.zeros(0)]))
-        if chars is not None:
-            turns = Distribution.of(np.concatenate(p.lengths[c, of, "turns"] or [np.zeros(0)]))
-            found.append(ColumnLengths(c, k, of, chars, turns))
-    return tuple(found)
-
-
 def quality_report(
     dataset: datasets.Dataset,
     provenance: Mapping[str, Any] | None = None,
@@ -374,18 +352,13 @@ def quality_report(
     ``provenance`` defaults to what ``expand`` recorded (for the multiplier, the number of source
     rows and the generated columns); without it, every non-lineage column is compared.
     """
-    if not isinstance(dataset, datasets.Dataset):
-        raise ConfigurationError(
-            f"quality_report takes a datasets.Dataset, got {type(dataset).__name__}"
-        )
+    require_dataset(dataset, "quality_report")
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
     names = dataset.column_names
     schema = dataset.features.arrow_schema
     generated = content_columns(dataset, prov)
-    original = schema.field("original").type if "original" in names else None
-    sent = (
-        [f.name for f in original] if original is not None and pa.types.is_struct(original) else []
-    )
+    original = schema.field("original").type if "original" in names else pa.null()
+    sent = [f.name for f in original] if pa.types.is_struct(original) else []
     kinds = {c: k for c in names if c not in LINEAGE_COLUMNS and (k := _kind(schema.field(c).type))}
     finder = DuplicateFinder(near=near, threshold=near_threshold, num_perm=num_perm)
     p = _Pass(finder, generated, sent, kinds)
@@ -393,7 +366,8 @@ def quality_report(
         p.add(table)
     multiplier, source_rows = prov.get("multiplier"), (prov.get("source") or {}).get("num_rows")
     multiplier = multiplier if isinstance(multiplier, int) else None
-    clean = p.array("clean")
+    seed_pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
+    seed_copies = int(np.isin(p.array("row_hashes", np.uint64), seed_pool).sum())
     return QualityReport(
         rows=len(dataset),
         generated_columns=tuple(generated),
@@ -401,11 +375,16 @@ def quality_report(
         source_rows=source_rows if isinstance(source_rows, int) else None,
         **_per_seed(p, multiplier if multiplier and multiplier > 0 else None),
         returned=p.returned,
-        error_rows=int(len(clean) - clean.sum()),
+        error_rows=int((~p.array("clean")).sum()),
         errors_by_kind=dict(sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
-        **_seed_copies(p),
+        seed_copies=seed_copies if p.comparable else None,
+        near_seed_copies=p.near_seed_copies if p.comparable and near else None,
         duplicates=int(p.array("exact").sum()),
         near_duplicates=int(p.array("near").sum()) if near and generated else None,
         near_threshold=near_threshold if near else None,
-        lengths=_column_lengths(p),
+        lengths=tuple(
+            ColumnLengths(c, k, of, chars, Distribution.of(p.array((c, of, "turns"), np.int32)))
+            for (c, k), of in product(p.kinds.items(), ("rows", "seeds"))
+            if (chars := Distribution.of(p.array((c, of, "chars"), np.int32))) is not None
+        ),
     )
