@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from itertools import product
@@ -106,7 +106,7 @@ class QualityReport:
     duplicates: int
     near_duplicates: int | None
     near_threshold: float | None
-    lengths: tuple[ColumnLengths, ...] = field(default_factory=tuple)
+    lengths: tuple[ColumnLengths, ...] = ()
 
     @property
     def clean_rows(self) -> int:
@@ -162,13 +162,9 @@ def _is_message(t: pa.DataType) -> bool:
 
 
 def _has_text(t: pa.DataType) -> bool:
-    if is_text(t):
-        return True
     if pa.types.is_struct(t):
-        return any(_has_text(t.field(i).type) for i in range(t.num_fields))
-    if is_listlike(t):
-        return _has_text(t.value_type)
-    return False
+        return any(_has_text(f.type) for f in t)
+    return is_text(t) or (is_listlike(t) and _has_text(t.value_type))
 
 
 def _kind(t: pa.DataType) -> str | None:
@@ -187,17 +183,14 @@ def _chars(arr: pa.Array) -> np.ndarray:
     if is_text(t):
         return np.asarray(pc.fill_null(pc.utf8_length(arr), 0), dtype=np.int64)
     if pa.types.is_struct(t):
-        names = ["content"] if _is_message(t) else [t.field(i).name for i in range(t.num_fields)]
         total = np.zeros(len(arr), dtype=np.int64)
-        for name in names:
-            if _has_text(t.field(name).type):
-                total += _chars(pc.struct_field(arr, [t.get_field_index(name)]))
+        for i, f in enumerate(t):
+            if (f.name == "content" or not _is_message(t)) and _has_text(f.type):
+                total += _chars(pc.struct_field(arr, [i]))
         return total
     if is_listlike(t):
-        lengths = list_lengths(arr)
-        inner = _chars(arr.flatten())
-        rows = np.repeat(np.arange(len(arr)), lengths)
-        return np.bincount(rows, weights=inner, minlength=len(arr)).astype(np.int64)
+        rows = np.repeat(np.arange(len(arr)), list_lengths(arr))
+        return np.bincount(rows, weights=_chars(arr.flatten()), minlength=len(arr)).astype(np.int64)
     return np.zeros(len(arr), dtype=np.int64)
 
 
