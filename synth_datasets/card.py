@@ -60,25 +60,11 @@ def _cut(value: Any) -> Any:
 
 
 def _samples(dataset: datasets.Dataset, k: int = 3) -> list[str]:
-    clean = (
-        [i for i, e in enumerate(dataset["error"][: 50 * k]) if e is None]
-        if ("error" in dataset.column_names)
-        else list(range(min(k, len(dataset))))
-    )
-    picks = (clean or list(range(len(dataset))))[:k]
-    return [json.dumps(_cut(dataset[i]), ensure_ascii=False, indent=2, default=str) for i in picks]
-
-
-def _schema(dataset: datasets.Dataset, provenance: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    generated = set(provenance.get("generated_columns") or [])
-    meaning = {c: "generated" for c in generated} | LINEAGE_MEANING
+    errors = dataset["error"][: 50 * k] if "error" in dataset.column_names else [None] * k
+    picks = [i for i, e in enumerate(errors) if e is None] or list(range(k))
     return [
-        (
-            name,
-            _dtype(f).replace("|", "\\|"),
-            meaning.get(name, "copied from the seed row (not sent)"),
-        )
-        for name, f in dataset.features.items()
+        json.dumps(_cut(dataset[i]), ensure_ascii=False, indent=2, default=str)
+        for i in picks[: min(k, len(dataset))]
     ]
 
 
@@ -98,15 +84,17 @@ def _render(
     metadata: Mapping[str, Any],
     **values: Any,
 ) -> DatasetCard:
-    """What both cards share; ``metadata``: the card's own YAML fields, ``values``: its template's."""
+    """What both cards share; ``metadata``: the card's own YAML fields, ``values``: its template's
+    (which also reads ``prov`` and its ``source`` directly)."""
     unknown = options.keys() - CardOptions.__annotations__.keys()
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
     repo = repo_id or "<namespace>/<dataset>"
     name = options.get("pretty_name") or (repo.split("/")[-1] if repo_id else default_name)
+    source = prov.get("source") or {}
     card_data = DatasetCardData(
         pretty_name=name,
-        license=options.get("license") or (prov.get("source") or {}).get("license") or None,
+        license=options.get("license") or source.get("license") or None,
         language=options.get("language"),
         size_categories=[size_category(rows)],
         **metadata,
@@ -117,11 +105,8 @@ def _render(
         pretty_name=name,
         repo_id=repo,
         version=prov.get("version") or __version__,
-        endpoint=prov.get("endpoint") or "unknown",
-        model_id=prov.get("model_id") or "unknown",
-        multiplier=prov.get("multiplier", "unknown"),
-        columns=", ".join(f"`{c}`" for c in prov.get("columns") or []) or "unknown",
-        created=prov.get("created") or "unknown",
+        prov=prov,
+        source=source,
         **values,
     )
     return card
@@ -145,7 +130,7 @@ def build_card(
     ``report`` reuses a ``quality_report`` already computed (it is one pass over the data).
     """
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
-    source = dict(prov.get("source") or {})
+    source = prov.get("source") or {}
     source_name = source.get("name") or "an unnamed dataset"
     is_hub_id = bool(source.get("hub")) or (
         bool(re.fullmatch(r"[\w.-]+/[\w.-]+", str(source_name)))
@@ -166,25 +151,12 @@ def build_card(
             "source_datasets": [source_name] if is_hub_id else None,
             "tags": _tags(options),
         },
-        summary=(
-            f"{report.rows} synthetic rows generated from {report.linked_seeds} seed rows "
-            f"(multiplier {prov.get('multiplier', 'unknown')})."
-        ),
-        source_link=(
-            f"[{source_name}](https://huggingface.co/datasets/{source_name})"
-            if is_hub_id
-            else f"`{source_name}`"
-        ),
-        request_size=prov.get("request_size", "unknown"),
-        passthrough=", ".join(f"`{c}`" for c in prov.get("passthrough_columns") or []) or "none",
-        on_error=prov.get("on_error", "raise"),
+        report=report,
+        is_hub_id=is_hub_id,
         source_name=source_name,
-        source_split=source.get("split") or "train",
-        source_config=f", config `{source['config']}`" if source.get("config") else "",
-        source_revision=source.get("revision") or source.get("fingerprint") or "unknown",
         prompt=prov.get("prompt") if options.get("include_prompt", True) else None,
-        report=report.to_markdown(heading_level=3).strip(),
-        schema=_schema(dataset, prov),
+        schema=[(c, _dtype(f)) for c, f in dataset.features.items()],
+        meanings=dict.fromkeys(prov.get("generated_columns") or [], "generated") | LINEAGE_MEANING,
         samples=_samples(dataset),
         split=split,
         lineage_columns=json.dumps(lineage),
@@ -213,15 +185,7 @@ def build_sft_card(
     if not splits:
         raise ValueError("build_sft_card needs at least one split")
     prov = dict(provenance or {})
-    source = dict(prov.get("source") or {})
-    seed_name = source.get("name")
     rows = sum(len(d) for d in splits.values())
-    generation = (
-        f"{prov.get('multiplier', 'unknown')} generations were asked for each seed row, "
-        f"{prov.get('request_size', 'unknown')} seed rows per request."
-        if prov
-        else "The expanded dataset carried no record of how it was generated."
-    )
     first = next(iter(splits.values()))
     return _render(
         "sft_card.md",
@@ -235,12 +199,8 @@ def build_sft_card(
             "tags": _tags(options, "sft"),
         },
         summary=f"{rows} chat rows in {len(splits)} split(s), made from {expanded_source}.",
-        generation=generation,
-        seed_source=(
-            f"`{seed_name}` (split `{source.get('split') or 'train'}`)" if seed_name else "unknown"
-        ),
         prompt=(prov.get("prompt") or None) if options.get("include_prompt", True) else None,
-        expanded_source=f"`{expanded_source}`",
+        expanded_source=expanded_source,
         steps=list(steps),
         near=near,
         prefix_column=prefix_column,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from itertools import pairwise
+from typing import Any
 
 import datasets
 import numpy as np
@@ -20,23 +21,20 @@ from .errors import ConfigurationError
 from .lineage import LINEAGE_COLUMNS
 from .provenance import get_provenance
 
-if TYPE_CHECKING:
-    from datasketch import MinHash
-
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_NEAR_THRESHOLD",
     "DEFAULT_NUM_PERM",
-    "DEFAULT_SHINGLE_WORDS",
+    "SHINGLE_WORDS",
     "DuplicateFinder",
     "content_columns",
     "iter_arrow_batches",
+    "require_dataset",
     "row_texts",
 ]
 
 DEFAULT_NEAR_THRESHOLD = 0.85
 DEFAULT_NUM_PERM = 128
-DEFAULT_SHINGLE_WORDS = 3
 DEFAULT_BATCH_SIZE = 1000
 
 # Separators of nested values: whitespace inside values is collapsed to " ", so they are unique.
@@ -45,18 +43,9 @@ _ITEM_SEP = pa.scalar("\n", pa.large_string())  # between the items of a list
 _COLUMN_SEP = pa.scalar("\n\n", pa.large_string())  # between columns
 # Trimmed from both ends of each word before shingling, so "blink," and "blink" are one word.
 _PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~¡¿«»‘’‚“”„‹›–—…·"
-_MASK32 = np.uint64(0xFFFFFFFF)
-# Odd 64-bit constants that spread each word's hash before the shingle is mixed.
-_SHINGLE_MULTIPLIERS = (
-    0x9E3779B97F4A7C15,
-    0xC2B2AE3D27D4EB4F,
-    0x165667B19E3779F9,
-    0xD6E8FEB86659FD93,
-    0xFF51AFD7ED558CCD,
-    0xC4CEB9FE1A85EC53,
-    0x94D049BB133111EB,
-    0xBF58476D1CE4E5B9,
-)
+# Odd 64-bit constants that spread each word's hash before the shingle is mixed: one per word.
+_SHINGLE_MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+SHINGLE_WORDS = len(_SHINGLE_MULTIPLIERS)
 
 
 # -- text of a row, in Arrow ----------------------------------------------------------------------
@@ -70,15 +59,6 @@ def is_text(t: pa.DataType) -> bool:
 
 def is_listlike(t: pa.DataType) -> bool:
     return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
-
-
-def _normalise_strings(arr: pa.Array) -> pa.Array:
-    arr = pc.utf8_normalize(arr.cast(pa.large_string()), "NFKC")
-    arr = pc.utf8_lower(arr)
-    # RE2's \s is ASCII whitespace; NFKC already turned most Unicode spaces into " ". Only runs
-    # and non-space whitespace are rewritten (a regex hit per ordinary space is slow).
-    arr = pc.replace_substring_regex(arr, r"\s\s+|[^\S ]", " ")
-    return pc.utf8_trim_whitespace(arr)
 
 
 def list_lengths(arr: pa.Array) -> np.ndarray:
@@ -97,7 +77,10 @@ def _text(arr: pa.Array) -> pa.Array:
     if pa.types.is_null(t):
         return pa.nulls(len(arr), pa.large_string())
     if is_text(t):
-        return _normalise_strings(arr)
+        lower = pc.utf8_lower(pc.utf8_normalize(arr.cast(pa.large_string()), "NFKC"))
+        # RE2's \s is ASCII whitespace; NFKC already turned most Unicode spaces into " ". Only runs
+        # and non-space whitespace are rewritten (a regex hit per ordinary space is slow).
+        return pc.utf8_trim_whitespace(pc.replace_substring_regex(lower, r"\s\s+|[^\S ]", " "))
     if pa.types.is_struct(t):
         if t.num_fields == 0:
             return pa.array([""] * len(arr), pa.large_string())
@@ -107,11 +90,9 @@ def _text(arr: pa.Array) -> pa.Array:
         )
         return pc.if_else(arr.is_null(), pa.scalar(None, pa.large_string()), joined)
     if is_listlike(t):
-        lengths = list_lengths(arr)
+        offsets = np.concatenate([[0], np.cumsum(list_lengths(arr))])
         items = pc.fill_null(_text(arr.flatten()), "")
-        offsets = np.zeros(len(arr) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        lists = pa.LargeListArray.from_arrays(pa.array(offsets), items)
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), items)
         joined = pc.binary_join(lists, _ITEM_SEP)
         return pc.if_else(arr.is_null(), pa.scalar(None, pa.large_string()), joined)
     try:
@@ -133,11 +114,12 @@ def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Ar
 # -- duplicates -----------------------------------------------------------------------------------
 
 
-def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _shingle_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of the k-word shingles of every text, and the row of each shingle.
 
     Each distinct word is hashed once; a text of fewer than k words is one shingle of them all.
     """
+    k = SHINGLE_WORDS
     words = pc.ascii_split_whitespace(texts)  # normalised text: only ASCII whitespace is left
     lengths = list_lengths(words)
     flat = pc.utf8_trim(words.flatten(), characters=_PUNCTUATION)
@@ -163,16 +145,16 @@ def _shingle_hashes(texts: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
     padded = np.concatenate([h, np.zeros(k, np.uint64)])
     acc = np.zeros(n, np.uint64)
     with np.errstate(over="ignore"):
-        for s in range(k):
+        for s, multiplier in enumerate(_SHINGLE_MULTIPLIERS):
             word = np.where(pos + s < end, padded[np.minimum(pos + s, n)], np.uint64(0))
-            acc = (acc ^ word) * np.uint64(_SHINGLE_MULTIPLIERS[s % len(_SHINGLE_MULTIPLIERS)])
+            acc = (acc ^ word) * np.uint64(multiplier)
         # A 64-bit finaliser, so that shingle hashes are spread over all bits.
         acc ^= acc >> np.uint64(33)
         acc *= np.uint64(0xFF51AFD7ED558CCD)
         acc ^= acc >> np.uint64(33)
         acc *= np.uint64(0xC4CEB9FE1A85EC53)
         acc ^= acc >> np.uint64(33)
-        acc &= _MASK32
+        acc &= np.uint64(0xFFFFFFFF)
     first = pos == starts[rows]
     keep = (pos + k <= end) | (first & (counts[rows] < k))
     return acc[keep], rows[keep]
@@ -192,25 +174,20 @@ class DuplicateFinder:
         near: bool = True,
         threshold: float = DEFAULT_NEAR_THRESHOLD,
         num_perm: int = DEFAULT_NUM_PERM,
-        shingle_words: int = DEFAULT_SHINGLE_WORDS,
-        seed: int = 1,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ConfigurationError(f"threshold must be in (0, 1], got {threshold!r}")
-        if shingle_words < 1:
-            raise ConfigurationError(f"shingle_words must be >= 1, got {shingle_words!r}")
         self.near = near
         self.threshold = float(threshold)
-        self.shingle_words = shingle_words
         self._seen: set[int] = set()
         self._signatures: list[np.ndarray] = []
-        self._minhash: MinHash | None = None
+        self._minhash: Any = None
         self._lsh: Any = None
         if near:
             from datasketch import MinHash, MinHashLSH
 
             # One MinHash reused for every row (clear + update): no per-row object set-up.
-            self._minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+            self._minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=int)
             # LSH only proposes candidates; each is then checked at the real threshold. Above 0.9
             # datasketch finds no banding with 2+ bands, so propose at 0.9 there (more candidates).
             self._lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=num_perm)
@@ -226,20 +203,17 @@ class DuplicateFinder:
         """MinHash signatures of ``texts``; None for a text with no word."""
         if self._minhash is None:
             raise ConfigurationError("signatures need a DuplicateFinder made with near=True")
-        hashes, owner = _shingle_hashes(texts, self.shingle_words)
-        bounds = np.searchsorted(owner, np.arange(len(texts) + 1))
-        values = hashes.tolist()
-        m = self._minhash
-        out: list[np.ndarray | None] = []
-        for i in range(len(texts)):
-            a, b = bounds[i], bounds[i + 1]
-            if a == b:
-                out.append(None)
-                continue
+        hashes, owner = _shingle_hashes(texts)
+        bounds = np.searchsorted(owner, np.arange(len(texts) + 1)).tolist()
+        values, m = hashes.tolist(), self._minhash
+
+        def signature(words: list[int]) -> np.ndarray:
             m.clear()
-            m.update_batch(values[a:b])
-            out.append(m.hashvalues.copy())
-        return out
+            m.update_batch(words)
+            sig: np.ndarray = m.hashvalues.copy()
+            return sig
+
+        return [signature(values[a:b]) if a < b else None for a, b in pairwise(bounds)]
 
     def similar(self, a: np.ndarray | None, b: np.ndarray | None) -> bool:
         """Whether two signatures estimate a Jaccard similarity of at least the threshold."""
@@ -256,44 +230,33 @@ class DuplicateFinder:
         """
         n = len(texts)
         rows = np.arange(n) if mask is None else np.flatnonzero(mask)
-        exact = np.zeros(n, dtype=bool)
-        near = np.zeros(n, dtype=bool)
+        exact, near = np.zeros((2, n), dtype=bool)
         sigs: list[np.ndarray | None] = [None] * n
-        if len(rows) == 0:
-            return exact, near, sigs
         sub = texts.take(pa.array(rows, pa.int64()))
-        hashes = self.text_hashes(sub)
         computed = self.signatures(sub) if self.near else [None] * len(rows)
-        seen = self._seen
-        for j, row in enumerate(rows):
-            key = hashes[j]
-            sig = computed[j]
+        for row, key, sig in zip(rows.tolist(), self.text_hashes(sub), computed, strict=True):
             sigs[row] = sig
-            if key in seen:
+            if key in self._seen:
                 exact[row] = near[row] = True
                 continue
-            seen.add(key)
+            self._seen.add(key)
             if sig is None or self._lsh is None:
                 continue
-            if any(
-                self.similar(sig, self._signatures[c])
-                for c in self._lsh.query(self._minhash_of(sig))
-            ):
+            self._minhash.hashvalues = sig  # LSH reads only the hash values: one MinHash serves
+            if any(self.similar(sig, self._signatures[c]) for c in self._lsh.query(self._minhash)):
                 near[row] = True
-                continue
-            index = len(self._signatures)
-            self._signatures.append(sig)
-            self._lsh.insert(index, self._minhash_of(sig), check_duplication=False)
+            else:
+                self._lsh.insert(len(self._signatures), self._minhash, check_duplication=False)
+                self._signatures.append(sig)
         return exact, near, sigs
-
-    def _minhash_of(self, sig: np.ndarray) -> Any:
-        # LSH reads only the hash values (and their length); reuse the one MinHash object.
-        assert self._minhash is not None
-        self._minhash.hashvalues = sig
-        return self._minhash
 
 
 # -- reading a dataset ----------------------------------------------------------------------------
+
+
+def require_dataset(ds: Any, what: str) -> None:
+    if not isinstance(ds, datasets.Dataset):
+        raise ConfigurationError(f"{what} takes a datasets.Dataset, got {type(ds).__name__}")
 
 
 def content_columns(

@@ -1,13 +1,8 @@
-"""Training-data prep on an expanded ``datasets.Dataset``, with no pandas.
+"""Training-data prep on an expanded ``datasets.Dataset`` with datasets' own steps (no pandas).
 
-Each helper takes a ``Dataset`` and returns a new one built with datasets' own ``filter``/``map``/
-``remove_columns`` (so results are Arrow on disk, cached and fingerprinted like any other step).
-A typical chain for supervised fine-tuning::
-
-    ds = drop_errors(expanded)
-    ds = mix_in_seeds(ds, seeds)            # optional: the real rows back, first
-    ds = drop_duplicates(ds, near=True)     # generated copies of a seed go, the seed stays
-    sft = to_messages(ds)                   # a `messages` column for TRL's SFTTrainer
+For supervised fine-tuning: ``drop_errors``, ``mix_in_seeds`` (optional: the real rows back,
+first), ``drop_duplicates(near=True)`` (a generated copy of a seed goes, the seed stays), then
+``to_messages`` (a ``messages`` column for TRL's SFTTrainer).
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ from .dedup import (
     DuplicateFinder,
     content_columns,
     iter_arrow_batches,
+    require_dataset,
     row_texts,
 )
 from .errors import ConfigurationError
@@ -57,18 +53,13 @@ class DuplicateOptions(TypedDict, total=False):  # what drop_duplicates passes t
     num_perm: int
 
 
-def _check(ds: Any, what: str) -> None:
-    if not isinstance(ds, datasets.Dataset):
-        raise ConfigurationError(f"{what} takes a datasets.Dataset, got {type(ds).__name__}")
-
-
 def _no_error(errors: list[str | None]) -> list[bool]:
     return [e is None for e in errors]
 
 
 def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
     """Only the rows whose ``error`` is null (all of a dataset without that column)."""
-    _check(ds, "drop_errors")
+    require_dataset(ds, "drop_errors")
     if "error" not in ds.column_names:
         return ds
     return ds.filter(_no_error, input_columns=["error"], batched=True, desc="Dropping error rows")
@@ -83,12 +74,9 @@ def duplicate_mask(
     num_perm: int = DEFAULT_NUM_PERM,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> np.ndarray:
-    """True for each row that repeats an earlier one (what ``drop_duplicates`` drops).
-
-    The same search as the quality report (``DuplicateFinder``); rows with an ``error`` are never
-    flagged, so this does not silently do ``drop_errors``' job.
-    """
-    _check(ds, "duplicate_mask")
+    """True for each row that repeats an earlier one (what ``drop_duplicates`` drops); the quality
+    report's search. Rows with an ``error`` are never flagged: that is ``drop_errors``' job."""
+    require_dataset(ds, "duplicate_mask")
     cols = list(columns) if columns is not None else content_columns(ds)
     missing = [c for c in cols if c not in ds.column_names]
     if missing or not cols:
@@ -107,34 +95,19 @@ def duplicate_mask(
     return np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
 
 
-def _keep_rows(indices: list[int], drop: np.ndarray) -> list[bool]:
-    keep: list[bool] = (~drop[np.asarray(indices, dtype=np.int64)]).tolist()
-    return keep
-
-
 def drop_duplicates(ds: datasets.Dataset, **options: Unpack[DuplicateOptions]) -> datasets.Dataset:
     """Keep the first of each group of rows with the same normalised text (``near``: similar).
 
     ``columns`` default to the generated columns ``expand`` recorded (else all non-lineage
-    columns). Near-duplicates are MinHash estimates of word-shingle Jaccard similarity at least
-    ``threshold``; the quality report counts the same rows.
+    columns); the quality report counts the same rows.
     """
     drop = duplicate_mask(ds, **options)
-    if not drop.any():
-        return ds
-    return ds.filter(
-        _keep_rows,
-        input_columns=[],
-        with_indices=True,
-        batched=True,
-        fn_kwargs={"drop": drop},
-        desc="Dropping duplicates",
-    )
+    return ds.select(np.flatnonzero(~drop)) if drop.any() else ds
 
 
 def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:
     """Only the training columns: ``source_index``, ``original``, ``generated_raw``, ``error`` go."""
-    _check(ds, "drop_lineage")
+    require_dataset(ds, "drop_lineage")
     present = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
     return ds.remove_columns(present) if present else ds
 
@@ -148,15 +121,11 @@ def _seed_rows(
     original_layout: Any,
     lineage: Sequence[str],
 ) -> dict[str, list[Any]]:
-    n = len(indices)
-    out: dict[str, list[Any]] = {c: list(batch[c]) for c in copy}
-    out.update({c: [None] * n for c in empty})
+    out = {c: list(batch[c]) for c in copy} | {c: [None] * len(indices) for c in (*empty, *lineage)}
     if "source_index" in lineage:
         out["source_index"] = list(indices)
-    if "original" in lineage:
-        has = original_layout is not None
-        out["original"] = make_examples(original_layout, batch, indices) if has else [None] * n
-    out.update({c: [None] * n for c in ("generated_raw", "error") if c in lineage})
+    if "original" in lineage and original_layout is not None:
+        out["original"] = make_examples(original_layout, batch, indices)
     return out
 
 
@@ -171,8 +140,8 @@ def mix_in_seeds(
     of row with both ``generated_raw`` and ``error`` null. Seeds come first so that a later
     ``drop_duplicates`` keeps a seed and drops a generated copy of it.
     """
-    _check(ds, "mix_in_seeds")
-    _check(seeds, "mix_in_seeds (seeds)")
+    require_dataset(ds, "mix_in_seeds")
+    require_dataset(seeds, "mix_in_seeds (seeds)")
     data_columns = [c for c in ds.column_names if c not in LINEAGE_COLUMNS]
     if columns is None:
         copy = [c for c in data_columns if c in seeds.column_names]
@@ -219,13 +188,11 @@ def mix_in_seeds(
 def _turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
     if value is None:
         raise ConfigurationError(f"{where} is null: run drop_errors first")
-    items = value if isinstance(value, list) else [value]
     turns = []
-    for item in items:
+    for item in value if isinstance(value, list) else [value]:
         if isinstance(item, str):
-            turns.append({"role": role, "content": item})
-            continue
-        if not isinstance(item, Mapping):
+            item = {"role": role, "content": item}
+        elif not isinstance(item, Mapping):
             raise ConfigurationError(
                 f"{where}: expected text or {{role, content}} turns, got {type(item).__name__}"
             )
@@ -263,7 +230,7 @@ def to_messages(
     assistant turn), one {role, content} turn or a list of them. Only ``messages`` and
     ``keep_columns`` remain; a null side (an error row) is refused: run ``drop_errors`` first.
     """
-    _check(ds, "to_messages")
+    require_dataset(ds, "to_messages")
     missing = [
         c for c in (prefix_column, response_column, *keep_columns) if c not in ds.column_names
     ]

@@ -1,20 +1,21 @@
-"""A data-quality report of an expanded dataset, computed from the rows alone.
+"""A data-quality report of an expanded dataset, computed from the rows alone (card and CLI).
 
-Used by the dataset card and by ``synth-datasets report DIR``: one pass over Arrow batches collects
-per-row arrays, and the figures are computed from them. Duplicates are found by
-``synth_datasets.dedup``, the search ``prep.drop_duplicates`` uses, among the rows without an
-``error`` (a failed row's generated columns are null, so failures would all look alike).
+Duplicates are the search ``prep.drop_duplicates`` uses, among the rows without an ``error`` (a
+failed row's generated columns are null, so failures would all look alike).
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
 from itertools import product
 from typing import Any
 
 import datasets
+import jinja2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +24,7 @@ from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
     DEFAULT_NUM_PERM,
-    DEFAULT_SHINGLE_WORDS,
+    SHINGLE_WORDS,
     DuplicateFinder,
     as_array,
     content_columns,
@@ -31,9 +32,9 @@ from .dedup import (
     is_text,
     iter_arrow_batches,
     list_lengths,
+    require_dataset,
     row_texts,
 )
-from .errors import ConfigurationError
 from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, error_kinds
 from .provenance import get_provenance
 
@@ -44,9 +45,6 @@ __all__ = [
     "QualityReport",
     "quality_report",
 ]
-
-_NO_SEED = "unknown (no `original` column)"
-
 
 # -- the report -----------------------------------------------------------------------------------
 
@@ -67,9 +65,8 @@ class Distribution:
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return None
-        p50, p95 = np.percentile(arr, [50, 95])
-        mean = round(float(arr.mean()), 2)
-        return cls(int(arr.size), _num(arr.min()), _num(p50), mean, _num(p95), _num(arr.max()))
+        low, p50, p95, high = (_num(x) for x in np.percentile(arr, [0, 50, 95, 100]))
+        return cls(int(arr.size), low, p50, round(float(arr.mean()), 2), p95, high)
 
 
 def _num(x: Any) -> float:
@@ -109,7 +106,7 @@ class QualityReport:
     duplicates: int
     near_duplicates: int | None
     near_threshold: float | None
-    lengths: tuple[ColumnLengths, ...] = field(default_factory=tuple)
+    lengths: tuple[ColumnLengths, ...] = ()
 
     @property
     def clean_rows(self) -> int:
@@ -145,105 +142,16 @@ class QualityReport:
         return out
 
     def to_markdown(self, heading_level: int = 3) -> str:
-        """Tables for a card or a terminal: overview, rows per seed, errors, lengths."""
-        h = "#" * heading_level
-        sections = (
-            _overview(self),
-            _compared(self),
-            _rows_per_seed(self, h),
-            _errors(self, h),
-            _lengths(self, h),
+        """Tables for a card or a terminal, from the template ``cards/report.md``."""
+        return _report_template().render(
+            r=self, h="#" * heading_level, meanings=ERROR_KINDS, shingle_words=SHINGLE_WORDS
         )
-        return "\n\n".join(s for s in sections if s) + "\n"
 
 
-# -- markdown sections ----------------------------------------------------------------------------
-
-
-def _or(value: Any, why: str = "unknown") -> str:
-    return why if value is None else str(value)
-
-
-def _share(n: int, total: int) -> str:
-    return f"{n} ({100 * n / total:.1f}%)" if total else str(n)
-
-
-def _overview(r: QualityReport) -> str:
-    without = f" ({r.seeds_without_rows} without any)" if r.seeds_without_rows else ""
-    thr = f"{r.near_threshold:g}" if r.near_threshold is not None else None
-    near_seed = f"Near-copies of their own seed (Jaccard ≥ {thr})"
-    near_dups = f"Near-duplicates within the set (Jaccard ≥ {thr}, exact ones included)"
-    rows = [
-        ("Rows", r.rows),
-        ("Seed rows in the source", _or(r.source_rows)),
-        ("Seed rows with generated rows", f"{r.linked_seeds}{without}"),
-        ("Generations targeted / returned", f"{_or(r.targeted)} / {r.returned}"),
-        ("Rows without error", _share(r.clean_rows, r.rows)),
-        ("Rows with an error", _share(r.error_rows, r.rows)),
-        ("Unlinked rows (`source_index` null)", r.unlinked),
-        ("Exact copies of a seed", _or(r.seed_copies, _NO_SEED)),
-        *([(near_seed, _or(r.near_seed_copies, _NO_SEED))] if thr else []),
-        ("Exact duplicates within the set", r.duplicates),
-        *([(near_dups, _or(r.near_duplicates))] if thr else []),
-    ]
-    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
-
-
-def _compared(r: QualityReport) -> str:
-    compared = ", ".join(f"`{c}`" for c in r.generated_columns) or "none"
-    return (
-        f"Duplicates compare the normalised text (case, Unicode form and spacing ignored) of "
-        f"{compared} in rows without an error; near-duplicates use MinHash over "
-        f"{DEFAULT_SHINGLE_WORDS}-word shingles. A duplicate is counted once per extra copy."
-    )
-
-
-def _section(h: str, title: str, intro: str, head: str, rows: list[str]) -> str:
-    rule = "|" + "---|" * (head.count("|") - 1)
-    return "\n".join([f"{h} {title}", "", intro, "", head, rule, *rows])
-
-
-def _rows_per_seed(r: QualityReport, h: str) -> str | None:
-    if r.rows_per_seed is None:
-        return None
-    dists = [("all rows", r.rows_per_seed), ("rows without error", r.clean_rows_per_seed)]
-    rows = [f"| {x} | {d.min} | {d.p50} | {d.mean} | {d.max} |" for x, d in dists if d is not None]
-    target = f", target {r.multiplier} (the multiplier)" if r.multiplier else ""
-    intro = f"Over the {r.linked_seeds} seed rows that have rows{target}."
-    text = _section(h, "Rows per seed", intro, "| | min | median | mean | max |", rows)
-    if r.seeds_below_target is not None:
-        text += (
-            "\n\nSeed rows with fewer rows without error than the multiplier: "
-            f"{r.seeds_below_target}."
-        )
-    return text
-
-
-def _errors(r: QualityReport, h: str) -> str:
-    if not r.errors_by_kind:
-        return "No row has an error."
-    rows = [
-        f"| `{kind}` | {count} | {100 * count / r.rows:.1f}% | {ERROR_KINDS.get(kind, 'other')} |"
-        for kind, count in r.errors_by_kind.items()
-    ]
-    intro = "A row can have more than one kind."
-    return _section(h, "Errors by kind", intro, "| kind | rows | share of rows | meaning |", rows)
-
-
-def _lengths(r: QualityReport, h: str) -> str | None:
-    rows = [
-        f"| `{x.column}` | {x.kind} | {x.of} | {measure} | {d.count} | {d.min} | {d.p50} | "
-        f"{d.mean} | {d.p95} | {d.max} |"
-        for x in r.lengths
-        for measure, d in (("characters", x.chars), ("turns", x.turns))
-        if d is not None
-    ]
-    intro = (
-        "Characters of text (of `content` for messages); turns of conversations. "
-        "Seed lengths are taken once per seed row from `original`."
-    )
-    head = "| column | kind | of | measure | values | min | median | mean | p95 | max |"
-    return _section(h, "Lengths", intro, head, rows) if rows else None
+@cache
+def _report_template() -> jinja2.Template:
+    text = resources.files("synth_datasets.cards").joinpath("report.md").read_text("utf-8")
+    return jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(text)
 
 
 # -- lengths --------------------------------------------------------------------------------------
@@ -254,13 +162,9 @@ def _is_message(t: pa.DataType) -> bool:
 
 
 def _has_text(t: pa.DataType) -> bool:
-    if is_text(t):
-        return True
     if pa.types.is_struct(t):
-        return any(_has_text(t.field(i).type) for i in range(t.num_fields))
-    if is_listlike(t):
-        return _has_text(t.value_type)
-    return False
+        return any(_has_text(f.type) for f in t)
+    return is_text(t) or (is_listlike(t) and _has_text(t.value_type))
 
 
 def _kind(t: pa.DataType) -> str | None:
@@ -279,17 +183,14 @@ def _chars(arr: pa.Array) -> np.ndarray:
     if is_text(t):
         return np.asarray(pc.fill_null(pc.utf8_length(arr), 0), dtype=np.int64)
     if pa.types.is_struct(t):
-        names = ["content"] if _is_message(t) else [t.field(i).name for i in range(t.num_fields)]
         total = np.zeros(len(arr), dtype=np.int64)
-        for name in names:
-            if _has_text(t.field(name).type):
-                total += _chars(pc.struct_field(arr, [t.get_field_index(name)]))
+        for i, f in enumerate(t):
+            if (f.name == "content" or not _is_message(t)) and _has_text(f.type):
+                total += _chars(pc.struct_field(arr, [i]))
         return total
     if is_listlike(t):
-        lengths = list_lengths(arr)
-        inner = _chars(arr.flatten())
-        rows = np.repeat(np.arange(len(arr)), lengths)
-        return np.bincount(rows, weights=inner, minlength=len(arr)).astype(np.int64)
+        rows = np.repeat(np.arange(len(arr)), list_lengths(arr))
+        return np.bincount(rows, weights=_chars(arr.flatten()), minlength=len(arr)).astype(np.int64)
     return np.zeros(len(arr), dtype=np.int64)
 
 
@@ -326,7 +227,7 @@ class _Pass:
     """What one pass over the Arrow batches collects, per row or per seed; figures come after.
 
     Seed copies are counted only when ``comparable``: every compared column was sent, so the seed
-    has it too. Lengths are kept as int32 arrays: small even at 10M rows.
+    has it too.
     """
 
     def __init__(
@@ -340,8 +241,8 @@ class _Pass:
         self.kinds = kinds
         self.seed_columns = [c for c in kinds if c in original_fields and c in generated]
         self.comparable = bool(generated) and all(c in original_fields for c in generated)
-        self.arrays: dict[str, list[np.ndarray]] = defaultdict(list)
-        self.lengths: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+        # Per-row arrays by name; lengths by (column, "rows"/"seeds", "chars"/"turns"), as int32.
+        self.arrays: dict[str | tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
         self.errors: Counter[str] = Counter()
         self.returned = self.near_seed_copies = 0
         self.seen: set[int] = set()
@@ -398,11 +299,13 @@ class _Pass:
 
     def _lengths(self, column: str, of: str, arr: pa.Array) -> None:
         valid = np.asarray(arr.is_valid(), dtype=bool)
-        self.lengths[column, of, "chars"].append(_chars(arr)[valid].astype(np.int32))
+        self.arrays[column, of, "chars"].append(_chars(arr)[valid].astype(np.int32))
         if self.kinds[column] == "conversation":
-            self.lengths[column, of, "turns"].append(list_lengths(arr)[valid].astype(np.int32))
+            self.arrays[column, of, "turns"].append(list_lengths(arr)[valid].astype(np.int32))
 
-    def array(self, name: str, dtype: type[np.generic] = np.bool_) -> np.ndarray:
+    def array(
+        self, name: str | tuple[str, str, str], dtype: type[np.generic] = np.bool_
+    ) -> np.ndarray:
         found = self.arrays.get(name)
         return np.concatenate(found) if found else np.zeros(0, dtype)
 
@@ -428,27 +331,6 @@ def _per_seed(p: _Pass, multiplier: int | None) -> dict[str, Any]:
     }
 
 
-def _seed_copies(p: _Pass) -> dict[str, Any]:
-    if not p.comparable:
-        return {"seed_copies": None, "near_seed_copies": None}
-    pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
-    copies = int(np.isin(p.array("row_hashes", np.uint64), pool).sum())
-    return {
-        "seed_copies": copies,
-        "near_seed_copies": p.near_seed_copies if p.finder.near else None,
-    }
-
-
-def _column_lengths(p: _Pass) -> tuple[ColumnLengths, ...]:
-    found = []
-    for (c, k), of in product(p.kinds.items(), ("rows", "seeds")):
-        chars = Distribution.of(np.concatenate(p.lengths[c, of, "chars"] or [np.zeros(0)]))
-        if chars is not None:
-            turns = Distribution.of(np.concatenate(p.lengths[c, of, "turns"] or [np.zeros(0)]))
-            found.append(ColumnLengths(c, k, of, chars, turns))
-    return tuple(found)
-
-
 def quality_report(
     dataset: datasets.Dataset,
     provenance: Mapping[str, Any] | None = None,
@@ -463,18 +345,13 @@ def quality_report(
     ``provenance`` defaults to what ``expand`` recorded (for the multiplier, the number of source
     rows and the generated columns); without it, every non-lineage column is compared.
     """
-    if not isinstance(dataset, datasets.Dataset):
-        raise ConfigurationError(
-            f"quality_report takes a datasets.Dataset, got {type(dataset).__name__}"
-        )
+    require_dataset(dataset, "quality_report")
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
     names = dataset.column_names
     schema = dataset.features.arrow_schema
     generated = content_columns(dataset, prov)
-    original = schema.field("original").type if "original" in names else None
-    sent = (
-        [f.name for f in original] if original is not None and pa.types.is_struct(original) else []
-    )
+    original = schema.field("original").type if "original" in names else pa.null()
+    sent = [f.name for f in original] if pa.types.is_struct(original) else []
     kinds = {c: k for c in names if c not in LINEAGE_COLUMNS and (k := _kind(schema.field(c).type))}
     finder = DuplicateFinder(near=near, threshold=near_threshold, num_perm=num_perm)
     p = _Pass(finder, generated, sent, kinds)
@@ -482,7 +359,8 @@ def quality_report(
         p.add(table)
     multiplier, source_rows = prov.get("multiplier"), (prov.get("source") or {}).get("num_rows")
     multiplier = multiplier if isinstance(multiplier, int) else None
-    clean = p.array("clean")
+    seed_pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
+    seed_copies = int(np.isin(p.array("row_hashes", np.uint64), seed_pool).sum())
     return QualityReport(
         rows=len(dataset),
         generated_columns=tuple(generated),
@@ -490,11 +368,16 @@ def quality_report(
         source_rows=source_rows if isinstance(source_rows, int) else None,
         **_per_seed(p, multiplier if multiplier and multiplier > 0 else None),
         returned=p.returned,
-        error_rows=int(len(clean) - clean.sum()),
+        error_rows=int((~p.array("clean")).sum()),
         errors_by_kind=dict(sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
-        **_seed_copies(p),
+        seed_copies=seed_copies if p.comparable else None,
+        near_seed_copies=p.near_seed_copies if p.comparable and near else None,
         duplicates=int(p.array("exact").sum()),
         near_duplicates=int(p.array("near").sum()) if near and generated else None,
         near_threshold=near_threshold if near else None,
-        lengths=_column_lengths(p),
+        lengths=tuple(
+            ColumnLengths(c, k, of, chars, Distribution.of(p.array((c, of, "turns"), np.int32)))
+            for (c, k), of in product(p.kinds.items(), ("rows", "seeds"))
+            if (chars := Distribution.of(p.array((c, of, "chars"), np.int32))) is not None
+        ),
     )

@@ -40,6 +40,7 @@ def test_wheel_contains_templates_and_data(wheel):
     for needed in (
         "synth_datasets/cards/dataset_card.md",
         "synth_datasets/cards/sft_card.md",
+        "synth_datasets/cards/report.md",
         "synth_datasets/cards/__init__.py",
         "synth_datasets/py.typed",
         "synth_datasets/data/sample_seeds.jsonl",
