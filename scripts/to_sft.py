@@ -90,7 +90,7 @@ def load_expanded(source: str, *, split: str | None, config: str | None) -> data
     path = Path(source)
     if path.is_dir() and ((path / MANIFEST).exists() or (path / "state.json").exists()):
         return load_result(path)
-    return load_source(source, split=split, config=config)
+    return load_source(source, split=split, config=config)[0]
 
 
 def split(ds: datasets.Dataset, test_size: float, seed: int) -> datasets.DatasetDict:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     ds = drop_errors(ds)
     counts["error rows dropped"] = counts["rows"] - len(ds)
     if args.mix_in_seeds is not None:
-        seeds = load_source(args.mix_in_seeds, split=args.seeds_split, config=None)
+        seeds, _ = load_source(args.mix_in_seeds, split=args.seeds_split, config=None)
         ds = mix_in_seeds(ds, seeds)
         counts["seed rows mixed in"] = len(seeds)
     before = len(ds)

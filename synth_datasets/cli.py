@@ -250,15 +250,11 @@ def _build_parser() -> argparse.ArgumentParser:
 # -- loading --------------------------------------------------------------------------------------
 
 
-def load_source(source: str, *, split: str | None, config: str | None) -> Any:
-    """A file, a ``save_to_disk`` folder or a Hub id, as one ``Dataset`` split."""
-    return load_source_with_meta(source, split=split, config=config)[0]
-
-
-def load_source_with_meta(
+def load_source(
     source: str, *, split: str | None, config: str | None, revision: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The split, and what the card should say about where it came from."""
+    """A file, a ``save_to_disk`` folder or a Hub id as one ``Dataset`` split, and what the card
+    should say about where it came from."""
     import datasets
 
     meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
@@ -460,7 +456,7 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     ``--limit``; an empty one is refused before anything is sent."""
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
-    ds, source_meta = load_source_with_meta(
+    ds, source_meta = load_source(
         args.source, split=args.split, config=args.config, revision=args.revision
     )
     if args.limit is not None:
