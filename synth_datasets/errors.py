@@ -1,17 +1,5 @@
 """Typed errors: one root, one class per failure a user handles differently.
 
-Class tree::
-
-    SynthError
-    ├── ConfigurationError (also ValueError)  bad argument, environment or input; nothing was sent
-    ├── APIStatusError                        the server answered with an error status
-    │   ├── AuthenticationError               401 / 403
-    │   ├── ValidationError                   422, carries the parsed ``detail``
-    │   ├── RateLimitError                    429 after retries
-    │   └── ServerError                       5xx after retries
-    ├── APIConnectionError                    no usable answer (connection refused, dropped, timeout)
-    └── ResponseFormatError                   a 200 whose body is not the documented shape
-
 This module imports nothing else from the package, so every other module can import it.
 """
 

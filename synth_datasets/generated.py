@@ -96,16 +96,10 @@ def _unwrap(value: dict[str, Any]) -> dict[str, Any]:
 
 def _tail_excerpt(source: str, limit: int) -> str:
     """``repr`` of the end of ``source``, at most ``limit`` characters, "…" first when cut."""
-    if len(source) <= limit - 2:
-        whole = repr(source)
-        if len(whole) <= limit:
-            return whole
-    n = limit - 3  # room for "…" and the quotes
-    text = repr(source[-n:])
-    while len(text) > limit - 1 and n > 1:  # escapes made it longer: take fewer characters
-        n = max(min(n - 1, n * (limit - 3) // (len(text) - 2)), 1)
-        text = repr(source[-n:])
-    return "…" + text
+    n = limit
+    while n > 1 and len(repr(source[-n:])) + (n < len(source)) > limit:
+        n -= 1
+    return ("…" if n < len(source) else "") + repr(source[-n:])
 
 
 def _parse_fallback(text: str, problem: str) -> Parsed:

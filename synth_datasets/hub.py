@@ -93,7 +93,6 @@ def push_to_hub(
             include_prompt=include_prompt,
             provenance=provenance,
         )
-    # Where and how both the card and the data go.
     repo: dict[str, Any] = dict(
         token=token, private=private, revision=revision, create_pr=create_pr
     )
