@@ -35,12 +35,8 @@ def default_cache_dir() -> Path:
 
 
 def request_key(base_url: str, body: bytes, run_id: str | None = None) -> str:
-    h = hashlib.sha256()
-    for part in (_SCHEMA_VERSION, base_url, run_id or ""):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    h.update(body)
-    return h.hexdigest()
+    head = "\x00".join((_SCHEMA_VERSION, base_url, run_id or "", "")).encode("utf-8")
+    return hashlib.sha256(head + body).hexdigest()
 
 
 class RequestCache:

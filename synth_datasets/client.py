@@ -146,8 +146,6 @@ class SynthClient:
         self.pool_maxsize = max(1, pool_maxsize)
         self._session = self._make_session()
 
-    # -- configuration -------------------------------------------------------------------------
-
     @property
     def url(self) -> str:
         return self.base_url + ENDPOINT_PATH
@@ -227,8 +225,6 @@ class SynthClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- the call ------------------------------------------------------------------------------
 
     def generate(
         self,

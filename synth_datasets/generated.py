@@ -224,9 +224,8 @@ def _repair(fragment: str) -> dict[str, Any] | None:
         value = json_repair.loads(fragment, skip_json_loads=True)
     except Exception:  # json_repair raises ValueError on deep nesting; be safe with the rest
         return None
-    if not isinstance(value, dict):
-        return None
-    value = _unwrap(value)
-    if not value or all(v == "" for v in value.values()):
-        return None
-    return value
+    if isinstance(value, dict):
+        value = _unwrap(value)
+        if any(v != "" for v in value.values()):  # prose is never "repaired" into nothing
+            return value
+    return None
