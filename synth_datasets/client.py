@@ -115,10 +115,9 @@ def validate_examples(examples: object) -> list[dict[str, Any]]:
 
 def check_api_key(api_key: str | None) -> str:
     """The token given, else ``COLLINEAR_API_KEY``, fit for a header; never quoted back."""
-    api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
-    if not api_key or not api_key.strip():
+    key = (api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY") or "").strip()
+    if not key:
         raise ConfigurationError("no API key: set COLLINEAR_API_KEY or pass api_key=")
-    key = api_key.strip()
     if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
         raise ConfigurationError(
             "the API key holds spaces, line breaks or non-ASCII characters: check "

@@ -57,9 +57,7 @@ def kind(value: Any) -> str:
 
 def excerpt(source: str | bytes, limit: int, pos: int = 0) -> str:
     """``repr`` of at most ``limit`` characters of ``source`` around ``pos``; "…" marks a cut."""
-    start = 0
-    if len(source) > limit and pos > limit // 2:
-        start = min(pos - limit // 2, max(len(source) - limit, 0))
+    start = max(0, min(pos - limit // 2, len(source) - limit))
     head = "…" if start > 0 else ""
     budget = limit - len(head)
     text = repr(source[start : start + budget])

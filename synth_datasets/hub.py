@@ -119,10 +119,7 @@ def push_card(
     overwrite_card: bool = False,
     commit_message: str | None = None,
 ) -> str:
-    """Create the repo if needed and push ``card`` unless one is there; returns the repo URL.
-
-    Call it before pushing the data, so that datasets merges into this card instead of its own.
-    """
+    """Create the repo if needed and push ``card`` unless one is there; call it before the data."""
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if revision:
