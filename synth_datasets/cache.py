@@ -1,12 +1,8 @@
-"""Request cache: every answered request is stored, so a rerun never pays for it twice.
+"""Request cache: every answer is stored (SQLite, WAL, autocommit), so a rerun never pays twice.
 
-SQLite in WAL mode, autocommit: a row is durable as soon as its request returned, which makes a
-crashed run resumable at request granularity. One connection per process, which the request
-threads take turns on under a lock: connections per thread cost more CPU, as every write
-invalidated the others' page caches and writers polled for the WAL lock. The key hashes the
-endpoint, the request body and an optional run id, never the token; nothing else of the request
-is stored. An answer is kept as received (body and content type) and parsed again on a hit: no
-re-encoding, and a fix to the parser applies to answers already cached.
+One connection per process, shared under a lock: one per thread cost more CPU (each write emptied
+the others' page caches; writers polled for the WAL lock). The key never hashes the token. Answers
+are kept as received and parsed again on a hit, so a parser fix reaches answers already cached.
 """
 
 from __future__ import annotations
@@ -39,12 +35,8 @@ def default_cache_dir() -> Path:
 
 
 def request_key(base_url: str, body: bytes, run_id: str | None = None) -> str:
-    h = hashlib.sha256()
-    for part in (_SCHEMA_VERSION, base_url, run_id or ""):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    h.update(body)
-    return h.hexdigest()
+    head = "\x00".join((_SCHEMA_VERSION, base_url, run_id or "", "")).encode("utf-8")
+    return hashlib.sha256(head + body).hexdigest()
 
 
 class RequestCache:
@@ -68,11 +60,8 @@ class RequestCache:
         return {**self.__dict__, "_handle": None}  # the connection stays in its process
 
     def _connection(self) -> tuple[threading.Lock, sqlite3.Connection]:
-        """This process's lock and connection, opened on first use and again after a fork.
-
-        A forked child gets a new lock too: the parent's may have been held at the fork. Two
-        threads that race here each open one, and use only their own: harmless, and rare.
-        """
+        """This process's lock and connection, opened again after a fork (the parent's lock may
+        have been held then); two threads racing here each use their own: harmless, and rare."""
         handle = self._handle
         if handle is None or handle[0] != os.getpid():
             handle = self._handle = (os.getpid(), threading.Lock(), self._connect())

@@ -1,9 +1,7 @@
 """HTTP client for Collinear's ``POST /api/v1/synth_data/generate``.
 
-One pooled ``requests.Session`` per client; retries live in one place (``urllib3.util.Retry`` on
-the adapter for connect errors, read timeouts before the headers, and 429/5xx answers, plus the same
-``Retry`` budget for a body that breaks while it is being read). Arguments are checked before
-anything is sent, so a bad call costs nothing.
+Every failure (connection, timeout, 429/5xx, a body that breaks off or does not parse) spends one
+``urllib3`` ``Retry`` budget; arguments are checked before anything is sent.
 """
 
 from __future__ import annotations
@@ -77,11 +75,7 @@ class CallInfo:
 
 
 class _Retry(Retry):
-    """``Retry`` whose wait for a ``Retry-After`` header is capped.
-
-    A server asking for minutes of patience would otherwise stall the whole expansion silently;
-    past the cap we wait the cap, and the retry budget decides the rest.
-    """
+    """``Retry`` whose ``Retry-After`` wait is capped: minutes of it would stall the expansion."""
 
     # urllib3 >= 2.6 has a cap of its own, declared as int (and its default as Final); it only
     # compares and assigns it, so a fractional cap works there too. Set by the client.
@@ -121,10 +115,9 @@ def validate_examples(examples: object) -> list[dict[str, Any]]:
 
 def check_api_key(api_key: str | None) -> str:
     """The token given, else ``COLLINEAR_API_KEY``, fit for a header; never quoted back."""
-    api_key = api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY")
-    if not api_key or not api_key.strip():
+    key = (api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY") or "").strip()
+    if not key:
         raise ConfigurationError("no API key: set COLLINEAR_API_KEY or pass api_key=")
-    key = api_key.strip()
     if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
         raise ConfigurationError(
             "the API key holds spaces, line breaks or non-ASCII characters: check "
@@ -135,12 +128,7 @@ def check_api_key(api_key: str | None) -> str:
 
 @takes_options(ClientConfig)
 class SynthClient:
-    """Client for the synth-data endpoint.
-
-    Configuration comes from the arguments, else ``COLLINEAR_API_KEY`` / ``COLLINEAR_BASE_URL``,
-    read when the client is built. ``pool_maxsize`` should match the number of requests you keep
-    in flight (the expansion sets it to ``max_concurrency``).
-    """
+    """Client for the synth-data endpoint; ``pool_maxsize`` should match the requests in flight."""
 
     def __init__(
         self,
@@ -157,8 +145,6 @@ class SynthClient:
         self.pool_maxsize = max(1, pool_maxsize)
         self._session = self._make_session()
 
-    # -- configuration -------------------------------------------------------------------------
-
     @property
     def url(self) -> str:
         return self.base_url + ENDPOINT_PATH
@@ -171,9 +157,6 @@ class SynthClient:
         # Immutable: each retry makes a new one from it.
         self._retry = _Retry(
             total=self.config.max_retries,
-            connect=self.config.max_retries,
-            read=self.config.max_retries,
-            status=self.config.max_retries,
             other=0,
             allowed_methods=frozenset({"POST"}),
             status_forcelist=frozenset({429, 500, 502, 503, 504}),
@@ -182,7 +165,6 @@ class SynthClient:
             backoff_jitter=self.config.backoff_factor,
             respect_retry_after_header=True,
             raise_on_status=False,
-            raise_on_redirect=False,
         )
         self._retry.retry_after_max = self.config.retry_after_max
         session = requests.Session()
@@ -209,8 +191,7 @@ class SynthClient:
         )
         # Every call is the same POST but for its body: prepared once, with its headers.
         self._template = session.prepare_request(requests.Request("POST", self.url, data=b"{}"))
-        # requests types header values as str | bytes; every one here is a str (ours above and
-        # requests' defaults), which is what urllib3's urlopen is typed to take.
+        # All str (ours and requests' defaults), though requests types them as str | bytes.
         self._headers = cast(
             "dict[str, str]",
             {k: v for k, v in self._template.headers.items() if k.lower() != "content-length"},
@@ -243,8 +224,6 @@ class SynthClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- the call ------------------------------------------------------------------------------
 
     def generate(
         self,
@@ -286,29 +265,10 @@ class SynthClient:
                     ) from None
             raise ConfigurationError(f"request body is not JSON-serialisable: {exc}") from None
 
-    def _transport(self) -> tuple[HTTPConnectionPool, str]:
-        """The session adapter's own urllib3 pool for our URL (proxy and TLS settings applied).
-
-        Calls go straight to it: requests' per-call Python layers (request preparation,
-        hooks, cookie jar, response wrapping) cost more CPU than the HTTP exchange itself at
-        thousands of requests, and urllib3 then reads the whole body inside ``urlopen``, where
-        a body that breaks off is retried by the same ``Retry`` as every other failure.
-        """
-        if self._pool is None:
-            adapter = self._session.get_adapter(self.url)
-            assert isinstance(adapter, HTTPAdapter)
-            proxies = self._session.proxies
-            self._pool = adapter.get_connection_with_tls_context(
-                self._template, verify=self._session.verify, proxies=proxies
-            )
-            self._request_url = adapter.request_url(self._template, proxies)
-        return self._pool, self._request_url
-
     def post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
-        """Send an already built body; retry until an answer parses or the budget is spent.
+        """Send a built body until an answer parses or the retries are spent.
 
-        A server may quote the request back, Authorization header included: the token is
-        masked in every error this raises.
+        A server may quote the request back, Authorization included: errors mask the token.
         """
         try:
             return self._post(body)
@@ -336,15 +296,24 @@ class SynthClient:
 
     def _post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         started = time.monotonic()
-        pool, url = self._transport()
+        if self._pool is None:
+            # The session adapter's own pool (proxy and TLS settings applied), called directly:
+            # requests' per-call layers cost more CPU than the exchange, and urlopen reads the
+            # whole body, so a body that breaks off is retried like every other failure.
+            adapter = self._session.get_adapter(self.url)
+            assert isinstance(adapter, HTTPAdapter)
+            self._pool = adapter.get_connection_with_tls_context(
+                self._template, verify=self._session.verify, proxies=self._session.proxies
+            )
+            self._request_url = adapter.request_url(self._template, self._session.proxies)
         retry: Retry = self._retry
         attempts = 0
         while True:
             attempts += 1
             try:
-                response = pool.urlopen(
+                response = self._pool.urlopen(
                     "POST",
-                    url,
+                    self._request_url,
                     body=body,
                     headers=self._headers,
                     retries=retry,
@@ -361,10 +330,12 @@ class SynthClient:
                 retry = response.retries  # what is left of the budget
             status = response.status
             headers = response.headers
-            request_id = _request_id(headers)
             content = response.data
+            request_id = (
+                headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray")
+            )
             if status >= 400:
-                raise _status_error(status, headers, content, self.host)
+                raise _status_error(status, request_id, content, self.host)
             try:
                 items = parse_body(
                     content,
@@ -413,10 +384,6 @@ class SynthClient:
         return APIConnectionError(f"connection to {self.host} {kind} ({name}) {tail}")
 
 
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray")
-
-
 def _server_message(content: bytes) -> tuple[str, Any]:
     try:
         body = json.loads(content)
@@ -439,10 +406,7 @@ def _server_message(content: bytes) -> tuple[str, Any]:
     return json.dumps(body)[:200], body
 
 
-def _status_error(
-    status: int, headers: Mapping[str, str], content: bytes, host: str
-) -> APIStatusError:
-    request_id = _request_id(headers)
+def _status_error(status: int, request_id: str | None, content: bytes, host: str) -> APIStatusError:
     message, body = _server_message(content)
     rid = f" (request id {request_id})" if request_id else ""
     head = f"{status} from {host}: {message}{rid}"

@@ -1,17 +1,5 @@
 """Typed errors: one root, one class per failure a user handles differently.
 
-Class tree::
-
-    SynthError
-    ├── ConfigurationError (also ValueError)  bad argument, environment or input; nothing was sent
-    ├── APIStatusError                        the server answered with an error status
-    │   ├── AuthenticationError               401 / 403
-    │   ├── ValidationError                   422, carries the parsed ``detail``
-    │   ├── RateLimitError                    429 after retries
-    │   └── ServerError                       5xx after retries
-    ├── APIConnectionError                    no usable answer (connection refused, dropped, timeout)
-    └── ResponseFormatError                   a 200 whose body is not the documented shape
-
 This module imports nothing else from the package, so every other module can import it.
 """
 
@@ -34,12 +22,9 @@ __all__ = [
 
 
 class SynthError(Exception):
-    """Root of every error this library raises on purpose.
+    """Root of every error this library raises on purpose; ``seed_indices`` is set by the expansion.
 
-    ``status_code`` and ``request_id`` are set when a server answered; ``seed_indices`` is set by
-    the expansion when the failure belongs to a request built from those seed rows. ``args`` is
-    ``(message,)`` and every other field is in ``__dict__``, so the default pickling carries the
-    error across num_proc workers whole.
+    ``args`` is ``(message,)`` and the rest in ``__dict__``: default pickling carries it whole.
     """
 
     def __init__(
@@ -62,10 +47,7 @@ class SynthError(Exception):
 
 
 class ConfigurationError(SynthError, ValueError):
-    """A bad argument, environment variable or input row, found before anything was sent.
-
-    ``option`` names the option at fault, so the command line can say its flag instead.
-    """
+    """Found before anything was sent; ``option`` names the option, for the CLI to name its flag."""
 
     option: str | None = None
 

@@ -1,9 +1,7 @@
-"""Read one whole 200 body into items, whatever its framing; never silent.
+"""Read one whole 200 body into items; anything else raises :class:`ResponseFormatError`.
 
-The docs warn the service may stream, so besides the documented JSON array the same items framed
-as server-sent events or newline-delimited JSON are accepted. Anything else raises
-:class:`ResponseFormatError`, which the client retries like a broken connection. On the hot path:
-the cheap strict-JSON route comes first.
+The docs warn the service may stream, so server-sent events and newline-delimited JSON are read
+too; the documented JSON array (the hot path) is tried first.
 """
 
 from __future__ import annotations
@@ -29,10 +27,8 @@ _DECODER = json.JSONDecoder()
 _decode = _DECODER.decode
 _raw_decode = _DECODER.raw_decode
 
-# orjson reads an integer past 64 bits as a float, silently: text with 19 digits in a row (an
-# integer that may be that large, or just a long number in a string) goes to the json module.
-# Mapping every byte to "9" (digit) or " " and looking for a run is a few times cheaper than a
-# regular expression, which would cost more than the decoding it guards.
+# orjson silently reads an integer past 64 bits as a float: text with 19 digits in a row goes to
+# the json module. A byte translation finds such a run far cheaper than a regular expression.
 _DIGIT_MAP = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _DIGIT_RUN = b"9" * 19
 
@@ -42,11 +38,7 @@ def _may_hold_long_integer(data: bytes) -> bool:
 
 
 def fast_loads(text: str) -> Any:
-    """``json.loads``, through orjson when it reads the text the same way (a fraction of the CPU).
-
-    Anything orjson refuses (NaN, lone surrogates, bad JSON) or might read differently (very long
-    integers) goes to the json module, so what is accepted and every error stay the json module's.
-    """
+    """``json.loads`` through orjson where it reads the same; the json module decides the rest."""
     if not _may_hold_long_integer(text.encode("utf-8", "surrogatepass")):
         try:
             return orjson.loads(text)
@@ -64,13 +56,8 @@ def kind(value: Any) -> str:
 
 
 def excerpt(source: str | bytes, limit: int, pos: int = 0) -> str:
-    """``repr`` of at most ``limit`` characters of ``source`` around ``pos``, on one line.
-
-    "…" marks each side that was cut, so a reader knows the quote is partial.
-    """
-    start = 0
-    if len(source) > limit and pos > limit // 2:
-        start = min(pos - limit // 2, max(len(source) - limit, 0))
+    """``repr`` of at most ``limit`` characters of ``source`` around ``pos``; "…" marks a cut."""
+    start = max(0, min(pos - limit // 2, len(source) - limit))
     head = "…" if start > 0 else ""
     budget = limit - len(head)
     text = repr(source[start : start + budget])
@@ -121,15 +108,8 @@ def parse_body(
 ) -> list[Item]:
     """Read a whole 200 body into items; raise ``ResponseFormatError`` if it is not items.
 
-    Accepted: a JSON array of items (the documented shape); an object holding it under ``data``,
-    ``results``, ``items`` or ``generations``; server-sent events whose ``data`` carry an item, an
-    array or such an object (``[DONE]``, comments and other fields ignored); newline-delimited
-    JSON. ``content_type`` is a hint: the body is sniffed too, because headers lie. An array that
-    repeats the items of earlier events or lines (a running or final array) replaces them.
-
-    An item's ``generated`` object or array is re-serialised to JSON text, and an unpaired
-    surrogate in it (JSON ``"\\ud83d"``) becomes the text ``\\ud83d``: no UTF-8 text or Arrow
-    column can hold one. The error's message is one line, the reason and an excerpt of the body.
+    ``content_type`` is only a hint (headers lie): the body is sniffed. An array that repeats the
+    items of earlier events or lines (a running or final array) replaces them.
     """
     items: list[Item] | None = None
     if isinstance(raw, (bytes, bytearray)) and raw[:1] == b"[" and not _may_hold_long_integer(raw):
@@ -138,53 +118,40 @@ def parse_body(
         with contextlib.suppress(ValueError, _Malformed):
             items = _items_from_value(orjson.loads(raw), "")
     if items is None:
-        items = _parse_full(raw, content_type, status_code, request_id)
+        if isinstance(raw, str):
+            text = raw.removeprefix("\ufeff")
+        elif isinstance(raw, (bytes, bytearray, memoryview)):
+            data = bytes(raw).removeprefix(b"\xef\xbb\xbf")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = _Malformed(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                bad.pos = exc.start
+                raise _format_error(bad, data, status_code, request_id) from None
+        else:
+            raise TypeError(f"parse_body() expects bytes or str, got {type(raw).__name__}")
+        try:
+            items = _parse_text(text, content_type)
+        except (_Malformed, RecursionError, ValueError) as exc:
+            if isinstance(exc, _Malformed):
+                bad = exc
+            elif isinstance(exc, RecursionError):
+                bad = _Malformed("JSON nested too deeply to read")
+            else:  # not a JSONDecodeError: e.g. an integer too long to convert
+                bad = _Malformed(f"unreadable JSON ({exc})")
+            raise _format_error(bad, text, status_code, request_id) from None
     if not all(map(str.isascii, map(_get_generated, items))):  # O(1) per string, loop in C
-        _escape_lone_surrogates(items)
+        # An unpaired surrogate (JSON "\ud83d") becomes the text \ud83d: no UTF-8 text or Arrow
+        # column holds one. Only non-ASCII strings can hold one; encoding them is cheap.
+        for i, item in enumerate(items):
+            generated = item["generated"]
+            if not generated.isascii():
+                try:
+                    generated.encode("utf-8")
+                except UnicodeEncodeError:
+                    fixed = generated.encode("utf-8", "backslashreplace").decode("utf-8")
+                    items[i] = {"original": item["original"], "generated": fixed}
     return items
-
-
-def _parse_full(
-    raw: bytes | str, content_type: str | None, status_code: int | None, request_id: str | None
-) -> list[Item]:
-    if isinstance(raw, str):
-        text = raw.removeprefix("\ufeff")
-    elif isinstance(raw, (bytes, bytearray, memoryview)):
-        data = bytes(raw).removeprefix(b"\xef\xbb\xbf")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad = _Malformed(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-            bad.pos = exc.start
-            raise _format_error(bad, data, status_code, request_id) from None
-    elif raw is None:
-        text = ""
-    else:
-        raise TypeError(f"parse_body() expects bytes or str, got {type(raw).__name__}")
-    try:
-        return _parse_text(text, content_type)
-    except (_Malformed, RecursionError, ValueError) as exc:
-        if isinstance(exc, _Malformed):
-            bad = exc
-        elif isinstance(exc, RecursionError):
-            bad = _Malformed("JSON nested too deeply to read")
-        else:  # not a JSONDecodeError: e.g. an integer too long to convert
-            bad = _Malformed(f"unreadable JSON ({exc})")
-        raise _format_error(bad, text, status_code, request_id) from None
-
-
-def _escape_lone_surrogates(items: list[Item]) -> None:
-    """Only non-ASCII strings can hold an unpaired surrogate: encoding them is cheaper than
-    scanning the body for ``\\ud`` escapes. The escaped text fails to parse with a reason."""
-    for i, item in enumerate(items):
-        generated = item["generated"]
-        if generated.isascii():
-            continue
-        try:
-            generated.encode("utf-8")
-        except UnicodeEncodeError:
-            fixed = generated.encode("utf-8", "backslashreplace").decode("utf-8")
-            items[i] = {"original": item["original"], "generated": fixed}
 
 
 def _format_error(
@@ -273,13 +240,6 @@ def _normalize_list(values: list[Any], where: str) -> list[Item]:
 
 
 def _normalize(item: Any, where: str, index: int | None = None) -> Item:
-    if (
-        type(item) is dict
-        and len(item) == 2
-        and type(item.get("generated")) is str
-        and type(item.get("original")) is dict
-    ):
-        return item  # the exact shape already: keep the dict json.loads built
     label = f"{where}item" if index is None else f"{where}item {index}"
     if not isinstance(item, dict):
         raise _Malformed(

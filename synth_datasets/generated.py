@@ -1,9 +1,5 @@
-"""Read one ``generated`` string into a dict: tolerant, never silent, never raising.
-
-Cheapest first: strict JSON (the hot path), then a fenced code block, then an object embedded in
-prose, then ``json_repair``. A row whose text cannot be read keeps its error (and its raw text)
-instead of failing the whole batch.
-"""
+"""Read one ``generated`` string into a dict, cheapest way first; a failure is a row's error,
+never an exception that would fail the whole batch."""
 
 from __future__ import annotations
 
@@ -30,12 +26,8 @@ _CLOSED, _OPEN, _CUT = "closed", "open", "cut"  # states of an object span (_obj
 
 
 class Parsed(NamedTuple):
-    """Outcome of :func:`parse_generated`.
-
-    ``value`` is the object (``None`` on failure); ``error`` a one-line reason (``None`` on
-    success); ``method`` says which step worked: ``"json"``, ``"fenced"``, ``"embedded"``,
-    ``"repaired"``, or ``""`` on failure, so callers can count how much text needed help.
-    """
+    """``value`` or a one-line ``error``; ``method`` ("json", "fenced", "embedded", "repaired",
+    "" on failure) lets callers count how much text needed help."""
 
     value: dict[str, Any] | None
     error: str | None
@@ -45,12 +37,9 @@ class Parsed(NamedTuple):
 def parse_generated(text: object) -> Parsed:
     """Turn one ``generated`` string into a dict; never raises.
 
-    ``json_repair`` (trailing commas, single quotes, unquoted keys, Python literals) counts only
-    when it yields a dict with some non-empty value: prose is never "repaired" into nothing.
-    Truncated text is not repaired, since closing a string or number cut short gives a wrong value
-    with no error, unless only closing brackets are missing. A ``{"generated_data": ...}`` wrapper
-    and a JSON string holding an object (double encoding) are unwrapped. Any other value (a list,
-    number, string) is a failure whose reason names what was found.
+    A repair counts only when it yields some non-empty value (prose is never "repaired" into
+    nothing), and truncated text is not repaired unless only closing brackets are missing:
+    closing a string or number cut short gives a wrong value with no error.
     """
     try:
         if type(text) is str:
@@ -107,16 +96,10 @@ def _unwrap(value: dict[str, Any]) -> dict[str, Any]:
 
 def _tail_excerpt(source: str, limit: int) -> str:
     """``repr`` of the end of ``source``, at most ``limit`` characters, "…" first when cut."""
-    if len(source) <= limit - 2:
-        whole = repr(source)
-        if len(whole) <= limit:
-            return whole
-    n = limit - 3  # room for "…" and the quotes
-    text = repr(source[-n:])
-    while len(text) > limit - 1 and n > 1:  # escapes made it longer: take fewer characters
-        n = max(min(n - 1, n * (limit - 3) // (len(text) - 2)), 1)
-        text = repr(source[-n:])
-    return "…" + text
+    n = limit
+    while n > 1 and len(repr(source[-n:])) + (n < len(source)) > limit:
+        n -= 1
+    return ("…" if n < len(source) else "") + repr(source[-n:])
 
 
 def _parse_fallback(text: str, problem: str) -> Parsed:
@@ -173,9 +156,8 @@ def _parse_fallback(text: str, problem: str) -> Parsed:
 def _fence_bodies(text: str) -> list[str]:
     """Candidate bodies of Markdown code fences, in order.
 
-    An opening fence starts a line, so a ``` inside a JSON string (no raw newlines there) is never
-    taken for one. The body ends at the next ``` (a one-line fence) or, when that cuts it short,
-    at the next fence that starts a line; an unclosed fence runs to the end (truncated output).
+    An opener starts a line, so a ``` inside a JSON string (no raw newlines) is never one. A body
+    ends at the next ```, or else at the next fence starting a line; an unclosed one runs to the end.
     """
     bodies: list[str] = []
     n = len(text)
@@ -203,9 +185,8 @@ def _fence_bodies(text: str) -> list[str]:
 def _object_spans(text: str) -> list[tuple[int, int, str]]:
     """Outermost ``{...}`` spans as (start, end, state), strings respected; linear.
 
-    Quotes count only inside braces, so an apostrophe in the prose cannot hide the object. A span
-    still open at the end comes last: ``_OPEN`` when the text stops right after a whole object or
-    array (a repair only adds closing brackets), else ``_CUT`` (a repair would invent the rest).
+    Quotes count only inside braces (an apostrophe in prose cannot hide the object). A span open at
+    the end is ``_OPEN`` when only closing brackets are missing, else ``_CUT``.
     """
     spans: list[tuple[int, int, str]] = []
     depth = 0
@@ -243,11 +224,8 @@ def _repair(fragment: str) -> dict[str, Any] | None:
         value = json_repair.loads(fragment, skip_json_loads=True)
     except Exception:  # json_repair raises ValueError on deep nesting; be safe with the rest
         return None
-    if isinstance(value, tuple):  # (value, log) when logging is on; not the default
-        value = value[0]
-    if not isinstance(value, dict):
-        return None
-    value = _unwrap(value)
-    if not value or all(v == "" for v in value.values()):
-        return None
-    return value
+    if isinstance(value, dict):
+        value = _unwrap(value)
+        if any(v != "" for v in value.values()):  # prose is never "repaired" into nothing
+            return value
+    return None

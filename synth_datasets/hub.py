@@ -1,9 +1,7 @@
 """Publish an expanded dataset and its card to the Hub so that neither clobbers the other.
 
-Order matters (see datasets' push_to_hub): the card goes first, then the data. ``push_to_hub``
-of datasets reads the README already in the repo and merges only ``dataset_info`` and
-``configs`` into its YAML, so the card's text survives and later splits merge in. A README that
-is already there is kept, so a second split or a re-push never rewrites the card text.
+The card goes first, and only where there is no README yet: datasets' ``push_to_hub`` then merges
+just ``dataset_info`` and ``configs`` into its YAML, so the card's text survives every later split.
 """
 
 from __future__ import annotations
@@ -14,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-from huggingface_hub import DatasetCard, HfApi, constants, get_token, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub import DatasetCard, HfApi, constants, get_token
+from huggingface_hub.errors import HFValidationError
 
 # huggingface_hub.utils re-exports it under a computed __all__, which mypy cannot read.
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
@@ -51,22 +49,6 @@ def validate_hub_repo_id(repo_id: object) -> str:
     return repo_id
 
 
-def _existing_card(repo_id: str, token: str, revision: str | None) -> DatasetCard | None:
-    # DatasetCard.load takes no revision: the README is fetched here, at the branch pushed to.
-    try:
-        path = hf_hub_download(
-            repo_id,
-            constants.REPOCARD_NAME,
-            repo_type="dataset",
-            token=token,
-            revision=revision or None,
-        )
-    except (EntryNotFoundError, RepositoryNotFoundError):
-        return None
-    card: DatasetCard = DatasetCard.load(path)  # untyped classmethod: returns a DatasetCard
-    return card
-
-
 def push_to_hub(
     dataset: datasets.Dataset,
     repo_id: str,
@@ -89,10 +71,7 @@ def push_to_hub(
     provenance: Mapping[str, Any] | None = None,
     max_shard_size: str | int | None = None,
 ) -> str:
-    """Push ``dataset`` as ``split`` of ``repo_id`` with its card; returns the repo URL.
-
-    Everything is checked (repo id, token, dataset) before the first upload.
-    """
+    """Push ``dataset`` as ``split`` of ``repo_id`` with its card; returns the repo URL."""
     repo_id = validate_hub_repo_id(repo_id)
     if not isinstance(dataset, datasets.Dataset):
         raise ConfigurationError(
@@ -114,7 +93,6 @@ def push_to_hub(
             include_prompt=include_prompt,
             provenance=provenance,
         )
-    # Where and how both the card and the data go.
     repo: dict[str, Any] = dict(
         token=token, private=private, revision=revision, create_pr=create_pr
     )
@@ -141,16 +119,14 @@ def push_card(
     overwrite_card: bool = False,
     commit_message: str | None = None,
 ) -> str:
-    """Create the repo if needed and push ``card`` unless one is there; returns the repo URL.
-
-    Call it before pushing the data: datasets then merges its YAML into this card instead of
-    writing a README of its own.
-    """
+    """Create the repo if needed and push ``card`` unless one is there; call it before the data."""
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if revision:
         api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-    if overwrite_card or _existing_card(repo_id, token, revision) is None:
+    if overwrite_card or not api.file_exists(
+        repo_id, constants.REPOCARD_NAME, repo_type="dataset", revision=revision or None
+    ):
         card.push_to_hub(
             repo_id,
             repo_type="dataset",
