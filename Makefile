@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-versions lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# The suite on the oldest and the newest supported Python too (pyenv's interpreters), each in its
+# own virtualenv; a version this machine lacks is skipped with a line saying so.
+PYENV_ROOT ?= $(HOME)/.pyenv
+test-versions:
+	@for v in 3.10 3.13; do \
+		py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | sort -V | tail -1); \
+		if [ -z "$$py" ]; then echo "Python $$v not found under $(PYENV_ROOT): skipped"; continue; fi; \
+		echo "== the suite on $$($$py --version)"; \
+		$(MAKE) --no-print-directory test VENV=.venv-$$v PYTHON=$$py || exit 1; \
+	done
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check synth_datasets tests scripts
 	$(BIN)/ruff format --check synth_datasets tests scripts
@@ -34,4 +45,4 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix synth_datasets tests scripts
 
 clean:
-	rm -rf $(VENV) out build dist *.egg-info .mypy_cache
+	rm -rf $(VENV) .venv-3.10 .venv-3.13 out build dist *.egg-info .mypy_cache

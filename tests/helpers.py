@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -235,3 +236,21 @@ class StubServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# -- hypothesis strategies of JSON, shared by the parsing properties --------------------------------
+
+_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+)
+_json_values = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+json_objects = st.dictionaries(st.text(max_size=10), _json_values, max_size=4).filter(
+    lambda d: not (len(d) == 1 and "generated_data" in d)
+)
+JSONISH_TEXT = st.text(alphabet="{}[]\":,'`\\ \nabtrue0123-.eE", max_size=60)

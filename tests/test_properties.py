@@ -1,6 +1,6 @@
 """Property-based tests: linking, truncated bodies and the row builder end-to-end.
 
-``tests/test_parsing.py`` already has the round-trip and never-raises properties of
+``tests/test_generated.py`` and ``tests/test_framing.py`` already have the round-trip and never-raises properties of
 ``parse_body`` and ``parse_generated``; these add:
 
 * linking (``link_items``) over random examples with duplicates, shuffles, missing and extra
