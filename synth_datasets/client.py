@@ -243,10 +243,12 @@ class SynthClient:
         items, _ = self.post(body)
         return [Generation(item["original"], item["generated"]) for item in items]
 
+    @staticmethod
     def build_body(
-        self, *, model_id: object, prompt: object, examples: object, multiplier: object
+        *, model_id: object, prompt: object, examples: object, multiplier: object
     ) -> bytes:
-        """The exact request body, after every check: nothing invalid leaves the machine."""
+        """The exact request body, after every check: nothing invalid leaves the machine. It
+        depends on no client, so the expansion can measure a body before it opens one."""
         body: dict[str, Any] = {
             "model_id": validate_model_id(model_id),
             "multiplier": validate_multiplier(multiplier),

@@ -173,9 +173,9 @@ class _Engine:
             self._local.client.close()
         self._reset()
 
-    def _body(self, client: SynthClient, examples: list[dict[str, Any]]) -> bytes:
+    def _body(self, examples: list[dict[str, Any]]) -> bytes:
         c = self.config
-        return client.build_body(
+        return SynthClient.build_body(
             model_id=c.model_id, prompt=c.prompt, examples=examples, multiplier=c.multiplier
         )
 
@@ -195,7 +195,7 @@ class _Engine:
         n, size, limit = len(examples), c.request_size, c.max_request_bytes
         if limit is None:
             return seeds, examples, [(start, min(start + size, n)) for start in range(0, n, size)]
-        overhead = len(self._body(self.local().client, [{}])) - 2  # the body around its examples
+        overhead = len(self._body([{}])) - 2  # the body around its examples
         chunks: list[tuple[int, int]] = []
         start, total = 0, overhead
         for i, (example, index) in enumerate(zip(examples, seeds, strict=True)):
@@ -225,7 +225,7 @@ class _Engine:
         """
         client, cache, _ = self.local()
         c = self.config
-        body = self._body(client, examples)
+        body = self._body(examples)
         key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
         items = cache.get(key) if cache is not None else None
         self.stats.add(seeds=len(indices), targeted=len(indices) * c.multiplier)
