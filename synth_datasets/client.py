@@ -28,6 +28,7 @@ from ._version import __version__
 from .config import (
     ENDPOINT_PATH,
     ClientConfig,
+    is_loopback,
     resolve_model_id,
     takes_options,
     validate_model_id,
@@ -170,9 +171,12 @@ class SynthClient:
         session = requests.Session()
         # The environment is read once here, not on every request (requests would re-scan it
         # per call, a measurable cost at thousands of requests); and never from ~/.netrc, whose
-        # credentials would silently replace the Bearer token.
+        # credentials would silently replace the Bearer token. Loopback never goes through a
+        # proxy: its plain http would hand the token to the proxy in clear. Any other base URL
+        # is https (config refuses the rest), which a proxy can only tunnel (CONNECT).
         session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        if not is_loopback(urlsplit(self.base_url).hostname or ""):
+            session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if ca_bundle:
             session.verify = ca_bundle

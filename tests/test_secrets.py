@@ -25,6 +25,7 @@ from helpers import (
     PROMPT,
     Answer,
     Received,
+    RecordingProxy,
     StubServer,
     make_client,
     qa,
@@ -279,6 +280,73 @@ def test_a_server_echoing_the_token_does_not_leak_it(
             assert_clean(text, "the exception")
         assert_clean(caplog.text, "the DEBUG logs")
         assert len(stub.received) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# The token on the wire: never in clear to anything but loopback, proxies included
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def through_proxy(monkeypatch: pytest.MonkeyPatch, url: str, names: Any = PROXY_VARIABLES) -> None:
+    """Proxy variables (both spellings) pointing at ``url``; no NO_PROXY exemption."""
+    for name in (*PROXY_VARIABLES, "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name in names:
+        monkeypatch.setenv(name, url)
+        monkeypatch.setenv(name.lower(), url)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_never_goes_through_a_proxy(
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    server.set_faults(Faults())
+    with RecordingProxy() as proxy:
+        through_proxy(monkeypatch, proxy.url)
+        client = client_for(server.url.replace("127.0.0.1", host), max_retries=0)
+        gens = client.generate(
+            model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=2
+        )
+    assert len(gens) == 2
+    assert proxy.received == []  # plain http with the token went straight to loopback
+    assert server.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize("names", [PROXY_VARIABLES, ("HTTPS_PROXY",), ("ALL_PROXY",)])
+def test_an_https_endpoint_crosses_a_proxy_only_as_a_tunnel(
+    monkeypatch: pytest.MonkeyPatch, names: Any
+) -> None:
+    """A plain-http proxy URL for an https endpoint: the proxy sees CONNECT, never the token."""
+    with RecordingProxy() as proxy:
+        through_proxy(monkeypatch, proxy.url, names)
+        client = client_for("https://api.collinear.invalid", max_retries=0)
+        with pytest.raises(SynthError) as info:
+            client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
+    assert type(info.value).__name__ == "APIConnectionError"
+    assert proxy.received  # the proxy was used...
+    for data in proxy.received:  # ...as a tunnel only
+        assert data.startswith(b"CONNECT api.collinear.invalid:443 "), data[:80]
+        assert b"authorization" not in data.lower()
+        assert_clean(data, "what the proxy received")
+
+
+def test_local_runs_work_behind_a_proxy(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
+    with RecordingProxy() as proxy:
+        through_proxy(monkeypatch, proxy.url)
+        args = ["expand", str(source), "--local", "--prompt", PROMPT, "--max-retries", "0"]
+        code = cli_main([*args, "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    assert "expanded 3 seed rows into 12 rows" in capsys.readouterr().out
+    # Other libraries may probe the internet through it; nothing of ours went there.
+    assert not [data for data in proxy.received if not data.startswith(b"CONNECT ")]
+    assert not [data for data in proxy.received if b"127.0.0.1" in data or b"Bearer" in data]
 
 
 # --------------------------------------------------------------------------------------------
