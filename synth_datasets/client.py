@@ -340,8 +340,8 @@ class SynthClient:
             request_id = (
                 headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray")
             )
-            if status >= 400:
-                raise _status_error(status, request_id, content, self.host)
+            if status >= 300:  # a redirect is never followed: the token would go along
+                raise _status_error(status, request_id, content, self.host, headers, len(body))
             try:
                 items = parse_body(
                     content,
@@ -412,10 +412,36 @@ def _server_message(content: bytes) -> tuple[str, Any]:
     return json.dumps(body)[:200], body
 
 
-def _status_error(status: int, request_id: str | None, content: bytes, host: str) -> APIStatusError:
+def _status_error(
+    status: int,
+    request_id: str | None,
+    content: bytes,
+    host: str,
+    headers: Mapping[str, str],
+    body_size: int,
+) -> APIStatusError:
     message, body = _server_message(content)
+    if status < 400:
+        message = f"redirected to {_location(headers.get('Location'))}, not followed"
     rid = f" (request id {request_id})" if request_id else ""
     head = f"{status} from {host}: {message}{rid}"
     cls = status_error_class(status)
-    text = f"{head}; {cls.next_step}" if cls.next_step else head
-    return cls(text, status_code=status, request_id=request_id, body=body)
+    next_step = cls.next_step
+    if status < 400:
+        next_step = "the Authorization header would go along: check base_url"
+    elif status == 413:
+        next_step = f"set max_request_bytes below this body's {body_size} bytes"
+    text = f"{head}; {next_step}" if next_step else head
+    error = cls(text, status_code=status, request_id=request_id, body=body)
+    error.option = "base_url" if status < 400 else "max_request_bytes" if status == 413 else None
+    return error
+
+
+def _location(value: str | None) -> str:
+    """A redirect's target without what may be secret: credentials, query, fragment."""
+    if not value:
+        return "nowhere (no Location header)"
+    parts = urlsplit(value)
+    netloc = parts.netloc.rpartition("@")[2]
+    hidden = "?…" if parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{hidden}" if netloc else parts.path + hidden

@@ -25,7 +25,10 @@ class SynthError(Exception):
     """Root of every error this library raises on purpose; ``seed_indices`` is set by the expansion.
 
     ``args`` is ``(message,)`` and the rest in ``__dict__``: default pickling carries it whole.
+    ``option``: the option the message tells to change, for the CLI to name its flag.
     """
+
+    option: str | None = None
 
     def __init__(
         self,
@@ -47,9 +50,7 @@ class SynthError(Exception):
 
 
 class ConfigurationError(SynthError, ValueError):
-    """Found before anything was sent; ``option`` names the option, for the CLI to name its flag."""
-
-    option: str | None = None
+    """Found before anything was sent; ``option`` names the option at fault."""
 
 
 class APIStatusError(SynthError):

@@ -349,6 +349,52 @@ def test_local_runs_work_behind_a_proxy(
     assert not [data for data in proxy.received if b"127.0.0.1" in data or b"Bearer" in data]
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        (
+            "https://alice:pa55word@elsewhere.example:8443/v2/generate?sig=pa55word#pa55word",
+            "redirected to https://elsewhere.example:8443/v2/generate?…, not followed",
+        ),
+        ("/v2/generate?token=pa55word", "redirected to /v2/generate?…, not followed"),
+        (None, "redirected to nowhere"),
+    ],
+    ids=["absolute", "relative", "none"],
+)
+def test_a_redirect_is_refused_at_once_without_its_secrets(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    location: str | None,
+    shown: str,
+) -> None:
+    """Not followed (the token would go along), not retried; the Location is named without
+    credentials, query or fragment, by the library and by the CLI."""
+    debug_logs(caplog)
+    headers = {"Location": location} if location else {}
+    with StubServer(lambda received: Answer(status, b"", headers)) as stub:
+        client = client_for(stub.url, max_retries=3)
+        with pytest.raises(SynthError) as info:
+            client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
+        assert len(stub.received) == 1  # sent once
+        assert info.value.status_code == status
+        assert str(info.value).startswith(f"{status} from 127.0.0.1:") and shown in str(info.value)
+        monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
+        source = write_jsonl(tmp_path / "seeds.jsonl", qa(2).to_list())
+        args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID]
+        args += ["--base-url", stub.url, "--cache-dir", str(tmp_path / "cache")]
+        assert cli_main(["-v", *args]) == 1
+        assert len(stub.received) == 2
+    streams = capsys.readouterr()
+    assert shown in streams.err and "check --base-url" in streams.err
+    for text in [*exception_texts(info.value), streams.out, streams.err, caplog.text]:
+        assert "pa55word" not in text and "alice" not in text
+        assert_clean(text, "the redirect error")
+
+
 # --------------------------------------------------------------------------------------------
 # The command line and the Hub
 
