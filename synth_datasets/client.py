@@ -41,7 +41,7 @@ from .errors import (
     ConfigurationError,
     ResponseFormatError,
     SynthError,
-    ValidationError,
+    scrub,
     status_error_class,
 )
 from .framing import parse_body
@@ -279,26 +279,7 @@ class SynthClient:
         try:
             return self._post(body)
         except SynthError as exc:
-            raise self._scrubbed(exc) from None
-
-    def _scrubbed(self, exc: SynthError) -> SynthError:
-        key = self._api_key
-
-        def scrub(value: Any) -> Any:
-            if isinstance(value, str):
-                return value.replace(key, "***")
-            if isinstance(value, dict):
-                return {scrub(k): scrub(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [scrub(v) for v in value]
-            return value
-
-        exc.message = scrub(exc.message)
-        exc.args = (exc.message,)
-        exc.body = scrub(exc.body)
-        if isinstance(exc, ValidationError):
-            exc.detail = scrub(exc.detail)
-        return exc
+            raise scrub(exc, self._api_key) from None
 
     def _post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         started = time.monotonic()
@@ -360,7 +341,7 @@ class SynthClient:
                 logger.debug(
                     "retrying after an unreadable body from %s: %s",
                     self.host,
-                    self._scrubbed(exc).message,
+                    scrub(exc, self._api_key).message,
                 )
                 retry.sleep()
                 continue

@@ -27,12 +27,14 @@ from helpers import (
     Received,
     RecordingProxy,
     StubServer,
+    cli,
     make_client,
     qa,
     run_expand,
     write_jsonl,
 )
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import close_session
 
 from synth_datasets import (
     ConfigurationError,
@@ -288,8 +290,17 @@ def test_a_server_echoing_the_token_does_not_leak_it(
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hub_session() -> Any:
+    """huggingface_hub keeps one HTTP client, with the proxies of the environment it was made
+    in: one made under a test's proxy variables must not outlive that test."""
+    yield
+    close_session()
+
+
 def through_proxy(monkeypatch: pytest.MonkeyPatch, url: str, names: Any = PROXY_VARIABLES) -> None:
     """Proxy variables (both spellings) pointing at ``url``; no NO_PROXY exemption."""
+    close_session()
     for name in (*PROXY_VARIABLES, "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -447,7 +458,7 @@ def test_push_flows_leave_no_trace_of_either_token(
     push_to_hub(out, "me/synth", token=HF_TOKEN)
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
     push_to_hub(out.select(range(4)), "me/synth", split="test")
-    # The CLI: an --output folder pushed with --hf-token.
+    # The CLI: an --output folder pushed with --hf-token-file.
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
     source = write_jsonl(tmp_path / "seeds.jsonl", qa(4).to_list())
@@ -455,7 +466,9 @@ def test_push_flows_leave_no_trace_of_either_token(
     args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID, "--on-error"]
     args += ["keep", "--base-url", server.url, "--output", str(folder)]
     assert cli_main(["-v", *args, "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert cli_main(["-v", "push", str(folder), "me/cli", "--hf-token", HF_TOKEN]) == 0
+    token_file = tmp_path / "hf-token"
+    token_file.write_text(HF_TOKEN)
+    assert cli_main(["-v", "push", str(folder), "me/cli", "--hf-token-file", str(token_file)]) == 0
     # A token the Hub refuses: the error does not quote it.
     refused = "xx_SECRET" + secrets.token_hex(16)
     with pytest.raises(HfHubHTTPError) as info:  # huggingface_hub's own: the Hub said 401
@@ -477,3 +490,82 @@ def test_push_flows_leave_no_trace_of_either_token(
         assert_folder_clean(os.environ["HF_HOME"], token)
     # The Hub token did travel, in the Authorization header only.
     assert any(h.get("authorization") == f"Bearer {HF_TOKEN}" for _m, _p, h in fake_hub.requests)
+
+
+def test_a_hub_quoting_the_token_back_gets_it_masked(
+    fake_hub: FakeHub,
+    server: ReferenceServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its errors say "Bearer ***", from the library and from every CLI path that reaches it."""
+    debug_logs(caplog)
+    server.set_faults(Faults())
+    out = run_expand(qa(4), client_for(server), tmp_path / "cache")
+    monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
+    source = write_jsonl(tmp_path / "seeds.jsonl", qa(4).to_list())
+    folder = tmp_path / "out"
+    args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID]
+    args += ["--base-url", server.url, "--cache-dir", str(tmp_path / "cache")]
+    assert cli_main([*args, "--output", str(folder)]) == 0
+    token_file = tmp_path / "hf-token"
+    token_file.write_text(HF_TOKEN + "\n")
+    fake_hub.echo_credentials = True
+
+    with pytest.raises(HfHubHTTPError) as info:
+        push_to_hub(out, "me/echo", token=HF_TOKEN)
+    assert "Bearer ***" in str(info.value)
+    for text in exception_texts(info.value):
+        assert_clean(text, "the Hub error", HF_TOKEN)
+    capsys.readouterr()
+    caplog.clear()  # httpcore's DEBUG log of the answer's headers quotes it: the CLI masks it
+    assert cli_main(["-v", "push", str(folder), "me/echo", "--hf-token-file", str(token_file)]) == 1
+    assert cli_main([*args, "--push-to-hub", "me/echo", "--hf-token-file", str(token_file)]) == 1
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    assert cli_main(["push", str(folder), "me/echo"]) == 1
+    seeds_from_hub = ["expand", "me/seeds", "--local", "--prompt", PROMPT]
+    assert cli_main(["-v", *seeds_from_hub, "--cache-dir", str(tmp_path / "cache")]) == 1
+    streams = capsys.readouterr()
+    assert streams.err.count("Bearer ***") >= 4, streams.err
+    for text in (streams.out, streams.err, caplog.text):
+        assert_clean(text, "the CLI streams and logs", HF_TOKEN)
+    # The command as a user runs it: its own stderr, DEBUG logs included.
+    proc = cli("-v", "push", str(folder), "me/echo", env={"HF_TOKEN": HF_TOKEN})
+    assert proc.returncode == 1 and "Bearer ***" in proc.stderr
+    assert_clean(proc.stdout + proc.stderr, "the CLI subprocess", HF_TOKEN)
+    assert len(fake_hub.requests) >= 5
+
+
+def test_the_hub_token_is_never_taken_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_hub: FakeHub
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for argv in (
+        ["push", str(folder), "me/x", "--hf-token", HF_TOKEN],
+        ["push", str(folder), "me/x", f"--hf-token={HF_TOKEN}"],
+        ["card", str(folder), "--hf-token", HF_TOKEN],
+    ):
+        with pytest.raises(SystemExit) as info:
+            cli_main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --hf-token: refused" in err and "--hf-token-file" in err
+        assert_clean(err, "the refusal", HF_TOKEN)
+    bad_files = {"missing": None, "empty": "\n", "two-lines": f"{HF_TOKEN}\nhf_other\n"}
+    for name, text in bad_files.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(SystemExit) as info:
+            cli_main(["push", str(folder), "me/x", "--hf-token-file", str(path)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --hf-token-file: " in err and str(path) in err
+        assert_clean(err, f"the {name} token file error", HF_TOKEN)
+    help_text = cli("push", "--help").stdout
+    assert "--hf-token-file PATH" in help_text and "HF_TOKEN" in help_text
+    assert "--hf-token " not in help_text
+    assert fake_hub.requests == []
