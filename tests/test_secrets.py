@@ -4,6 +4,12 @@ Searched: the request cache folder, datasets' cache folder (``HF_HOME``) and the
 own cache files, a ``save_to_disk`` folder, the CLI's ``--output`` folder (README, manifest,
 data), the card, DEBUG logs of every logger involved, reprs, and the text (and traceback) of
 every exception. The Hub token gets the same treatment in the push flows.
+
+On the wire and at the edges: loopback is reached without a proxy and an https endpoint crosses
+a proxy only as a CONNECT tunnel (a recording proxy on loopback); a redirect is not followed and
+its error drops the Location's credentials and query; a server or Hub that quotes a token back
+gets it masked, in the library's errors and in all the CLI prints; the Hub token is never taken
+from the command line. Bad base URLs (credentials, query, port) are in test_bad_inputs.py.
 """
 
 from __future__ import annotations
