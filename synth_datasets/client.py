@@ -332,17 +332,14 @@ class SynthClient:
                 )
             except ResponseFormatError as exc:
                 # A truncated or garbled answer: the same retry budget as the rest.
+                message = scrub(exc, self._api_key).message  # also kept in the retry's own error
                 try:
                     retry = retry.increment(
-                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(str(exc))
+                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(message)
                     )
                 except MaxRetryError:
                     raise exc from None
-                logger.debug(
-                    "retrying after an unreadable body from %s: %s",
-                    self.host,
-                    scrub(exc, self._api_key).message,
-                )
+                logger.debug("retrying after an unreadable body from %s: %s", self.host, message)
                 retry.sleep()
                 continue
             elapsed = time.monotonic() - started

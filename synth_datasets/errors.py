@@ -54,6 +54,10 @@ class SynthError(Exception):
 class ConfigurationError(SynthError, ValueError):
     """Found before anything was sent; ``option`` names the option at fault."""
 
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
 
 class APIStatusError(SynthError):
     """The server answered with an error status; ``next_step`` is what the user can do."""
@@ -122,6 +126,10 @@ def scrub(exc: _E, *secrets: str | None) -> _E:
             for secret in masked:
                 value = value.replace(secret, "***")
             return value
+        if isinstance(value, (bytes, bytearray)):  # a body that is not UTF-8
+            for secret in masked:
+                value = bytes(value).replace(secret.encode("utf-8"), b"***")
+            return value
         if isinstance(value, dict):
             return {clean(k): clean(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -140,7 +148,7 @@ def scrub(exc: _E, *secrets: str | None) -> _E:
         current.args = clean(current.args)
         for name in ("message", "body", "detail", "server_message"):
             value = getattr(current, name, None)
-            if isinstance(value, (str, dict, list)):
+            if isinstance(value, (str, bytes, bytearray, dict, list)):
                 with contextlib.suppress(AttributeError):  # a read-only property
                     setattr(current, name, clean(value))
         todo += [current.__cause__, current.__context__]
