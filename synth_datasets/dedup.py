@@ -7,7 +7,7 @@ text is its generated columns (else every non-lineage column), NFKC, lower case,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -28,7 +28,6 @@ __all__ = [
     "SHINGLE_WORDS",
     "DuplicateFinder",
     "content_columns",
-    "iter_arrow_batches",
     "require_dataset",
     "row_texts",
 ]
@@ -103,8 +102,6 @@ def _text(arr: pa.Array) -> pa.Array:
 
 def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
     """The normalised text of ``columns`` for each row of an Arrow batch (what duplicates share)."""
-    if not columns:
-        raise ConfigurationError("row_texts needs at least one column")
     parts = [pc.fill_null(_text(as_array(table.column(c))), "") for c in columns]
     if len(parts) == 1:
         return parts[0]
@@ -200,9 +197,7 @@ class DuplicateFinder:
         return [xxhash.xxh3_64_intdigest(v) for v in values]
 
     def signatures(self, texts: pa.Array) -> list[np.ndarray | None]:
-        """MinHash signatures of ``texts``; None for a text with no word."""
-        if self._minhash is None:
-            raise ConfigurationError("signatures need a DuplicateFinder made with near=True")
+        """MinHash signatures of ``texts`` (``near`` finders only); None for a text with no word."""
         hashes, owner = _shingle_hashes(texts)
         bounds = np.searchsorted(owner, np.arange(len(texts) + 1)).tolist()
         values, m = hashes.tolist(), self._minhash
@@ -267,11 +262,3 @@ def content_columns(
     names = dataset.column_names
     generated = [c for c in prov.get("generated_columns") or [] if c in names]
     return generated or [c for c in names if c not in LINEAGE_COLUMNS]
-
-
-def iter_arrow_batches(
-    dataset: datasets.Dataset, columns: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
-) -> Iterator[pa.Table]:
-    """``columns`` of ``dataset`` as Arrow tables of at most ``batch_size`` rows (no Python rows)."""
-    view = dataset.select_columns(list(columns)).with_format("arrow")
-    yield from view.iter(batch_size=batch_size)

@@ -20,7 +20,6 @@ from .dedup import (
     DEFAULT_NUM_PERM,
     DuplicateFinder,
     content_columns,
-    iter_arrow_batches,
     require_dataset,
     row_texts,
 )
@@ -53,16 +52,17 @@ class DuplicateOptions(TypedDict, total=False):  # what drop_duplicates passes t
     num_perm: int
 
 
-def _no_error(errors: list[str | None]) -> list[bool]:
-    return [e is None for e in errors]
-
-
 def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
     """Only the rows whose ``error`` is null (all of a dataset without that column)."""
     require_dataset(ds, "drop_errors")
     if "error" not in ds.column_names:
         return ds
-    return ds.filter(_no_error, input_columns=["error"], batched=True, desc="Dropping error rows")
+    return ds.filter(
+        lambda errors: [e is None for e in errors],
+        input_columns=["error"],
+        batched=True,
+        desc="Dropping error rows",
+    )
 
 
 def duplicate_mask(
@@ -88,7 +88,7 @@ def duplicate_mask(
     finder = DuplicateFinder(near=near, threshold=threshold, num_perm=num_perm)
     flags: list[np.ndarray] = []
     read = [*cols, "error"] if has_error and "error" not in cols else cols
-    for batch in iter_arrow_batches(ds, read, batch_size):
+    for batch in ds.select_columns(read).with_format("arrow").iter(batch_size):
         clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
         exact, near_flags, _ = finder.check(row_texts(batch, cols), clean)
         flags.append(near_flags if near else exact)
@@ -110,23 +110,6 @@ def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:
     require_dataset(ds, "drop_lineage")
     present = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
     return ds.remove_columns(present) if present else ds
-
-
-def _seed_rows(
-    batch: Mapping[str, list[Any]],
-    indices: list[int],
-    *,
-    copy: Sequence[str],
-    empty: Sequence[str],
-    original_layout: Any,
-    lineage: Sequence[str],
-) -> dict[str, list[Any]]:
-    out = {c: list(batch[c]) for c in copy} | {c: [None] * len(indices) for c in (*empty, *lineage)}
-    if "source_index" in lineage:
-        out["source_index"] = list(indices)
-    if "original" in lineage and original_layout is not None:
-        out["original"] = make_examples(original_layout, batch, indices)
-    return out
 
 
 def mix_in_seeds(
@@ -159,23 +142,27 @@ def mix_in_seeds(
             f"{data_columns}"
         )
     lineage = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
+    nulls = [c for c in data_columns if c not in copy] + lineage
     original_layout = None
     if "original" in lineage:
         sent = list(ds.features["original"]) if isinstance(ds.features["original"], dict) else []
         if sent and all(c in seeds.column_names for c in sent):
             original_layout = plan_layout(seeds.features, columns=sent, keep_original=True)
+
+    def seed_rows(batch: Mapping[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out = {c: list(batch[c]) for c in copy} | {c: [None] * len(indices) for c in nulls}
+        if "source_index" in lineage:
+            out["source_index"] = list(indices)
+        if original_layout is not None:
+            out["original"] = make_examples(original_layout, batch, indices)
+        return out
+
     rows = seeds.map(
-        _seed_rows,
+        seed_rows,
         batched=True,
         with_indices=True,
         remove_columns=seeds.column_names,
         features=ds.features,
-        fn_kwargs={
-            "copy": copy,
-            "empty": [c for c in data_columns if c not in copy],
-            "original_layout": original_layout,
-            "lineage": lineage,
-        },
         desc="Preparing seed rows",
     )
     out = datasets.concatenate_datasets([rows, ds], info=ds.info.copy())
@@ -205,18 +192,6 @@ def _turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
     return turns
 
 
-def _messages(
-    batch: Mapping[str, list[Any]], indices: list[int], *, prefix: str, response: str
-) -> dict[str, list[Any]]:
-    return {
-        "messages": [
-            _turns(p, "user", f"row {i}, {prefix!r}")
-            + _turns(r, "assistant", f"row {i}, {response!r}")
-            for p, r, i in zip(batch[prefix], batch[response], indices, strict=True)
-        ]
-    }
-
-
 def to_messages(
     ds: datasets.Dataset,
     *,
@@ -241,12 +216,22 @@ def to_messages(
     if "messages" in keep_columns:
         raise ConfigurationError("to_messages: `messages` is the output column; do not keep it")
     features = Features({"messages": MESSAGES_FEATURE, **{c: ds.features[c] for c in keep_columns}})
+
+    def messages(batch: Mapping[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        sides = zip(batch[prefix_column], batch[response_column], indices, strict=True)
+        return {
+            "messages": [
+                _turns(p, "user", f"row {i}, {prefix_column!r}")
+                + _turns(r, "assistant", f"row {i}, {response_column!r}")
+                for p, r, i in sides
+            ]
+        }
+
     return ds.map(
-        _messages,
+        messages,
         batched=True,
         with_indices=True,
         remove_columns=[c for c in ds.column_names if c not in keep_columns],
         features=features,
-        fn_kwargs={"prefix": prefix_column, "response": response_column},
         desc="Building messages",
     )
