@@ -73,8 +73,6 @@ def _text(arr: pa.Array) -> pa.Array:
     t = arr.type
     if pa.types.is_dictionary(t):
         return _text(arr.dictionary_decode())
-    if pa.types.is_null(t):
-        return pa.nulls(len(arr), pa.large_string())
     if is_text(t):
         lower = pc.utf8_lower(pc.utf8_normalize(arr.cast(pa.large_string()), "NFKC"))
         # RE2's \s is ASCII whitespace; NFKC already turned most Unicode spaces into " ". Only runs
@@ -135,8 +133,7 @@ def _shingle_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     h = word_hash[np.asarray(encoded.indices)]
     n = len(h)
     counts = np.bincount(rows, minlength=len(texts))
-    starts = np.zeros(len(texts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
+    starts = np.cumsum(counts) - counts
     end = (starts + counts)[rows]
     pos = np.arange(n, dtype=np.int64)
     padded = np.concatenate([h, np.zeros(k, np.uint64)])

@@ -7,6 +7,7 @@ too; the documented JSON array (the hot path) is tried first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import operator
 import re
@@ -79,14 +80,7 @@ _NDJSON_TYPES = frozenset(
 _SSE_STARTS = ("data:", "event:", "id:", "retry:", ":")
 _BODY_EXCERPT = 120  # characters of body quoted in a ResponseFormatError message
 _BODY_KEEP = 4096  # characters of body kept on the error (it may be pickled across workers)
-
-
-def _dump(value: Any) -> str:
-    """JSON text of a value for an excerpt; never raises."""
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        return repr(value)
+_dump = functools.partial(json.dumps, ensure_ascii=False)  # a decoded value, for an excerpt
 
 
 @dataclass(eq=False)
@@ -242,8 +236,7 @@ def _normalize(item: Any, where: str, index: int | None = None) -> Item:
     missing = " or ".join(repr(k) for k in ("original", "generated") if k not in item)
     if missing:
         raise _Malformed(f"{label} has no {missing} key", _dump(item))
-    original = item["original"]
-    generated = item["generated"]
+    original, generated = item["original"], item["generated"]
     if not isinstance(original, dict):
         raise _Malformed(
             f"{label}: 'original' is {kind(original)}, expected an object", _dump(item)

@@ -22,8 +22,6 @@ __all__ = ["Layout", "leaves", "make_examples", "plan_layout"]
 
 @dataclass(frozen=True)
 class Layout:
-    """Which columns are sent, which pass through, and the output features."""
-
     columns: tuple[str, ...]
     passthrough: tuple[str, ...]
     generated_features: Features
@@ -201,10 +199,9 @@ def make_examples(
     layout: Layout, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
 ) -> list[dict[str, Any]]:
     """The JSON-safe example of each row of a batch (only the chosen columns)."""
-    n = len(indices)
     cols = layout.columns
     values = [batch[c] for c in cols]
-    examples = [{c: v[i] for c, v in zip(cols, values, strict=False)} for i in range(n)]
+    examples = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
     convert = [c for c in cols if not _is_plain(layout.input_features[c])]
     for c in convert:
         for i, example in enumerate(examples):
