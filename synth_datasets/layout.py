@@ -108,18 +108,15 @@ def plan_layout(
                 f"index_column {index_column!r} is also in columns=: it is never sent"
             )
         names.remove(index_column)
-    if columns is None:
-        chosen = names
-    else:
-        chosen = [columns] if isinstance(columns, str) else list(columns)
-        unknown = [c for c in chosen if c not in input_features]
-        if unknown:
-            raise ConfigurationError(
-                f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
-                f"the dataset has {', '.join(map(repr, names))}"
-            )
-        if len(set(chosen)) != len(chosen):
-            raise ConfigurationError(f"columns= lists a column twice: {chosen}")
+    chosen = names if columns is None else list(columns)
+    unknown = [c for c in chosen if c not in input_features]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
+            f"the dataset has {', '.join(map(repr, names))}"
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ConfigurationError(f"columns= lists a column twice: {chosen}")
     if not chosen:
         raise ConfigurationError("columns= is empty: choose at least one column to send")
     for c in chosen:

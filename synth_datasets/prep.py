@@ -126,16 +126,14 @@ def mix_in_seeds(
     require_dataset(ds, "mix_in_seeds")
     require_dataset(seeds, "mix_in_seeds (seeds)")
     data_columns = [c for c in ds.column_names if c not in LINEAGE_COLUMNS]
-    if columns is None:
-        copy = [c for c in data_columns if c in seeds.column_names]
-    else:
-        copy = list(columns)
-        bad = [c for c in copy if c not in data_columns or c not in seeds.column_names]
-        if bad:
-            raise ConfigurationError(
-                f"mix_in_seeds: column(s) {bad} must be in both the dataset {data_columns} "
-                f"and the seeds {seeds.column_names}"
-            )
+    shared = [c for c in data_columns if c in seeds.column_names]
+    copy = shared if columns is None else list(columns)
+    bad = [c for c in copy if c not in shared]
+    if bad:
+        raise ConfigurationError(
+            f"mix_in_seeds: column(s) {bad} must be in both the dataset {data_columns} "
+            f"and the seeds {seeds.column_names}"
+        )
     if not copy:
         raise ConfigurationError(
             f"mix_in_seeds: the seeds {seeds.column_names} share no column with the dataset "
