@@ -24,7 +24,6 @@ from .provenance import get_provenance
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_NEAR_THRESHOLD",
-    "DEFAULT_NUM_PERM",
     "SHINGLE_WORDS",
     "DuplicateFinder",
     "content_columns",
@@ -33,7 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_NEAR_THRESHOLD = 0.85
-DEFAULT_NUM_PERM = 128
+_NUM_PERM = 128  # MinHash permutations
 DEFAULT_BATCH_SIZE = 1000
 
 # Separators of nested values: whitespace inside values is collapsed to " ", so they are unique.
@@ -101,8 +100,6 @@ def _text(arr: pa.Array) -> pa.Array:
 def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
     """The normalised text of ``columns`` for each row of an Arrow batch (what duplicates share)."""
     parts = [pc.fill_null(_text(as_array(table.column(c))), "") for c in columns]
-    if len(parts) == 1:
-        return parts[0]
     return pc.binary_join_element_wise(*parts, _COLUMN_SEP)
 
 
@@ -162,13 +159,7 @@ class DuplicateFinder:
     signature, so its false positives are not counted. Only the first row of a group is indexed.
     """
 
-    def __init__(
-        self,
-        *,
-        near: bool = True,
-        threshold: float = DEFAULT_NEAR_THRESHOLD,
-        num_perm: int = DEFAULT_NUM_PERM,
-    ) -> None:
+    def __init__(self, *, near: bool = True, threshold: float = DEFAULT_NEAR_THRESHOLD) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ConfigurationError(f"threshold must be in (0, 1], got {threshold!r}")
         self.near = near
@@ -181,11 +172,11 @@ class DuplicateFinder:
             from datasketch import MinHash, MinHashLSH
 
             # One MinHash reused for every row (clear + update): no per-row object set-up.
-            self._minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=int)
+            self._minhash = MinHash(num_perm=_NUM_PERM, seed=1, hashfunc=int)
             # LSH only proposes candidates; each is then checked at the real threshold. Above 0.9
             # datasketch finds no banding with 2+ bands, so propose at 0.9 there (more candidates).
-            self._lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=num_perm)
-        self._min_equal = math.ceil(self.threshold * num_perm - 1e-9)
+            self._lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=_NUM_PERM)
+        self._min_equal = math.ceil(self.threshold * _NUM_PERM - 1e-9)
 
     @staticmethod
     def text_hashes(texts: pa.Array) -> list[int]:

@@ -17,7 +17,6 @@ from datasets import Features, List, Value
 from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
-    DEFAULT_NUM_PERM,
     DuplicateFinder,
     content_columns,
     require_dataset,
@@ -49,7 +48,6 @@ class DuplicateOptions(TypedDict, total=False):  # what drop_duplicates passes t
     near: bool
     threshold: float
     columns: Sequence[str] | None
-    num_perm: int
 
 
 def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
@@ -71,8 +69,6 @@ def duplicate_mask(
     near: bool = False,
     threshold: float = DEFAULT_NEAR_THRESHOLD,
     columns: Sequence[str] | None = None,
-    num_perm: int = DEFAULT_NUM_PERM,
-    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> np.ndarray:
     """True for each row that repeats an earlier one (what ``drop_duplicates`` drops); the quality
     report's search. Rows with an ``error`` are never flagged: that is ``drop_errors``' job."""
@@ -85,10 +81,10 @@ def duplicate_mask(
             f"the dataset has {ds.column_names}"
         )
     has_error = "error" in ds.column_names
-    finder = DuplicateFinder(near=near, threshold=threshold, num_perm=num_perm)
+    finder = DuplicateFinder(near=near, threshold=threshold)
     flags: list[np.ndarray] = []
     read = [*cols, "error"] if has_error and "error" not in cols else cols
-    for batch in ds.select_columns(read).with_format("arrow").iter(batch_size):
+    for batch in ds.select_columns(read).with_format("arrow").iter(DEFAULT_BATCH_SIZE):
         clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
         exact, near_flags, _ = finder.check(row_texts(batch, cols), clean)
         flags.append(near_flags if near else exact)

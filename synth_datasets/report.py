@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
-    DEFAULT_NUM_PERM,
     SHINGLE_WORDS,
     DuplicateFinder,
     as_array,
@@ -301,7 +300,6 @@ def quality_report(
     *,
     near: bool = True,
     near_threshold: float = DEFAULT_NEAR_THRESHOLD,
-    num_perm: int = DEFAULT_NUM_PERM,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> QualityReport:
     """Compute the report from ``dataset`` in one pass of Arrow batches.
@@ -312,7 +310,7 @@ def quality_report(
     require_dataset(dataset, "quality_report")
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
     generated = content_columns(dataset, prov)
-    finder = DuplicateFinder(near=near, threshold=near_threshold, num_perm=num_perm)
+    finder = DuplicateFinder(near=near, threshold=near_threshold)
     p = _Pass(finder, generated, dataset.features.arrow_schema)
     for table in dataset.with_format("arrow").iter(batch_size):  # Arrow, no Python rows
         p.add(table)
