@@ -272,28 +272,6 @@ class _Pass:
         return np.concatenate(found) if found else np.zeros(0, dtype)
 
 
-def _per_seed(p: _Pass, multiplier: int | None, source_rows: int | None) -> dict[str, Any]:
-    """Rows per seed (all, and without error), unlinked rows, seeds short of the multiplier."""
-    linked, source = p.array("linked"), p.array("source", np.int64)
-    clean = p.array("clean") if len(linked) else linked
-    seeds, counts = np.unique(source[linked], return_counts=True)
-    rows_per_seed = Distribution.of(counts)
-    clean_per_seed = below = None
-    if rows_per_seed is not None:
-        per_seed = np.bincount(np.searchsorted(seeds, source[linked & clean]), minlength=len(seeds))
-        clean_per_seed = Distribution.of(per_seed)
-        if multiplier is not None:
-            below = int((per_seed < multiplier).sum())
-    return {
-        "linked_seeds": len(seeds),
-        "seeds_without_rows": None if source_rows is None else max(source_rows - len(seeds), 0),
-        "rows_per_seed": rows_per_seed,
-        "clean_rows_per_seed": clean_per_seed,
-        "seeds_below_target": below,
-        "unlinked": int((~linked).sum()),
-    }
-
-
 def quality_report(
     dataset: datasets.Dataset,
     provenance: Mapping[str, Any] | None = None,
@@ -320,13 +298,24 @@ def quality_report(
     seed_pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
     seed_copies = int(np.isin(p.array("row_hashes", np.uint64), seed_pool).sum())
     rows, error_rows = len(dataset), int((~p.array("clean")).sum())
+    # Rows per seed, all and without error (seeds without rows are not in `seeds`).
+    linked, source = p.array("linked"), p.array("source", np.int64)
+    clean = p.array("clean") if len(linked) else linked
+    seeds, counts = np.unique(source[linked], return_counts=True)
+    clean_counts = np.bincount(np.searchsorted(seeds, source[linked & clean]), minlength=len(seeds))
+    target = multiplier if multiplier and multiplier > 0 and len(seeds) else None
     return QualityReport(
         rows=rows,
         generated_columns=tuple(generated),
         multiplier=multiplier,
         source_rows=source_rows,
         targeted=None if source_rows is None or multiplier is None else source_rows * multiplier,
-        **_per_seed(p, multiplier if multiplier and multiplier > 0 else None, source_rows),
+        linked_seeds=len(seeds),
+        seeds_without_rows=None if source_rows is None else max(source_rows - len(seeds), 0),
+        rows_per_seed=Distribution.of(counts),
+        clean_rows_per_seed=Distribution.of(clean_counts),
+        seeds_below_target=None if target is None else int((clean_counts < target).sum()),
+        unlinked=int((~linked).sum()),
         returned=p.returned,
         clean_rows=rows - error_rows,
         error_rows=error_rows,
