@@ -62,13 +62,9 @@ class Distribution:
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return None
-        low, p50, p95, high = (_num(x) for x in np.percentile(arr, [0, 50, 95, 100]))
+        quantiles = np.percentile(arr, [0, 50, 95, 100]).tolist()
+        low, p50, p95, high = (int(x) if x.is_integer() else round(x, 2) for x in quantiles)
         return cls(int(arr.size), low, p50, round(float(arr.mean()), 2), p95, high)
-
-
-def _num(x: Any) -> float:
-    value = float(x)
-    return int(value) if value.is_integer() else round(value, 2)
 
 
 @dataclass(frozen=True)
@@ -167,10 +163,7 @@ def _chars(arr: pa.Array) -> np.ndarray:
 def _new_seeds(
     table: pa.Table, source: np.ndarray, linked: np.ndarray, seen: set[int], fields: Sequence[str]
 ) -> tuple[list[int], dict[str, pa.Array]]:
-    """Seeds met for the first time whose `original` is present, and the fields of that `original`.
-
-    Each seed is looked at once, at its first row.
-    """
+    """Seeds met for the first time (at their first row) with an `original`, and its fields."""
     if not fields:
         return [], {}
     found, at = np.unique(source[linked], return_index=True)
@@ -238,7 +231,14 @@ class _Pass:
             keep["exact"].append(exact)
             keep["near"].append(near)
             if self.comparable:
-                self._seed_copies(texts.filter(pa.array(clean)), seeds, fields)
+                hashes = self.finder.text_hashes(texts.filter(pa.array(clean)))
+                keep["row_hashes"].append(np.array(hashes, dtype=np.uint64))
+                if seeds:
+                    seed_texts = row_texts(pa.table(fields), self.generated)
+                    self.seed_hashes.update(self.finder.text_hashes(seed_texts))
+                    if self.finder.near:
+                        by_seed = zip(seeds, self.finder.signatures(seed_texts), strict=True)
+                        self.seed_sigs.update(by_seed)
                 if self.finder.near:
                     # A seed's signature is known from its first row on: every linked row has it.
                     for i in np.flatnonzero(clean & linked).tolist():
@@ -248,18 +248,6 @@ class _Pass:
             self._lengths(c, "rows", as_array(table.column(c)))
         for c in self.seed_columns if seeds else ():
             self._lengths(c, "seeds", fields[c])
-
-    def _seed_copies(
-        self, clean_texts: pa.Array, seeds: list[int], fields: dict[str, pa.Array]
-    ) -> None:
-        hashes = self.finder.text_hashes(clean_texts)
-        self.arrays["row_hashes"].append(np.array(hashes, dtype=np.uint64))
-        if seeds:
-            seed_texts = row_texts(pa.table({c: fields[c] for c in self.generated}), self.generated)
-            self.seed_hashes.update(self.finder.text_hashes(seed_texts))
-            if self.finder.near:
-                sigs = self.finder.signatures(seed_texts)
-                self.seed_sigs.update(zip(seeds, sigs, strict=True))
 
     def _lengths(self, column: str, of: str, arr: pa.Array) -> None:
         valid = np.asarray(arr.is_valid(), dtype=bool)
