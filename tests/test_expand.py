@@ -478,9 +478,10 @@ def test_a_map_batch_raises_only_once_all_its_requests_have_returned(ref_server,
 
 
 def test_a_cancelled_map_batch_sends_no_request_it_had_not_started(ref_server, ref_client):
-    # Map batch 0 fails before it sends anything (a null index); datasets then cancels batch 1,
-    # whose ten requests wait for two threads, each busy with a request answered a second later.
-    seeds = qa(20).add_column("idx", [None, *range(1, 20)])
+    # Map batch 0 fails before it sends anything (a null index: an IterableDataset's is found only
+    # there); datasets then cancels batch 1, whose ten requests wait for two threads, each busy
+    # with a request answered a second later.
+    seeds = qa(20).add_column("idx", [None, *range(1, 20)]).to_iterable_dataset()
     ref_server.set_faults(latency=1.0)
     mapper = SynthMapper(
         prompt="p",
@@ -493,7 +494,7 @@ def test_a_cancelled_map_batch_sends_no_request_it_had_not_started(ref_server, r
         requests_per_map_batch=10,
         max_concurrency=2,
     )
-    with pytest.raises(ConfigurationError, match="null value"):
-        seeds.map(mapper, **mapper.map_kwargs(seeds))
+    with pytest.raises(ConfigurationError, match="null at row 0"):
+        list(seeds.map(mapper, **mapper.map_kwargs(seeds)))
     mapper.close()  # waits for what its threads still run or have queued
     assert ref_server.stats()["requests"] == 2  # the two started; the eight queued never went
