@@ -168,7 +168,7 @@ def add_publish_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_hub_options(p: argparse.ArgumentParser) -> None:
-    """Where and how a push goes (``hub.push_to_hub``'s keywords, see ``_push``)."""
+    """Where and how a push goes (``hub.push_to_hub``'s keywords, see ``push``)."""
     p.add_argument(
         "--public", action="store_true", help="create the Hub repo public (default private)"
     )
@@ -555,9 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        import datasets
+    import datasets
 
+    # datasets prints its records with its own handler: passed on to ours too, each came twice.
+    datasets.logging.disable_propagation()
+    if not args.verbose:
         datasets.logging.set_verbosity_warning()
         # Each retry is counted in the final summary; a warning per retry is noise here.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -566,7 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .testing.serve import run_serve
 
         commands["serve"] = run_serve
-    return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+    try:
+        return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+    finally:
+        datasets.logging.enable_propagation()  # as it was, for a caller in the same process
 
 
 def run_guarded(
