@@ -252,10 +252,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
     if not 0 < threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
-    report = quality_report(load_result(args.dir), near=not args.no_near, near_threshold=threshold)
+    dataset = load_result(args.dir)
+    report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
+        print_offline_notice(dataset)
         print(report.to_markdown(), end="")
     return 0
 
