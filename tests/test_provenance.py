@@ -64,6 +64,9 @@ def test_a_server_that_does_not_name_itself_is_not_taken_for_the_offline_engine(
 
     with StubServer(answer) as stub, make_client(stub.url, token="sk-test") as client:
         out = run_expand(qa(2), client, cache_dir, multiplier=1)
+    asked, sent = stub.received
+    assert (asked.method, asked.path, sent.method) == ("GET", "/health", "POST")
+    assert "Authorization" not in asked.headers  # the question carries no token
     recorded = get_provenance(out)
     assert recorded["generator"] is None and not is_offline(recorded)
     assert made_by(recorded) == "the synthetic-data endpoint at 127.0.0.1"
