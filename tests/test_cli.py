@@ -241,35 +241,12 @@ def test_push_folder_and_expand_push_to_hub(tmp_path, fake_hub):
     # Titled by the repo, not by the folder the rows were read from.
     assert card_yaml(files["README.md"])[0]["pretty_name"] == "from-folder"
 
-    proc = expand_local(
-        tmp_path / "c",
-        "--prompt",
-        "p",
-        "--limit",
-        "3",
-        "--multiplier",
-        "2",
-        "--push-to-hub",
-        "me/direct",
-        "--public",
-        env={"HF_TOKEN": HUB_TOKEN},
-    )
+    direct = ["--prompt", "p", "--limit", "3", "--multiplier", "2", "--push-to-hub", "me/direct"]
+    proc = expand_local(tmp_path / "c", *direct, "--public", env={"HF_TOKEN": HUB_TOKEN})
     assert proc.returncode == 2 and "--allow-offline-data" in proc.stderr
     assert "expanded" not in proc.stdout  # refused before the run, not after it
-    proc = expand_local(
-        tmp_path / "c",
-        "--prompt",
-        "p",
-        "--limit",
-        "3",
-        "--multiplier",
-        "2",
-        "--push-to-hub",
-        "me/direct",
-        "--public",
-        "--allow-offline-data",
-        env={"HF_TOKEN": HUB_TOKEN},
-    )
+    direct += ["--public", "--allow-offline-data"]
+    proc = expand_local(tmp_path / "c", *direct, env={"HF_TOKEN": HUB_TOKEN})
     assert proc.returncode == 0, proc.stderr
     assert fake_hub.repos["me/direct"].private is False
     loaded = datasets.load_dataset("me/direct", split="train", token=HUB_TOKEN)
