@@ -307,6 +307,8 @@ class SynthClient:
         def scrub(value: Any) -> Any:
             if isinstance(value, str):
                 return value.replace(key, "***")
+            if isinstance(value, (bytes, bytearray)):  # a body that is not UTF-8
+                return bytes(value).replace(key.encode("utf-8"), b"***")
             if isinstance(value, dict):
                 return {scrub(k): scrub(v) for k, v in value.items()}
             if isinstance(value, list):
@@ -371,17 +373,14 @@ class SynthClient:
                 )
             except ResponseFormatError as exc:
                 # A truncated or garbled answer: the same retry budget as the rest.
+                message = self._scrubbed(exc).message  # also kept in the retry's own error
                 try:
                     retry = retry.increment(
-                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(str(exc))
+                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(message)
                     )
                 except MaxRetryError:
                     raise exc from None
-                logger.debug(
-                    "retrying after an unreadable body from %s: %s",
-                    self.host,
-                    self._scrubbed(exc).message,
-                )
+                logger.debug("retrying after an unreadable body from %s: %s", self.host, message)
                 retry.sleep()
                 continue
             elapsed = time.monotonic() - started

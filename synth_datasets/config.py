@@ -65,9 +65,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _fail(name: str, problem: str) -> ConfigurationError:
-    err = ConfigurationError(f"{name} {problem}")
-    err.option = name
-    return err
+    return ConfigurationError(f"{name} {problem}", option=name)
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
@@ -91,12 +89,11 @@ def _seconds(name: str, value: Any) -> float:
 
 
 def _timeout(name: str, value: Any) -> tuple[float, float]:
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (_seconds(name, value[0]), _seconds(name, value[1]))
-    seconds = _seconds(name, value)
-    if seconds == 0:
+    pair = tuple(value) if isinstance(value, (tuple, list)) and len(value) == 2 else None
+    seconds = [_seconds(name, v) for v in pair or (value,)]
+    if 0 in seconds:
         raise _fail(name, "must be > 0 seconds")
-    return (min(seconds, DEFAULT_TIMEOUT[0]), seconds)
+    return (seconds[0], seconds[1]) if pair else (min(seconds[0], DEFAULT_TIMEOUT[0]), seconds[0])
 
 
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -197,7 +194,9 @@ def validate_base_url(base_url: object) -> str:
 
 
 def _base_url(name: str, value: Any) -> str:
-    return validate_base_url(value or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL)
+    if value is None:
+        value = os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
+    return validate_base_url(value)
 
 
 def is_loopback(host: str) -> bool:
@@ -331,22 +330,20 @@ class ExpandConfig(ClientConfig):
         None, "requests per map call (default: about 1024 output rows)", _optional(_positive)
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.requests_per_map_batch is None:
-            per_request = self.request_size * self.multiplier
-            object.__setattr__(
-                self, "requests_per_map_batch", max(1, -(-ROWS_PER_MAP_CALL // per_request))
-            )
-
     @property
     def client(self) -> ClientConfig:
         return ClientConfig(**{f.name: getattr(self, f.name) for f in fields(ClientConfig)})
 
     @property
+    def requests_per_call(self) -> int:
+        """``requests_per_map_batch``, or as many as make about ``ROWS_PER_MAP_CALL`` rows."""
+        if self.requests_per_map_batch is not None:
+            return self.requests_per_map_batch
+        return max(1, -(-ROWS_PER_MAP_CALL // (self.request_size * self.multiplier)))
+
+    @property
     def map_batch_size(self) -> int:
-        assert self.requests_per_map_batch is not None
-        return self.request_size * self.requests_per_map_batch
+        return self.request_size * self.requests_per_call
 
     def fingerprint(self, **extra: Any) -> str:
         """A key of everything that changes the rows (never the token), plus ``extra``."""

@@ -49,7 +49,9 @@ class SynthError(Exception):
 class ConfigurationError(SynthError, ValueError):
     """Found before anything was sent; ``option`` names the option, for the CLI to name its flag."""
 
-    option: str | None = None
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class APIStatusError(SynthError):

@@ -116,12 +116,11 @@ def validate_hub_repo_id(repo_id: object) -> str:
 def refuse_offline(offline: bool, allow_offline_data: bool) -> None:
     """Rows of the offline engine are published only when asked for explicitly."""
     if offline and not allow_offline_data:
-        err = ConfigurationError(
+        raise ConfigurationError(
             f"refusing to push rows {OFFLINE_NOTICE} (word substitution, not a language "
-            "model): pass allow_offline_data=True to publish them anyway"
+            "model): pass allow_offline_data=True to publish them anyway",
+            option="allow_offline_data",
         )
-        err.option = "allow_offline_data"
-        raise err
 
 
 def push_to_hub(

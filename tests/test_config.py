@@ -101,6 +101,19 @@ def test_the_config_checks_itself_once_naming_the_option():
     assert config.timeout == (10.0, 30.0)
     with pytest.raises(ConfigurationError, match="max_retries"):
         dataclasses.replace(config, max_retries=-1)
+    for bad in [(0, 0), (5, 0), 0]:
+        with pytest.raises(ConfigurationError, match="timeout must be > 0"):
+            dataclasses.replace(config, timeout=bad)
+    with pytest.raises(ConfigurationError, match="base_url must start with https://"):
+        dataclasses.replace(config, base_url="")
+
+
+def test_a_replaced_config_derives_its_map_batch_anew():
+    config = ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID, request_size=8)
+    assert config.map_batch_size == 8 * 64  # about 1024 output rows a map call
+    wider = dataclasses.replace(config, multiplier=64)
+    assert wider.map_batch_size == 8 * 2
+    assert dataclasses.replace(wider, requests_per_map_batch=5).map_batch_size == 40
 
 
 def test_client_options_beside_a_client_are_refused(ref_client):

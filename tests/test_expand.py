@@ -398,6 +398,52 @@ def test_index_column_refusals(ref_server, ref_client, cache_dir, kwargs, needle
     assert ref_server.stats()["requests"] == 0
 
 
+def test_a_null_index_is_refused_before_any_request(ref_server, ref_client, cache_dir):
+    seeds = qa(3000).add_column("row", [*range(2500), None, *range(2501, 3000)])
+    with pytest.raises(ConfigurationError, match="null at row 2500") as bad:
+        run(seeds, ref_client, cache_dir, request_size=4, index_column="row")
+    assert bad.value.option == "index_column"
+    assert ref_server.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["numpy", "pandas", "arrow"])
+def test_a_formatted_dataset_is_expanded_and_keeps_its_format(ref_client, cache_dir, fmt):
+    seeds = Dataset.from_dict(
+        {"q": ["one two", "three four"], "n": [1, 2], "s": [{"a": 1}, {"a": 2}], "l": [[1], [2, 3]]}
+    )
+    out = run(seeds.with_format(fmt), ref_client, cache_dir, multiplier=2)
+    assert out.format["type"] == fmt
+    plain = out.with_format(None)
+    assert sorted(plain["source_index"]) == [0, 0, 1, 1]
+    assert plain["error"] == [None] * 4
+    assert [o["n"] for o in plain["original"]] == [1, 1, 2, 2]
+
+
+def test_the_mapper_refuses_a_formatted_or_empty_dataset(ref_server, ref_client):
+    mapper = SynthMapper(client=ref_client, prompt="p", multiplier=2, model_id=MODEL_ID)
+    with pytest.raises(ConfigurationError, match=r"formatted as 'numpy'.*with_format"):
+        mapper.map_kwargs(qa(2).with_format("numpy"))
+    with pytest.raises(ConfigurationError, match="empty"):
+        mapper.map_kwargs(qa(2).select([]))
+    assert ref_server.stats()["requests"] == 0
+
+
+def test_json_columns_are_objects_on_both_dataset_kinds(ref_client, cache_dir):
+    seeds = Dataset.from_dict({"q": ["x y", "z w"], "meta": [{"a": "hello"}, {"a": "there"}]})
+    features = {"q": Value("string"), "meta": datasets.Json()}
+    on_disk = run(seeds, ref_client, cache_dir, generated_features=features, multiplier=1)
+    stream = run(
+        seeds.to_iterable_dataset(),
+        ref_client,
+        cache_dir,
+        generated_features=features,
+        multiplier=1,
+    )
+    rows = list(stream)
+    assert [r["meta"] for r in rows] == on_disk["meta"]
+    assert all(isinstance(r["meta"], dict) and r["meta"]["a"] for r in rows)
+
+
 def test_max_request_bytes_splits_requests_under_the_limit(ref_server, ref_client, cache_dir):
     rows = [{"q": f"question {i} " + "x" * 300} for i in range(8)]
     out = run(

@@ -244,6 +244,8 @@ def echoing(statuses: list[int]) -> Any:
         status = statuses.pop(0) if statuses else 401
         if status == 200:  # a 200 that is not the documented shape, quoting the header
             return Answer(200, f"<html>unexpected request with {auth}</html>".encode())
+        if status == 0:  # the same, in a body that is not UTF-8 (kept as bytes)
+            return Answer(200, b"\xff<html>unexpected request with " + auth.encode() + b"</html>")
         if status == 422:
             detail: Any = [{"loc": ["header", "authorization"], "msg": "bad", "input": auth}]
         else:
@@ -257,11 +259,11 @@ def test_a_server_echoing_the_token_does_not_leak_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     debug_logs(caplog)
-    statuses = [401, 422, 500, 200]
+    statuses = [401, 422, 500, 200, 0]
     with StubServer(echoing(statuses)) as stub:
         client = client_for(stub.url, max_retries=0)
         out = run_expand(
-            qa(4),
+            qa(5),
             client,
             tmp_path,
             request_size=1,
@@ -269,16 +271,17 @@ def test_a_server_echoing_the_token_does_not_leak_it(
             on_error="keep",
         )
         errors = [e for e in out["error"] if e]
-        assert len(errors) == 4
+        assert len(errors) == 5
         for text in errors:
             assert_clean(text, "the error column")
-        statuses.append(401)
+        statuses.append(0)
         with pytest.raises(SynthError) as info:
             client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
         for text in exception_texts(info.value):
             assert_clean(text, "the exception")
+        assert isinstance(info.value.body, bytes)
         assert_clean(caplog.text, "the DEBUG logs")
-        assert [r.method for r in stub.received] == ["GET"] + ["POST"] * 5  # GET /health first
+        assert [r.method for r in stub.received] == ["GET"] + ["POST"] * 6  # GET /health first
         assert "Authorization" not in stub.received[0].headers
 
 
