@@ -26,14 +26,13 @@ import os
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 API_KEY_ENV = "COLLINEAR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_expand_arguments
+    from synth_datasets.cli import add_expand_arguments, add_output_arguments
 
     p = argparse.ArgumentParser(
         prog="ray_expand.py",
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="pip requirement to install on the workers through runtime_env (repeatable)",
     )
-    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
+    add_output_arguments(p, help="write the data and the manifest to this folder", formats=False)
     p.add_argument("--show", type=int, default=3, help="print this many result rows")
     return p
 
@@ -80,11 +79,19 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
+    from synth_datasets.cli import (
+        UsageError,
+        check_output,
+        expand_options,
+        load_seeds,
+        write_output,
+    )
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
         raise UsageError("--local serves on this machine's loopback: drop --address")
+    if args.output is not None:
+        check_output(args.output, overwrite=args.overwrite, card=False)
     ds, source = load_seeds(args)
     source["fingerprint"] = ds._fingerprint
 
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     for row in result.select(range(min(args.show, len(result)))):
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
-        target = write_output(result, args.output, "parquet")
+        target = write_output(result, args.output, "parquet", overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target} and the manifest beside it")
     return 0
 

@@ -355,7 +355,6 @@ class ExpandConfig(ClientConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.check_generations(1)
         if self.requests_per_map_batch is None:
             per_request = self.request_size * self.multiplier
             object.__setattr__(

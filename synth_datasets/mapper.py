@@ -439,9 +439,10 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             "remove_columns": list(layout.input_features),
             "features": layout.features,
         }
+        # A dataset of unknown length: what one row asks for is checked.
+        config.check_generations(len(ds) if isinstance(ds, datasets.Dataset) else 1)
         if not isinstance(ds, datasets.Dataset):
             return kwargs
-        config.check_generations(len(ds))
         if config.max_request_bytes is not None:  # a row too large is refused before any request
             index = [config.index_column] if config.index_column is not None else []
             start = 0

@@ -12,14 +12,23 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import datasets
 import pytest
-from helpers import MODEL_ID, PROMPT, assert_complete, qa, qa_rows, run_expand, write_jsonl
+from helpers import (
+    MODEL_ID,
+    PROMPT,
+    assert_complete,
+    lock_held_by_another_process,
+    qa,
+    qa_rows,
+    run_expand,
+    write_jsonl,
+)
 
 from synth_datasets import SynthClient
 from synth_datasets.cache import BUSY_TIMEOUT, RequestCache, default_cache_dir, request_key
@@ -109,30 +118,6 @@ def test_many_processes(tmp_path):
 
 
 # -- a cache that cannot be written, or is damaged, never costs an answer ---------------------
-
-HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.read()
-"""
-
-
-@contextlib.contextmanager
-def lock_held_by_another_process(path: Path) -> Iterator[None]:
-    """``path``'s write lock held by another process until the block ends."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        yield
-    finally:
-        holder.communicate("", timeout=30)
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:

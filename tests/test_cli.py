@@ -12,7 +12,15 @@ import datasets
 import pytest
 from datasets import Dataset
 from fakehub import HUB_TOKEN
-from helpers import MODEL_ID, SAMPLE, cli, error_lines, qa_rows, write_jsonl
+from helpers import (
+    MODEL_ID,
+    SAMPLE,
+    cli,
+    error_lines,
+    lock_held_by_another_process,
+    qa_rows,
+    write_jsonl,
+)
 
 from synth_datasets import __version__
 from synth_datasets.cli import main
@@ -388,3 +396,54 @@ def test_revision_reads_the_seeds_of_that_branch(
     assert source["name"] == "me/seeds"
     assert source["revision"] == fake_hub.commits("me/seeds", "dev")[-1].sha
     assert source["revision"] != fake_hub.commits("me/seeds")[-1].sha
+
+
+# --------------------------------------------------------------------------------------------
+# The --output folder: checked before paying, swapped in whole, never someone else's files
+
+
+def test_a_rerun_replaces_its_own_output_and_a_failed_write_leaves_the_old_one(
+    endpoint: list[str], seeds_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["expand", str(seeds_file), "--prompt", "p", *endpoint, "--output", str(out)]
+    args += ["--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # `card` rewrites README.md: still ours, so the next run may replace it.
+    assert main(["card", str(out), "--no-prompt-in-card"]) == 0
+    assert main([*args, "--run-id", "second"]) == 0
+    assert len(datasets.load_dataset(str(out), split="train")) == 16
+    # A write that fails half-way (here the manifest cannot be written) leaves the folder as
+    # it was: the old data, card and manifest, complete, and no partial file.
+    second = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert second.keys() == first.keys() and second != first
+    (out / ".synth_manifest.json.partial").mkdir()
+    assert main([*args, "--run-id", "third"]) == 1
+    (out / ".synth_manifest.json.partial").rmdir()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == second
+    assert manifest(out)["provenance"]["run_id"] == "second"
+
+
+def test_a_locked_or_damaged_cache_is_one_warning_line_and_the_run_succeeds(
+    ref_server: ReferenceServer, tmp_path: Path
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa_rows(4))
+    cache = tmp_path / "cache"
+    args = ["expand", str(seeds), "--prompt", "p", "--base-url", ref_server.url]
+    args += ["--model-id", MODEL_ID, "--cache-dir", str(cache), "--request-size", "2"]
+    env = {"COLLINEAR_API_KEY": ref_server.token}
+    cache.mkdir()
+    (cache / "requests.sqlite").write_bytes(b"not a database at all" * 100)
+    proc = cli(*args, "--output", str(tmp_path / "a"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    (aside,) = cache.glob("requests.sqlite.damaged-*")
+    assert str(cache / "requests.sqlite") in warning and str(aside) in warning
+    with lock_held_by_another_process(cache / "requests.sqlite"):
+        proc = cli(*args, "--run-id", "locked", "--output", str(tmp_path / "b"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert "2 answers could not be stored" in warning and "database is locked" in warning
+    assert len(datasets.load_dataset(str(tmp_path / "b"), split="train")) == 16
+    assert ref_server.stats()["requests"] == 4
