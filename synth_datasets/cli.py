@@ -292,10 +292,17 @@ def load_source(
             )
         if kind != "parquet":
             check_utf8(path, source)
+        # A file datasets cannot read is told below in one line: its builders' own log lines
+        # about it are held back.
+        builders = logging.getLogger("datasets.packaged_modules")
+        level = builders.level
+        builders.setLevel(logging.CRITICAL)
         try:
             ds = datasets.load_dataset(kind, data_files=str(path), split="train")
         except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
             raise UsageError(_unreadable(source, path, kind, exc)) from exc
+        finally:
+            builders.setLevel(level)
         if len(ds) == 0:
             raise UsageError(f"{source}: no rows to expand")
         ds.info.dataset_name = path.stem

@@ -15,7 +15,7 @@ from typing import Any
 import datasets
 import pytest
 from datasets import Dataset, Features, Image, Value
-from helpers import MODEL_ID, qa, write_jsonl
+from helpers import MODEL_ID, cli, error_lines, qa, write_jsonl
 from helpers import run_expand as run
 
 from synth_datasets import ConfigurationError, SynthClient, SynthMapper
@@ -372,6 +372,16 @@ def test_a_bad_seed_file_is_refused_naming_the_file_and_line(
     seeds = tmp_path / name
     seeds.write_bytes(content)
     cli_refused(["expand", str(seeds), *expand_argv], [str(seeds), needle], ref_server, capsys)
+
+
+def test_a_bad_seed_file_is_the_only_error_line_of_the_command(tmp_path: Path) -> None:
+    """As a user runs it: datasets' own log lines about the file are not repeated."""
+    for name, content in [("bad.jsonl", b'{"q": "a"}\n{"q": \n'), ("bad.parquet", b"PAR1")]:
+        (tmp_path / name).write_bytes(content)
+        proc = cli("expand", str(tmp_path / name), "--prompt", "p", "--local")
+        assert proc.returncode == 2
+        (line,) = error_lines(proc.stderr)
+        assert line.startswith(f"synth-datasets: error: {tmp_path / name}")
 
 
 def test_a_prompt_file_that_is_not_utf8_is_refused_naming_it(
