@@ -321,6 +321,8 @@ class RequestCache:
                 if items is not None:
                     self.release(key)
                 return items
+            if delay == 0.02:
+                logger.debug("synth_datasets: request %s is being fetched elsewhere: waiting", key)
             time.sleep(delay)
             delay = min(2 * delay, 0.5)
 
