@@ -1,7 +1,11 @@
 """The bad-input matrix: each bad input gets one clear line before any request, or a documented
 conversion (datetime → ISO text, nested None → null) that the output shows.
 
-"Before any request" is checked on the reference server's own count.
+"Before any request" is checked on the reference server's own count. Issue 14's cases: seed files
+that are empty, blank, `[]`, a header-only CSV, a JSONL line that is not JSON (or not an object),
+not UTF-8 (the prompt file too), a broken parquet file; an `--output` that is a file, under a file,
+not writable, or holding files synth-datasets did not write; a `--cache-dir` that is (or is under)
+a file; a run above the generation limit.
 """
 
 from __future__ import annotations
