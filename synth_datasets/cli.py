@@ -124,10 +124,19 @@ def add_expand_arguments(
             kw.update(choices=["raise", "keep"])
         elif f.name == "columns":
             kw.update(type=_comma_list, metavar="A,B")
+        elif int in kind and str in kind:  # a number or a word (max_concurrency: N or auto)
+            kw.update(type=_int_or_word)
         else:
             kw.update(type=next(t for t in (int, float, str) if t in kind))
-        p.add_argument(flag(f.name), **kw)
+        p.add_argument(*filter(None, (f.metadata["short"], flag(f.name))), **kw)
     p.set_defaults(**{k: v for k, v in defaults.items() if k not in exclude})
+
+
+def _int_or_word(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _comma_list(text: str) -> list[str]:
