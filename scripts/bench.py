@@ -18,6 +18,12 @@ client's alone. Measurements (see docs/benchmarks.md for the figures and the tar
 4. ``memory``: peak RSS of the client for 10k and 100k examples x 4 (fresh subprocess each).
 5. ``resume``: requests re-sent after ``kill -9`` at about half of a run, then a rerun.
 6. ``server``: the reference server's own capacity (zero latency, 32 and 64 connections).
+7. ``limits``: against a server limited to R = 100 requests/s (a token bucket holding 0.1 s of
+   them, 429 with ``Retry-After: 1``) at 100 ms latency: ``max_concurrency="auto"`` beside fixed
+   4 and fixed 64 (throughput / R over the whole run, share of the server's answers that are
+   429s), auto again against a bucket holding a whole second, and auto while the limit halves
+   8 s into the run (seconds until every following second is back within 85 % of the new limit
+   with at most 10 % 429s, read from the server's counters polled every 0.1 s).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ FULL = {
     "mem_examples": (10_000, 100_000),
     "resume_examples": 8192,
     "server_seconds": 5.0,
+    "limit_requests": 2048,
+    "halving_requests": 1536,
 }
 QUICK = {
     "eff_examples": 2048,
@@ -60,6 +68,8 @@ QUICK = {
     "mem_examples": (1_000, 10_000),
     "resume_examples": 1024,
     "server_seconds": 1.0,
+    "limit_requests": 256,
+    "halving_requests": 1024,
 }
 REQUEST_SIZE = 8
 MULTIPLIER = 4
@@ -73,7 +83,12 @@ TARGETS = {
     "memory_delta_mb": 150.0,
 }
 
-ALL = ("efficiency", "naive", "cpu", "memory", "resume", "server")
+# 7. the rate-limited server: R requests/s, a bucket of LIMIT_BURST seconds, Retry-After 1 s.
+LIMIT_R = 100.0
+LIMIT_BURST = 0.1
+HALVING_AT = 8.0  # seconds after the first request
+
+ALL = ("efficiency", "naive", "cpu", "memory", "resume", "server", "limits")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,7 +260,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     datasets.disable_progress_bars()
     from synth_datasets import SynthClient
 
-    client = SynthClient(os.environ[TOKEN_ENV], spec["url"], max_retries=2)
+    client = SynthClient(os.environ[TOKEN_ENV], spec["url"], max_retries=spec.get("retries", 2))
     kind = spec["kind"]
     if kind == "expand":
         return worker_expand(spec, client)
@@ -289,6 +304,7 @@ def worker_expand(spec: dict[str, Any], client: Any) -> dict[str, Any]:
         columns=COLUMNS,
         request_size=spec.get("request_size", REQUEST_SIZE),
         max_concurrency=spec.get("concurrency", CONCURRENCY),
+        on_error=spec.get("on_error", "raise"),
         cache=cache_dir is not None,
         cache_dir=cache_dir,
     )
@@ -523,6 +539,117 @@ def measure_server(server: Server, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _limited(server: Server, burst: float = LIMIT_BURST, halve_at: float | None = None) -> None:
+    server._call(
+        "POST",
+        "/__faults",
+        {
+            "latency": LATENCY,
+            "requests_per_second": LIMIT_R,
+            "limit_burst": burst,
+            "retry_after": 1.0,
+            "limit_schedule": [] if halve_at is None else [[halve_at, 0.5]],
+        },
+    )
+
+
+def run_polled(server: Server, spec: dict[str, Any]) -> dict[str, Any]:
+    """``run_worker`` while the server's counters are read every 0.1 s: ``samples`` of
+    (seconds since the first request reached it, 200s, 429s)."""
+    server.reset()
+    raw: list[tuple[float, int, int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.1):
+            s = server.stats()
+            raw.append(
+                (
+                    time.monotonic(),
+                    s["requests"],
+                    s["by_status"].get("200", 0),
+                    s["by_status"].get("429", 0),
+                )
+            )
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        r = run_worker(server, spec)
+    finally:
+        stop.set()
+        poller.join()
+    start = next((t for t, n, _, _ in raw if n), raw[0][0] if raw else 0.0)
+    r["samples"] = [(round(t - start, 2), ok, refused) for t, n, ok, refused in raw if n]
+    r["ok"] = server.stats()["by_status"].get("200", 0)
+    r["refused"] = server.stats()["by_status"].get("429", 0)
+    r["share_429"] = r["refused"] / max(1, r["server_requests"])
+    r["throughput_R"] = r["ok"] / r["wall_s"] / LIMIT_R
+    return r
+
+
+def settle_seconds(samples: list[tuple[float, int, int]], at: float, limit: float) -> int | None:
+    """Whole seconds after ``at`` until every full second that follows has >= 85 % of ``limit``
+    answered and at most 10 % of its answers 429s; None if never. The run's last two seconds'
+    worth of requests are left out: there the requests run out, not the quota."""
+
+    def counts(t: float) -> tuple[int, int]:  # the last sample at or before t
+        before = [(ok, refused) for s, ok, refused in samples if s <= t]
+        return before[-1] if before else (0, 0)
+
+    total = samples[-1][1] if samples else 0
+    end = next((s for s, ok, _ in samples if ok >= total - 2 * limit), at)
+    bins = []
+    k = 0
+    while at + k + 1 <= end:
+        (ok0, r0), (ok1, r1) = counts(at + k), counts(at + k + 1)
+        ok, refused = ok1 - ok0, r1 - r0
+        bins.append(ok >= 0.85 * limit and refused <= 0.1 * max(1, ok + refused))
+        k += 1
+    for first in range(len(bins)):
+        if all(bins[first:]):
+            return first
+    return None
+
+
+def measure_limits(server: Server, p: dict[str, Any]) -> dict[str, Any]:
+    n = p["limit_requests"]
+    out: dict[str, Any] = {}
+    cases: list[tuple[str, Any, int, float]] = [
+        ("auto", "auto", n, LIMIT_BURST),
+        ("fixed_4", 4, n // 2, LIMIT_BURST),  # a quarter of the pace: half the requests
+        ("fixed_64", 64, n, LIMIT_BURST),
+        ("auto_burst_1s", "auto", n, 1.0),
+    ]
+    for label, concurrency, requests, burst in cases:
+        _limited(server, burst)
+        spec = {
+            "kind": "expand",
+            "examples": requests * REQUEST_SIZE,
+            "storage": "memory",
+            "concurrency": concurrency,
+            "on_error": "keep",  # a request out of retries is an error row, counted
+            "retries": 5,  # the library's default
+        }
+        r = run_polled(server, spec)
+        r.update(label=label, requests=requests, burst_s=burst)
+        out[label] = r
+    _limited(server, LIMIT_BURST, halve_at=HALVING_AT)
+    spec = {
+        "kind": "expand",
+        "examples": p["halving_requests"] * REQUEST_SIZE,
+        "storage": "memory",
+        "concurrency": "auto",
+        "on_error": "keep",
+        "retries": 5,
+    }
+    r = run_polled(server, spec)
+    r["settle_s"] = settle_seconds(r["samples"], HALVING_AT, LIMIT_R / 2)
+    out["halving"] = r
+    server._call("POST", "/__faults", {"requests_per_second": None, "limit_schedule": []})
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Report
 
@@ -661,6 +788,37 @@ def table(results: dict[str, Any], quick: bool) -> str:
                 verdict(r["efficiency_ceiling"] >= TARGETS["efficiency"]),
             )
         )
+    lim = results.get("limits")
+    if lim:
+        for label in ("auto", "fixed_4", "fixed_64", "auto_burst_1s"):
+            r = lim[label]
+            target, ok = {
+                "auto": (
+                    ">= 0.90 R, <= 5 % 429",
+                    r["throughput_R"] >= 0.90 and r["share_429"] <= 0.05,
+                ),
+                "fixed_64": (">= 0.85 R", r["throughput_R"] >= 0.85),
+            }.get(label, ("—", None))
+            rows.append(
+                (
+                    f"7. {label.replace('_', ' ')}, R = 100/s, bucket {r['burst_s']:g} s ({r['requests']} req)",
+                    f"{r['throughput_R']:.2f} R, {r['share_429']:.1%} 429 ({r['refused']} of "
+                    f"{r['server_requests']}), {r['errors']} error rows, {r['wall_s']:.1f} s",
+                    target,
+                    verdict(ok),
+                )
+            )
+        h = lim["halving"]
+        rows.append(
+            (
+                f"7. auto, limit halved at {HALVING_AT:g} s ({h['examples'] // REQUEST_SIZE} req)",
+                f"settled in {h['settle_s']} s; {h['share_429']:.1%} 429 overall"
+                if h["settle_s"] is not None
+                else "never settled",
+                "<= 10 s",
+                verdict(h["settle_s"] is not None and h["settle_s"] <= 10),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
     head = ("measure", "result", "target", "")
     lines = [
@@ -728,6 +886,9 @@ def main(argv: list[str] | None = None) -> int:
         if "server" in only:
             print("6. server capacity ...", file=sys.stderr, flush=True)
             results["server"] = measure_server(server, p)
+        if "limits" in only:
+            print("7. under a rate limit ...", file=sys.stderr, flush=True)
+            results["limits"] = measure_limits(server, p)
     finally:
         server.close()
         shutil.rmtree(tmp, ignore_errors=True)

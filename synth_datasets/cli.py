@@ -478,6 +478,9 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     examples = make_examples(layout, first.to_dict(), list(range(len(first))))
     base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
     has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
+    in_flight = config.max_concurrency
+    if in_flight == "auto":
+        in_flight = f"up to {config.concurrency_ceiling} (adaptive)"
     body = {
         "model_id": config.model_id,
         "multiplier": config.multiplier,
@@ -487,7 +490,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     print(
         f"plan: {n} seed rows -> {math.ceil(n / size)} requests of <= {size} examples, "
         f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
-        f"{flag('generation_limit')} {config.generation_limit}), {config.max_concurrency} in flight"
+        f"{flag('generation_limit')} {config.generation_limit}), {in_flight} in flight"
     )
     config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")

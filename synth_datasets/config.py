@@ -371,8 +371,8 @@ class ExpandConfig(ClientConfig):
     )
     request_size: int = _option(8, "examples per request", _positive, output=True)
     max_concurrency: int | str = _option(
-        16,
-        "requests in flight, or 'auto': more while answers are clean, fewer on 429/503",
+        "auto",
+        "requests in flight: N, or 'auto': more while answers are clean, fewer on 429/503",
         _concurrency,
     )
     concurrency_ceiling: int = _option(
