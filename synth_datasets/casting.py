@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +48,11 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     if dtype in ("string", "large_string", "string_view"):
 
         def cast(v: Any, where: str) -> Any:
+            if v.__class__ is str and v.isascii():  # O(1): the usual case
+                return v
+            if v is None:
+                return None
             if isinstance(v, str):
-                if v.isascii():  # O(1): the usual case
-                    return v
                 try:
                     v.encode("utf-8")
                 except UnicodeEncodeError as exc:  # "\ud800": no Arrow column can store it
@@ -60,6 +63,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype == "bool":
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, bool):
                 return v
             raise CastError(f"{where}: expected true/false, got {type(v).__name__}")
@@ -69,6 +74,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         lo, hi = -signed * 2 ** (bits - 1), 2 ** (bits - signed) - 1
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -81,6 +88,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("float") or dtype in ("double", "halffloat"):
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 try:
                     return float(v)
@@ -98,6 +107,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         ns = dtype.startswith("timestamp[ns")
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             try:
                 value = parse(v)
             except (TypeError, ValueError):  # TypeError: not text
@@ -107,6 +118,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("time"):  # time32/time64: sent as ISO text (see _jsonsafe)
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, str):
                 try:
                     v = _dt.time.fromisoformat(v)
@@ -117,6 +130,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("duration"):
 
         def cast(v: Any, where: str) -> Any:  # sent as float seconds (see _jsonsafe)
+            if v is None:
+                return None
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 try:
                     value = _dt.timedelta(seconds=v)
@@ -128,6 +143,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("decimal"):
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
                 try:
                     value = decimal.Decimal(str(v))
@@ -144,20 +161,73 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     else:  # other Arrow types: Arrow's own conversion decides, here rather than in to_arrow
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             return _fits(v, type_, where)
 
     return cast
 
 
+_TEXT = ("string", "large_string", "string_view")
+
+
+def _storable(text: str) -> bool:
+    """Whether Arrow can store ``text``: no lone surrogate (JSON ``"\\ud800"``), which only
+    non-ASCII text can hold."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _texts(v: Any, get: Callable[[Any], Any]) -> bool:
+    """Whether ``get(v)`` is a sequence of storable text (False for a null or a missing key)."""
+    try:
+        text = "".join(get(v))
+    except (TypeError, KeyError):
+        return False
+    return _storable(text)
+
+
+def _as_is(feature: Any) -> Callable[[Any], bool] | None:
+    """For a list of text, an object of text fields, or lists of these: a check, in a few
+    C calls, that a value already is exactly what its caster would return (no null, no extra
+    key); None for other features. ``_text_first`` returns such a value without casting it."""
+    if isinstance(feature, dict) and feature:
+        if not all(isinstance(f, Value) and f.dtype in _TEXT for f in feature.values()):
+            return None
+        keys, n = tuple(feature), len(feature)
+        # A tuple for one key too: a bare list value must not pass as its items.
+        get = operator.itemgetter(*keys) if n > 1 else lambda v: (v[keys[0]],)
+        return lambda v: v.__class__ is dict and len(v) == n and _texts(v, get)
+    if not isinstance(feature, (List, LargeList)):
+        return None
+    length = getattr(feature, "length", -1)
+    if isinstance(feature.feature, Value) and feature.feature.dtype in _TEXT:
+        return lambda v: v.__class__ is list and length in (-1, len(v)) and _texts(v, iter)
+    item = _as_is(feature.feature)
+    if item is None:
+        return None
+    return lambda v: v.__class__ is list and length in (-1, len(v)) and all(map(item, v))
+
+
+def _text_first(feature: Any, cast: Caster) -> Caster:
+    """``cast``, after a check of the whole value when the feature holds only text (``_as_is``):
+    what passes it is returned as it is; a null, a wrong type, a missing or extra key go on to
+    ``cast``, which keeps or names them."""
+    as_is = _as_is(feature)
+    if as_is is None:
+        return cast
+    return lambda v, where: v if as_is(v) else cast(v, where)
+
+
 def compile_caster(feature: Any) -> Caster:
     """A function that returns a value fitting ``feature`` or raises CastError."""
     if isinstance(feature, Value):
-        inner = _value_caster(feature.dtype, feature.pa_type)
-
-        def cast_value(v: Any, where: str) -> Any:
-            return None if v is None else inner(v, where)
-
-        return cast_value
+        return _value_caster(feature.dtype, feature.pa_type)
     if isinstance(feature, ClassLabel):
         names = feature.names
 
@@ -187,7 +257,7 @@ def compile_caster(feature: Any) -> Caster:
             except CastError:  # again, item by item, for an error that names the path
                 return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
 
-        return cast_list
+        return _text_first(feature, cast_list)
     if isinstance(feature, dict):
         fields = [(k, compile_caster(f)) for k, f in feature.items()]
 
@@ -206,7 +276,7 @@ def compile_caster(feature: Any) -> Caster:
                     out[k] = c(v[k], f"{where}.{k}")
                 return out
 
-        return cast_struct
+        return _text_first(feature, cast_struct)
     if isinstance(feature, Json):
         encode = feature.encode_example
 

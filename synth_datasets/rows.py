@@ -128,32 +128,36 @@ class RowBuilder:
         self, texts: list[str | None], notes: list[str | None]
     ) -> tuple[dict[str, list[Any]], list[str | None], dict[str, int]]:
         """Each text parsed and its values cast: the columns, each row's error, the counts."""
-        generated: dict[str, list[Any]] = {name: [] for name, _ in self.casters}
-        out: list[str | None] = []
-        counts = {"parse_errors": 0, "cast_errors": 0}
-        for text, note in zip(texts, notes, strict=True):
-            errors = [note] if note else []
-            values = None
-            if text is not None:
-                parsed = parse_generated(text)
-                values = parsed.value
-                if values is None:
-                    counts["parse_errors"] += 1
-                    errors.append(error_cell("parse", str(parsed.error)))
-            before = len(errors)
-            for name, cast in self.casters:
-                value = None
-                if values is not None and name not in values:
-                    errors.append(error_cell("missing", f"no {name!r} in the generated object"))
-                elif values is not None:
-                    try:
-                        value = cast(values[name], name)
-                    except CastError as exc:
-                        errors.append(error_cell("type", str(exc)))
-                generated[name].append(value)
-            counts["cast_errors"] += len(errors) > before
-            out.append(join_errors(errors))
-        return generated, out, counts
+        n = len(texts)
+        columns = [(name, cast, [None] * n) for name, cast in self.casters]
+        out = list(notes)
+        parse_errors = cast_errors = 0
+        for i, text in enumerate(texts):
+            if text is None:
+                continue
+            values, reason, _ = parse_generated(text)
+            problems: list[str] = []
+            if values is None:
+                parse_errors += 1
+                problems.append(error_cell("parse", str(reason)))
+            else:
+                for name, cast, column in columns:
+                    if name in values:
+                        try:
+                            column[i] = cast(values[name], name)
+                            continue
+                        except CastError as exc:
+                            problems.append(error_cell("type", str(exc)))
+                    else:
+                        problems.append(
+                            error_cell("missing", f"no {name!r} in the generated object")
+                        )
+                cast_errors += bool(problems)
+            if problems:
+                note = out[i]
+                out[i] = join_errors([note, *problems] if note else problems)
+        generated = {name: column for name, _, column in columns}
+        return generated, out, {"parse_errors": parse_errors, "cast_errors": cast_errors}
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:

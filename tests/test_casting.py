@@ -109,3 +109,51 @@ def test_arrow_column_keeps_the_good_values_of_a_column():
     assert column.to_pylist() == ["x", None, None]
     assert errors[0::2] == [None, None]
     assert errors[1] is not None and errors[1].startswith("type: a: ") and "surrogates" in errors[1]
+
+
+_TURN = {"role": Value("string"), "content": Value("string")}
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "expected", "error"),
+    [
+        ({"s": Value("string")}, {"s": "x"}, {"s": "x"}, None),
+        ({"s": Value("string")}, {"s": ["x", "y"]}, None, "c.s: expected text, got list"),
+        ({"s": Value("string")}, {"s": "x", "t": 1}, {"s": "x"}, None),
+        (_TURN, {"role": "u", "content": None}, {"role": "u", "content": None}, None),
+        (_TURN, {"role": "u", "content": "\udcff"}, None, "c.content: text that is not UTF-8"),
+        (_TURN, ["u", "c"], None, "c: expected an object, got list"),
+        (List(_TURN), [{"role": "u", "content": "é"}], [{"role": "u", "content": "é"}], None),
+        (
+            List(_TURN),
+            [{"role": "u", "content": "c", "x": 1}],
+            [{"role": "u", "content": "c"}],
+            None,
+        ),
+        (
+            List(_TURN),
+            [{"role": "u", "content": "c"}, None],
+            [{"role": "u", "content": "c"}, None],
+            None,
+        ),
+        (List(_TURN), [{"role": "u"}], None, "c[0].content: missing"),
+        (List(_TURN), ["u"], None, "c[0]: expected an object, got str"),
+        (List(_TURN), {"role": "u", "content": "c"}, None, "c: expected a list, got dict"),
+        (List({"s": Value("string")}), [{"s": ["x"]}], None, "c[0].s: expected text, got list"),
+        (List(Value("string")), ["a", None], ["a", None], None),
+        (List(Value("string")), ["a", 1], None, "c[1]: expected text, got int"),
+        (List(Value("string")), "ab", None, "c: expected a list, got str"),
+        (List(Value("string"), length=2), ["a"], None, "c: expected 2 items, got 1"),
+        (List(List(Value("string"))), [["a"], ["b", "\ud800"]], None, "c[1][1]: text that is not"),
+    ],
+)
+def test_text_values_are_kept_as_they_are_or_named_where_they_fail(feature, value, expected, error):
+    """Lists and objects of text are checked as a whole first; whatever that check does not
+    pass (nulls, extra keys, wrong types) gets the same result and message as item by item."""
+    cast = compile_caster(feature)
+    if error is None:
+        assert cast(value, "c") == expected
+    else:
+        with pytest.raises(CastError) as raised:
+            cast(value, "c")
+        assert str(raised.value).startswith(error), str(raised.value)
