@@ -183,45 +183,47 @@ def _storable(text: str) -> bool:
     return True
 
 
-def _texts(v: Any, get: Callable[[Any], Any]) -> bool:
-    """Whether ``get(v)`` is a sequence of storable text (False for a null or a missing key)."""
-    try:
-        text = "".join(get(v))
-    except (TypeError, KeyError):
-        return False
-    return _storable(text)
-
-
-def _as_is(feature: Any) -> Callable[[Any], bool] | None:
-    """For a list of text, an object of text fields, or lists of these: a check, in a few
-    C calls, that a value already is exactly what its caster would return (no null, no extra
-    key); None for other features. ``_text_first`` returns such a value without casting it."""
-    if isinstance(feature, dict) and feature:
-        if not all(isinstance(f, Value) and f.dtype in _TEXT for f in feature.values()):
-            return None
+def _text_first(feature: Any, cast: Caster) -> Caster:
+    """``cast``, preceded for an object of text fields or a list of text by one check of the
+    whole value in a few C calls: its strings joined are storable text and its shape is exact
+    (no null, no extra key), so it is returned as it is; anything else goes on to ``cast``,
+    which keeps or names it."""
+    if isinstance(feature, dict):
+        if not feature or any(
+            not (isinstance(f, Value) and f.dtype in _TEXT) for f in feature.values()
+        ):
+            return cast
         keys, n = tuple(feature), len(feature)
         # A tuple for one key too: a bare list value must not pass as its items.
         get = operator.itemgetter(*keys) if n > 1 else lambda v: (v[keys[0]],)
-        return lambda v: v.__class__ is dict and len(v) == n and _texts(v, get)
-    if not isinstance(feature, (List, LargeList)):
-        return None
-    length = getattr(feature, "length", -1)
-    if isinstance(feature.feature, Value) and feature.feature.dtype in _TEXT:
-        return lambda v: v.__class__ is list and length in (-1, len(v)) and _texts(v, iter)
-    item = _as_is(feature.feature)
-    if item is None:
-        return None
-    return lambda v: v.__class__ is list and length in (-1, len(v)) and all(map(item, v))
 
+        def cast_text_object(v: Any, where: str) -> Any:
+            if v.__class__ is dict and len(v) == n:
+                try:
+                    text = "".join(get(v))
+                except (TypeError, KeyError):  # a value not text (or null), a key missing
+                    return cast(v, where)
+                if text.isascii() or _storable(text):
+                    return v
+            return cast(v, where)
 
-def _text_first(feature: Any, cast: Caster) -> Caster:
-    """``cast``, after a check of the whole value when the feature holds only text (``_as_is``):
-    what passes it is returned as it is; a null, a wrong type, a missing or extra key go on to
-    ``cast``, which keeps or names them."""
-    as_is = _as_is(feature)
-    if as_is is None:
+        return cast_text_object
+    item = feature.feature
+    if not (isinstance(item, Value) and item.dtype in _TEXT):
         return cast
-    return lambda v, where: v if as_is(v) else cast(v, where)
+    length = getattr(feature, "length", -1)
+
+    def cast_texts(v: Any, where: str) -> Any:
+        if v.__class__ is list and length in (-1, len(v)):
+            try:
+                text = "".join(v)
+            except TypeError:  # an item not text (or null)
+                return cast(v, where)
+            if text.isascii() or _storable(text):
+                return v
+        return cast(v, where)
+
+    return cast_texts
 
 
 def compile_caster(feature: Any) -> Caster:
