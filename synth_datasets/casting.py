@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -44,8 +44,11 @@ def _fits(v: Any, type_: pa.DataType, where: str) -> Any:
     return v
 
 
+_TEXT = ("string", "large_string", "string_view")
+
+
 def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
-    if dtype in ("string", "large_string", "string_view"):
+    if dtype in _TEXT:
 
         def cast(v: Any, where: str) -> Any:
             if v.__class__ is str and v.isascii():  # O(1): the usual case
@@ -168,9 +171,6 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     return cast
 
 
-_TEXT = ("string", "large_string", "string_view")
-
-
 def _storable(text: str) -> bool:
     """Whether Arrow can store ``text``: no lone surrogate (JSON ``"\\ud800"``), which only
     non-ASCII text can hold."""
@@ -183,47 +183,64 @@ def _storable(text: str) -> bool:
     return True
 
 
-def _text_first(feature: Any, cast: Caster) -> Caster:
-    """``cast``, preceded for an object of text fields or a list of text by one check of the
-    whole value in a few C calls: its strings joined are storable text and its shape is exact
-    (no null, no extra key), so it is returned as it is; anything else goes on to ``cast``,
-    which keeps or names it."""
-    if isinstance(feature, dict):
-        if not feature or any(
-            not (isinstance(f, Value) and f.dtype in _TEXT) for f in feature.values()
-        ):
-            return cast
-        keys, n = tuple(feature), len(feature)
-        # A tuple for one key too: a bare list value must not pass as its items.
-        get = operator.itemgetter(*keys) if n > 1 else lambda v: (v[keys[0]],)
+def _is_text(feature: Any) -> bool:
+    return isinstance(feature, Value) and feature.dtype in _TEXT
 
-        def cast_text_object(v: Any, where: str) -> Any:
-            if v.__class__ is dict and len(v) == n:
+
+def _text_keys(feature: Any) -> tuple[str, ...] | None:
+    """The fields of an object whose fields are all text; None for any other feature."""
+    if isinstance(feature, dict) and feature and all(map(_is_text, feature.values())):
+        return tuple(feature)
+    return None
+
+
+def _text_first(feature: Any, cast: Caster) -> Caster:
+    """``cast``, preceded for an object of text fields, a list of such objects or a list of text
+    by one check of the whole value in one frame: its strings joined (one C call per object) are
+    storable text and its shape is exact (no null, no missing or extra key), so it is returned as
+    it is; any other value goes on to ``cast``, which keeps or names what it finds."""
+    is_list = isinstance(feature, (List, LargeList))
+    length = getattr(feature, "length", -1)
+    if is_list and _is_text(feature.feature):
+
+        def cast_texts(v: Any, where: str) -> Any:
+            if v.__class__ is list and length in (-1, len(v)):
                 try:
-                    text = "".join(get(v))
-                except (TypeError, KeyError):  # a value not text (or null), a key missing
+                    text = "".join(v)
+                except TypeError:  # an item not text (or null)
                     return cast(v, where)
                 if text.isascii() or _storable(text):
                     return v
             return cast(v, where)
 
-        return cast_text_object
-    item = feature.feature
-    if not (isinstance(item, Value) and item.dtype in _TEXT):
+        return cast_texts
+    keys = _text_keys(feature.feature if is_list else feature)
+    if keys is None:
         return cast
-    length = getattr(feature, "length", -1)
+    n = len(keys)
+    # A tuple for one key too: a bare list value must not pass as its items.
+    get = operator.itemgetter(*keys) if n > 1 else lambda v: (v[keys[0]],)
 
-    def cast_texts(v: Any, where: str) -> Any:
-        if v.__class__ is list and length in (-1, len(v)):
-            try:
-                text = "".join(v)
-            except TypeError:  # an item not text (or null)
+    def cast_text_objects(v: Any, where: str) -> Any:
+        items: Sequence[Any]
+        if not is_list:
+            items = (v,)
+        elif v.__class__ is list and length in (-1, len(v)):
+            items = v
+        else:
+            return cast(v, where)
+        for x in items:
+            if x.__class__ is not dict or len(x) != n:
                 return cast(v, where)
-            if text.isascii() or _storable(text):
-                return v
-        return cast(v, where)
+            try:
+                text = "".join(get(x))
+            except (TypeError, KeyError):  # a value not text (or null), a key missing
+                return cast(v, where)
+            if not (text.isascii() or _storable(text)):
+                return cast(v, where)
+        return v
 
-    return cast_texts
+    return cast_text_objects
 
 
 def compile_caster(feature: Any) -> Caster:
