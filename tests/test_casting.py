@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from datasets import ClassLabel, Json, List, Value
+from hypothesis import given
+from hypothesis import strategies as st
 
 from synth_datasets.casting import CastError, arrow_column, compile_caster
 from synth_datasets.generated import parse_generated
@@ -157,3 +160,56 @@ def test_text_values_are_kept_as_they_are_or_named_where_they_fail(feature, valu
         with pytest.raises(CastError) as raised:
             cast(value, "c")
         assert str(raised.value).startswith(error), str(raised.value)
+
+
+_texty = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.just("\ud800"),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["role", "content", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _outcome(cast: Any, value: Any) -> tuple[str, Any]:
+    try:
+        return "kept", cast(value, "c")
+    except CastError as exc:
+        return "refused", str(exc)
+
+
+@given(value=_texty)
+def test_property_text_values_are_cast_as_their_parts_would_be(value: Any) -> None:
+    """A list of text objects, an object of text and a list of text, each checked whole first,
+    keep or refuse any value exactly as casting it part by part does."""
+    text = compile_caster(Value("string"))
+
+    def turn(v: Any, where: str) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise CastError(f"{where}: expected an object, got {type(v).__name__}")
+        out = {}
+        for k in _TURN:
+            if k not in v:
+                raise CastError(f"{where}.{k}: missing")
+            out[k] = text(v[k], f"{where}.{k}")
+        return out
+
+    def listed(item: Any) -> Any:
+        def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, list):
+                raise CastError(f"{where}: expected a list, got {type(v).__name__}")
+            return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
+        return cast
+
+    for feature, by_parts in (
+        (_TURN, turn),
+        (List(_TURN), listed(turn)),
+        (List(Value("string")), listed(text)),
+    ):
+        assert _outcome(compile_caster(feature), value) == _outcome(by_parts, value)
