@@ -204,7 +204,7 @@ def _text_first(feature: Any, cast: Caster) -> Caster:
     if is_list and _is_text(feature.feature):
 
         def cast_texts(v: Any, where: str) -> Any:
-            if v.__class__ is list and length in (-1, len(v)):
+            if v.__class__ is list and (length == -1 or len(v) == length):
                 try:
                     text = "".join(v)
                 except TypeError:  # an item not text (or null)
@@ -225,7 +225,7 @@ def _text_first(feature: Any, cast: Caster) -> Caster:
         items: Sequence[Any]
         if not is_list:
             items = (v,)
-        elif v.__class__ is list and length in (-1, len(v)):
+        elif v.__class__ is list and (length == -1 or len(v) == length):
             items = v
         else:
             return cast(v, where)
