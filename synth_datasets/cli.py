@@ -23,15 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .config import ExpandConfig, option_fields
-from .errors import ConfigurationError, SynthError
+from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
+from .errors import ConfigurationError, SynthError, scrub
 
 __all__ = [
+    "add_card_options",
     "add_expand_arguments",
+    "add_hub_options",
     "expand_options",
     "flag",
     "load_seeds",
     "main",
+    "print_offline_notice",
     "read_prompt",
     "run_guarded",
 ]
@@ -144,18 +147,62 @@ def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> 
         server = stack.enter_context(ReferenceServer())
         options.update(api_key=server.token, base_url=server.url)
         print(
-            f"using the local reference server at {server.url} "
-            "(offline engine: deterministic rewriting, not a language model)"
+            f"using the local reference server at {server.url}: rows are "
+            f"{OFFLINE_NOTICE} (word substitution, not a language model)"
         )
     return options
 
 
+def print_offline_notice(dataset: Any, provenance: Any = None) -> None:
+    """The first line of a command's report on rows the offline engine made."""
+    from .provenance import get_provenance, is_offline
+
+    if is_offline(provenance if provenance is not None else get_provenance(dataset)):
+        print(f"note: these rows were {OFFLINE_NOTICE} (word substitution, not a language model)")
+
+
 def add_publish_options(p: argparse.ArgumentParser) -> None:
-    """The Hub and card options, the same for the CLI and the scripts (see ``card_options``)."""
+    """The Hub and card options, the same for the CLI and the scripts."""
+    add_hub_options(p)
+    add_card_options(p)
+
+
+def add_hub_options(p: argparse.ArgumentParser) -> None:
+    """Where and how a push goes (``hub.push_to_hub``'s keywords, see ``push``)."""
     p.add_argument(
         "--public", action="store_true", help="create the Hub repo public (default private)"
     )
-    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    p.add_argument(
+        "--hf-token-file",
+        metavar="PATH",
+        dest="hf_token",
+        type=_token_file,
+        default=None,
+        help="read the Hub token from this file (default: HF_TOKEN, else the token saved by "
+        "`hf auth login`); a token typed on the command line would land in shell history and ps",
+    )
+    p.add_argument(
+        "--overwrite-card",
+        action="store_true",
+        help="replace the README already in the repo even if it was written by hand",
+    )
+    p.add_argument(
+        "--allow-offline-data",
+        action="store_true",
+        help="push rows made by the bundled offline engine (--local, serve) all the same",
+    )
+
+
+def add_card_options(p: argparse.ArgumentParser) -> None:
+    """What the card says (``card.build_card``'s options, see ``card_options``)."""
+    # Refused, not unknown: argparse would quote an unknown flag's value (the token) back, or take
+    # it for --hf-token-file (a prefix) where that exists.
+    p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--pretty-name",
+        default=None,
+        help="the card's title (default: the repo's name, else the seed dataset's)",
+    )
     p.add_argument("--license", default=None, help="license for the card (default: the source's)")
     p.add_argument("--language", action="append", default=None, help="card language (repeatable)")
     p.add_argument(
@@ -167,6 +214,25 @@ def add_publish_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-prompt-in-card", action="store_true", help="do not publish the prompt in the card"
+    )
+
+
+def _token_file(path: str) -> str:
+    """The Hub token in the file ``path``; an error never quotes the file's text."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
+    if not token or any(c.isspace() for c in token):
+        raise argparse.ArgumentTypeError(f"{path} must hold the token alone, on one line")
+    return token
+
+
+def _token_on_command_line(value: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "refused: a token on the command line lands in shell history and ps; set HF_TOKEN, "
+        "run `hf auth login` or pass --hf-token-file PATH"
     )
 
 
@@ -189,7 +255,7 @@ def _add_publish(sub: Any) -> None:
     add_publish_options(push)
     card = _folder_command(sub, "card", "write README.md (the dataset card) into a result folder")
     card.add_argument("--repo-id", default=None, help="repo id to show in the usage snippet")
-    add_publish_options(card)
+    add_card_options(card)
 
 
 def _add_report(sub: Any) -> None:
@@ -216,10 +282,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
     if not 0 < threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
-    report = quality_report(load_result(args.dir), near=not args.no_near, near_threshold=threshold)
+    dataset = load_result(args.dir)
+    report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
+        print_offline_notice(dataset)
         print(report.to_markdown(), end="")
     return 0
 
@@ -235,15 +303,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_expand(sub)
     _add_publish(sub)
     _add_report(sub)
-    from .testing.serve import PARSER_DESCRIPTION, add_serve_arguments
+    from .testing.serve import add_serve_arguments
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the offline reference server of the endpoint",
-        description=PARSER_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_serve_arguments(
+        sub.add_parser("serve", help="run the offline reference server of the endpoint")
     )
-    add_serve_arguments(serve)
     return parser
 
 
@@ -344,21 +408,24 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
 
 
 def write_output(dataset: Any, output: Path, fmt: str) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it) plus the manifest."""
-    from .provenance import get_provenance
+    """Data under ``data/`` (so ``load_dataset(folder)`` finds it) plus the manifest; parquet
+    files carry the provenance in their schema too."""
+    from .provenance import get_provenance, is_offline, write_parquet
 
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     for old in data_dir.glob("train-*"):
         old.unlink()
+    provenance = get_provenance(dataset)
     if fmt == "parquet":
         target = data_dir / "train-00000-of-00001.parquet"
-        dataset.to_parquet(str(target))
+        write_parquet(dataset, target, provenance)
     else:
         target = data_dir / "train-00000-of-00001.jsonl"
         dataset.to_json(str(target), lines=True, force_ascii=False)
     manifest = {
-        "provenance": get_provenance(dataset),
+        **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
+        "provenance": provenance,
         "num_rows": len(dataset),
         "format": fmt,
         "files": [str(target.relative_to(output))],
@@ -371,6 +438,7 @@ def write_output(dataset: Any, output: Path, fmt: str) -> Path:
 
 def card_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "pretty_name": args.pretty_name,
         "license": args.license,
         "language": args.language,
         "task_categories": args.task_categories,
@@ -381,7 +449,7 @@ def card_options(args: argparse.Namespace) -> dict[str, Any]:
 def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
     from .card import build_card
 
-    card = build_card(dataset, repo_id=repo_id or str(folder), **card_options(args))
+    card = build_card(dataset, repo_id=repo_id, folder=str(folder), **card_options(args))
     path = folder / "README.md"
     card.save(path)
     return path
@@ -391,7 +459,7 @@ def load_result(folder: Path) -> Any:
     """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
     import datasets
 
-    from .provenance import attach_provenance
+    from .provenance import attach_provenance, from_schema
 
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
@@ -401,8 +469,13 @@ def load_result(folder: Path) -> Any:
         files = [str(folder / f) for f in manifest.get("files", [])]
         kind = "parquet" if manifest.get("format") == "parquet" else "json"
         ds = datasets.load_dataset(kind, data_files=files, split="train")
-        if manifest.get("provenance"):
-            attach_provenance(ds, manifest["provenance"])
+        recorded = manifest.get("provenance")
+        if not recorded and kind == "parquet" and files:
+            import pyarrow.parquet as pq
+
+            recorded = from_schema(pq.read_schema(files[0]))
+        if recorded:
+            attach_provenance(ds, recorded)
         return ds
     if (folder / "state.json").exists():
         return datasets.load_from_disk(str(folder))
@@ -411,19 +484,21 @@ def load_result(folder: Path) -> Any:
     )
 
 
-def _push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> str:
+def push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    """``hub.push_to_hub`` with the command line's Hub options; prints what became of the card."""
     from .hub import push_to_hub
 
-    url = push_to_hub(
+    result = push_to_hub(
         dataset,
         repo_id,
         private=not args.public,
         token=args.hf_token,
-        **card_options(args),
+        overwrite_card=args.overwrite_card,
+        allow_offline_data=args.allow_offline_data,
         **kwargs,
     )
-    print(f"pushed {len(dataset)} rows and the dataset card to {url}")
-    return url
+    print(result.summary("--overwrite-card"))
+    return result
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -432,7 +507,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
     validate_hub_repo_id(args.repo_id)
     resolve_hf_token(args.hf_token)
     dataset = load_result(args.dir)
-    _push(
+    print_offline_notice(dataset)
+    push(
         dataset,
         args.repo_id,
         args,
@@ -440,12 +516,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
         revision=args.revision,
         create_pr=args.create_pr,
         commit_message=args.commit_message,
+        **card_options(args),
     )
     return 0
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
     dataset = load_result(args.dir)
+    print_offline_notice(dataset)
     path = write_card(dataset, args.dir, args, args.repo_id)
     print(f"wrote {path}")
     return 0
@@ -473,12 +551,14 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         if args.dry_run:
             return _dry_run(args, ds, expand_options(args))
-        if args.push_to_hub is not None:  # a bad repo id or a missing token: before any request
-            from .hub import resolve_hf_token, validate_hub_repo_id
+        if args.push_to_hub is not None:  # refused before any request, not after the run
+            from .hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 
             validate_hub_repo_id(args.push_to_hub)
             resolve_hf_token(args.hf_token)
+            refuse_offline(args.local, args.allow_offline_data)
         result = expand(ds, **expand_options(args, stack), source=source_meta)
+    print_offline_notice(result)
     errors = sum(1 for e in result["error"] if e is not None)
     seeds = len({i for i in result["source_index"] if i is not None})
     print(
@@ -492,7 +572,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         card = write_card(result, args.output, args, args.push_to_hub)
         print(f"wrote {len(result)} rows to {target}, the card to {card.name} and {MANIFEST}")
     if args.push_to_hub is not None:
-        _push(result, args.push_to_hub, args)
+        push(result, args.push_to_hub, args, **card_options(args))
     return 0
 
 
@@ -503,9 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        import datasets
+    import datasets
 
+    # datasets prints its records with its own handler: passed on to ours too, each came twice.
+    datasets.logging.disable_propagation()
+    if not args.verbose:
         datasets.logging.set_verbosity_warning()
         # Each retry is counted in the final summary; a warning per retry is noise here.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -514,7 +596,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .testing.serve import run_serve
 
         commands["serve"] = run_serve
-    return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+    try:
+        return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+    finally:
+        datasets.logging.enable_propagation()  # as it was, for a caller in the same process
 
 
 def run_guarded(
@@ -526,7 +611,16 @@ def run_guarded(
     describe: Callable[[BaseException], str] | None = None,
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
-    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v)."""
+    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
+
+    A server may quote back the token it was sent (the Hub's errors and debug logs of its
+    headers do): the tokens this process holds are masked in what it prints.
+    """
+    tokens = _tokens(args)
+    masking = _Masking(tokens)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(masking)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -535,6 +629,7 @@ def run_guarded(
         )
         return 130
     except Exception as exc:
+        scrub(exc, *tokens)
         code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
         if verbose:
             traceback.print_exc()
@@ -544,10 +639,47 @@ def run_guarded(
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
             option = getattr(exc, "option", None)
-            if option in _FIELDS:  # the flag the user typed, not the keyword
-                message = re.sub(rf"\b{option}\b=?", flag(option), message)
+            if option:  # the flag the user typed, not the keyword
+                spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
+                message = re.sub(rf"\b{option}\b(=True)?=?", spelled, message)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
+    finally:
+        for handler in handlers:
+            handler.removeFilter(masking)
+
+
+def _tokens(args: argparse.Namespace) -> list[str]:
+    """The API and Hub tokens this process may hold (too short to be one: not masked)."""
+    from huggingface_hub import get_token
+
+    found = (
+        getattr(args, "hf_token", None),
+        os.environ.get("HF_TOKEN"),
+        get_token(),
+        os.environ.get("COLLINEAR_API_KEY"),
+    )
+    return [token.strip() for token in found if token and len(token.strip()) >= 8]
+
+
+class _Masking(logging.Filter):
+    """Masks the tokens in each record a handler prints."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for token in self.tokens:
+            masked = masked.replace(token, "***")
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            scrub(record.exc_info[1], *self.tokens)
+            record.exc_text = None
+        return True
 
 
 if __name__ == "__main__":  # pragma: no cover

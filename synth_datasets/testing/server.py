@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..config import is_loopback
+from .._version import __version__
+from ..config import ENGINE_HEADER, OFFLINE_ENGINE, is_loopback
 from .engine import build_payload
 from .faults import CONTENT_TYPES, Faults
-from .validation import GENERATE_PATH, SERVER_RULES, Detail, body_validator, validate_body
+from .validation import GENERATE_PATH, Detail, body_validator, validate_body
 
 __all__ = ["ReferenceServer"]
 
@@ -78,7 +79,7 @@ class ReferenceServer:
         self.port = port
         self.faults: Faults = dataclasses.replace(faults) if faults is not None else Faults()
         self._rng = random.Random(self.faults.seed)
-        self._validator = body_validator(SERVER_RULES)
+        self._validator = body_validator()
         self._in_flight = 0
         self._zero_stats()
         self._url: str | None = None
@@ -114,7 +115,7 @@ class ReferenceServer:
 
     async def _setup(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_middleware])
-        app.on_response_prepare.append(_add_request_id)
+        app.on_response_prepare.append(_add_headers)
         app.router.add_post(GENERATE_PATH, self._handle_generate)
         app.router.add_get("/health", _handle_health)
         app.router.add_get("/__stats", self._handle_stats)
@@ -361,7 +362,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         return web.json_response({"detail": exc.reason}, status=exc.status, headers=headers)
 
 
-async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response carries ``x-request-id``, as the real service's do."""
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response carries ``x-request-id``, as the real service's do, and names the offline
+    engine (``X-Synth-Engine``), so that what it made is never taken for Collinear's rows."""
     if "x-request-id" not in response.headers:
         response.headers["x-request-id"] = "req_" + uuid.uuid4().hex
+    response.headers[ENGINE_HEADER] = f"{OFFLINE_ENGINE}/{__version__}"
