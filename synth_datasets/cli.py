@@ -36,8 +36,6 @@ __all__ = [
     "run_guarded",
 ]
 
-# The reference server accepts any UUID; this one marks runs made against it.
-LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
 MANIFEST = "synth_manifest.json"
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
@@ -99,8 +97,12 @@ def add_expand_arguments(
         "--local",
         action="store_true",
         help="start the bundled reference server on loopback and use it (no account; "
-        "its offline engine rewrites words, it is not a language model)",
+        "its offline engine rewrites words, it is not a language model; --engine openai "
+        "answers from your own model)",
     )
+    from .testing.serve import add_engine_arguments
+
+    add_engine_arguments(p)
     defaults = {**_CLI_DEFAULTS, **(defaults or {})}
     hints = typing.get_type_hints(ExpandConfig)
     for f in option_fields(ExpandConfig):
@@ -129,24 +131,28 @@ def _comma_list(text: str) -> list[str]:
 def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
     """The keywords of ``expand`` that the command line gave (the rest keep their defaults):
     the prompt, the options, and with ``--local`` and a ``stack`` the bundled server's URL and
-    token (the server is stopped with ``stack``)."""
+    token (the server, with the ``--engine`` chosen, is stopped with ``stack``)."""
+    from .testing.serve import engine_flags, engine_from_args
+
     options = {
         f.name: getattr(args, f.name)
         for f in fields(ExpandConfig)
         if getattr(args, f.name, None) is not None
     }
     options["prompt"] = read_prompt(args)
-    if args.local:
-        options.setdefault("model_id", LOCAL_MODEL_ID)
-    if args.local and stack is not None:
+    if not args.local:
+        given = engine_flags(args)
+        if given:
+            raise UsageError(f"{given[0]} chooses the bundled server's engine: add --local")
+        return options
+    engine = engine_from_args(args)
+    options.setdefault("model_id", engine.model_id)
+    if stack is not None:
         from .testing import ReferenceServer
 
-        server = stack.enter_context(ReferenceServer())
+        server = stack.enter_context(ReferenceServer(engine=engine))
         options.update(api_key=server.token, base_url=server.url)
-        print(
-            f"using the local reference server at {server.url} "
-            "(offline engine: deterministic rewriting, not a language model)"
-        )
+        print(f"using the local reference server at {server.url} ({engine.description})")
     return options
 
 

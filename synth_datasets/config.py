@@ -28,6 +28,8 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "ENDPOINT_PATH",
+    "ENGINE_HEADER",
+    "OFFLINE_ENGINE",
     "ClientConfig",
     "ExpandConfig",
     "option_fields",
@@ -41,6 +43,10 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://api.collinear.ai"
 ENDPOINT_PATH = "/api/v1/synth_data/generate"
+# The bundled reference server names its engine in this response header ("OFFLINE_ENGINE/<version>"),
+# so that a run can record that its rows are not Collinear's (client.identify_engine asks).
+ENGINE_HEADER = "X-Synth-Engine"
+OFFLINE_ENGINE = "synth_datasets-offline"
 # Generation with a large multiplier is slow: the read timeout has to cover the whole answer.
 DEFAULT_TIMEOUT = (10.0, 600.0)
 # About a thousand output rows per map call: datasets' own cost per call is paid rarely, and far

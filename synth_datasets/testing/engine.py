@@ -1,12 +1,17 @@
-"""The reference server's offline engine: deterministic string rewriting, NOT a language model.
+"""What writes the reference server's generations: the ``Engine`` interface, and the offline
+engine behind it, deterministic string rewriting that is NOT a language model.
 
-Each example's string leaves get a few words swapped from a small vocabulary and a variant
-marker, seeded from the request content (same request, same answer), then ``Faults``' per-item
-faults are applied.
+The server asks its engine for the ``{original, generated}`` items of a checked request body and
+encodes them in the framing the faults say; request-level faults (statuses, latency, framing) are
+the server's, so they apply to every engine. The offline engine swaps a few words of each
+example's string leaves from a small vocabulary and adds a variant marker, seeded from the
+request content (same request, same answer), then applies ``Faults``' per-item faults.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -15,9 +20,87 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._version import __version__
+from ..config import OFFLINE_ENGINE
 from .faults import Faults
 
-__all__ = ["build_payload", "generate_items"]
+__all__ = [
+    "ITEM_FAULTS",
+    "Engine",
+    "EngineError",
+    "OfflineEngine",
+    "encode_items",
+    "generate_items",
+]
+
+# The offline engine's own faults (``rate_<name>``, and ``shuffle``): they act on items, the
+# other fields of Faults on whole requests.
+ITEM_FAULTS = ("malformed", "fenced", "wrapped", "shortfall", "extra", "alter_original")
+# Above this many generations the offline engine works in a thread so the loop keeps serving.
+_EXECUTOR_THRESHOLD = 2_000
+
+
+class EngineError(Exception):
+    """A request the engine could not answer: the server answers ``status`` with ``detail``
+    (and ``Retry-After: retry_after`` when given), as the endpoint would."""
+
+    def __init__(self, status: int, detail: str, retry_after: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.retry_after = status, detail, retry_after
+
+
+class Engine:
+    """What the server needs from whatever writes the generations.
+
+    ``generate`` runs on the server's event loop; ``open`` and ``close`` bracket the server's
+    life there (a connection pool, say).
+    """
+
+    @property
+    def announce(self) -> str:
+        """The ``X-Synth-Engine`` header of every response: its rows are never taken for
+        another engine's (or Collinear's)."""
+        raise NotImplementedError
+
+    @property
+    def description(self) -> str:
+        """The engine in words, for the people running it."""
+        raise NotImplementedError
+
+    @property
+    def model_id(self) -> str:
+        """The model UUID a run against this engine sends (the endpoint needs one); engines
+        differ in it, so the request cache never serves one engine's answers for another's."""
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        """Called on the server loop before the first request."""
+
+    async def close(self) -> None:
+        """Called on the server loop when the server stops."""
+
+    def check_faults(self, faults: Faults) -> None:
+        """Refuse (``ValueError``) faults this engine cannot honour."""
+
+    async def generate(self, body: Mapping[str, Any], faults: Faults) -> list[dict[str, Any]]:
+        """The items of the 200 answer to a checked request body; ``EngineError`` otherwise."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class OfflineEngine(Engine):
+    """Deterministic rewriting of each example's strings: NOT a language model."""
+
+    announce = f"{OFFLINE_ENGINE}/{__version__}"
+    description = "offline engine: deterministic rewriting, not a language model"
+    model_id = "00000000-0000-4000-8000-000000000000"
+
+    async def generate(self, body: Mapping[str, Any], faults: Faults) -> list[dict[str, Any]]:
+        if len(body["examples"]) * body["multiplier"] <= _EXECUTOR_THRESHOLD:
+            return generate_items(body, faults)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, generate_items, body, faults)
+
 
 _VOCAB = (
     "answer", "budget", "bridge", "change", "city", "context", "detail", "doctor", "engineer",
@@ -30,7 +113,6 @@ _VOCAB = (
 )  # fmt: skip
 # Short identifier-like strings ("user", "assistant", "system", "tool") are kept: roles stay valid.
 _KEEP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,11}\Z")
-_ITEM_FAULTS = ("malformed", "fenced", "wrapped", "shortfall", "alter_original")
 
 
 def _canonical(value: Any) -> str:
@@ -115,7 +197,7 @@ def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, An
     multiplier = int(body["multiplier"])  # JSON Schema's "integer" admits 3.0, as pydantic does
     request = {"model_id": body["model_id"], "multiplier": multiplier, "prompt": body["prompt"]}
     base = hashlib.sha256(_canonical(request).encode()).digest()
-    item_faults = any(getattr(faults, f"rate_{name}") > 0 for name in _ITEM_FAULTS)
+    item_faults = any(getattr(faults, f"rate_{name}") > 0 for name in ITEM_FAULTS)
     salt = faults.seed & ((1 << 64) - 1)
     items: list[dict[str, Any]] = []
     for example in body["examples"]:
@@ -146,14 +228,13 @@ def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, An
     return items
 
 
-def build_payload(body: Mapping[str, Any], faults: Faults) -> tuple[bytes, int]:
-    """The encoded 200 body in ``faults.framing`` and how many items it carries."""
-    items = generate_items(body, faults)
+def encode_items(items: list[dict[str, Any]], framing: str) -> bytes:
+    """The 200 body carrying ``items`` in ``framing`` (see ``faults.FRAMINGS``)."""
     dumps = functools.partial(json.dumps, ensure_ascii=False)
-    if faults.framing == "sse":
+    if framing == "sse":
         text = "".join(f"data: {dumps(item)}\n\n" for item in items) + "data: [DONE]\n\n"
-    elif faults.framing == "ndjson":
+    elif framing == "ndjson":
         text = "".join(dumps(item) + "\n" for item in items)
     else:
         text = dumps(items)
-    return text.encode(), len(items)
+    return text.encode()
