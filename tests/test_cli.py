@@ -12,6 +12,7 @@ import datasets
 import pytest
 from datasets import Dataset
 from fakehub import HUB_TOKEN
+from fakeopenai import FakeOpenAI
 from helpers import MODEL_ID, SAMPLE, cli, error_lines, qa_rows, write_jsonl
 
 from synth_datasets import __version__
@@ -388,3 +389,58 @@ def test_revision_reads_the_seeds_of_that_branch(
     assert source["name"] == "me/seeds"
     assert source["revision"] == fake_hub.commits("me/seeds", "dev")[-1].sha
     assert source["revision"] != fake_hub.commits("me/seeds")[-1].sha
+
+
+# --------------------------------------------------------------------------------------------
+# --local --engine openai: your own model behind an OpenAI-compatible server (a fake one here)
+
+
+def test_expand_local_against_your_own_model(tmp_path: Path, seeds_file: Path) -> None:
+    with FakeOpenAI(models=["M"]) as backend:
+        out = tmp_path / "out"
+        proc = cli(
+            "expand", str(seeds_file), "--local", "--engine", "openai",
+            "--engine-base-url", backend.url, "--engine-model", "M",
+            "--prompt", "Write another pair.", "--output", str(out),
+            "--cache-dir", str(tmp_path / "c"),
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    host = backend.url.removeprefix("http://").removesuffix("/v1")
+    assert f"your own model M at {host}" in proc.stdout
+    assert "expanded 4 seed rows into 16 rows (4 seeds linked, 0 rows with an error)" in proc.stdout
+    assert len(backend.calls) == 16 and {c["body"]["model"] for c in backend.calls} == {"M"}
+    rows = datasets.load_dataset(str(out), split="train")
+    assert sorted(_numbers(rows["q"])) == list(range(1, 17))  # each one completion's answer
+    assert (out / "README.md").exists() and manifest(out)["num_rows"] == 16
+    report = cli("report", str(out), "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["rows"] == 16
+
+
+def _numbers(texts: list[str]) -> list[int]:
+    """The call numbers in the fake's answers ("schema text 7")."""
+    assert all(t.startswith("schema text ") for t in texts), texts
+    return [int(t.rsplit(" ", 1)[1]) for t in texts]
+
+
+_OPENAI = ["--local", "--engine", "openai", "--engine-model", "M"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (_OPENAI, "needs --engine-base-url"),
+        (["--engine", "openai"], "--engine chooses the bundled server's engine: add --local"),
+        (["--local", "--engine-model", "M"], "--engine-model is not an option of --engine offline"),
+        ([*_OPENAI, "--engine-base-url", "x"], "--engine-base-url must be an http(s) URL"),
+        (
+            [*_OPENAI, "--engine-base-url", "http://127.0.0.1:9/v1"],
+            "the OpenAI-compatible server at http://127.0.0.1:9/v1 does not answer",
+        ),
+    ],
+)
+def test_engine_usage_errors(
+    args: list[str], needle: str, seeds_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["expand", str(seeds_file), "--prompt", "p", *args]) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and needle in errors[0], errors

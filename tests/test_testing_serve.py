@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 import requests
+from fakeopenai import FakeOpenAI
 from refserver import TIMEOUT, make_body
 
 from synth_datasets.testing import GENERATE_PATH, PARSER_DESCRIPTION, Faults, main
@@ -75,3 +77,56 @@ def test_cli_refuses_remote_host_and_bad_faults(capsys: pytest.CaptureFixture[st
     assert "--allow-remote" in capsys.readouterr().err
     assert main(["--port", "0", "--rate-500", "2"]) == 2
     assert "rate_500" in capsys.readouterr().err
+
+
+def test_cli_serves_your_own_model_with_the_key_from_the_environment() -> None:
+    key = "sk-backend-serve-5ecret"
+    with FakeOpenAI(models=["M"], api_key=key) as backend:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "synth_datasets.testing", "--port", "0", "--engine", "openai",
+             "--engine-base-url", backend.url, "--engine-model", "M",
+             "--engine-api-key-env", "MY_BACKEND_KEY", "--engine-max-concurrency", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "MY_BACKEND_KEY": key},
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            url, token = re.fullmatch(
+                r"serving (\S+) token=(\S+)\n", process.stdout.readline()
+            ).groups()  # type: ignore[union-attr]
+            host = backend.url.removeprefix("http://").removesuffix("/v1")
+            assert process.stdout.readline() == f"engine: your own model M at {host} " + (
+                "(an OpenAI-compatible server)\n"
+            )
+            answer = requests.post(
+                url + GENERATE_PATH,
+                json=make_body(multiplier=2),
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=TIMEOUT,
+            )
+            assert answer.status_code == 200 and len(answer.json()) == 4
+            assert "model=M" in answer.headers["X-Synth-Engine"]
+        finally:
+            process.terminate()
+            stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert backend.max_in_flight <= 2 and len(backend.calls) == 4
+    assert {c["headers"]["Authorization"] for c in backend.calls} == {f"Bearer {key}"}
+    assert key not in stdout + stderr
+
+
+def test_cli_refuses_bad_engine_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--port", "0", "--engine", "openai", "--engine-base-url", "http://h/v1"]) == 2
+    assert "--engine openai needs --engine-model" in capsys.readouterr().err
+    assert main(["--port", "0", "--engine-timeout", "5"]) == 2
+    assert "--engine-timeout is not an option of --engine offline" in capsys.readouterr().err
+    openai = ["--engine", "openai", "--engine-model", "M", "--engine-base-url"]
+    assert main(["--port", "0", *openai, "http://127.0.0.1:9/v1", "--engine-timeout", "0"]) == 2
+    assert "--engine-timeout must be a number of seconds > 0" in capsys.readouterr().err
+    assert main(["--port", "0", *openai, "http://127.0.0.1:9/v1"]) == 2
+    assert "does not answer" in capsys.readouterr().err
+    with FakeOpenAI() as backend:
+        assert main(["--port", "0", *openai, backend.url, "--rate-malformed", "0.1"]) == 2
+    assert "rate_malformed acts on the offline engine's items" in capsys.readouterr().err

@@ -136,7 +136,8 @@ class OpenAIEngine(Engine):
 
     @property
     def announce(self) -> str:
-        return f"{OPENAI_ENGINE}/{__version__}; model={quote(self.model)}; host={quote(self._host)}"
+        model, host = quote(self.model, safe="/:@"), quote(self._host, safe=":[]")
+        return f"{OPENAI_ENGINE}/{__version__}; model={model}; host={host}"
 
     @property
     def description(self) -> str:
@@ -191,7 +192,7 @@ class OpenAIEngine(Engine):
                 status, text = response.status, await response.text(errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise ConfigurationError(
-                f"{where} does not answer ({type(exc).__name__}: {self._scrub(str(exc))})",
+                f"{where} does not answer ({self._scrub(str(exc) or type(exc).__name__)})",
                 option="base_url",
             ) from None
         if status in (401, 403):
