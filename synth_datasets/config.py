@@ -169,17 +169,40 @@ def resolve_model_id(model_id: object) -> str:
 
 
 def validate_base_url(base_url: object) -> str:
-    """The endpoint's root: ``https://``, or plain ``http://`` to loopback only."""
+    """The endpoint's root: ``https://``, or plain ``http://`` to loopback only.
+
+    The endpoint path is appended to it, so a query or fragment would swallow the path; and
+    credentials in it would replace the Bearer token and show in every message naming the URL:
+    those are refused without being quoted back.
+    """
     from urllib.parse import urlsplit
 
     if not isinstance(base_url, str):
         raise _fail("base_url", f"must be a URL string, got {type(base_url).__name__}")
     base_url = base_url.strip().rstrip("/")
     parts = urlsplit(base_url)
+    if "@" in parts.netloc:
+        raise _fail(
+            "base_url",
+            "holds credentials (user:password@host): refused, not sent; the API token is the "
+            "only credential (COLLINEAR_API_KEY)",
+        )
+    if "?" in base_url or "#" in base_url:
+        raise _fail(
+            "base_url",
+            "has a query (?) or fragment (#): give the endpoint root only, "
+            f"such as {DEFAULT_BASE_URL}",
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(
             "base_url", f"must start with https:// (or http:// for loopback), got {base_url!r:.80}"
         )
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _fail("base_url", "has an invalid port: it must be a number from 1 to 65535")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise _fail(
             "base_url",
@@ -189,9 +212,14 @@ def validate_base_url(base_url: object) -> str:
 
 
 def _base_url(name: str, value: Any) -> str:
-    if value is None:
-        value = os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL
-    return validate_base_url(value)
+    if value is not None:
+        return validate_base_url(value)
+    if not os.environ.get("COLLINEAR_BASE_URL"):
+        return validate_base_url(DEFAULT_BASE_URL)
+    try:
+        return validate_base_url(os.environ["COLLINEAR_BASE_URL"])
+    except ConfigurationError as exc:  # name where the URL came from
+        raise ConfigurationError(str(exc).replace(name, "COLLINEAR_BASE_URL", 1)) from None
 
 
 def is_loopback(host: str) -> bool:
