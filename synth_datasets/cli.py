@@ -270,15 +270,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_expand(sub)
     _add_publish(sub)
     _add_report(sub)
-    from .testing.serve import PARSER_DESCRIPTION, add_serve_arguments
+    from .testing.serve import add_serve_arguments
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the offline reference server of the endpoint",
-        description=PARSER_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_serve_arguments(
+        sub.add_parser("serve", help="run the offline reference server of the endpoint")
     )
-    add_serve_arguments(serve)
     return parser
 
 

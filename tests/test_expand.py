@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import functools
 import json
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import datasets
 import pytest
 from datasets import Dataset, Features, Value
-from helpers import MODEL_ID, assert_complete, conversations, qa, run_expand
+from helpers import MODEL_ID, assert_complete, conversations, make_client, qa, run_expand
 
 from synth_datasets import (
     ConfigurationError,
@@ -24,7 +19,6 @@ from synth_datasets import (
     expand,
     get_provenance,
 )
-from synth_datasets.mapper import _run_all
 
 run = partial(run_expand, prompt="More like these.", multiplier=4)
 
@@ -330,7 +324,7 @@ def test_json_safe_examples(ref_client, cache_dir):
     assert out.features["when"] == seeds.features["when"]
 
 
-def test_provenance_recorded_and_survives_disk(ref_client, cache_dir, tmp_path):
+def test_provenance_recorded_and_survives_disk(ref_server, ref_client, cache_dir, tmp_path):
     seeds = qa(3)
     before = seeds.info.description
     out = run(seeds, ref_client, cache_dir, columns=["q"])
@@ -342,7 +336,7 @@ def test_provenance_recorded_and_survives_disk(ref_client, cache_dir, tmp_path):
     assert prov["source"]["fingerprint"] == seeds._fingerprint
     out.save_to_disk(str(tmp_path / "out"))
     assert get_provenance(datasets.load_from_disk(str(tmp_path / "out"))) == prov
-    assert ref_client._api_key not in json.dumps(prov)
+    assert ref_server.token not in json.dumps(prov)
 
 
 def test_stats_summary(ref_server, ref_client, cache_dir):
@@ -459,52 +453,48 @@ def test_max_request_bytes_splits_requests_under_the_limit(ref_server, ref_clien
     assert ref_server.stats()["requests"] == 4
 
 
-def test_requests_of_a_map_batch_all_return_before_the_batch_does():
-    finished: list[int] = []
-    lock = threading.Lock()
+def test_a_map_batch_raises_only_once_all_its_requests_have_returned(ref_server, cache_dir):
+    # One request of the map batch fails at once; the five others answer two seconds later. The
+    # failure waits for them, so they are all cached: the rerun sends only the failed request.
+    seeds = qa(6)
+    options = dict(prompt="p", multiplier=2, model_id=MODEL_ID, cache_dir=cache_dir)
+    options |= dict(request_size=1, requests_per_map_batch=6, max_concurrency=6)
+    ref_server.set_faults(script=[500] + ["hang"] * 5, hang=2.0)
+    with (
+        make_client(ref_server, max_retries=0) as failing_client,
+        make_client(ref_server) as client,
+    ):
+        failing = SynthMapper(client=failing_client, **options)  # the clients give options only
+        rerun = SynthMapper(client=client, **options)
+    with pytest.raises(ServerError, match="500") as raised:
+        seeds.map(failing, **failing.map_kwargs(seeds))
+    assert len(raised.value.seed_indices) == 1
+    ref_server.set_faults(script=[])
+    out = seeds.map(rerun, **rerun.map_kwargs(seeds))
+    assert (rerun.stats.requests_sent, rerun.stats.cache_hits) == (1, 5)
+    failing.close()
+    rerun.close()
+    assert_complete(out, seeds, 2)
 
-    def call(i: int) -> int:
-        time.sleep(0.01 * (i % 3))
-        with lock:
-            finished.append(i)
-        if i == 1:
-            raise ServerError("boom", status_code=500)
-        return i * 10
 
-    loop = asyncio.new_event_loop()
-    try:
-        with ThreadPoolExecutor(4) as pool:
-            calls = [functools.partial(call, i) for i in range(6)]
-            results = loop.run_until_complete(_run_all(loop, pool, calls))
-            assert loop.run_until_complete(_run_all(loop, pool, [])) == []
-    finally:
-        loop.close()
-    assert sorted(finished) == list(range(6))  # the failure did not cut the others short
-    assert [r for i, r in enumerate(results) if i != 1] == [0, 20, 30, 40, 50]
-    assert isinstance(results[1], ServerError) and str(results[1]) == "boom"
-
-
-def test_a_cancelled_map_batch_sends_no_request_it_had_not_started():
-    started: list[int] = []
-    release = threading.Event()
-
-    def call(i: int) -> int:
-        started.append(i)
-        release.wait(30)  # held until the batch is cancelled
-        return i
-
-    async def cancel_once_two_run(pool: ThreadPoolExecutor) -> None:
-        task = asyncio.ensure_future(_run_all(asyncio.get_running_loop(), pool, calls))
-        for _ in range(500):  # both threads busy, however slow the machine
-            if len(started) == 2:
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        release.set()
-
-    calls = [functools.partial(call, i) for i in range(10)]
-    with ThreadPoolExecutor(2) as pool:
-        asyncio.run(cancel_once_two_run(pool))
-    assert sorted(started) == [0, 1]  # the two running finished; the eight queued never ran
+def test_a_cancelled_map_batch_sends_no_request_it_had_not_started(ref_server, ref_client):
+    # Map batch 0 fails before it sends anything (a null index: an IterableDataset's is found only
+    # there); datasets then cancels batch 1, whose ten requests wait for two threads, each busy
+    # with a request answered a second later.
+    seeds = qa(20).add_column("idx", [None, *range(1, 20)]).to_iterable_dataset()
+    ref_server.set_faults(latency=1.0)
+    mapper = SynthMapper(
+        prompt="p",
+        multiplier=2,
+        model_id=MODEL_ID,
+        client=ref_client,
+        cache=False,
+        index_column="idx",
+        request_size=1,
+        requests_per_map_batch=10,
+        max_concurrency=2,
+    )
+    with pytest.raises(ConfigurationError, match="null at row 0"):
+        list(seeds.map(mapper, **mapper.map_kwargs(seeds)))
+    mapper.close()  # waits for what its threads still run or have queued
+    assert ref_server.stats()["requests"] == 2  # the two started; the eight queued never went

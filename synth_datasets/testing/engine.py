@@ -145,10 +145,8 @@ def _rewrite(value: Any, rng: random.Random, marker: str) -> Any:
     if isinstance(value, str):
         return _rewrite_text(value, rng, marker)
     if isinstance(value, dict):
-        out: dict[str, Any] = dict.fromkeys(value)
-        for key in sorted(value):
-            out[key] = _rewrite(value[key], rng, marker)
-        return out
+        rewritten = {key: _rewrite(value[key], rng, marker) for key in sorted(value)}
+        return {key: rewritten[key] for key in value}
     if isinstance(value, list):
         return [_rewrite(item, rng, marker) for item in value]
     return value

@@ -192,14 +192,12 @@ class OpenAIEngine(Engine):
                 status, text = response.status, await response.text(errors="replace")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise ConfigurationError(
-                f"{where} does not answer ({self._scrub(str(exc) or type(exc).__name__)})",
-                option="base_url",
+                f"{where} does not answer ({self._scrub(str(exc) or type(exc).__name__)})"
             ) from None
         if status in (401, 403):
             given = "the key in" if self._api_key else "no key: set"
             raise ConfigurationError(
-                f"{where} answered {status} to GET /models ({given} ${self.api_key_env})",
-                option="api_key_env",
+                f"{where} answered {status} to GET /models ({given} ${self.api_key_env})"
             )
         if status != 200:
             return
@@ -210,7 +208,7 @@ class OpenAIEngine(Engine):
         if served and self.model not in served and f"{self.model}:latest" not in served:
             shown = ", ".join(served[:10]) + (", ..." if len(served) > 10 else "")
             raise ConfigurationError(
-                f"{where} does not serve model {self.model!r}; it serves: {shown}", option="model"
+                f"{where} does not serve model {self.model!r}; it serves: {shown}"
             )
 
     async def generate(self, body: Mapping[str, Any], faults: Faults) -> list[dict[str, Any]]:

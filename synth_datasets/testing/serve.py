@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..cli import run_guarded
 from ..config import is_loopback
 from ..errors import ConfigurationError
 from .engine import Engine, OfflineEngine
@@ -48,7 +48,9 @@ truncated bodies, other framings, malformed output).
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``serve`` options (address, token, every fault) to ``parser``."""
+    """Make ``parser`` the ``serve`` command's: its description and options (every fault too)."""
+    parser.description = PARSER_DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8787, help="port (0 = any free port)")
     parser.add_argument("--token", default=None, help="bearer token (default: a random one)")
@@ -130,14 +132,13 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Start a server from parsed ``serve`` options and block; 0 on clean exit, 2 on bad input."""
+    """Start a server from parsed ``serve`` options and block until Ctrl-C or SIGTERM."""
     from .server import ReferenceServer
 
     if not is_loopback(args.host) and not args.allow_remote:
-        return _fail(
+        raise ConfigurationError(
             f"refusing to serve on non-loopback host {args.host!r}; "
-            "pass --allow-remote if you really mean it",
-            2,
+            "pass --allow-remote if you really mean it"
         )
     try:
         faults = Faults(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Faults)})
@@ -145,11 +146,12 @@ def run_serve(args: argparse.Namespace) -> int:
         server = ReferenceServer(
             token=args.token, host=args.host, port=args.port, faults=faults, engine=engine
         )
-        server.start()  # the engine checks its backend here
-    except ValueError as exc:  # ConfigurationError too
-        return _fail(str(exc), 2)
+    except ValueError as exc:  # a ConfigurationError already names the flag
+        raise ConfigurationError(str(exc)) from None
+    try:
+        server.start()  # the engine checks its backend here (ConfigurationError)
     except OSError as exc:
-        return _fail(f"cannot listen on {args.host}:{args.port}: {exc}", 1)
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     # The token is printed only here, for the person who started the server.
     print(f"serving {server.url} token={server.token}", flush=True)
     print(f"engine: {engine.description}", flush=True)
@@ -157,17 +159,8 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m synth_datasets.testing``: the same as ``synth-datasets serve``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m synth_datasets.testing",
-        description=PARSER_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="python -m synth_datasets.testing")
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv))
+    return run_guarded(parser.prog, run_serve, parser.parse_args(argv))

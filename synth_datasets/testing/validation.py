@@ -8,11 +8,11 @@ generations of one request (``MAX_GENERATIONS_PER_REQUEST``), which keeps its me
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import json
 import re
 import uuid
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -59,16 +59,13 @@ Detail = list[dict[str, Any]]
 
 
 @functools.cache
-def openapi_document() -> Mapping[str, Any]:
+def openapi_document() -> Any:
     """The shipped OpenAPI document (read once; do not modify it)."""
-    text = importlib.resources.files(__package__).joinpath(OPENAPI_FILE).read_text("utf-8")
-    document: dict[str, Any] = json.loads(text)
-    return document
+    return json.loads(resources.files(__package__).joinpath(OPENAPI_FILE).read_text("utf-8"))
 
 
-def _request_body() -> Mapping[str, Any]:
-    body: Mapping[str, Any] = openapi_document()["paths"][GENERATE_PATH]["post"]["requestBody"]
-    return body
+def _request_body() -> Any:
+    return openapi_document()["paths"][GENERATE_PATH]["post"]["requestBody"]
 
 
 def _request_schema() -> Mapping[str, Any]:
