@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from helpers import Served
+
 
 def instance(schema: dict[str, Any], n: int) -> Any:
     """A value of ``schema`` (the subset ``example_schema`` writes), numbered ``n``."""
@@ -55,7 +57,7 @@ def _marked(value: Any, n: int) -> Any:
     return value
 
 
-class FakeOpenAI:
+class FakeOpenAI(Served):
     """Use it as a context manager; ``url`` is its base URL (``http://127.0.0.1:PORT/v1``)."""
 
     def __init__(
@@ -119,18 +121,10 @@ class FakeOpenAI:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        super().__init__(httpd)
+        self.url = f"http://127.0.0.1:{httpd.server_port}/v1"
 
     def _authorized(self, header: str | None) -> bool:
         return self.api_key is None or header == f"Bearer {self.api_key}"
