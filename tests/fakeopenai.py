@@ -83,6 +83,7 @@ class FakeOpenAI(Served):
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real servers
+            disable_nagle_algorithm = True  # headers and body go out at once, as real servers
 
             def do_GET(self) -> None:
                 if self.path != "/v1/models" or fake.models is None:
