@@ -192,11 +192,13 @@ def test_the_backend_is_checked_when_the_server_starts(monkeypatch: pytest.Monke
         ({"max_concurrency": 0}, "max_concurrency must be an int >= 1"),
         ({"timeout": float("nan")}, "timeout must be a number of seconds > 0"),
         ({"api_key_env": ""}, "api_key_env must be the name"),
+        ({"base_url": "http://u:sk-in-url@127.0.0.1/v1"}, r"base_url must not carry credentials"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         OpenAIEngine(**{"base_url": "http://127.0.0.1:1/v1", "model": MODEL, **options})
+    assert "sk-in-url" not in str(info.value)
 
 
 def test_no_key_over_plain_http_to_a_remote_host(monkeypatch: pytest.MonkeyPatch) -> None:

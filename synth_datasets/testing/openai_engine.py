@@ -109,6 +109,12 @@ class OpenAIEngine(Engine):
         parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             _refuse("base_url", "an http(s) URL such as http://127.0.0.1:8000/v1", self.base_url)
+        if "@" in parts.netloc:  # not echoed: what precedes the "@" is a credential
+            raise ConfigurationError(
+                "base_url must not carry credentials; put the API key in the environment "
+                "(api_key_env)",
+                option="base_url",
+            )
         if not isinstance(self.model, str) or not self.model.strip():
             _refuse("model", "a model name the server knows", self.model)
         if not isinstance(self.api_key_env, str) or not self.api_key_env.strip():
@@ -129,7 +135,7 @@ class OpenAIEngine(Engine):
                 option="api_key_env",
             )
         self._url = self.base_url.rstrip("/") + "/chat/completions"
-        self._host = parts.netloc.rpartition("@")[2]
+        self._host = parts.netloc
         self._format = 0  # index into _FORMATS: what the backend accepted so far
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
