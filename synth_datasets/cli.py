@@ -147,12 +147,20 @@ def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> 
         return options
     engine = engine_from_args(args)
     options.setdefault("model_id", engine.model_id)
+    size = options.get("request_size", _FIELDS["request_size"].default)
+    in_flight = engine.requests_in_flight(size * (options.get("multiplier") or 1))
+    if in_flight is not None and "max_concurrency" not in options:
+        # Requests beyond what the engine works on at once wait in its queue, past the timeout.
+        options["max_concurrency"] = in_flight
     if stack is not None:
         from .testing import ReferenceServer
 
         server = stack.enter_context(ReferenceServer(engine=engine))
         options.update(api_key=server.token, base_url=server.url)
         print(f"using the local reference server at {server.url} ({engine.description})")
+        if in_flight is not None:
+            n = options["max_concurrency"]
+            print(f"keeping {n} requests in flight (--max-concurrency to change it)")
     return options
 
 

@@ -407,6 +407,7 @@ def test_expand_local_against_your_own_model(tmp_path: Path, seeds_file: Path) -
     assert proc.returncode == 0, proc.stderr
     host = backend.url.removeprefix("http://").removesuffix("/v1")
     assert f"your own model M at {host}" in proc.stdout
+    assert "keeping 2 requests in flight" in proc.stdout  # 8 completions at once, 32 a request
     assert "expanded 4 seed rows into 16 rows (4 seeds linked, 0 rows with an error)" in proc.stdout
     assert len(backend.calls) == 16 and {c["body"]["model"] for c in backend.calls} == {"M"}
     rows = datasets.load_dataset(str(out), split="train")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +15,10 @@ import jsonschema
 import pytest
 from fakeopenai import FakeOpenAI
 from helpers import make_client, qa, run_expand
-from refserver import CONVERSATION, MIXED, make_body, post, same_shape
+from refserver import CONVERSATION, MIXED, make_body, post, same_shape, wait_for
 
 from synth_datasets import ConfigurationError, RateLimitError, __version__
-from synth_datasets.errors import APIStatusError, ServerError
+from synth_datasets.errors import APIConnectionError, APIStatusError, ServerError
 from synth_datasets.testing import Faults, OpenAIEngine, ReferenceServer
 from synth_datasets.testing.openai_engine import example_schema
 
@@ -228,3 +229,12 @@ def test_every_answer_names_the_engine(fake: FakeOpenAI) -> None:
     assert answer.headers["X-Synth-Engine"] == (
         f"openai-compatible/{__version__}; model={MODEL}; host={_host(fake)}"
     )
+
+
+def test_a_request_the_client_gave_up_stops_asking_the_model() -> None:
+    with FakeOpenAI(delay=0.5) as fake, serve(fake, max_concurrency=1) as server:
+        with pytest.raises(APIConnectionError):  # five completions one at a time: 2.5 s
+            generate(server, [MIXED], multiplier=5, timeout=0.3, max_retries=0)
+        wait_for(lambda: server.stats()["in_flight"] == 0)
+        time.sleep(1.0)  # two more completions' time, had the request gone on
+    assert len(fake.calls) == 1

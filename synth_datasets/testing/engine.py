@@ -73,6 +73,11 @@ class Engine:
         differ in it, so the request cache never serves one engine's answers for another's."""
         raise NotImplementedError
 
+    def requests_in_flight(self, generations: int) -> int | None:
+        """How many requests of ``generations`` each a client should keep in flight: enough to
+        keep the engine busy, few enough that none waits long in its queue; None: no limit."""
+        return None
+
     async def open(self) -> None:
         """Called on the server loop before the first request."""
 

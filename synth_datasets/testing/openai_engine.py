@@ -153,6 +153,10 @@ class OpenAIEngine(Engine):
     def model_id(self) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.base_url}#{self.model}"))
 
+    def requests_in_flight(self, generations: int) -> int | None:
+        """One more request than it takes to fill ``max_concurrency`` completions."""
+        return -(-self.max_concurrency // max(1, generations)) + 1
+
     def check_faults(self, faults: Faults) -> None:
         for name in ITEM_FAULTS:
             if getattr(faults, f"rate_{name}") > 0:

@@ -126,7 +126,11 @@ class ReferenceServer:
         app.router.add_post("/__reset", self._handle_reset)
         app.router.add_get("/__faults", self._handle_faults)
         app.router.add_post("/__faults", self._handle_faults)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        # A client that gives up (its timeout) cancels its request's handler, and with it the
+        # engine's work for it: an abandoned request must not keep a model busy.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
         await runner.setup()
         self._runner = runner  # from here on, stop() cleans up: the engine is closed with the app
         await self.engine.open()
