@@ -12,8 +12,9 @@
 
 Every node of the cluster needs synth-datasets[ray] installed (or add it to the runtime_env,
 ``--runtime-pip``). The output folder is the one ``synth-datasets expand --output`` writes:
-``data/train-00000-of-00001.parquet`` plus ``synth_manifest.json`` (the generation config), so
-``synth-datasets push`` and ``load_dataset(folder)`` take it as it is.
+``data/train-00000-of-00001.parquet`` (the generation config in its schema), ``README.md`` (the
+dataset card) and ``synth_manifest.json``, so ``synth-datasets push`` and ``load_dataset(folder)``
+take it as it is.
 
 Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
 """
@@ -33,7 +34,7 @@ API_KEY_ENV = "COLLINEAR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_expand_arguments
+    from synth_datasets.cli import add_card_options, add_expand_arguments
 
     p = argparse.ArgumentParser(
         prog="ray_expand.py",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
     p.add_argument("--show", type=int, default=3, help="print this many result rows")
+    add_card_options(p)
     return p
 
 
@@ -80,7 +82,15 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
+    from synth_datasets.cli import (
+        MANIFEST,
+        UsageError,
+        expand_options,
+        load_seeds,
+        print_offline_notice,
+        write_card,
+        write_output,
+    )
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
@@ -114,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         result = to_huggingface(out)  # parquet in between; sorted by source_index
         elapsed = time.monotonic() - started
 
+    print_offline_notice(result)
     errors = sum(1 for e in result["error"] if e is not None)
     linked = len({i for i in result["source_index"] if i is not None})
     print(
@@ -124,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
         target = write_output(result, args.output, "parquet")
-        print(f"wrote {len(result)} rows to {target} and the manifest beside it")
+        card = write_card(result, args.output, args, None)
+        print(f"wrote {len(result)} rows to {target}, the card to {card.name} and {MANIFEST}")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import datasets
 
 from .cache import RequestCache
-from .client import SynthClient
+from .client import SynthClient, identify_engine
 from .config import ExpandConfig, takes_options
 from .errors import ConfigurationError
 from .mapper import SynthMapper
@@ -56,7 +56,8 @@ def expand(
     kwargs = mapper.map_kwargs(dataset)
     config = mapper.engine.config
     assert mapper.layout is not None
-    provenance = config.provenance(mapper.layout, recorded_source)
+    assert config.base_url is not None
+    provenance = config.provenance(mapper.layout, recorded_source, identify_engine(config.base_url))
     if isinstance(dataset, datasets.IterableDataset):
         result: datasets.Dataset | datasets.IterableDataset = dataset.map(mapper, **kwargs)
     else:

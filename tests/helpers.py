@@ -198,6 +198,8 @@ class Answer:
 class Received:
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
+    path: str = ""
 
 
 class Served:
@@ -220,7 +222,7 @@ class StubServer(Served):
     """A plain HTTP server on loopback whose POST answers come from ``answer(received)``.
 
     For what the reference server never does (an HTML 200, a body quoting the credentials).
-    Every request is kept in ``received``. Use it as a context manager.
+    Every request is kept in ``received``; a GET is answered 404. Use it as a context manager.
     """
 
     def __init__(self, answer: Callable[[Received], Answer]) -> None:
@@ -229,9 +231,15 @@ class StubServer(Served):
         self.received: list[Received] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stub.received.append(Received(dict(self.headers.items()), b"", "GET", self.path))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received = Received(dict(self.headers.items()), body)
+                received = Received(dict(self.headers.items()), body, "POST", self.path)
                 stub.received.append(received)
                 answer = stub.answer(received)
                 self.send_response(answer.status)

@@ -25,10 +25,9 @@ import os
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from .._version import __version__
-from ..config import is_loopback
+from ..config import announce_engine, is_loopback
 from ..errors import ConfigurationError
 from .engine import ITEM_FAULTS, Engine, EngineError
 from .faults import Faults, _opt  # each field's metadata is its --engine-* flag
@@ -142,8 +141,7 @@ class OpenAIEngine(Engine):
 
     @property
     def announce(self) -> str:
-        model, host = quote(self.model, safe="/:@"), quote(self._host, safe=":[]")
-        return f"{OPENAI_ENGINE}/{__version__}; model={model}; host={host}"
+        return announce_engine(OPENAI_ENGINE, model=self.model, host=self._host)
 
     @property
     def description(self) -> str:
