@@ -7,13 +7,16 @@ Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import re
 import sys
+import tempfile
 import traceback
 import typing
 from collections.abc import Callable, Sequence
@@ -30,6 +33,8 @@ __all__ = [
     "add_card_options",
     "add_expand_arguments",
     "add_hub_options",
+    "add_output_arguments",
+    "check_output",
     "expand_options",
     "flag",
     "load_seeds",
@@ -41,6 +46,7 @@ __all__ = [
 ]
 
 MANIFEST = "synth_manifest.json"
+README = "README.md"
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -58,8 +64,7 @@ def _add_expand(sub: Any) -> None:
         "a Hub dataset id) into MULTIPLIER generations per row, each linked to its seed.",
     )
     add_expand_arguments(p)
-    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
-    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    add_output_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
     p.add_argument("--show", type=int, default=3, help="print this many result rows (default 3)")
     p.add_argument(
@@ -182,6 +187,25 @@ def print_offline_notice(dataset: Any, provenance: Any = None) -> None:
 
     if is_offline(provenance if provenance is not None else get_provenance(dataset)):
         print(f"note: these rows were {OFFLINE_NOTICE} (word substitution, not a language model)")
+
+
+def add_output_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    help: str = "write the data, its card and the manifest to this folder",
+    required: bool = False,
+    formats: bool = True,
+) -> None:
+    """``--output`` (and ``--format``) and ``--overwrite``: the same for the CLI and scripts."""
+    p.add_argument("--output", type=Path, default=None, required=required, help=help)
+    if formats:
+        p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --output that synth-datasets did not write (your own README.md, "
+        "data files it does not know)",
+    )
 
 
 def add_publish_options(p: argparse.ArgumentParser) -> None:
@@ -353,7 +377,21 @@ def load_source(
                 f"{source}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv, "
                 ".parquet, a save_to_disk folder or a Hub id)"
             )
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        if kind != "parquet":
+            check_utf8(path, source)
+        # A file datasets cannot read is told below in one line: its builders' own log lines
+        # about it are held back.
+        builders = logging.getLogger("datasets.packaged_modules")
+        level = builders.level
+        builders.setLevel(logging.CRITICAL)
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
+            raise UsageError(_unreadable(source, path, kind, exc)) from exc
+        finally:
+            builders.setLevel(level)
+        if len(ds) == 0:
+            raise UsageError(f"{source}: no rows to expand")
         ds.info.dataset_name = path.stem
         return ds, meta
     if path.is_dir():
@@ -376,10 +414,61 @@ def load_source(
     return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
 
 
+def check_utf8(path: Path, name: str) -> None:
+    """Refuse a text file that is not UTF-8, naming the line of the first bad byte (datasets
+    would read some of it and fail later, or keep the bytes mangled)."""
+    line = 1
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            chunk += f.readline()  # end on a line break: no character is cut in two
+            try:
+                chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = line + chunk.count(b"\n", 0, exc.start)
+                raise UsageError(
+                    f"{name}, line {at}: not UTF-8 text (byte 0x{chunk[exc.start]:02x}): "
+                    "save it as UTF-8"
+                ) from None
+            line += chunk.count(b"\n")
+
+
+def _unreadable(source: str, path: Path, kind: str, exc: Exception) -> str:
+    """Why datasets could not read a seed file, in the file's terms (the line, for JSON)."""
+    if kind == "json":
+        with path.open(encoding="utf-8") as f:
+            first = ""
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as bad:
+                    if first.startswith("{"):  # JSON lines, of which this one is not JSON
+                        return f"{source}, line {number}: not valid JSON ({bad.msg})"
+                    break
+                if first.startswith("{") and not isinstance(value, dict):
+                    return f"{source}, line {number}: not a JSON object"
+                first = first or line.strip()
+        try:
+            document = json.loads(path.read_text(encoding="utf-8").strip() or "null")
+        except json.JSONDecodeError as bad:
+            return f"{source}, line {bad.lineno}: not valid JSON ({bad.msg})"
+        if not document:
+            return f"{source}: no rows to expand"
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    if "corresponds to no data" in str(exc) or isinstance(cause, StopIteration):
+        return f"{source}: no rows to expand"
+    reason = " ".join(str(cause).split())
+    return f"{source}: cannot be read as {kind}: {type(cause).__name__}: {reason}"
+
+
 def read_prompt(args: argparse.Namespace) -> str:
     """``--prompt`` or the text of ``--prompt-file``."""
     if args.prompt_file is not None:
         try:
+            check_utf8(args.prompt_file, f"--prompt-file {args.prompt_file}")
             return str(args.prompt_file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
@@ -411,9 +500,10 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     }
     print(
         f"plan: {n} seed rows -> {math.ceil(n / size)} requests of <= {size} examples, "
-        f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}), "
-        f"{config.max_concurrency} in flight"
+        f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
+        f"{flag('generation_limit')} {config.generation_limit}), {config.max_concurrency} in flight"
     )
+    config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
         "headers: Authorization: Bearer *** "
@@ -430,32 +520,107 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     return 0
 
 
-def write_output(dataset: Any, output: Path, fmt: str) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it) plus the manifest; parquet
-    files carry the provenance in their schema too."""
+def check_output(output: Path, *, overwrite: bool = False, card: bool = True) -> None:
+    """Refuse, before anything is sent, an ``--output`` that cannot be written, or whose files
+    this library did not write (unless ``overwrite``): the data files, the manifest and (with
+    ``card``) README.md are what a write replaces. Other files are never touched."""
+    from .config import check_folder
+
+    check_folder("--output", output)
+    probe = next(p for p in (output, *output.parents) if p.exists())
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write in {probe}: {exc.strerror}") from None
+    if overwrite or not output.is_dir():
+        return
+    theirs = _not_ours(output, card=card)
+    if theirs:
+        raise UsageError(
+            f"--output {output}: {theirs[0]} was not written by synth-datasets (or was changed "
+            "since): pass --overwrite to replace it, or choose another folder"
+        )
+
+
+def _not_ours(output: Path, *, card: bool) -> list[str]:
+    """The files a write would replace that the folder's manifest does not record as ours."""
+    manifest: dict[str, Any] = {}
+    if (output / MANIFEST).exists():
+        try:
+            manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return [MANIFEST]
+        if not isinstance(manifest, dict) or "provenance" not in manifest:
+            return [MANIFEST]
+    ours = set(manifest.get("files", []))
+    theirs = [
+        rel
+        for rel in (str(f.relative_to(output)) for f in sorted(output.glob("data/train-*")))
+        if rel not in ours
+    ]
+    readme = output / README
+    if card and readme.exists() and _sha256(readme) != manifest.get("card_sha256"):
+        theirs.append(README)
+    return theirs
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_output(
+    dataset: Any, output: Path, fmt: str, card: Any = None, *, overwrite: bool = False
+) -> Path:
+    """Data under ``data/`` (so ``load_dataset(folder)`` finds it), the card (a ``DatasetCard``,
+    if given) and the manifest, which records what was written.
+
+    Parquet files carry the provenance in their schema too. Each file is written next to the one
+    it replaces under a hidden name, then swapped in whole (``os.replace``): a crash leaves the
+    old file or the new one, never half of one.
+    """
     from .provenance import get_provenance, is_offline, write_parquet
 
+    check_output(output, overwrite=overwrite, card=card is not None)  # the run took a while
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for old in data_dir.glob("train-*"):
-        old.unlink()
+    target = data_dir / f"train-00000-of-00001.{fmt}"
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(final: Path) -> Path:
+        partial = final.with_name(f".{final.name}.partial")  # load_dataset skips hidden files
+        staged.append((partial, final))
+        return partial
+
     provenance = get_provenance(dataset)
-    if fmt == "parquet":
-        target = data_dir / "train-00000-of-00001.parquet"
-        write_parquet(dataset, target, provenance)
-    else:
-        target = data_dir / "train-00000-of-00001.jsonl"
-        dataset.to_json(str(target), lines=True, force_ascii=False)
-    manifest = {
-        **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
-        "provenance": provenance,
-        "num_rows": len(dataset),
-        "format": fmt,
-        "files": [str(target.relative_to(output))],
-    }
-    (output / MANIFEST).write_text(
-        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+    try:
+        if fmt == "parquet":
+            write_parquet(dataset, stage(target), provenance)
+        else:
+            dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
+        manifest: dict[str, Any] = {
+            **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
+            "provenance": provenance,
+            "num_rows": len(dataset),
+            "format": fmt,
+            "files": [str(target.relative_to(output))],
+        }
+        if card is not None:
+            partial = stage(output / README)
+            card.save(partial)
+            manifest["card_sha256"] = _sha256(partial)
+        stage(output / MANIFEST).write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+    except BaseException:
+        for partial, _ in staged:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+        raise
+    for partial, final in staged:
+        os.replace(partial, final)
+    for old in data_dir.glob("train-*"):
+        if old != target:
+            old.unlink()
     return target
 
 
@@ -469,12 +634,22 @@ def card_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
+def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Any:
     from .card import build_card
 
-    card = build_card(dataset, repo_id=repo_id, folder=str(folder), **card_options(args))
-    path = folder / "README.md"
-    card.save(path)
+    return build_card(dataset, repo_id=repo_id, folder=str(folder), **card_options(args))
+
+
+def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
+    path = folder / README
+    make_card(dataset, folder, args, repo_id).save(path)
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():  # the card is ours: a later --output write may replace it
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["card_sha256"] = _sha256(path)
+        manifest_path.write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
     return path
 
 
@@ -570,6 +745,8 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import expand
 
+    if args.output is not None and not args.dry_run:
+        check_output(args.output, overwrite=args.overwrite)
     ds, source_meta = load_seeds(args)
     with ExitStack() as stack:
         if args.dry_run:
@@ -591,9 +768,9 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     for row in result.select(range(min(args.show, len(result)))):
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
-        target = write_output(result, args.output, args.format)
-        card = write_card(result, args.output, args, args.push_to_hub)
-        print(f"wrote {len(result)} rows to {target}, the card to {card.name} and {MANIFEST}")
+        card = make_card(result, args.output, args, args.push_to_hub)
+        target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
+        print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
     if args.push_to_hub is not None:
         push(result, args.push_to_hub, args, **card_options(args))
     return 0

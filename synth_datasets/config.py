@@ -19,6 +19,7 @@ import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ._version import __version__
@@ -29,11 +30,13 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENDPOINT_PATH",
     "ENGINE_HEADER",
+    "GENERATION_LIMIT",
     "OFFLINE_ENGINE",
     "OFFLINE_NOTICE",
     "ClientConfig",
     "ExpandConfig",
     "announce_engine",
+    "check_folder",
     "option_fields",
     "parse_engine",
     "resolve_model_id",
@@ -87,6 +90,9 @@ DEFAULT_TIMEOUT = (10.0, 600.0)
 # About a thousand output rows per map call: datasets' own cost per call is paid rarely, and far
 # fewer calls than its 1000-task window (past which it keeps finished outputs in memory).
 ROWS_PER_MAP_CALL = 1024
+# A run asking for more generations than this is refused unless the limit is raised: a typo in
+# the multiplier would otherwise be sent (the API has no cap of its own).
+GENERATION_LIMIT = 1_000_000
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -159,6 +165,28 @@ def _path(name: str, value: Any) -> str:
         return str(os.fspath(value))
     except TypeError:
         raise _fail(name, f"must be a path, got {type(value).__name__}") from None
+
+
+def check_folder(name: str, path: str | os.PathLike[str], *, create: bool = False) -> Path:
+    """A folder that is there or can be made: refused when it, or a folder above it, is a file;
+    with ``create``, made now."""
+    path = Path(path).expanduser()
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                where = "is a file" if above == path else f"is under {above}, which is a file"
+                raise _fail(name, f"{str(path)!r} {where}, not a folder")
+            break
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _fail(name, f"{str(path)!r} cannot be made: {exc.strerror}") from None
+    return path
+
+
+def _folder(name: str, value: Any) -> str:
+    return str(check_folder(name, _path(name, value)))
 
 
 def _features(name: str, value: Any) -> Any:
@@ -367,7 +395,7 @@ class ExpandConfig(ClientConfig):
     )
     cache: bool = _option(True, "read and write the request cache", _bool, flag="--no-cache")
     cache_dir: str | None = _option(
-        None, "request cache folder (default SYNTH_DATASETS_CACHE, ...)", _optional(_path)
+        None, "request cache folder (default SYNTH_DATASETS_CACHE, ...)", _optional(_folder)
     )
     run_id: str | None = _option(
         None, "ask for fresh samples: a new id misses the cache", _optional(_text), output=True
@@ -387,6 +415,24 @@ class ExpandConfig(ClientConfig):
     requests_per_map_batch: int | None = _option(
         None, "requests per map call (default: about 1024 output rows)", _optional(_positive)
     )
+    generation_limit: int = _option(
+        GENERATION_LIMIT,
+        "refuse a run that would ask for more generations (seed rows x multiplier) than this",
+        _positive,
+    )
+
+    def check_generations(self, rows: int) -> int:
+        """The generations ``rows`` seed rows ask for; refused above ``generation_limit`` (a guard
+        against a typo in the multiplier or the seeds, before anything is paid for)."""
+        total = rows * self.multiplier
+        if total > self.generation_limit:
+            seeds = "a seed row" if rows == 1 else f"{rows:,} seed rows"
+            raise _fail(
+                "generation_limit",
+                f"is {self.generation_limit:,}: {seeds} x multiplier {self.multiplier:,} would ask "
+                f"for {total:,} generations; raise generation_limit if you mean it",
+            )
+        return total
 
     @property
     def client(self) -> ClientConfig:

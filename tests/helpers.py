@@ -8,6 +8,7 @@ answers the reference server never gives. Test modules import them from here (te
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import importlib.util
 import json
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -168,6 +169,33 @@ def load_script(name: str) -> ModuleType:
 def error_lines(stderr: str) -> list[str]:
     """The lines of ``stderr`` that report an error (progress bars may come before them)."""
     return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+# -- the request cache's file, held by another process ----------------------------------------
+
+_HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(path: Path) -> Iterator[None]:
+    """``path``'s write lock held by another process until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        holder.communicate("", timeout=30)
 
 
 # -- cards ----------------------------------------------------------------------------------------
