@@ -22,10 +22,13 @@ from synth_datasets.cli import (
     MANIFEST,
     UsageError,
     add_expand_arguments,
+    add_output_arguments,
     add_publish_options,
     card_options,
+    check_output,
     expand_options,
     load_seeds,
+    offline_run,
     print_offline_notice,
     push,
     run_guarded,
@@ -53,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
     )
     p.add_argument("--report-json", type=Path, default=None, help="also write the report as JSON")
-    p.add_argument("--output", type=Path, default=None, help="write data, card and manifest here")
-    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    add_output_arguments(p)
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
     add_publish_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
@@ -70,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
         resolve_hf_token(args.hf_token)
-        refuse_offline(args.local, args.allow_offline_data)
+        refuse_offline(offline_run(args), args.allow_offline_data)
+    if args.output is not None:
+        check_output(args.output, overwrite=args.overwrite)
     seeds, source_meta = load_seeds(args)
     with ExitStack() as stack:
         result = expand(seeds, **expand_options(args, stack), source=source_meta)
@@ -88,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
         result, repo_id=args.push_to_hub, folder=folder, report=report, **card_options(args)
     )
     if args.output is not None:
-        target = write_output(result, args.output, args.format)
-        card.save(args.output / "README.md")
+        target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, README.md and {MANIFEST}")
     if args.push_to_hub is not None:
         push(result, args.push_to_hub, args, card=card)

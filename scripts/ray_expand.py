@@ -27,14 +27,13 @@ import os
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 API_KEY_ENV = "COLLINEAR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_card_options, add_expand_arguments
+    from synth_datasets.cli import add_card_options, add_expand_arguments, add_output_arguments
 
     p = argparse.ArgumentParser(
         prog="ray_expand.py",
@@ -57,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="pip requirement to install on the workers through runtime_env (repeatable)",
     )
-    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
+    add_output_arguments(p, help="write the data and the manifest to this folder", formats=False)
     p.add_argument("--show", type=int, default=3, help="print this many result rows")
     add_card_options(p)
     return p
@@ -84,17 +83,21 @@ def run(args: argparse.Namespace) -> int:
 
     from synth_datasets.cli import (
         MANIFEST,
+        README,
         UsageError,
+        check_output,
         expand_options,
         load_seeds,
+        make_card,
         print_offline_notice,
-        write_card,
         write_output,
     )
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
         raise UsageError("--local serves on this machine's loopback: drop --address")
+    if args.output is not None:
+        check_output(args.output, overwrite=args.overwrite)
     ds, source = load_seeds(args)
     source["fingerprint"] = ds._fingerprint
 
@@ -134,9 +137,9 @@ def run(args: argparse.Namespace) -> int:
     for row in result.select(range(min(args.show, len(result)))):
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
-        target = write_output(result, args.output, "parquet")
-        card = write_card(result, args.output, args, None)
-        print(f"wrote {len(result)} rows to {target}, the card to {card.name} and {MANIFEST}")
+        card = make_card(result, args.output, args, None)
+        target = write_output(result, args.output, "parquet", card, overwrite=args.overwrite)
+        print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
     return 0
 
 

@@ -101,6 +101,7 @@ class _ExpandBlocks:
         batch = LazyBatch(table.drop_columns([INDEX_COLUMN]), self._formatter)
         rows = asyncio.run(self.mapper(batch, indices))
         logger.debug("synth_datasets (ray actor): %s", self.mapper.stats.summary())
+        self.mapper.engine.warn_not_cached()  # an actor has no end of run to wait for
         return rows.replace_schema_metadata(self._metadata)
 
 
@@ -147,6 +148,7 @@ def _index_blocks(
     total = sum(n for n, _ in infos)
     if total == 0:
         raise ConfigurationError("the dataset is empty: there is nothing to expand")
+    config.check_generations(total)
     if per_block is None:
         # Enough requests per block to keep an actor's threads busy, and at least one block per
         # actor when the data is small.

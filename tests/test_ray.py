@@ -225,6 +225,16 @@ def test_unknown_column_refused_before_the_seeds_run(local_ray):
         )
 
 
+def test_a_run_above_the_generation_limit_is_refused_before_any_request(
+    local_ray, server, tmp_path
+):
+    with pytest.raises(
+        ConfigurationError, match=r"generation_limit is 10: 4 seed rows x multiplier 3"
+    ):
+        expand_ray(from_huggingface(seeds(4)), **ray_kwargs(server, tmp_path, generation_limit=10))
+    assert server.stats()["requests"] == 0
+
+
 def test_api_key_argument_refused():
     with pytest.raises(ConfigurationError, match="runtime_env"):
         expand_ray(NOT_RAY, prompt=PROMPT, multiplier=2, model_id=MODEL_ID, api_key=TOKEN)
