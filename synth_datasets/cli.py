@@ -154,6 +154,8 @@ def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> 
         if given:
             raise UsageError(f"{given[0]} chooses the bundled server's engine: add --local")
         return options
+    if "base_url" in options:
+        raise UsageError("--local runs its own server: drop --base-url (or --local)")
     engine = engine_from_args(args)
     options.setdefault("model_id", engine.model_id)
     size = options.get("request_size", _FIELDS["request_size"].default)
