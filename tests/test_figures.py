@@ -168,8 +168,9 @@ def test_report_figures_draws_into_the_folder_and_records_them(tmp_path):
     proc = cli("report", str(out), "--figures")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "synth_manifest.json").read_text("utf-8"))
-    assert sorted(manifest["figures"]) == sorted(FIGURE_PATHS)
-    assert expand_sample(out, tmp_path / "c").returncode == 0  # recorded as ours
+    assert manifest["figures"] == {  # recorded as ours: a later --output write replaces them
+        p: hashlib.sha256((out / p).read_bytes()).hexdigest() for p in FIGURE_PATHS
+    }
 
 
 def test_without_matplotlib_the_card_says_how_to_get_the_figures(tmp_path):
