@@ -17,6 +17,7 @@ from fakeopenai import FakeOpenAI
 from helpers import (
     MODEL_ID,
     SAMPLE,
+    RecordingProxy,
     card_yaml,
     cli,
     error_lines,
@@ -599,3 +600,34 @@ def test_engine_usage_errors(
     assert main(["expand", str(seeds_file), "--prompt", "p", *args]) == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and needle in errors[0], errors
+
+
+def test_a_local_seed_file_reaches_no_network_and_is_named_by_its_name(tmp_path: Path) -> None:
+    """datasets would ping S3 to count a download of a local file; the card would show the
+    path on this machine."""
+    (tmp_path / "private").mkdir()
+    seeds = write_jsonl(tmp_path / "private" / "seeds.jsonl", qa_rows(3))
+    out = tmp_path / "out"
+    with RecordingProxy() as proxy:
+        env = {"HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url, "ALL_PROXY": proxy.url}
+        env.update(NO_PROXY="", no_proxy="", HF_HUB_OFFLINE="0")
+        proc = cli(
+            "expand",
+            str(seeds),
+            "--local",
+            "--prompt",
+            "p",
+            "--model-id",
+            MODEL_ID,
+            "--multiplier",
+            "2",
+            "--output",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            env=env,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert proxy.received == []
+    assert manifest(out)["provenance"]["source"]["name"] == "seeds.jsonl"
+    assert str(tmp_path / "private") not in (out / "README.md").read_text()
