@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -81,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
+    from synth_datasets.client import check_api_key
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
@@ -90,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     with ExitStack() as stack:
         options = expand_options(args, stack)
-        token = options.pop("api_key", None) or os.environ.get(API_KEY_ENV, "")
-        if not token.strip():
-            raise UsageError(f"set {API_KEY_ENV} (it is handed to the workers' environment)")
+        token = check_api_key(options.pop("api_key", None))  # --local's, or the environment's
 
         # The token goes to every worker's environment through the job's runtime_env; it is
         # never an argument of a task or an actor, so it is not in Ray's task graph.

@@ -27,6 +27,7 @@ from .config import ExpandConfig, option_fields
 from .errors import ConfigurationError, SynthError
 
 __all__ = [
+    "add_card_options",
     "add_expand_arguments",
     "expand_options",
     "flag",
@@ -77,6 +78,17 @@ def flag(option: str) -> str:
     """An option's spelling on the command line."""
     f = _FIELDS[option]
     return str(f.metadata["flag"] or "--" + option.replace("_", "-"))
+
+
+def in_cli_words(message: str, option: str | None) -> str:
+    """A library error about keyword ``option`` in the words of the command line: its flag
+    (``pass model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
+    COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
+    if option == "api_key":
+        return message.replace("pass api_key=", "use --local (the offline reference server)")
+    if option in _FIELDS:  # not inside quotes: a column may be named like an option
+        return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])=?", flag(option), message)
+    return message
 
 
 def add_expand_arguments(
@@ -156,6 +168,11 @@ def add_publish_options(p: argparse.ArgumentParser) -> None:
         "--public", action="store_true", help="create the Hub repo public (default private)"
     )
     p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    add_card_options(p)
+
+
+def add_card_options(p: argparse.ArgumentParser) -> None:
+    """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
     p.add_argument("--license", default=None, help="license for the card (default: the source's)")
     p.add_argument("--language", action="append", default=None, help="card language (repeatable)")
     p.add_argument(
@@ -189,7 +206,7 @@ def _add_publish(sub: Any) -> None:
     add_publish_options(push)
     card = _folder_command(sub, "card", "write README.md (the dataset card) into a result folder")
     card.add_argument("--repo-id", default=None, help="repo id to show in the usage snippet")
-    add_publish_options(card)
+    add_card_options(card)
 
 
 def _add_report(sub: Any) -> None:
@@ -305,11 +322,14 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
-    from .config import ENDPOINT_PATH
+    from .config import ENDPOINT_PATH, given_model_id
     from .layout import make_examples
     from .mapper import plan_for
 
-    config = ExpandConfig(**options)
+    # Nothing is sent, so no model is needed: a stand-in UUID builds the config, and the body
+    # shows that none was given.
+    no_model = given_model_id(options.get("model_id")) is None
+    config = ExpandConfig(**{**options, "model_id": LOCAL_MODEL_ID} if no_model else options)
     layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
     first = ds.select(range(min(size, n)))
@@ -317,7 +337,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
     has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
     body = {
-        "model_id": config.model_id,
+        "model_id": "<not set: --model-id or COLLINEAR_MODEL_ID>" if no_model else config.model_id,
         "multiplier": config.multiplier,
         "examples": examples,
         "prompt": config.prompt,
@@ -526,7 +546,8 @@ def run_guarded(
     describe: Callable[[BaseException], str] | None = None,
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
-    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v)."""
+    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
+    ``describe`` words the errors that are not ours (Ray's, say)."""
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -538,14 +559,12 @@ def run_guarded(
         code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
         if verbose:
             traceback.print_exc()
-        if describe is not None:
+        if describe is not None and not isinstance(exc, (UsageError, SynthError)):
             message = describe(exc)
         else:
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
-            option = getattr(exc, "option", None)
-            if option in _FIELDS:  # the flag the user typed, not the keyword
-                message = re.sub(rf"\b{option}\b=?", flag(option), message)
+            message = in_cli_words(message, getattr(exc, "option", None))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
 

@@ -47,9 +47,12 @@ class SynthError(Exception):
 
 
 class ConfigurationError(SynthError, ValueError):
-    """Found before anything was sent; ``option`` names the option, for the CLI to name its flag."""
+    """Found before anything was sent; ``option`` names the keyword at fault, for the command
+    line to name its own flag or variable instead (``cli.in_cli_words``)."""
 
-    option: str | None = None
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class APIStatusError(SynthError):

@@ -190,7 +190,9 @@ class _Engine:
         c = self.config
         seeds = list(indices if c.index_column is None else batch[c.index_column])
         if any(v is None for v in seeds):
-            raise ConfigurationError(f"index_column {c.index_column!r} has a null value")
+            raise ConfigurationError(
+                f"index_column {c.index_column!r} has a null value", option="index_column"
+            )
         examples = make_examples(self.builder.layout, batch, seeds)
         n, size, limit = len(examples), c.request_size, c.max_request_bytes
         if limit is None:
@@ -206,7 +208,8 @@ class _Engine:
             if overhead + own > limit:
                 raise ConfigurationError(
                     f"row {index}: its request would be {overhead + own} bytes, over "
-                    f"max_request_bytes={limit}: shorten it or drop it"
+                    f"max_request_bytes ({limit}): shorten it or drop it",
+                    option="max_request_bytes",
                 )
             grow = own + (2 if i > start else 0)  # ", " between examples
             if i > start and (i - start == size or total + grow > limit):

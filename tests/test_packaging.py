@@ -109,6 +109,8 @@ def test_non_editable_install_renders_a_card(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "## How it was made" in proc.stdout and "synthetic" in proc.stdout
     assert "| rows kept | 1 |" in proc.stdout  # the chat card's template is in the wheel too
+    # The package is on no index: neither card links to a package page.
+    assert "pypi.org" not in proc.stdout
 
 
 def datasets_site() -> str:

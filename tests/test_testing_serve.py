@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import subprocess
 import sys
 
 import pytest
 import requests
+from helpers import MODEL_ID, SAMPLE
 from refserver import TIMEOUT, make_body
 
 from synth_datasets.testing import GENERATE_PATH, PARSER_DESCRIPTION, Faults, main
@@ -64,6 +66,18 @@ def test_cli_serves_until_terminated() -> None:
             url + GENERATE_PATH, json=make_body(), headers=headers, timeout=TIMEOUT
         )
         assert second.status_code == 200 and len(second.json()) == 6
+        # The export line it prints, pasted into a shell, points the command line at it.
+        export = [process.stdout.readline() for _ in range(2)][-1].strip()
+        assert export == f"export COLLINEAR_BASE_URL={url} COLLINEAR_API_KEY={token}"
+        expand = f"{sys.executable} -m synth_datasets.cli expand {SAMPLE} --prompt p --limit 2"
+        run = subprocess.run(
+            ["sh", "-c", f"{export}; {expand} --model-id {MODEL_ID} --no-cache"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={k: v for k, v in os.environ.items() if not k.startswith("COLLINEAR_")},
+        )
+        assert "expanded 2 seed rows into 8 rows" in run.stdout, run.stderr
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=60)

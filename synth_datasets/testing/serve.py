@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -65,8 +66,15 @@ def run_serve(args: argparse.Namespace) -> int:
         server.start()
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}", 1)
-    # The token is printed only here, for the person who started the server.
-    print(f"serving {server.url} token={server.token}", flush=True)
+    # The token is printed only here, for the person who started the server, with the line that
+    # points the library, the command line and the scripts at this server.
+    print(f"serving {server.url} token={server.token}")
+    print("# to use it from another shell (any UUID works as the model id):")
+    print(
+        f"export COLLINEAR_BASE_URL={shlex.quote(server.url)} "
+        f"COLLINEAR_API_KEY={shlex.quote(server.token)}",
+        flush=True,
+    )
     server.serve_forever()
     return 0
 
