@@ -5,6 +5,7 @@ from ._version import __version__
 from .client import Generation, SynthClient
 from .errors import *  # noqa: F403  (the whole error tree is public)
 from .expand import expand
+from .hub import push_to_hub
 from .mapper import ExpansionStats, SynthMapper
 from .prep import drop_duplicates, drop_errors, drop_lineage, mix_in_seeds, to_messages
 from .provenance import get_provenance
@@ -24,6 +25,7 @@ __all__ = [
     "expand",
     "get_provenance",
     "mix_in_seeds",
+    "push_to_hub",
     "quality_report",
     "to_messages",
 ]
