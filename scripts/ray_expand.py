@@ -10,10 +10,11 @@
     COLLINEAR_API_KEY=... COLLINEAR_MODEL_ID=... python scripts/ray_expand.py seeds.jsonl \\
         --address ray://head-node:10001 --prompt "..." --actors 8 --output out/big
 
-Every node of the cluster needs synth-datasets[ray] installed (or add it to the runtime_env,
-``--runtime-pip``). The output folder is the one ``synth-datasets expand --output`` writes:
-``data/train-00000-of-00001.parquet`` plus ``synth_manifest.json`` (the generation config), so
-``synth-datasets push`` and ``load_dataset(folder)`` take it as it is.
+Every node of the cluster needs this package with its ray extra (``pip install '.[ray]'`` in a
+clone, or a wheel of it; or add it to the runtime_env, ``--runtime-pip``). The output folder is
+the one ``synth-datasets expand --output`` writes: ``data/train-00000-of-00001.parquet`` plus
+``synth_manifest.json`` (the generation config), so ``synth-datasets push`` and
+``load_dataset(folder)`` take it as it is.
 
 Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
 """

@@ -1,0 +1,136 @@
+"""Every shell and Python block of README.md runs as written.
+
+The blocks run in README order, in one working folder laid out like a clone: `synth_datasets/`
+and `scripts/` link to this tree (so the sample data's paths resolve), the reader's own seed file
+and prompt are `seeds.jsonl` and `prompt.txt` (copies of the sample's), and what a block writes
+(`out/...`) is there for the blocks after it. The environment stands in for the reader's
+credentials: `COLLINEAR_API_KEY`, `COLLINEAR_BASE_URL` and `COLLINEAR_MODEL_ID` point at a
+reference server on loopback, `HF_TOKEN` and `HF_ENDPOINT` at the fake Hub. Shell blocks run with
+`sh -e`, Python blocks in a fresh interpreter, `python` and `synth-datasets` being this
+environment's.
+
+A block that cannot run here follows a `<!-- not run: reason -->` line. The counts below fail when
+a block is added, dropped or marked without updating them, so nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fakehub import HUB_TOKEN, FakeHub
+from helpers import MODEL_ID, ROOT, SAMPLE, SAMPLE_PROMPT
+
+from synth_datasets.testing import ReferenceServer
+
+RUN = 9  # blocks run
+NOT_RUN = 8  # blocks after a `<!-- not run: reason -->` line
+
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_NOT_RUN = re.compile(r"^<!-- not run: (.+) -->$")
+_LANGUAGES = {"sh": "sh", "bash": "sh", "shell": "sh", "python": "python", "py": "python"}
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # of the opening fence, 1-based
+    language: str  # "sh" or "python"
+    code: str
+    not_run: str | None  # the reason, when marked
+
+    @property
+    def id(self) -> str:
+        return f"L{self.line}-{self.language}"
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """The shell and Python blocks, each with the `not run` reason on the line before it."""
+    blocks: list[Block] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        fence = _FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        before = next((line for line in reversed(lines[:i]) if line.strip()), "")
+        marked = _NOT_RUN.match(before.strip())
+        language = _LANGUAGES.get(fence.group(1))
+        if language is None:
+            raise AssertionError(f"README.md:{i + 1}: a ``` block without sh or python")
+        code = "\n".join(lines[i + 1 : end]) + "\n"
+        blocks.append(Block(i + 1, language, code, marked.group(1) if marked else None))
+        i = end + 1
+    return blocks
+
+
+BLOCKS = readme_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+RUNNABLE = [b for b in BLOCKS if b.not_run is None]
+
+
+def test_every_block_is_run_or_marked_with_a_reason() -> None:
+    skipped = [b for b in BLOCKS if b.not_run is not None]
+    assert (len(RUNNABLE), len(skipped)) == (RUN, NOT_RUN), [b.id for b in BLOCKS]
+    assert all(len(b.not_run or "") > 5 for b in skipped)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reader's clone: the package and scripts of this tree, their own seeds and prompt."""
+    root = tmp_path_factory.mktemp("reader")
+    for name in ("synth_datasets", "scripts"):
+        (root / name).symlink_to(ROOT / name, target_is_directory=True)
+    shutil.copy(SAMPLE, root / "seeds.jsonl")
+    shutil.copy(SAMPLE_PROMPT, root / "prompt.txt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[ReferenceServer]:
+    """The stand-in for Collinear's endpoint that the reader's environment points at."""
+    with ReferenceServer() as server:
+        yield server
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
+def test_readme_block_runs(
+    block: Block, workspace: Path, endpoint: ReferenceServer, fake_hub: FakeHub
+) -> None:
+    needs_ray = "ray_expand.py" in block.code or "synth_datasets.ray" in block.code
+    if needs_ray and importlib.util.find_spec("ray") is None:
+        pytest.skip(f"README.md:{block.line} needs Ray (the ray or dev extra)")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "COLLINEAR_API_KEY": endpoint.token,
+        "COLLINEAR_BASE_URL": endpoint.url,
+        "COLLINEAR_MODEL_ID": MODEL_ID,
+        "HF_TOKEN": HUB_TOKEN,
+        "SYNTH_DATASETS_CACHE": str(workspace / "cache"),
+    }
+    argv = ["sh", "-e", "-c", block.code] if block.language == "sh" else [sys.executable, "-"]
+    stdin = block.code if block.language == "python" else None
+    proc = subprocess.run(
+        argv, input=stdin, cwd=workspace, env=env, capture_output=True, text=True, timeout=840
+    )
+    assert proc.returncode == 0, (
+        f"README.md:{block.line}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    # What a block publishes is private and carries this library's card.
+    for repo_id, repo in fake_hub.repos.items():
+        card = fake_hub.files(repo_id).get("README.md", b"").decode()
+        assert repo.private and "## How it was made" in card, (block.line, repo_id)
+    # Outputs go under out/ (and the cache): nothing lands in the reader's root.
+    expected = {"synth_datasets", "scripts", "seeds.jsonl", "prompt.txt", "out", "cache"}
+    assert set(os.listdir(workspace)) <= expected, block.line
