@@ -15,6 +15,7 @@ a block is added, dropped or marked without updating them, so nothing is skipped
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import pytest
 from fakehub import HUB_TOKEN, FakeHub
-from helpers import MODEL_ID, ROOT, SAMPLE, SAMPLE_PROMPT
+from helpers import MODEL_ID, ROOT, SAMPLE, SAMPLE_PROMPT, load_script
 
+from synth_datasets import cli
 from synth_datasets.testing import ReferenceServer
 
 RUN = 9  # blocks run
@@ -134,3 +136,32 @@ def test_readme_block_runs(
     # Outputs go under out/ (and the cache): nothing lands in the reader's root.
     expected = {"synth_datasets", "scripts", "seeds.jsonl", "prompt.txt", "out", "cache"}
     assert set(os.listdir(workspace)) <= expected, block.line
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every flag of ``parser`` and of its subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
+def test_every_flag_the_readme_names_exists() -> None:
+    """A flag in the prose or the examples is one of the command line's or a script's."""
+    known = _option_strings(cli._build_parser())
+    for name in ("expand_and_push.py", "to_sft.py", "ray_expand.py", "split_by_node.py"):
+        known |= _option_strings(load_script(name).build_parser())
+    bench = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    known |= set(re.findall(r"--[a-z][a-z0-9-]*", bench.stdout))
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - {"--no-deps"}  # pip's
+    assert named - known == set()
