@@ -24,7 +24,7 @@ from typing import Any
 
 from ._version import __version__
 from .config import ExpandConfig, option_fields
-from .errors import ConfigurationError, SynthError
+from .errors import ConfigurationError, SynthError, scrub
 
 __all__ = [
     "add_card_options",
@@ -167,12 +167,23 @@ def add_publish_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--public", action="store_true", help="create the Hub repo public (default private)"
     )
-    p.add_argument("--hf-token", default=None, help="Hub token (default HF_TOKEN or your login)")
+    p.add_argument(
+        "--hf-token-file",
+        metavar="PATH",
+        dest="hf_token",
+        type=_token_file,
+        default=None,
+        help="read the Hub token from this file (default: HF_TOKEN, else the token saved by "
+        "`hf auth login`); a token typed on the command line would land in shell history and ps",
+    )
     add_card_options(p)
 
 
 def add_card_options(p: argparse.ArgumentParser) -> None:
     """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
+    # Refused, not unknown: argparse would otherwise take it for --hf-token-file (a prefix), or
+    # quote the token back as an unrecognized argument.
+    p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
     p.add_argument("--license", default=None, help="license for the card (default: the source's)")
     p.add_argument("--language", action="append", default=None, help="card language (repeatable)")
     p.add_argument(
@@ -184,6 +195,25 @@ def add_card_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-prompt-in-card", action="store_true", help="do not publish the prompt in the card"
+    )
+
+
+def _token_file(path: str) -> str:
+    """The Hub token in the file ``path``; an error never quotes the file's text."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
+    if not token or any(c.isspace() for c in token):
+        raise argparse.ArgumentTypeError(f"{path} must hold the token alone, on one line")
+    return token
+
+
+def _token_on_command_line(value: str) -> str:
+    raise argparse.ArgumentTypeError(
+        "refused: a token on the command line lands in shell history and ps; set HF_TOKEN, "
+        "run `hf auth login` or pass --hf-token-file PATH"
     )
 
 
@@ -252,15 +282,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_expand(sub)
     _add_publish(sub)
     _add_report(sub)
-    from .testing.serve import PARSER_DESCRIPTION, add_serve_arguments
+    from .testing.serve import add_serve_arguments
 
-    serve = sub.add_parser(
-        "serve",
-        help="run the offline reference server of the endpoint",
-        description=PARSER_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    add_serve_arguments(
+        sub.add_parser("serve", help="run the offline reference server of the endpoint")
     )
-    add_serve_arguments(serve)
     return parser
 
 
@@ -547,7 +573,16 @@ def run_guarded(
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
     (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
-    ``describe`` words the errors that are not ours (Ray's, say)."""
+
+    ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
+    token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
+    process holds are masked in what it prints.
+    """
+    tokens = _tokens(args)
+    masking = _Masking(tokens)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(masking)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -556,6 +591,7 @@ def run_guarded(
         )
         return 130
     except Exception as exc:
+        scrub(exc, *tokens)
         code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
         if verbose:
             traceback.print_exc()
@@ -567,6 +603,42 @@ def run_guarded(
             message = in_cli_words(message, getattr(exc, "option", None))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
+    finally:
+        for handler in handlers:
+            handler.removeFilter(masking)
+
+
+def _tokens(args: argparse.Namespace) -> list[str]:
+    """The API and Hub tokens this process may hold (too short to be one: not masked)."""
+    from huggingface_hub import get_token
+
+    found = (
+        getattr(args, "hf_token", None),
+        os.environ.get("HF_TOKEN"),
+        get_token(),
+        os.environ.get("COLLINEAR_API_KEY"),
+    )
+    return [token.strip() for token in found if token and len(token.strip()) >= 8]
+
+
+class _Masking(logging.Filter):
+    """Masks the tokens in each record a handler prints."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = message
+        for token in self.tokens:
+            masked = masked.replace(token, "***")
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            scrub(record.exc_info[1], *self.tokens)
+            record.exc_text = None
+        return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,7 @@ from ._version import __version__
 from .config import (
     ENDPOINT_PATH,
     ClientConfig,
+    is_loopback,
     resolve_model_id,
     takes_options,
     validate_model_id,
@@ -40,7 +41,7 @@ from .errors import (
     ConfigurationError,
     ResponseFormatError,
     SynthError,
-    ValidationError,
+    scrub,
     status_error_class,
 )
 from .framing import parse_body
@@ -172,9 +173,12 @@ class SynthClient:
         session = requests.Session()
         # The environment is read once here, not on every request (requests would re-scan it
         # per call, a measurable cost at thousands of requests); and never from ~/.netrc, whose
-        # credentials would silently replace the Bearer token.
+        # credentials would silently replace the Bearer token. Loopback never goes through a
+        # proxy: its plain http would hand the token to the proxy in clear. Any other base URL
+        # is https (config refuses the rest), which a proxy can only tunnel (CONNECT).
         session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        if not is_loopback(urlsplit(self.base_url).hostname or ""):
+            session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if ca_bundle:
             session.verify = ca_bundle
@@ -277,26 +281,7 @@ class SynthClient:
         try:
             return self._post(body)
         except SynthError as exc:
-            raise self._scrubbed(exc) from None
-
-    def _scrubbed(self, exc: SynthError) -> SynthError:
-        key = self._api_key
-
-        def scrub(value: Any) -> Any:
-            if isinstance(value, str):
-                return value.replace(key, "***")
-            if isinstance(value, dict):
-                return {scrub(k): scrub(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [scrub(v) for v in value]
-            return value
-
-        exc.message = scrub(exc.message)
-        exc.args = (exc.message,)
-        exc.body = scrub(exc.body)
-        if isinstance(exc, ValidationError):
-            exc.detail = scrub(exc.detail)
-        return exc
+            raise scrub(exc, self._api_key) from None
 
     def _post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         started = time.monotonic()
@@ -338,8 +323,8 @@ class SynthClient:
             request_id = (
                 headers.get("x-request-id") or headers.get("request-id") or headers.get("cf-ray")
             )
-            if status >= 400:
-                raise _status_error(status, request_id, content, self.host)
+            if status >= 300:  # a redirect is never followed: the token would go along
+                raise _status_error(status, request_id, content, self.host, headers, len(body))
             try:
                 items = parse_body(
                     content,
@@ -349,17 +334,14 @@ class SynthClient:
                 )
             except ResponseFormatError as exc:
                 # A truncated or garbled answer: the same retry budget as the rest.
+                message = scrub(exc, self._api_key).message  # also kept in the retry's own error
                 try:
                     retry = retry.increment(
-                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(str(exc))
+                        method="POST", url=ENDPOINT_PATH, error=ProtocolError(message)
                     )
                 except MaxRetryError:
                     raise exc from None
-                logger.debug(
-                    "retrying after an unreadable body from %s: %s",
-                    self.host,
-                    self._scrubbed(exc).message,
-                )
+                logger.debug("retrying after an unreadable body from %s: %s", self.host, message)
                 retry.sleep()
                 continue
             elapsed = time.monotonic() - started
@@ -410,10 +392,36 @@ def _server_message(content: bytes) -> tuple[str, Any]:
     return json.dumps(body)[:200], body
 
 
-def _status_error(status: int, request_id: str | None, content: bytes, host: str) -> APIStatusError:
+def _status_error(
+    status: int,
+    request_id: str | None,
+    content: bytes,
+    host: str,
+    headers: Mapping[str, str],
+    body_size: int,
+) -> APIStatusError:
     message, body = _server_message(content)
+    if status < 400:
+        message = f"redirected to {_location(headers.get('Location'))}, not followed"
     rid = f" (request id {request_id})" if request_id else ""
     head = f"{status} from {host}: {message}{rid}"
     cls = status_error_class(status)
-    text = f"{head}; {cls.next_step}" if cls.next_step else head
-    return cls(text, status_code=status, request_id=request_id, body=body)
+    next_step = cls.next_step
+    if status < 400:
+        next_step = "the Authorization header would go along: check base_url"
+    elif status == 413:
+        next_step = f"set max_request_bytes below this body's {body_size} bytes"
+    text = f"{head}; {next_step}" if next_step else head
+    error = cls(text, status_code=status, request_id=request_id, body=body)
+    error.option = "base_url" if status < 400 else "max_request_bytes" if status == 413 else None
+    return error
+
+
+def _location(value: str | None) -> str:
+    """A redirect's target without what may be secret: credentials, query, fragment."""
+    if not value:
+        return "nowhere (no Location header)"
+    parts = urlsplit(value)
+    netloc = parts.netloc.rpartition("@")[2]
+    hidden = "?…" if parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{hidden}" if netloc else parts.path + hidden

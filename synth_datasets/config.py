@@ -79,12 +79,11 @@ def _seconds(name: str, value: Any) -> float:
 
 
 def _timeout(name: str, value: Any) -> tuple[float, float]:
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return (_seconds(name, value[0]), _seconds(name, value[1]))
-    seconds = _seconds(name, value)
-    if seconds == 0:
+    pair = tuple(value) if isinstance(value, (tuple, list)) and len(value) == 2 else None
+    seconds = [_seconds(name, v) for v in pair or (value,)]
+    if 0 in seconds:
         raise _fail(name, "must be > 0 seconds")
-    return (min(seconds, DEFAULT_TIMEOUT[0]), seconds)
+    return (seconds[0], seconds[1]) if pair else (min(seconds[0], DEFAULT_TIMEOUT[0]), seconds[0])
 
 
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -169,17 +168,40 @@ def resolve_model_id(model_id: object) -> str:
 
 
 def validate_base_url(base_url: object) -> str:
-    """The endpoint's root: ``https://``, or plain ``http://`` to loopback only."""
+    """The endpoint's root: ``https://``, or plain ``http://`` to loopback only.
+
+    The endpoint path is appended to it, so a query or fragment would swallow the path; and
+    credentials in it would replace the Bearer token and show in every message naming the URL:
+    those are refused without being quoted back.
+    """
     from urllib.parse import urlsplit
 
     if not isinstance(base_url, str):
         raise _fail("base_url", f"must be a URL string, got {type(base_url).__name__}")
     base_url = base_url.strip().rstrip("/")
     parts = urlsplit(base_url)
+    if "@" in parts.netloc:
+        raise _fail(
+            "base_url",
+            "holds credentials (user:password@host): refused, not sent; the API token is the "
+            "only credential (COLLINEAR_API_KEY)",
+        )
+    if "?" in base_url or "#" in base_url:
+        raise _fail(
+            "base_url",
+            "has a query (?) or fragment (#): give the endpoint root only, "
+            f"such as {DEFAULT_BASE_URL}",
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(
             "base_url", f"must start with https:// (or http:// for loopback), got {base_url!r:.80}"
         )
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise _fail("base_url", "has an invalid port: it must be a number from 1 to 65535")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise _fail(
             "base_url",
@@ -189,7 +211,14 @@ def validate_base_url(base_url: object) -> str:
 
 
 def _base_url(name: str, value: Any) -> str:
-    return validate_base_url(value or os.environ.get("COLLINEAR_BASE_URL") or DEFAULT_BASE_URL)
+    if value is not None:
+        return validate_base_url(value)
+    if not os.environ.get("COLLINEAR_BASE_URL"):
+        return validate_base_url(DEFAULT_BASE_URL)
+    try:
+        return validate_base_url(os.environ["COLLINEAR_BASE_URL"])
+    except ConfigurationError as exc:  # name where the URL came from
+        raise ConfigurationError(str(exc).replace(name, "COLLINEAR_BASE_URL", 1)) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -323,22 +352,20 @@ class ExpandConfig(ClientConfig):
         None, "requests per map call (default: about 1024 output rows)", _optional(_positive)
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.requests_per_map_batch is None:
-            per_request = self.request_size * self.multiplier
-            object.__setattr__(
-                self, "requests_per_map_batch", max(1, -(-ROWS_PER_MAP_CALL // per_request))
-            )
-
     @property
     def client(self) -> ClientConfig:
         return ClientConfig(**{f.name: getattr(self, f.name) for f in fields(ClientConfig)})
 
     @property
+    def requests_per_call(self) -> int:
+        """``requests_per_map_batch``, or as many as make about ``ROWS_PER_MAP_CALL`` rows."""
+        if self.requests_per_map_batch is not None:
+            return self.requests_per_map_batch
+        return max(1, -(-ROWS_PER_MAP_CALL // (self.request_size * self.multiplier)))
+
+    @property
     def map_batch_size(self) -> int:
-        assert self.requests_per_map_batch is not None
-        return self.request_size * self.requests_per_map_batch
+        return self.request_size * self.requests_per_call
 
     def fingerprint(self, **extra: Any) -> str:
         """A key of everything that changes the rows (never the token), plus ``extra``."""

@@ -7,7 +7,7 @@ text is its generated columns (else every non-lineage column), NFKC, lower case,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -24,17 +24,15 @@ from .provenance import get_provenance
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_NEAR_THRESHOLD",
-    "DEFAULT_NUM_PERM",
     "SHINGLE_WORDS",
     "DuplicateFinder",
     "content_columns",
-    "iter_arrow_batches",
     "require_dataset",
     "row_texts",
 ]
 
 DEFAULT_NEAR_THRESHOLD = 0.85
-DEFAULT_NUM_PERM = 128
+_NUM_PERM = 128  # MinHash permutations
 DEFAULT_BATCH_SIZE = 1000
 
 # Separators of nested values: whitespace inside values is collapsed to " ", so they are unique.
@@ -74,8 +72,6 @@ def _text(arr: pa.Array) -> pa.Array:
     t = arr.type
     if pa.types.is_dictionary(t):
         return _text(arr.dictionary_decode())
-    if pa.types.is_null(t):
-        return pa.nulls(len(arr), pa.large_string())
     if is_text(t):
         lower = pc.utf8_lower(pc.utf8_normalize(arr.cast(pa.large_string()), "NFKC"))
         # RE2's \s is ASCII whitespace; NFKC already turned most Unicode spaces into " ". Only runs
@@ -103,11 +99,7 @@ def _text(arr: pa.Array) -> pa.Array:
 
 def row_texts(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
     """The normalised text of ``columns`` for each row of an Arrow batch (what duplicates share)."""
-    if not columns:
-        raise ConfigurationError("row_texts needs at least one column")
     parts = [pc.fill_null(_text(as_array(table.column(c))), "") for c in columns]
-    if len(parts) == 1:
-        return parts[0]
     return pc.binary_join_element_wise(*parts, _COLUMN_SEP)
 
 
@@ -138,8 +130,7 @@ def _shingle_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     h = word_hash[np.asarray(encoded.indices)]
     n = len(h)
     counts = np.bincount(rows, minlength=len(texts))
-    starts = np.zeros(len(texts), dtype=np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
+    starts = np.cumsum(counts) - counts
     end = (starts + counts)[rows]
     pos = np.arange(n, dtype=np.int64)
     padded = np.concatenate([h, np.zeros(k, np.uint64)])
@@ -168,13 +159,7 @@ class DuplicateFinder:
     signature, so its false positives are not counted. Only the first row of a group is indexed.
     """
 
-    def __init__(
-        self,
-        *,
-        near: bool = True,
-        threshold: float = DEFAULT_NEAR_THRESHOLD,
-        num_perm: int = DEFAULT_NUM_PERM,
-    ) -> None:
+    def __init__(self, *, near: bool = True, threshold: float = DEFAULT_NEAR_THRESHOLD) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ConfigurationError(f"threshold must be in (0, 1], got {threshold!r}")
         self.near = near
@@ -187,11 +172,11 @@ class DuplicateFinder:
             from datasketch import MinHash, MinHashLSH
 
             # One MinHash reused for every row (clear + update): no per-row object set-up.
-            self._minhash = MinHash(num_perm=num_perm, seed=1, hashfunc=int)
+            self._minhash = MinHash(num_perm=_NUM_PERM, seed=1, hashfunc=int)
             # LSH only proposes candidates; each is then checked at the real threshold. Above 0.9
             # datasketch finds no banding with 2+ bands, so propose at 0.9 there (more candidates).
-            self._lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=num_perm)
-        self._min_equal = math.ceil(self.threshold * num_perm - 1e-9)
+            self._lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=_NUM_PERM)
+        self._min_equal = math.ceil(self.threshold * _NUM_PERM - 1e-9)
 
     @staticmethod
     def text_hashes(texts: pa.Array) -> list[int]:
@@ -200,9 +185,7 @@ class DuplicateFinder:
         return [xxhash.xxh3_64_intdigest(v) for v in values]
 
     def signatures(self, texts: pa.Array) -> list[np.ndarray | None]:
-        """MinHash signatures of ``texts``; None for a text with no word."""
-        if self._minhash is None:
-            raise ConfigurationError("signatures need a DuplicateFinder made with near=True")
+        """MinHash signatures of ``texts`` (``near`` finders only); None for a text with no word."""
         hashes, owner = _shingle_hashes(texts)
         bounds = np.searchsorted(owner, np.arange(len(texts) + 1)).tolist()
         values, m = hashes.tolist(), self._minhash
@@ -267,11 +250,3 @@ def content_columns(
     names = dataset.column_names
     generated = [c for c in prov.get("generated_columns") or [] if c in names]
     return generated or [c for c in names if c not in LINEAGE_COLUMNS]
-
-
-def iter_arrow_batches(
-    dataset: datasets.Dataset, columns: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
-) -> Iterator[pa.Table]:
-    """``columns`` of ``dataset`` as Arrow tables of at most ``batch_size`` rows (no Python rows)."""
-    view = dataset.select_columns(list(columns)).with_format("arrow")
-    yield from view.iter(batch_size=batch_size)

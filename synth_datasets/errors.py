@@ -5,7 +5,8 @@ This module imports nothing else from the package, so every other module can imp
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, TypeVar
 
 __all__ = [
     "APIConnectionError",
@@ -17,6 +18,7 @@ __all__ = [
     "ServerError",
     "SynthError",
     "ValidationError",
+    "scrub",
     "status_error_class",
 ]
 
@@ -25,7 +27,10 @@ class SynthError(Exception):
     """Root of every error this library raises on purpose; ``seed_indices`` is set by the expansion.
 
     ``args`` is ``(message,)`` and the rest in ``__dict__``: default pickling carries it whole.
+    ``option``: the option the message tells to change, for the CLI to name its flag.
     """
+
+    option: str | None = None
 
     def __init__(
         self,
@@ -107,3 +112,45 @@ class APIConnectionError(SynthError):
 
 class ResponseFormatError(SynthError):
     """A successful status whose body is not the documented JSON array of items."""
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def scrub(exc: _E, *secrets: str | None) -> _E:
+    """Mask ``secrets`` in ``exc`` and the exceptions it chains, in place: a server may quote
+    back the credentials it was sent, in its message and in the body kept on the error."""
+    masked = [s for s in secrets if s]
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in masked:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, (bytes, bytearray)):  # a body that is not UTF-8
+            for secret in masked:
+                value = bytes(value).replace(secret.encode("utf-8"), b"***")
+            return value
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(clean(v) for v in value)
+        return value
+
+    todo: list[BaseException | None] = [exc] if masked else []
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.args = clean(current.args)
+        for name in ("message", "body", "detail", "server_message"):
+            value = getattr(current, name, None)
+            if isinstance(value, (str, bytes, bytearray, dict, list)):
+                with contextlib.suppress(AttributeError):  # a read-only property
+                    setattr(current, name, clean(value))
+        todo += [current.__cause__, current.__context__]
+    return exc

@@ -45,15 +45,18 @@ def expand(
         raise ConfigurationError(
             f"expand takes a datasets.Dataset or IterableDataset, got {type(dataset).__name__}"
         )
-    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
-        raise ConfigurationError("the dataset is empty: there is nothing to expand")
+    recorded_source = source_info(dataset, source)
+    # The mapper reads plain Python batches; the result is formatted as the input was.
+    format_type = dataset.format["type"] if isinstance(dataset, datasets.Dataset) else None
+    if format_type is not None or isinstance(dataset, datasets.IterableDataset):
+        dataset = dataset.with_format(None)
     if num_proc is not None and isinstance(dataset, datasets.IterableDataset):
         raise ConfigurationError("num_proc= works with a Dataset, not an IterableDataset")
     mapper = SynthMapper(client=client, api_key=api_key, **options)
     kwargs = mapper.map_kwargs(dataset)
     config = mapper.engine.config
     assert mapper.layout is not None
-    provenance = config.provenance(mapper.layout, source_info(dataset, source))
+    provenance = config.provenance(mapper.layout, recorded_source)
     if isinstance(dataset, datasets.IterableDataset):
         result: datasets.Dataset | datasets.IterableDataset = dataset.map(mapper, **kwargs)
     else:
@@ -69,5 +72,7 @@ def expand(
             if num_proc is None:
                 logger.info("synth_datasets: %s", mapper.stats.summary())
             mapper.close()
+    if format_type is not None:
+        result = result.with_format(format_type)
     attach_provenance(result, provenance)
     return result

@@ -7,6 +7,7 @@ too; the documented JSON array (the hot path) is tried first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import operator
 import re
@@ -79,14 +80,7 @@ _NDJSON_TYPES = frozenset(
 _SSE_STARTS = ("data:", "event:", "id:", "retry:", ":")
 _BODY_EXCERPT = 120  # characters of body quoted in a ResponseFormatError message
 _BODY_KEEP = 4096  # characters of body kept on the error (it may be pickled across workers)
-
-
-def _dump(value: Any) -> str:
-    """JSON text of a value for an excerpt; never raises."""
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        return repr(value)
+_dump = functools.partial(json.dumps, ensure_ascii=False)  # a decoded value, for an excerpt
 
 
 @dataclass(eq=False)
@@ -121,13 +115,13 @@ def parse_body(
         if isinstance(raw, str):
             text = raw.removeprefix("\ufeff")
         elif isinstance(raw, (bytes, bytearray, memoryview)):
-            data = bytes(raw).removeprefix(b"\xef\xbb\xbf")
             try:
-                text = data.decode("utf-8")
+                text = bytes(raw).decode("utf-8-sig")  # without its byte order mark
             except UnicodeDecodeError as exc:
-                bad = _Malformed(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-                bad.pos = exc.start
-                raise _format_error(bad, data, status_code, request_id) from None
+                why = f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                raise _format_error(
+                    _Malformed(why, None, exc.start), exc.object, status_code, request_id
+                ) from None
         else:
             raise TypeError(f"parse_body() expects bytes or str, got {type(raw).__name__}")
         try:
@@ -143,14 +137,11 @@ def parse_body(
     if not all(map(str.isascii, map(_get_generated, items))):  # O(1) per string, loop in C
         # An unpaired surrogate (JSON "\ud83d") becomes the text \ud83d: no UTF-8 text or Arrow
         # column holds one. Only non-ASCII strings can hold one; encoding them is cheap.
-        for i, item in enumerate(items):
-            generated = item["generated"]
-            if not generated.isascii():
-                try:
-                    generated.encode("utf-8")
-                except UnicodeEncodeError:
-                    fixed = generated.encode("utf-8", "backslashreplace").decode("utf-8")
-                    items[i] = {"original": item["original"], "generated": fixed}
+        for item in items:
+            try:
+                item["generated"].encode("utf-8")
+            except UnicodeEncodeError:
+                item["generated"] = item["generated"].encode("utf-8", "backslashreplace").decode()
     return items
 
 
@@ -223,20 +214,16 @@ def _items_from_value(value: Any, where: str) -> list[Item]:
 
 
 def _normalize_list(values: list[Any], where: str) -> list[Item]:
-    out: list[Item] = []
-    append = out.append
-    for i, item in enumerate(values):
-        # Fast path, inline: what json.loads built already has the exact shape; keep that dict.
-        if (
-            type(item) is dict
-            and len(item) == 2
-            and type(item.get("generated")) is str
-            and type(item.get("original")) is dict
-        ):
-            append(item)
-        else:
-            append(_normalize(item, where, i))
-    return out
+    # Fast path, inline: what json.loads built already has the exact shape; keep that dict.
+    return [
+        item
+        if type(item) is dict
+        and len(item) == 2
+        and type(item.get("generated")) is str
+        and type(item.get("original")) is dict
+        else _normalize(item, where, i)
+        for i, item in enumerate(values)
+    ]
 
 
 def _normalize(item: Any, where: str, index: int | None = None) -> Item:
@@ -249,8 +236,7 @@ def _normalize(item: Any, where: str, index: int | None = None) -> Item:
     missing = " or ".join(repr(k) for k in ("original", "generated") if k not in item)
     if missing:
         raise _Malformed(f"{label} has no {missing} key", _dump(item))
-    original = item["original"]
-    generated = item["generated"]
+    original, generated = item["original"], item["generated"]
     if not isinstance(original, dict):
         raise _Malformed(
             f"{label}: 'original' is {kind(original)}, expected an object", _dump(item)

@@ -6,10 +6,12 @@ just ``dataset_info`` and ``configs`` into its YAML, so the card's text survives
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
 
 import datasets
 from huggingface_hub import DatasetCard, HfApi, constants, get_token
@@ -19,11 +21,13 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
 from .card import build_card
-from .errors import ConfigurationError
+from .errors import ConfigurationError, scrub
 
 __all__ = ["push_card", "push_to_hub", "resolve_hf_token", "validate_hub_repo_id"]
 
 logger = logging.getLogger("synth_datasets.hub")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def resolve_hf_token(token: str | None) -> str:
@@ -102,12 +106,35 @@ def push_to_hub(
     if max_shard_size is not None:
         repo["max_shard_size"] = max_shard_size
     message = commit_message or f"Upload {split} split ({len(dataset)} rows)"
-    dataset.push_to_hub(
-        repo_id, config_name=config_name, split=split, commit_message=message, **repo
-    )
+    with _scrubbed(token):
+        dataset.push_to_hub(
+            repo_id, config_name=config_name, split=split, commit_message=message, **repo
+        )
     return url
 
 
+@contextlib.contextmanager
+def _scrubbed(token: str | None) -> Iterator[None]:
+    """A Hub error may quote the Authorization header it was sent: the token is masked in it."""
+    try:
+        yield
+    except Exception as exc:
+        scrub(exc, token)
+        raise
+
+
+def _scrubbing(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` with its ``token=`` masked in what it raises."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _scrubbed(cast("str | None", kwargs.get("token"))):
+            return fn(*args, **kwargs)
+
+    return call
+
+
+@_scrubbing
 def push_card(
     card: DatasetCard,
     repo_id: str,

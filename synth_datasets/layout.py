@@ -22,8 +22,6 @@ __all__ = ["Layout", "leaves", "make_examples", "plan_layout"]
 
 @dataclass(frozen=True)
 class Layout:
-    """Which columns are sent, which pass through, and the output features."""
-
     columns: tuple[str, ...]
     passthrough: tuple[str, ...]
     generated_features: Features
@@ -113,19 +111,16 @@ def plan_layout(
                 option="index_column",
             )
         names.remove(index_column)
-    if columns is None:
-        chosen = names
-    else:
-        chosen = [columns] if isinstance(columns, str) else list(columns)
-        unknown = [c for c in chosen if c not in input_features]
-        if unknown:
-            raise ConfigurationError(
-                f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
-                f"the dataset has {', '.join(map(repr, names))}",
-                option="columns",
-            )
-        if len(set(chosen)) != len(chosen):
-            raise ConfigurationError(f"columns= lists a column twice: {chosen}", option="columns")
+    chosen = names if columns is None else list(columns)
+    unknown = [c for c in chosen if c not in input_features]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
+            f"the dataset has {', '.join(map(repr, names))}",
+            option="columns",
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ConfigurationError(f"columns= lists a column twice: {chosen}", option="columns")
     if not chosen:
         raise ConfigurationError(
             "columns= is empty: choose at least one column to send", option="columns"
@@ -210,10 +205,9 @@ def make_examples(
     layout: Layout, batch: Mapping[str, Sequence[Any]], indices: Sequence[int]
 ) -> list[dict[str, Any]]:
     """The JSON-safe example of each row of a batch (only the chosen columns)."""
-    n = len(indices)
     cols = layout.columns
     values = [batch[c] for c in cols]
-    examples = [{c: v[i] for c, v in zip(cols, values, strict=False)} for i in range(n)]
+    examples = [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
     convert = [c for c in cols if not _is_plain(layout.input_features[c])]
     for c in convert:
         for i, example in enumerate(examples):

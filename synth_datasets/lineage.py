@@ -51,5 +51,4 @@ def error_kinds(message: str | None) -> set[str]:
     if message is None:
         return set()
     kinds = {part.split(":", 1)[0].strip() for part in message.split(_SEP)}
-    known = kinds & ERROR_KINDS.keys()
-    return known or {"other"}
+    return kinds & ERROR_KINDS.keys() or {"other"}

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import datasets
 import pyarrow as pa
-from datasets import Features
+import pyarrow.compute as pc
+from datasets import Features, Json, LargeList, List
 
 from .cache import RequestCache, request_key
 from .client import CallInfo, SynthClient, check_api_key
@@ -77,6 +78,12 @@ def _open_ended(info: CallInfo) -> bool:
         return True
     head = body.lstrip()[:1]
     return head not in (b"[", b"{") or (head == b"{" and b"\n{" in body)
+
+
+def _null_index(column: str | None, row: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"index_column {column!r} is null at row {row}", option="index_column"
+    )
 
 
 def _format_indices(indices: list[int]) -> str:
@@ -162,7 +169,7 @@ class _Engine:
         """
         window = self._window
         if window is None or window[0] is not loop:
-            per_call = self.config.requests_per_map_batch or 1
+            per_call = self.config.requests_per_call
             size = max(2, -(-2 * self.config.max_concurrency // per_call))
             window = self._window = (loop, asyncio.Semaphore(size))
         return window[1]
@@ -189,10 +196,8 @@ class _Engine:
         """
         c = self.config
         seeds = list(indices if c.index_column is None else batch[c.index_column])
-        if any(v is None for v in seeds):
-            raise ConfigurationError(
-                f"index_column {c.index_column!r} has a null value", option="index_column"
-            )
+        if None in seeds:
+            raise _null_index(c.index_column, indices[seeds.index(None)])
         examples = make_examples(self.builder.layout, batch, seeds)
         n, size, limit = len(examples), c.request_size, c.max_request_bytes
         if limit is None:
@@ -274,8 +279,23 @@ async def _map_batch(
     parts = [(a, rows) for (a, _), rows in zip(chunks, results, strict=True)]
     table, counts = engine.builder.to_arrow(parts, batch, seeds, examples)
     engine.stats.add(**counts)
-    # IterableDataset.map takes no table from a batch of Python values: it gets a dict of lists.
-    return table if hasattr(batch, "pa_table") else table.to_pydict()
+    if hasattr(batch, "pa_table"):
+        return table
+    # IterableDataset.map takes no table from a batch of Python values: it gets a dict of lists,
+    # which it encodes again, so a Json column goes back as objects (its text would be encoded
+    # a second time and read back as a string).
+    data = table.to_pydict()
+    held = Features({c: f for c, f in engine.builder.layout.features.items() if _holds_json(f)})
+    data.update(held.decode_batch({c: data[c] for c in held}) if held else {})
+    return data
+
+
+def _holds_json(feature: Any) -> bool:
+    if isinstance(feature, Json):
+        return True
+    if isinstance(feature, dict):
+        return any(_holds_json(f) for f in feature.values())
+    return isinstance(feature, (List, LargeList)) and _holds_json(feature.feature)
 
 
 async def _run_all(
@@ -407,6 +427,13 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
 
     def map_kwargs(self, ds: datasets.Dataset | datasets.IterableDataset) -> dict[str, Any]:
         """The keyword arguments that make ``ds.map(mapper, **kwargs)`` the whole expansion."""
+        if isinstance(ds, datasets.Dataset) and ds.format["type"] is not None:
+            raise ConfigurationError(
+                f"the dataset is formatted as {ds.format['type']!r}: map ds.with_format(None) "
+                "(expand does this itself)"
+            )
+        if isinstance(ds, datasets.Dataset) and len(ds) == 0:
+            raise ConfigurationError("the dataset is empty: there is nothing to expand")
         features = ds.features
         if features is None and isinstance(ds, datasets.IterableDataset):
             features = ds._resolve_features().features  # a first look at the data
@@ -421,8 +448,12 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         }
         if not isinstance(ds, datasets.Dataset):
             return kwargs
+        index = [config.index_column] if config.index_column is not None else []
+        if index:  # a null index is refused before any request
+            values = ds.select_columns(index).with_format("arrow")[:][index[0]]
+            if values.null_count:
+                raise _null_index(index[0], pc.index(values.is_null(), True).as_py())
         if config.max_request_bytes is not None:  # a row too large is refused before any request
-            index = [config.index_column] if config.index_column is not None else []
             start = 0
             for batch in ds.select_columns([*layout.columns, *index]).iter(batch_size=1000):
                 n = len(batch[layout.columns[0]])

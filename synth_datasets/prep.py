@@ -17,10 +17,8 @@ from datasets import Features, List, Value
 from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
-    DEFAULT_NUM_PERM,
     DuplicateFinder,
     content_columns,
-    iter_arrow_batches,
     require_dataset,
     row_texts,
 )
@@ -50,11 +48,6 @@ class DuplicateOptions(TypedDict, total=False):  # what drop_duplicates passes t
     near: bool
     threshold: float
     columns: Sequence[str] | None
-    num_perm: int
-
-
-def _no_error(errors: list[str | None]) -> list[bool]:
-    return [e is None for e in errors]
 
 
 def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
@@ -62,7 +55,12 @@ def drop_errors(ds: datasets.Dataset) -> datasets.Dataset:
     require_dataset(ds, "drop_errors")
     if "error" not in ds.column_names:
         return ds
-    return ds.filter(_no_error, input_columns=["error"], batched=True, desc="Dropping error rows")
+    return ds.filter(
+        lambda errors: [e is None for e in errors],
+        input_columns=["error"],
+        batched=True,
+        desc="Dropping error rows",
+    )
 
 
 def duplicate_mask(
@@ -71,8 +69,6 @@ def duplicate_mask(
     near: bool = False,
     threshold: float = DEFAULT_NEAR_THRESHOLD,
     columns: Sequence[str] | None = None,
-    num_perm: int = DEFAULT_NUM_PERM,
-    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> np.ndarray:
     """True for each row that repeats an earlier one (what ``drop_duplicates`` drops); the quality
     report's search. Rows with an ``error`` are never flagged: that is ``drop_errors``' job."""
@@ -85,10 +81,10 @@ def duplicate_mask(
             f"the dataset has {ds.column_names}"
         )
     has_error = "error" in ds.column_names
-    finder = DuplicateFinder(near=near, threshold=threshold, num_perm=num_perm)
+    finder = DuplicateFinder(near=near, threshold=threshold)
     flags: list[np.ndarray] = []
     read = [*cols, "error"] if has_error and "error" not in cols else cols
-    for batch in iter_arrow_batches(ds, read, batch_size):
+    for batch in ds.select_columns(read).with_format("arrow").iter(DEFAULT_BATCH_SIZE):
         clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
         exact, near_flags, _ = finder.check(row_texts(batch, cols), clean)
         flags.append(near_flags if near else exact)
@@ -112,23 +108,6 @@ def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:
     return ds.remove_columns(present) if present else ds
 
 
-def _seed_rows(
-    batch: Mapping[str, list[Any]],
-    indices: list[int],
-    *,
-    copy: Sequence[str],
-    empty: Sequence[str],
-    original_layout: Any,
-    lineage: Sequence[str],
-) -> dict[str, list[Any]]:
-    out = {c: list(batch[c]) for c in copy} | {c: [None] * len(indices) for c in (*empty, *lineage)}
-    if "source_index" in lineage:
-        out["source_index"] = list(indices)
-    if "original" in lineage and original_layout is not None:
-        out["original"] = make_examples(original_layout, batch, indices)
-    return out
-
-
 def mix_in_seeds(
     ds: datasets.Dataset, seeds: datasets.Dataset, columns: Sequence[str] | None = None
 ) -> datasets.Dataset:
@@ -143,39 +122,41 @@ def mix_in_seeds(
     require_dataset(ds, "mix_in_seeds")
     require_dataset(seeds, "mix_in_seeds (seeds)")
     data_columns = [c for c in ds.column_names if c not in LINEAGE_COLUMNS]
-    if columns is None:
-        copy = [c for c in data_columns if c in seeds.column_names]
-    else:
-        copy = list(columns)
-        bad = [c for c in copy if c not in data_columns or c not in seeds.column_names]
-        if bad:
-            raise ConfigurationError(
-                f"mix_in_seeds: column(s) {bad} must be in both the dataset {data_columns} "
-                f"and the seeds {seeds.column_names}"
-            )
+    shared = [c for c in data_columns if c in seeds.column_names]
+    copy = shared if columns is None else list(columns)
+    bad = [c for c in copy if c not in shared]
+    if bad:
+        raise ConfigurationError(
+            f"mix_in_seeds: column(s) {bad} must be in both the dataset {data_columns} "
+            f"and the seeds {seeds.column_names}"
+        )
     if not copy:
         raise ConfigurationError(
             f"mix_in_seeds: the seeds {seeds.column_names} share no column with the dataset "
             f"{data_columns}"
         )
     lineage = [c for c in LINEAGE_COLUMNS if c in ds.column_names]
+    nulls = [c for c in data_columns if c not in copy] + lineage
     original_layout = None
     if "original" in lineage:
         sent = list(ds.features["original"]) if isinstance(ds.features["original"], dict) else []
         if sent and all(c in seeds.column_names for c in sent):
             original_layout = plan_layout(seeds.features, columns=sent, keep_original=True)
+
+    def seed_rows(batch: Mapping[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out = {c: list(batch[c]) for c in copy} | {c: [None] * len(indices) for c in nulls}
+        if "source_index" in lineage:
+            out["source_index"] = list(indices)
+        if original_layout is not None:
+            out["original"] = make_examples(original_layout, batch, indices)
+        return out
+
     rows = seeds.map(
-        _seed_rows,
+        seed_rows,
         batched=True,
         with_indices=True,
         remove_columns=seeds.column_names,
         features=ds.features,
-        fn_kwargs={
-            "copy": copy,
-            "empty": [c for c in data_columns if c not in copy],
-            "original_layout": original_layout,
-            "lineage": lineage,
-        },
         desc="Preparing seed rows",
     )
     out = datasets.concatenate_datasets([rows, ds], info=ds.info.copy())
@@ -205,18 +186,6 @@ def _turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
     return turns
 
 
-def _messages(
-    batch: Mapping[str, list[Any]], indices: list[int], *, prefix: str, response: str
-) -> dict[str, list[Any]]:
-    return {
-        "messages": [
-            _turns(p, "user", f"row {i}, {prefix!r}")
-            + _turns(r, "assistant", f"row {i}, {response!r}")
-            for p, r, i in zip(batch[prefix], batch[response], indices, strict=True)
-        ]
-    }
-
-
 def to_messages(
     ds: datasets.Dataset,
     *,
@@ -241,12 +210,22 @@ def to_messages(
     if "messages" in keep_columns:
         raise ConfigurationError("to_messages: `messages` is the output column; do not keep it")
     features = Features({"messages": MESSAGES_FEATURE, **{c: ds.features[c] for c in keep_columns}})
+
+    def messages(batch: Mapping[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        sides = zip(batch[prefix_column], batch[response_column], indices, strict=True)
+        return {
+            "messages": [
+                _turns(p, "user", f"row {i}, {prefix_column!r}")
+                + _turns(r, "assistant", f"row {i}, {response_column!r}")
+                for p, r, i in sides
+            ]
+        }
+
     return ds.map(
-        _messages,
+        messages,
         batched=True,
         with_indices=True,
         remove_columns=[c for c in ds.column_names if c not in keep_columns],
         features=features,
-        fn_kwargs={"prefix": prefix_column, "response": response_column},
         desc="Building messages",
     )

@@ -224,7 +224,7 @@ def expand_ray(
         schema = None
     schema = getattr(schema, "base_schema", schema)
     layout = plan(schema) if isinstance(schema, pa.Schema) else None
-    per_block = options.get("requests_per_map_batch")  # config's default is expand's, not ours
+    per_block = config.requests_per_map_batch  # None: Ray's default, not expand's
     blocks, total, block_schema = _index_blocks(ray, ray_dataset, config, per_block, concurrency)
     if layout is None:
         layout = plan(block_schema)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
 from importlib import resources
 from itertools import product
 from typing import Any
@@ -23,14 +22,12 @@ import pyarrow.compute as pc
 from .dedup import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
-    DEFAULT_NUM_PERM,
     SHINGLE_WORDS,
     DuplicateFinder,
     as_array,
     content_columns,
     is_listlike,
     is_text,
-    iter_arrow_batches,
     list_lengths,
     require_dataset,
     row_texts,
@@ -65,13 +62,9 @@ class Distribution:
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return None
-        low, p50, p95, high = (_num(x) for x in np.percentile(arr, [0, 50, 95, 100]))
+        quantiles = np.percentile(arr, [0, 50, 95, 100]).tolist()
+        low, p50, p95, high = (int(x) if x.is_integer() else round(x, 2) for x in quantiles)
         return cls(int(arr.size), low, p50, round(float(arr.mean()), 2), p95, high)
-
-
-def _num(x: Any) -> float:
-    value = float(x)
-    return int(value) if value.is_integer() else round(value, 2)
 
 
 @dataclass(frozen=True)
@@ -93,12 +86,16 @@ class QualityReport:
     generated_columns: tuple[str, ...]
     multiplier: int | None
     source_rows: int | None
+    targeted: int | None
     linked_seeds: int
+    seeds_without_rows: int | None
     rows_per_seed: Distribution | None
     clean_rows_per_seed: Distribution | None
     seeds_below_target: int | None
     returned: int
+    clean_rows: int
     error_rows: int
+    error_rate: float
     errors_by_kind: dict[str, int]
     unlinked: int
     seed_copies: int | None
@@ -108,50 +105,16 @@ class QualityReport:
     near_threshold: float | None
     lengths: tuple[ColumnLengths, ...] = ()
 
-    @property
-    def clean_rows(self) -> int:
-        return self.rows - self.error_rows
-
-    @property
-    def error_rate(self) -> float:
-        return self.error_rows / self.rows if self.rows else 0.0
-
-    @property
-    def targeted(self) -> int | None:
-        if self.source_rows is None or self.multiplier is None:
-            return None
-        return self.source_rows * self.multiplier
-
-    @property
-    def seeds_without_rows(self) -> int | None:
-        if self.source_rows is None:
-            return None
-        return max(self.source_rows - self.linked_seeds, 0)
-
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values (derived figures included)."""
-        out = asdict(self)
-        out["generated_columns"] = list(self.generated_columns)
-        out["lengths"] = [asdict(x) for x in self.lengths]
-        out.update(
-            clean_rows=self.clean_rows,
-            error_rate=round(self.error_rate, 6),
-            targeted=self.targeted,
-            seeds_without_rows=self.seeds_without_rows,
-        )
-        return out
+        """Plain JSON-ready values."""
+        return asdict(self)
 
     def to_markdown(self, heading_level: int = 3) -> str:
         """Tables for a card or a terminal, from the template ``cards/report.md``."""
-        return _report_template().render(
-            r=self, h="#" * heading_level, meanings=ERROR_KINDS, shingle_words=SHINGLE_WORDS
-        )
-
-
-@cache
-def _report_template() -> jinja2.Template:
-    text = resources.files("synth_datasets.cards").joinpath("report.md").read_text("utf-8")
-    return jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(text)
+        text = resources.files("synth_datasets.cards").joinpath("report.md").read_text("utf-8")
+        template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(text)
+        h = "#" * heading_level
+        return template.render(r=self, h=h, meanings=ERROR_KINDS, shingle_words=SHINGLE_WORDS)
 
 
 # -- lengths --------------------------------------------------------------------------------------
@@ -200,27 +163,23 @@ def _chars(arr: pa.Array) -> np.ndarray:
 def _new_seeds(
     table: pa.Table, source: np.ndarray, linked: np.ndarray, seen: set[int], fields: Sequence[str]
 ) -> tuple[list[int], dict[str, pa.Array]]:
-    """Seeds met for the first time whose `original` is present, and the fields of that `original`.
-
-    Each seed is looked at once, at its first row (rows are grouped by seed, so this is cheap).
-    """
+    """Seeds met for the first time (at their first row) with an `original`, and its fields."""
     if not fields:
         return [], {}
-    starts_run = (np.arange(len(source)) == 0) | (source != np.roll(source, 1))
-    first: list[int] = []
-    for i in np.flatnonzero(linked & starts_run).tolist():
-        if (s := int(source[i])) not in seen:
-            seen.add(s)
-            first.append(i)
+    found, at = np.unique(source[linked], return_index=True)
+    rows = np.flatnonzero(linked)[at].tolist()
+    first = [i for s, i in zip(found.tolist(), rows, strict=True) if s not in seen]
+    seen.update(found.tolist())
     originals = as_array(table.column("original")).take(pa.array(first, pa.int64()))
     present = pc.fill_null(originals.is_valid(), False)
     originals = originals.filter(present)
     seeds = [int(source[i]) for i, ok in zip(first, present.to_pylist(), strict=True) if ok]
-    if not seeds:
-        return [], {}
     return seeds, {
         name: pc.struct_field(originals, [originals.type.get_field_index(name)]) for name in fields
     }
+
+
+_Key = str | tuple[str, str, str]
 
 
 class _Pass:
@@ -230,19 +189,17 @@ class _Pass:
     has it too.
     """
 
-    def __init__(
-        self,
-        finder: DuplicateFinder,
-        generated: Sequence[str],
-        original_fields: Sequence[str],
-        kinds: dict[str, str],
-    ) -> None:
-        self.finder, self.generated, self.original_fields = finder, generated, original_fields
-        self.kinds = kinds
-        self.seed_columns = [c for c in kinds if c in original_fields and c in generated]
-        self.comparable = bool(generated) and all(c in original_fields for c in generated)
+    def __init__(self, finder: DuplicateFinder, generated: list[str], schema: pa.Schema) -> None:
+        self.finder, self.generated = finder, generated
+        original = schema.field("original").type if "original" in schema.names else pa.null()
+        sent = [f.name for f in original] if pa.types.is_struct(original) else []
+        names = [c for c in schema.names if c not in LINEAGE_COLUMNS]
+        self.kinds = {c: k for c in names if (k := _kind(schema.field(c).type))}
+        self.original_fields = sent
+        self.seed_columns = [c for c in self.kinds if c in sent and c in generated]
+        self.comparable = bool(generated) and all(c in sent for c in generated)
         # Per-row arrays by name; lengths by (column, "rows"/"seeds", "chars"/"turns"), as int32.
-        self.arrays: dict[str | tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+        self.arrays: dict[_Key, list[np.ndarray]] = defaultdict(list)
         self.errors: Counter[str] = Counter()
         self.returned = self.near_seed_copies = 0
         self.seen: set[int] = set()
@@ -274,7 +231,14 @@ class _Pass:
             keep["exact"].append(exact)
             keep["near"].append(near)
             if self.comparable:
-                self._seed_copies(texts.filter(pa.array(clean)), seeds, fields)
+                hashes = self.finder.text_hashes(texts.filter(pa.array(clean)))
+                keep["row_hashes"].append(np.array(hashes, dtype=np.uint64))
+                if seeds:
+                    seed_texts = row_texts(pa.table(fields), self.generated)
+                    self.seed_hashes.update(self.finder.text_hashes(seed_texts))
+                    if self.finder.near:
+                        by_seed = zip(seeds, self.finder.signatures(seed_texts), strict=True)
+                        self.seed_sigs.update(by_seed)
                 if self.finder.near:
                     # A seed's signature is known from its first row on: every linked row has it.
                     for i in np.flatnonzero(clean & linked).tolist():
@@ -285,50 +249,15 @@ class _Pass:
         for c in self.seed_columns if seeds else ():
             self._lengths(c, "seeds", fields[c])
 
-    def _seed_copies(
-        self, clean_texts: pa.Array, seeds: list[int], fields: dict[str, pa.Array]
-    ) -> None:
-        hashes = self.finder.text_hashes(clean_texts)
-        self.arrays["row_hashes"].append(np.array(hashes, dtype=np.uint64))
-        if seeds:
-            seed_texts = row_texts(pa.table({c: fields[c] for c in self.generated}), self.generated)
-            self.seed_hashes.update(self.finder.text_hashes(seed_texts))
-            if self.finder.near:
-                sigs = self.finder.signatures(seed_texts)
-                self.seed_sigs.update(zip(seeds, sigs, strict=True))
-
     def _lengths(self, column: str, of: str, arr: pa.Array) -> None:
         valid = np.asarray(arr.is_valid(), dtype=bool)
         self.arrays[column, of, "chars"].append(_chars(arr)[valid].astype(np.int32))
         if self.kinds[column] == "conversation":
             self.arrays[column, of, "turns"].append(list_lengths(arr)[valid].astype(np.int32))
 
-    def array(
-        self, name: str | tuple[str, str, str], dtype: type[np.generic] = np.bool_
-    ) -> np.ndarray:
+    def array(self, name: _Key, dtype: type[np.generic] = np.bool_) -> np.ndarray:
         found = self.arrays.get(name)
         return np.concatenate(found) if found else np.zeros(0, dtype)
-
-
-def _per_seed(p: _Pass, multiplier: int | None) -> dict[str, Any]:
-    """Rows per seed (all, and without error), unlinked rows, seeds short of the multiplier."""
-    linked, source = p.array("linked"), p.array("source", np.int64)
-    clean = p.array("clean") if len(linked) else linked
-    seeds, counts = np.unique(source[linked], return_counts=True)
-    rows_per_seed = Distribution.of(counts)
-    clean_per_seed = below = None
-    if rows_per_seed is not None:
-        per_seed = np.bincount(np.searchsorted(seeds, source[linked & clean]), minlength=len(seeds))
-        clean_per_seed = Distribution.of(per_seed)
-        if multiplier is not None:
-            below = int((per_seed < multiplier).sum())
-    return {
-        "linked_seeds": len(seeds),
-        "rows_per_seed": rows_per_seed,
-        "clean_rows_per_seed": clean_per_seed,
-        "seeds_below_target": below,
-        "unlinked": int((~linked).sum()),
-    }
 
 
 def quality_report(
@@ -337,7 +266,6 @@ def quality_report(
     *,
     near: bool = True,
     near_threshold: float = DEFAULT_NEAR_THRESHOLD,
-    num_perm: int = DEFAULT_NUM_PERM,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> QualityReport:
     """Compute the report from ``dataset`` in one pass of Arrow batches.
@@ -347,28 +275,39 @@ def quality_report(
     """
     require_dataset(dataset, "quality_report")
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
-    names = dataset.column_names
-    schema = dataset.features.arrow_schema
     generated = content_columns(dataset, prov)
-    original = schema.field("original").type if "original" in names else pa.null()
-    sent = [f.name for f in original] if pa.types.is_struct(original) else []
-    kinds = {c: k for c in names if c not in LINEAGE_COLUMNS and (k := _kind(schema.field(c).type))}
-    finder = DuplicateFinder(near=near, threshold=near_threshold, num_perm=num_perm)
-    p = _Pass(finder, generated, sent, kinds)
-    for table in iter_arrow_batches(dataset, names, batch_size):
+    finder = DuplicateFinder(near=near, threshold=near_threshold)
+    p = _Pass(finder, generated, dataset.features.arrow_schema)
+    for table in dataset.with_format("arrow").iter(batch_size):  # Arrow, no Python rows
         p.add(table)
     multiplier, source_rows = prov.get("multiplier"), (prov.get("source") or {}).get("num_rows")
     multiplier = multiplier if isinstance(multiplier, int) else None
+    source_rows = source_rows if isinstance(source_rows, int) else None
     seed_pool = np.fromiter(p.seed_hashes, dtype=np.uint64, count=len(p.seed_hashes))
     seed_copies = int(np.isin(p.array("row_hashes", np.uint64), seed_pool).sum())
+    rows, error_rows = len(dataset), int((~p.array("clean")).sum())
+    # Rows per seed, all and without error (seeds without rows are not in `seeds`).
+    linked, source = p.array("linked"), p.array("source", np.int64)
+    clean = p.array("clean") if len(linked) else linked
+    seeds, counts = np.unique(source[linked], return_counts=True)
+    clean_counts = np.bincount(np.searchsorted(seeds, source[linked & clean]), minlength=len(seeds))
+    target = multiplier if multiplier and multiplier > 0 and len(seeds) else None
     return QualityReport(
-        rows=len(dataset),
+        rows=rows,
         generated_columns=tuple(generated),
         multiplier=multiplier,
-        source_rows=source_rows if isinstance(source_rows, int) else None,
-        **_per_seed(p, multiplier if multiplier and multiplier > 0 else None),
+        source_rows=source_rows,
+        targeted=None if source_rows is None or multiplier is None else source_rows * multiplier,
+        linked_seeds=len(seeds),
+        seeds_without_rows=None if source_rows is None else max(source_rows - len(seeds), 0),
+        rows_per_seed=Distribution.of(counts),
+        clean_rows_per_seed=Distribution.of(clean_counts),
+        seeds_below_target=None if target is None else int((clean_counts < target).sum()),
+        unlinked=int((~linked).sum()),
         returned=p.returned,
-        error_rows=int((~p.array("clean")).sum()),
+        clean_rows=rows - error_rows,
+        error_rows=error_rows,
+        error_rate=round(error_rows / rows, 6) if rows else 0.0,
         errors_by_kind=dict(sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
         seed_copies=seed_copies if p.comparable else None,
         near_seed_copies=p.near_seed_copies if p.comparable and near else None,

@@ -57,6 +57,8 @@ State and inspection
 - `hub.server_errors`: tracebacks of bugs in the fake itself (answered with a 400, never a 5xx,
   which the client would retry with backoff).
 - `hub.add_repo(repo_id, files, ...)`: seed a repo directly, without HTTP.
+- `hub.echo_credentials = True`: every request with an `Authorization` header gets a 401 whose
+  message quotes that header (a careless server, for the secret-scrubbing tests).
 
 Behaviour
 ---------
@@ -329,6 +331,8 @@ class FakeHub:
         self.requests: list[RecordedRequest] = []
         self.unhandled: list[tuple[str, str]] = []
         self.server_errors: list[str] = []
+        # A careless Hub: every request with credentials gets a 401 that quotes its header.
+        self.echo_credentials = False
         self._tickets: dict[str, tuple[str, str, int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -380,6 +384,7 @@ class FakeHub:
             self.unhandled.clear()
             self.server_errors.clear()
             self._tickets.clear()
+            self.echo_credentials = False
 
     # ---- inspection and seeding ------------------------------------------------------------
 
@@ -478,6 +483,9 @@ class FakeHub:
         if segments and segments[-1] == "":
             segments.pop()
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        auth = request.headers.get("Authorization")
+        if self.echo_credentials and auth:
+            return _HttpError(401, f"{INVALID_CREDENTIALS}: {auth}").response()
         try:
             with self._lock:
                 response = self._route(request, segments, query, body)

@@ -12,6 +12,7 @@ import http.server
 import importlib.util
 import json
 import os
+import socketserver
 import subprocess
 import sys
 import threading
@@ -236,6 +237,55 @@ class StubServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class RecordingProxy:
+    """A forward proxy on loopback that records the raw bytes of each request it receives
+    (CONNECT or a proxied plain-HTTP request, body included) and answers 502 to all of them.
+
+    Point ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` at ``url`` to see what would have
+    crossed a proxy. Use it as a context manager.
+    """
+
+    def __init__(self) -> None:
+        proxy = self
+        self.received: list[bytes] = []
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head = data.split(b"\r\n\r\n", 1)[0].lower()
+                for line in head.split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                        while len(data) - len(head) - 4 < length:
+                            chunk = self.request.recv(65536)
+                            if not chunk:
+                                break
+                            data += chunk
+                proxy.received.append(data)
+                self.request.sendall(
+                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 # -- hypothesis strategies of JSON, shared by the parsing properties --------------------------------

@@ -179,6 +179,15 @@ def test_token_that_cannot_be_a_bearer_token_is_refused(
         ("http://api.collinear.ai", "plain http"),
         ("http://10.0.0.5:8080", "plain http"),
         ("http://[2001:db8::1]:80", "plain http"),
+        ("https://alice:pa55word@api.collinear.ai", "credentials"),
+        ("https://alice@api.collinear.ai", "credentials"),
+        ("http://alice:pa55word@127.0.0.1:8080", "credentials"),
+        ("https://api.collinear.ai/v2?tenant=1", "query"),
+        ("https://api.collinear.ai/?", "query"),
+        ("https://api.collinear.ai/#pa55word", "fragment"),
+        ("https://api.collinear.ai:99999", "port"),
+        ("https://api.collinear.ai:0", "port"),
+        ("https://api.collinear.ai:pa55word", "port"),
     ],
 )
 def test_bad_base_url_is_refused(
@@ -191,8 +200,43 @@ def test_bad_base_url_is_refused(
     monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
     monkeypatch.setenv("COLLINEAR_BASE_URL", url)
     message = refused(lambda: run(qa(2), None, cache_dir), needle, ref_server)
-    assert ref_server.token not in message
-    refused(lambda: SynthClient(ref_server.token, url), needle, ref_server)
+    assert ref_server.token not in message and "pa55word" not in message
+    assert "COLLINEAR_BASE_URL" in message  # where the URL came from
+    message = refused(lambda: SynthClient(ref_server.token, url), needle, ref_server)
+    assert "pa55word" not in message and "base_url" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("https://alice:pa55word@api.collinear.ai", "credentials"),
+        ("https://api.collinear.ai/v2?key=pa55word", "query"),
+        ("https://api.collinear.ai:99999", "port"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_cli_bad_base_url_exits_2_naming_the_flag(
+    ref_server: ReferenceServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    needle: str,
+    dry_run: bool,
+) -> None:
+    """With -v (DEBUG logs, tracebacks) too: the refusal is one line and quotes no secret."""
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
+    monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
+    args = ["expand", str(seeds), "--prompt", "p", "--model-id", MODEL_ID, "--base-url", url]
+    args += ["--cache-dir", str(tmp_path / "cache")] + (["--dry-run"] if dry_run else [])
+    for verbose in ([], ["-v"]):
+        assert cli_main([*verbose, *args]) == 2
+        streams = capsys.readouterr()
+        assert "pa55word" not in streams.out + streams.err
+        last = streams.err.rstrip("\n").rsplit("\n", 1)[-1]
+        assert last.startswith("synth-datasets: error: --base-url ") and needle in last
+        assert "POST" not in streams.out  # no plan was printed
+    assert ref_server.stats()["requests"] == 0
 
 
 def test_cli_bad_inputs_exit_2_with_one_line_and_send_nothing(

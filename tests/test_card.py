@@ -76,7 +76,7 @@ def test_card_metadata_and_sections(ref_server, ref_client, cache_dir):
         assert f"| `{name}` |" in body
     assert body.count("```json") == 3
     assert "word word" in body and LONG not in body  # long values cut
-    assert ref_client._api_key not in str(card)
+    assert ref_server.token not in str(card)
 
 
 def test_stats_count_from_the_data(ref_server, ref_client, cache_dir):
@@ -194,7 +194,7 @@ def test_sft_card_tells_generation_and_preparation(ref_server, ref_client, cache
     assert "| rows of the expanded dataset | 18 |" in body and "| rows kept | 4 |" in body
     assert "| `train` | 3 |" in body and "| `test` | 1 |" in body and "Split by seed 1." in body
     assert '"content": "hi"' in body and 'load_dataset("me/chat")' in body
-    assert ref_client._api_key not in str(card)
+    assert ref_server.token not in str(card)
 
     hidden = build_sft_card(
         {"train": chat},

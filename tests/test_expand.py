@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import functools
 import json
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import datasets
 import pytest
 from datasets import Dataset, Features, Value
-from helpers import MODEL_ID, assert_complete, conversations, qa, run_expand
+from helpers import MODEL_ID, assert_complete, conversations, make_client, qa, run_expand
 
 from synth_datasets import (
     ConfigurationError,
@@ -24,7 +19,6 @@ from synth_datasets import (
     expand,
     get_provenance,
 )
-from synth_datasets.mapper import _run_all
 
 run = partial(run_expand, prompt="More like these.", multiplier=4)
 
@@ -330,7 +324,7 @@ def test_json_safe_examples(ref_client, cache_dir):
     assert out.features["when"] == seeds.features["when"]
 
 
-def test_provenance_recorded_and_survives_disk(ref_client, cache_dir, tmp_path):
+def test_provenance_recorded_and_survives_disk(ref_server, ref_client, cache_dir, tmp_path):
     seeds = qa(3)
     before = seeds.info.description
     out = run(seeds, ref_client, cache_dir, columns=["q"])
@@ -342,7 +336,7 @@ def test_provenance_recorded_and_survives_disk(ref_client, cache_dir, tmp_path):
     assert prov["source"]["fingerprint"] == seeds._fingerprint
     out.save_to_disk(str(tmp_path / "out"))
     assert get_provenance(datasets.load_from_disk(str(tmp_path / "out"))) == prov
-    assert ref_client._api_key not in json.dumps(prov)
+    assert ref_server.token not in json.dumps(prov)
 
 
 def test_stats_summary(ref_server, ref_client, cache_dir):
@@ -398,6 +392,52 @@ def test_index_column_refusals(ref_server, ref_client, cache_dir, kwargs, needle
     assert ref_server.stats()["requests"] == 0
 
 
+def test_a_null_index_is_refused_before_any_request(ref_server, ref_client, cache_dir):
+    seeds = qa(3000).add_column("row", [*range(2500), None, *range(2501, 3000)])
+    with pytest.raises(ConfigurationError, match="null at row 2500") as bad:
+        run(seeds, ref_client, cache_dir, request_size=4, index_column="row")
+    assert bad.value.option == "index_column"
+    assert ref_server.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["numpy", "pandas", "arrow"])
+def test_a_formatted_dataset_is_expanded_and_keeps_its_format(ref_client, cache_dir, fmt):
+    seeds = Dataset.from_dict(
+        {"q": ["one two", "three four"], "n": [1, 2], "s": [{"a": 1}, {"a": 2}], "l": [[1], [2, 3]]}
+    )
+    out = run(seeds.with_format(fmt), ref_client, cache_dir, multiplier=2)
+    assert out.format["type"] == fmt
+    plain = out.with_format(None)
+    assert sorted(plain["source_index"]) == [0, 0, 1, 1]
+    assert plain["error"] == [None] * 4
+    assert [o["n"] for o in plain["original"]] == [1, 1, 2, 2]
+
+
+def test_the_mapper_refuses_a_formatted_or_empty_dataset(ref_server, ref_client):
+    mapper = SynthMapper(client=ref_client, prompt="p", multiplier=2, model_id=MODEL_ID)
+    with pytest.raises(ConfigurationError, match=r"formatted as 'numpy'.*with_format"):
+        mapper.map_kwargs(qa(2).with_format("numpy"))
+    with pytest.raises(ConfigurationError, match="empty"):
+        mapper.map_kwargs(qa(2).select([]))
+    assert ref_server.stats()["requests"] == 0
+
+
+def test_json_columns_are_objects_on_both_dataset_kinds(ref_client, cache_dir):
+    seeds = Dataset.from_dict({"q": ["x y", "z w"], "meta": [{"a": "hello"}, {"a": "there"}]})
+    features = {"q": Value("string"), "meta": datasets.Json()}
+    on_disk = run(seeds, ref_client, cache_dir, generated_features=features, multiplier=1)
+    stream = run(
+        seeds.to_iterable_dataset(),
+        ref_client,
+        cache_dir,
+        generated_features=features,
+        multiplier=1,
+    )
+    rows = list(stream)
+    assert [r["meta"] for r in rows] == on_disk["meta"]
+    assert all(isinstance(r["meta"], dict) and r["meta"]["a"] for r in rows)
+
+
 def test_max_request_bytes_splits_requests_under_the_limit(ref_server, ref_client, cache_dir):
     rows = [{"q": f"question {i} " + "x" * 300} for i in range(8)]
     out = run(
@@ -413,52 +453,48 @@ def test_max_request_bytes_splits_requests_under_the_limit(ref_server, ref_clien
     assert ref_server.stats()["requests"] == 4
 
 
-def test_requests_of_a_map_batch_all_return_before_the_batch_does():
-    finished: list[int] = []
-    lock = threading.Lock()
+def test_a_map_batch_raises_only_once_all_its_requests_have_returned(ref_server, cache_dir):
+    # One request of the map batch fails at once; the five others answer two seconds later. The
+    # failure waits for them, so they are all cached: the rerun sends only the failed request.
+    seeds = qa(6)
+    options = dict(prompt="p", multiplier=2, model_id=MODEL_ID, cache_dir=cache_dir)
+    options |= dict(request_size=1, requests_per_map_batch=6, max_concurrency=6)
+    ref_server.set_faults(script=[500] + ["hang"] * 5, hang=2.0)
+    with (
+        make_client(ref_server, max_retries=0) as failing_client,
+        make_client(ref_server) as client,
+    ):
+        failing = SynthMapper(client=failing_client, **options)  # the clients give options only
+        rerun = SynthMapper(client=client, **options)
+    with pytest.raises(ServerError, match="500") as raised:
+        seeds.map(failing, **failing.map_kwargs(seeds))
+    assert len(raised.value.seed_indices) == 1
+    ref_server.set_faults(script=[])
+    out = seeds.map(rerun, **rerun.map_kwargs(seeds))
+    assert (rerun.stats.requests_sent, rerun.stats.cache_hits) == (1, 5)
+    failing.close()
+    rerun.close()
+    assert_complete(out, seeds, 2)
 
-    def call(i: int) -> int:
-        time.sleep(0.01 * (i % 3))
-        with lock:
-            finished.append(i)
-        if i == 1:
-            raise ServerError("boom", status_code=500)
-        return i * 10
 
-    loop = asyncio.new_event_loop()
-    try:
-        with ThreadPoolExecutor(4) as pool:
-            calls = [functools.partial(call, i) for i in range(6)]
-            results = loop.run_until_complete(_run_all(loop, pool, calls))
-            assert loop.run_until_complete(_run_all(loop, pool, [])) == []
-    finally:
-        loop.close()
-    assert sorted(finished) == list(range(6))  # the failure did not cut the others short
-    assert [r for i, r in enumerate(results) if i != 1] == [0, 20, 30, 40, 50]
-    assert isinstance(results[1], ServerError) and str(results[1]) == "boom"
-
-
-def test_a_cancelled_map_batch_sends_no_request_it_had_not_started():
-    started: list[int] = []
-    release = threading.Event()
-
-    def call(i: int) -> int:
-        started.append(i)
-        release.wait(30)  # held until the batch is cancelled
-        return i
-
-    async def cancel_once_two_run(pool: ThreadPoolExecutor) -> None:
-        task = asyncio.ensure_future(_run_all(asyncio.get_running_loop(), pool, calls))
-        for _ in range(500):  # both threads busy, however slow the machine
-            if len(started) == 2:
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        release.set()
-
-    calls = [functools.partial(call, i) for i in range(10)]
-    with ThreadPoolExecutor(2) as pool:
-        asyncio.run(cancel_once_two_run(pool))
-    assert sorted(started) == [0, 1]  # the two running finished; the eight queued never ran
+def test_a_cancelled_map_batch_sends_no_request_it_had_not_started(ref_server, ref_client):
+    # Map batch 0 fails before it sends anything (a null index: an IterableDataset's is found only
+    # there); datasets then cancels batch 1, whose ten requests wait for two threads, each busy
+    # with a request answered a second later.
+    seeds = qa(20).add_column("idx", [None, *range(1, 20)]).to_iterable_dataset()
+    ref_server.set_faults(latency=1.0)
+    mapper = SynthMapper(
+        prompt="p",
+        multiplier=2,
+        model_id=MODEL_ID,
+        client=ref_client,
+        cache=False,
+        index_column="idx",
+        request_size=1,
+        requests_per_map_batch=10,
+        max_concurrency=2,
+    )
+    with pytest.raises(ConfigurationError, match="null at row 0"):
+        list(seeds.map(mapper, **mapper.map_kwargs(seeds)))
+    mapper.close()  # waits for what its threads still run or have queued
+    assert ref_server.stats()["requests"] == 2  # the two started; the eight queued never went

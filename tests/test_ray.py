@@ -23,9 +23,7 @@ from helpers import MODEL_ID, conversations, load_script, make_client
 from helpers import sorted_by_seed as by_seed
 
 from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance
-from synth_datasets.config import ExpandConfig
 from synth_datasets.ray import (
-    _ExpandBlocks,
     expand_ray,
     from_huggingface,
     to_huggingface,
@@ -225,17 +223,20 @@ def test_hf_dataset_refused_with_the_conversion_named():
         expand_ray(cast(Any, seeds(2)), prompt=PROMPT, multiplier=2, model_id=MODEL_ID)
 
 
-def test_actor_without_token_says_how_to_give_it(monkeypatch, tmp_path):
-    from synth_datasets.layout import plan_layout
+@pytest.mark.slow
+def test_actor_without_token_says_how_to_give_it(local_ray, server, tmp_path):
+    kwargs = ray_kwargs(server, tmp_path / "cache", concurrency=1)
 
-    monkeypatch.delenv("COLLINEAR_API_KEY", raising=False)
-    layout = plan_layout(seeds(1).features, columns=COLUMNS, generated_features=None)
-    config = ExpandConfig(
-        prompt=PROMPT, multiplier=2, model_id=MODEL_ID, base_url="http://127.0.0.1:9", cache=False
-    )
-    assert "sk-" not in repr(config)
-    with pytest.raises(ConfigurationError, match=r"COLLINEAR_API_KEY.*runtime_env"):
-        _ExpandBlocks(config, layout, "{}")
+    # Ray work started from a task inherits its runtime_env: here, one without the token.
+    @local_ray.remote(num_cpus=0, runtime_env={"env_vars": {"COLLINEAR_API_KEY": ""}})
+    def expand_without_token(ds: Dataset) -> int:
+        return len(to_huggingface(expand_ray(from_huggingface(ds), **kwargs)))
+
+    # Ray wraps the actor's ConfigurationError in its own errors; the message is ours.
+    message = r"COLLINEAR_API_KEY is not set on the Ray worker on node \w+: give it .*runtime_env"
+    with pytest.raises(Exception, match=message):
+        local_ray.get(expand_without_token.remote(seeds(2)))
+    assert server.stats()["requests"] == 0
 
 
 def test_to_huggingface_refuses_a_non_empty_folder(tmp_path):

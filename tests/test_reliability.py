@@ -127,6 +127,37 @@ def test_other_4xx_are_never_retried(
     assert ref_server.stats()["requests"] == 2  # one per request, the failing one not retried
 
 
+def test_413_says_which_limit_to_lower(
+    ref_server: ReferenceServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from synth_datasets import SynthClient
+    from synth_datasets.cli import main as cli_main
+
+    examples = [{"q": "x" * 100}]
+    size = len(
+        SynthClient.build_body(model_id=MODEL_ID, prompt=PROMPT, examples=examples, multiplier=2)
+    )
+    ref_server.set_faults(script=[413, 413])
+    with pytest.raises(SynthError) as info:
+        client_for(ref_server).generate(
+            model_id=MODEL_ID, prompt=PROMPT, examples=examples, multiplier=2
+        )
+    assert info.value.status_code == 413
+    assert f"set max_request_bytes below this body's {size} bytes" in str(info.value)
+    monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
+    source = tmp_path / "seeds.jsonl"
+    source.write_text(json.dumps(examples[0]) + "\n")
+    args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID, "--multiplier"]
+    args += ["2", "--base-url", ref_server.url, "--cache-dir", str(tmp_path / "cache")]
+    assert cli_main(args) == 1
+    last = capsys.readouterr().err.rstrip("\n").rsplit("\n", 1)[-1]
+    assert f"set --max-request-bytes below this body's {size} bytes" in last, last
+    assert ref_server.stats()["by_status"] == {"413": 2}  # each sent once
+
+
 # --------------------------------------------------------------------------------------------
 # Broken bodies and timeouts
 

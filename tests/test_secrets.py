@@ -4,6 +4,12 @@ Searched: the request cache folder, datasets' cache folder (``HF_HOME``) and the
 own cache files, a ``save_to_disk`` folder, the CLI's ``--output`` folder (README, manifest,
 data), the card, DEBUG logs of every logger involved, reprs, and the text (and traceback) of
 every exception. The Hub token gets the same treatment in the push flows.
+
+On the wire and at the edges: loopback is reached without a proxy and an https endpoint crosses
+a proxy only as a CONNECT tunnel (a recording proxy on loopback); a redirect is not followed and
+its error drops the Location's credentials and query; a server or Hub that quotes a token back
+gets it masked, in the library's errors and in all the CLI prints; the Hub token is never taken
+from the command line. Bad base URLs (credentials, query, port) are in test_bad_inputs.py.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ from helpers import (
     PROMPT,
     Answer,
     Received,
+    RecordingProxy,
     StubServer,
+    cli,
     make_client,
     qa,
     run_expand,
     write_jsonl,
 )
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import close_session
 
 from synth_datasets import (
     ConfigurationError,
@@ -244,6 +253,8 @@ def echoing(statuses: list[int]) -> Any:
         status = statuses.pop(0) if statuses else 401
         if status == 200:  # a 200 that is not the documented shape, quoting the header
             return Answer(200, f"<html>unexpected request with {auth}</html>".encode())
+        if status == 0:  # the same, in a body that is not UTF-8 (kept as bytes)
+            return Answer(200, b"\xff<html>unexpected request with " + auth.encode() + b"</html>")
         if status == 422:
             detail: Any = [{"loc": ["header", "authorization"], "msg": "bad", "input": auth}]
         else:
@@ -257,11 +268,11 @@ def test_a_server_echoing_the_token_does_not_leak_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     debug_logs(caplog)
-    statuses = [401, 422, 500, 200]
+    statuses = [401, 422, 500, 200, 0]
     with StubServer(echoing(statuses)) as stub:
         client = client_for(stub.url, max_retries=0)
         out = run_expand(
-            qa(4),
+            qa(5),
             client,
             tmp_path,
             request_size=1,
@@ -269,16 +280,139 @@ def test_a_server_echoing_the_token_does_not_leak_it(
             on_error="keep",
         )
         errors = [e for e in out["error"] if e]
-        assert len(errors) == 4
+        assert len(errors) == 5
         for text in errors:
             assert_clean(text, "the error column")
-        statuses.append(401)
+        statuses.append(0)
         with pytest.raises(SynthError) as info:
             client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
         for text in exception_texts(info.value):
             assert_clean(text, "the exception")
+        assert isinstance(info.value.body, bytes)
         assert_clean(caplog.text, "the DEBUG logs")
-        assert len(stub.received) == 5
+        assert len(stub.received) == 6
+
+
+# --------------------------------------------------------------------------------------------
+# The token on the wire: never in clear to anything but loopback, proxies included
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hub_session() -> Any:
+    """huggingface_hub keeps one HTTP client, with the proxies of the environment it was made
+    in: one made under a test's proxy variables must not outlive that test."""
+    yield
+    close_session()
+
+
+def through_proxy(monkeypatch: pytest.MonkeyPatch, url: str, names: Any = PROXY_VARIABLES) -> None:
+    """Proxy variables (both spellings) pointing at ``url``; no NO_PROXY exemption."""
+    close_session()
+    for name in (*PROXY_VARIABLES, "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name in names:
+        monkeypatch.setenv(name, url)
+        monkeypatch.setenv(name.lower(), url)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_loopback_never_goes_through_a_proxy(
+    server: ReferenceServer, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    server.set_faults(Faults())
+    with RecordingProxy() as proxy:
+        through_proxy(monkeypatch, proxy.url)
+        client = client_for(server.url.replace("127.0.0.1", host), max_retries=0)
+        gens = client.generate(
+            model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=2
+        )
+    assert len(gens) == 2
+    assert proxy.received == []  # plain http with the token went straight to loopback
+    assert server.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize("names", [PROXY_VARIABLES, ("HTTPS_PROXY",), ("ALL_PROXY",)])
+def test_an_https_endpoint_crosses_a_proxy_only_as_a_tunnel(
+    monkeypatch: pytest.MonkeyPatch, names: Any
+) -> None:
+    """A plain-http proxy URL for an https endpoint: the proxy sees CONNECT, never the token."""
+    with RecordingProxy() as proxy:
+        through_proxy(monkeypatch, proxy.url, names)
+        client = client_for("https://api.collinear.invalid", max_retries=0)
+        with pytest.raises(SynthError) as info:
+            client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
+    assert type(info.value).__name__ == "APIConnectionError"
+    assert proxy.received  # the proxy was used...
+    for data in proxy.received:  # ...as a tunnel only
+        assert data.startswith(b"CONNECT api.collinear.invalid:443 "), data[:80]
+        assert b"authorization" not in data.lower()
+        assert_clean(data, "what the proxy received")
+
+
+def test_local_runs_work_behind_a_proxy(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
+    with RecordingProxy() as proxy:
+        through_proxy(monkeypatch, proxy.url)
+        args = ["expand", str(source), "--local", "--prompt", PROMPT, "--max-retries", "0"]
+        code = cli_main([*args, "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0, capsys.readouterr().err
+    assert "expanded 3 seed rows into 12 rows" in capsys.readouterr().out
+    # Other libraries may probe the internet through it; nothing of ours went there.
+    assert not [data for data in proxy.received if not data.startswith(b"CONNECT ")]
+    assert not [data for data in proxy.received if b"127.0.0.1" in data or b"Bearer" in data]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        (
+            "https://alice:pa55word@elsewhere.example:8443/v2/generate?sig=pa55word#pa55word",
+            "redirected to https://elsewhere.example:8443/v2/generate?…, not followed",
+        ),
+        ("/v2/generate?token=pa55word", "redirected to /v2/generate?…, not followed"),
+        (None, "redirected to nowhere"),
+    ],
+    ids=["absolute", "relative", "none"],
+)
+def test_a_redirect_is_refused_at_once_without_its_secrets(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    location: str | None,
+    shown: str,
+) -> None:
+    """Not followed (the token would go along), not retried; the Location is named without
+    credentials, query or fragment, by the library and by the CLI."""
+    debug_logs(caplog)
+    headers = {"Location": location} if location else {}
+    with StubServer(lambda received: Answer(status, b"", headers)) as stub:
+        client = client_for(stub.url, max_retries=3)
+        with pytest.raises(SynthError) as info:
+            client.generate(model_id=MODEL_ID, prompt=PROMPT, examples=[{"q": "x"}], multiplier=1)
+        assert len(stub.received) == 1  # sent once
+        assert info.value.status_code == status
+        assert str(info.value).startswith(f"{status} from 127.0.0.1:") and shown in str(info.value)
+        monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
+        source = write_jsonl(tmp_path / "seeds.jsonl", qa(2).to_list())
+        args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID]
+        args += ["--base-url", stub.url, "--cache-dir", str(tmp_path / "cache")]
+        assert cli_main(["-v", *args]) == 1
+        assert len(stub.received) == 2
+    streams = capsys.readouterr()
+    assert shown in streams.err and "check --base-url" in streams.err
+    for text in [*exception_texts(info.value), streams.out, streams.err, caplog.text]:
+        assert "pa55word" not in text and "alice" not in text
+        assert_clean(text, "the redirect error")
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +467,7 @@ def test_push_flows_leave_no_trace_of_either_token(
     push_to_hub(out, "me/synth", token=HF_TOKEN)
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
     push_to_hub(out.select(range(4)), "me/synth", split="test")
-    # The CLI: an --output folder pushed with --hf-token.
+    # The CLI: an --output folder pushed with --hf-token-file.
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
     source = write_jsonl(tmp_path / "seeds.jsonl", qa(4).to_list())
@@ -341,7 +475,9 @@ def test_push_flows_leave_no_trace_of_either_token(
     args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID, "--on-error"]
     args += ["keep", "--base-url", server.url, "--output", str(folder)]
     assert cli_main(["-v", *args, "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert cli_main(["-v", "push", str(folder), "me/cli", "--hf-token", HF_TOKEN]) == 0
+    token_file = tmp_path / "hf-token"
+    token_file.write_text(HF_TOKEN)
+    assert cli_main(["-v", "push", str(folder), "me/cli", "--hf-token-file", str(token_file)]) == 0
     # A token the Hub refuses: the error does not quote it.
     refused = "xx_SECRET" + secrets.token_hex(16)
     with pytest.raises(HfHubHTTPError) as info:  # huggingface_hub's own: the Hub said 401
@@ -363,3 +499,82 @@ def test_push_flows_leave_no_trace_of_either_token(
         assert_folder_clean(os.environ["HF_HOME"], token)
     # The Hub token did travel, in the Authorization header only.
     assert any(h.get("authorization") == f"Bearer {HF_TOKEN}" for _m, _p, h in fake_hub.requests)
+
+
+def test_a_hub_quoting_the_token_back_gets_it_masked(
+    fake_hub: FakeHub,
+    server: ReferenceServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its errors say "Bearer ***", from the library and from every CLI path that reaches it."""
+    debug_logs(caplog)
+    server.set_faults(Faults())
+    out = run_expand(qa(4), client_for(server), tmp_path / "cache")
+    monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
+    source = write_jsonl(tmp_path / "seeds.jsonl", qa(4).to_list())
+    folder = tmp_path / "out"
+    args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID]
+    args += ["--base-url", server.url, "--cache-dir", str(tmp_path / "cache")]
+    assert cli_main([*args, "--output", str(folder)]) == 0
+    token_file = tmp_path / "hf-token"
+    token_file.write_text(HF_TOKEN + "\n")
+    fake_hub.echo_credentials = True
+
+    with pytest.raises(HfHubHTTPError) as info:
+        push_to_hub(out, "me/echo", token=HF_TOKEN)
+    assert "Bearer ***" in str(info.value)
+    for text in exception_texts(info.value):
+        assert_clean(text, "the Hub error", HF_TOKEN)
+    capsys.readouterr()
+    caplog.clear()  # httpcore's DEBUG log of the answer's headers quotes it: the CLI masks it
+    assert cli_main(["-v", "push", str(folder), "me/echo", "--hf-token-file", str(token_file)]) == 1
+    assert cli_main([*args, "--push-to-hub", "me/echo", "--hf-token-file", str(token_file)]) == 1
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    assert cli_main(["push", str(folder), "me/echo"]) == 1
+    seeds_from_hub = ["expand", "me/seeds", "--local", "--prompt", PROMPT]
+    assert cli_main(["-v", *seeds_from_hub, "--cache-dir", str(tmp_path / "cache")]) == 1
+    streams = capsys.readouterr()
+    assert streams.err.count("Bearer ***") >= 4, streams.err
+    for text in (streams.out, streams.err, caplog.text):
+        assert_clean(text, "the CLI streams and logs", HF_TOKEN)
+    # The command as a user runs it: its own stderr, DEBUG logs included.
+    proc = cli("-v", "push", str(folder), "me/echo", env={"HF_TOKEN": HF_TOKEN})
+    assert proc.returncode == 1 and "Bearer ***" in proc.stderr
+    assert_clean(proc.stdout + proc.stderr, "the CLI subprocess", HF_TOKEN)
+    assert len(fake_hub.requests) >= 5
+
+
+def test_the_hub_token_is_never_taken_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_hub: FakeHub
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for argv in (
+        ["push", str(folder), "me/x", "--hf-token", HF_TOKEN],
+        ["push", str(folder), "me/x", f"--hf-token={HF_TOKEN}"],
+        ["card", str(folder), "--hf-token", HF_TOKEN],
+    ):
+        with pytest.raises(SystemExit) as info:
+            cli_main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --hf-token: refused" in err and "--hf-token-file" in err
+        assert_clean(err, "the refusal", HF_TOKEN)
+    bad_files = {"missing": None, "empty": "\n", "two-lines": f"{HF_TOKEN}\nhf_other\n"}
+    for name, text in bad_files.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(SystemExit) as info:
+            cli_main(["push", str(folder), "me/x", "--hf-token-file", str(path)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --hf-token-file: " in err and str(path) in err
+        assert_clean(err, f"the {name} token file error", HF_TOKEN)
+    help_text = cli("push", "--help").stdout
+    assert "--hf-token-file PATH" in help_text and "HF_TOKEN" in help_text
+    assert "--hf-token " not in help_text
+    assert fake_hub.requests == []

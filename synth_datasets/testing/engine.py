@@ -63,10 +63,8 @@ def _rewrite(value: Any, rng: random.Random, marker: str) -> Any:
     if isinstance(value, str):
         return _rewrite_text(value, rng, marker)
     if isinstance(value, dict):
-        out: dict[str, Any] = dict.fromkeys(value)
-        for key in sorted(value):
-            out[key] = _rewrite(value[key], rng, marker)
-        return out
+        rewritten = {key: _rewrite(value[key], rng, marker) for key in sorted(value)}
+        return {key: rewritten[key] for key in value}
     if isinstance(value, list):
         return [_rewrite(item, rng, marker) for item in value]
     return value
@@ -112,7 +110,7 @@ def _rng(digest: bytes, salt: int = 0) -> random.Random:
 def generate_items(body: Mapping[str, Any], faults: Faults) -> list[dict[str, Any]]:
     """The 200 answer's items: ``multiplier`` rewrites per example, seeded from sha256 of the
     request's prompt, model and multiplier, the example and its index; then the item faults."""
-    multiplier = int(body["multiplier"])  # JSON Schema's "integer" admits 3.0, as pydantic does
+    multiplier = body["multiplier"]  # an int: validation converted 3.0 or "3" as pydantic does
     request = {"model_id": body["model_id"], "multiplier": multiplier, "prompt": body["prompt"]}
     base = hashlib.sha256(_canonical(request).encode()).digest()
     item_faults = any(getattr(faults, f"rate_{name}") > 0 for name in _ITEM_FAULTS)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import sys
 from collections.abc import Sequence
 
+from ..cli import run_guarded
 from ..config import is_loopback
+from ..errors import ConfigurationError
 from .faults import Faults
 
 __all__ = ["PARSER_DESCRIPTION", "add_serve_arguments", "main", "run_serve"]
@@ -29,7 +30,9 @@ limits, 5xx, dropped or truncated bodies, other framings, malformed output).
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``serve`` options (address, token, every fault) to ``parser``."""
+    """Make ``parser`` the ``serve`` command's: its description and options (every fault too)."""
+    parser.description = PARSER_DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8787, help="port (0 = any free port)")
     parser.add_argument("--token", default=None, help="bearer token (default: a random one)")
@@ -48,24 +51,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Start a server from parsed ``serve`` options and block; 0 on clean exit, 2 on bad input."""
+    """Start a server from parsed ``serve`` options and block until Ctrl-C or SIGTERM."""
     from .server import ReferenceServer
 
     if not is_loopback(args.host) and not args.allow_remote:
-        return _fail(
+        raise ConfigurationError(
             f"refusing to serve on non-loopback host {args.host!r}; "
-            "pass --allow-remote if you really mean it",
-            2,
+            "pass --allow-remote if you really mean it"
         )
     try:
         faults = Faults(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Faults)})
     except ValueError as exc:
-        return _fail(str(exc), 2)
+        raise ConfigurationError(str(exc)) from None
     server = ReferenceServer(token=args.token, host=args.host, port=args.port, faults=faults)
     try:
         server.start()
     except OSError as exc:
-        return _fail(f"cannot listen on {args.host}:{args.port}: {exc}", 1)
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
     # The token is printed only here, for the person who started the server, with the line that
     # points the library, the command line and the scripts at this server.
     print(f"serving {server.url} token={server.token}")
@@ -79,17 +81,8 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m synth_datasets.testing``: the same as ``synth-datasets serve``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m synth_datasets.testing",
-        description=PARSER_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="python -m synth_datasets.testing")
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv))
+    return run_guarded(parser.prog, run_serve, parser.parse_args(argv))

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler
 from ..config import is_loopback
 from .engine import build_payload
 from .faults import CONTENT_TYPES, Faults
-from .validation import GENERATE_PATH, SERVER_RULES, Detail, body_validator, validate_body
+from .validation import GENERATE_PATH, Detail, body_validator, validate_body
 
 __all__ = ["ReferenceServer"]
 
@@ -78,7 +78,7 @@ class ReferenceServer:
         self.port = port
         self.faults: Faults = dataclasses.replace(faults) if faults is not None else Faults()
         self._rng = random.Random(self.faults.seed)
-        self._validator = body_validator(SERVER_RULES)
+        self._validator = body_validator()
         self._in_flight = 0
         self._zero_stats()
         self._url: str | None = None

@@ -1,13 +1,18 @@
 """Request checks: the generate operation's schema in the shipped OpenAPI document, checked with
-``jsonschema``, plus the server's own rules; failures answered as FastAPI's 422 ``detail`` list,
-each entry typed as pydantic v2 types it."""
+``jsonschema`` after the conversions pydantic v2's lax mode (FastAPI's default) makes where the
+document's types leave room; failures answered as FastAPI's 422 ``detail`` list, each entry
+typed as pydantic v2 types it. The document sets no bounds (a multiplier of 0, no examples and
+an empty prompt are valid), so neither does the server; its one rule of its own is a cap on the
+generations of one request (``MAX_GENERATIONS_PER_REQUEST``), which keeps its memory bounded."""
 
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import json
+import re
+import uuid
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import jsonschema
@@ -17,7 +22,6 @@ __all__ = [
     "GENERATE_PATH",
     "MAX_GENERATIONS_PER_REQUEST",
     "OPENAPI_FILE",
-    "SERVER_RULES",
     "body_validator",
     "openapi_document",
     "validate_body",
@@ -25,25 +29,21 @@ __all__ = [
 
 GENERATE_PATH = "/api/v1/synth_data/generate"
 OPENAPI_FILE = "collinear-openapi.json"
-# The server's own rules, which the document does not state (it gives no bounds): the server
-# checks them on top of the document's schema and answers them as 422s like the document's own.
-SERVER_RULES = {
-    "properties": {
-        "multiplier": {"minimum": 1},
-        "examples": {"minItems": 1},
-        "prompt": {"minLength": 1},
-    }
-}
 MAX_GENERATIONS_PER_REQUEST = 100_000  # examples × multiplier; beyond it, 422
+
+# What pydantic v2's lax mode takes for an int besides an int: a bool, a float with no fraction
+# within int64, or text of an integer (signs, underscores, ".0" and outer spaces allowed); and
+# for a UUID the hyphenated, braced, URN and 32-digit spellings (checked with pydantic 2.14).
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:_[0-9]+)*(?:\.0+)?\s*", re.ASCII)
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID_TEXT = re.compile(rf"{_UUID}|\{{{_UUID}\}}|urn:uuid:{_UUID}|[0-9a-fA-F]{{32}}")
+_INT64 = 2**63
 
 # pydantic v2's error type and message (what FastAPI answers) per failed JSON Schema rule: the
 # keyword, or for "type" what was expected ("model": an object with properties, "format": a
 # string with a format). {limit} is the keyword's value, {format} the schema's format.
 _ERRORS = {
     "required": ("missing", "Field required"),
-    "minimum": ("greater_than_equal", "Input should be greater than or equal to {limit}"),
-    "minItems": ("too_short", "List should have at least {limit} item(s) after validation"),
-    "minLength": ("string_too_short", "String should have at least {limit} character(s)"),
     "format": ("{format}_parsing", "Input should be a valid {FORMAT}"),
     "type format": ("{format}_type", "{FORMAT} input should be a string"),
     "type model": ("model_attributes_type", "Input should be a valid dictionary or object"),
@@ -59,27 +59,59 @@ Detail = list[dict[str, Any]]
 
 
 @functools.cache
-def openapi_document() -> Mapping[str, Any]:
+def openapi_document() -> Any:
     """The shipped OpenAPI document (read once; do not modify it)."""
-    text = importlib.resources.files(__package__).joinpath(OPENAPI_FILE).read_text("utf-8")
-    document: dict[str, Any] = json.loads(text)
-    return document
+    return json.loads(resources.files(__package__).joinpath(OPENAPI_FILE).read_text("utf-8"))
 
 
-def _request_body() -> Mapping[str, Any]:
-    body: Mapping[str, Any] = openapi_document()["paths"][GENERATE_PATH]["post"]["requestBody"]
-    return body
+def _request_body() -> Any:
+    return openapi_document()["paths"][GENERATE_PATH]["post"]["requestBody"]
 
 
-def body_validator(extra_rules: Mapping[str, Any] | None = None) -> Validator:
-    """A validator of the operation's request schema; ``extra_rules`` must hold as well. Its
-    ``$ref``s point into ``components``, so the root carries those (OpenAPI 3.1 is 2020-12)."""
-    schema = dict(_request_body()["content"]["application/json"]["schema"])
-    if extra_rules:
-        schema = {"allOf": [schema, dict(extra_rules)]}
-    root = {**schema, "components": openapi_document()["components"]}
+def _request_schema() -> Mapping[str, Any]:
+    schema: Mapping[str, Any] = _request_body()["content"]["application/json"]["schema"]
+    return schema
+
+
+def body_validator() -> Validator:
+    """A validator of the operation's request schema. Its ``$ref``s point into ``components``,
+    so the root carries those (OpenAPI 3.1 is 2020-12)."""
+    root = {**_request_schema(), "components": openapi_document()["components"]}
     cls = jsonschema.Draft202012Validator
     return cls(root, format_checker=cls.FORMAT_CHECKER)
+
+
+def _properties() -> Mapping[str, Any]:
+    """The request object's fields (its ``$ref`` followed into ``components``)."""
+    schema = _request_schema()
+    ref = str(schema.get("$ref", ""))
+    if ref.startswith("#/components/schemas/"):
+        schema = openapi_document()["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    return properties
+
+
+def _lax(value: Any, schema: Mapping[str, Any]) -> tuple[Any, tuple[str, str] | None]:
+    """``value`` as pydantic v2's lax mode converts it for ``schema`` (integer, uuid), or the
+    error type and message it answers; anything else is left to the schema check."""
+    if schema.get("type") == "integer":
+        if isinstance(value, float):
+            if not value.is_integer():
+                fraction = "Input should be a valid integer, got a number with a fractional part"
+                return value, ("int_from_float", fraction)
+            if abs(value) >= _INT64:
+                size = "Unable to parse input string as an integer, exceeded maximum size"
+                return value, ("int_parsing_size", size)
+            return int(value), None
+        if isinstance(value, str):
+            if not _INT_TEXT.fullmatch(value):
+                text = "Input should be a valid integer, unable to parse string as an integer"
+                return value, ("int_parsing", text)
+            return int(value.strip().split(".")[0]), None
+        return (int(value), None) if isinstance(value, bool) else (value, None)
+    if schema.get("format") == "uuid" and isinstance(value, str) and _UUID_TEXT.fullmatch(value):
+        return str(uuid.UUID(value)), None
+    return value, None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -98,14 +130,22 @@ def validate_body(raw: bytes, validator: Validator) -> tuple[dict[str, Any] | No
     except (ValueError, RecursionError) as exc:
         pos = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
         return None, [{"loc": ["body", pos], "msg": "JSON decode error", "type": "json_invalid"}]
+    refused: dict[str, dict[str, Any]] = {}
+    if isinstance(body, dict):
+        for name, schema in _properties().items():
+            if name in body:
+                body[name], error = _lax(body[name], schema)
+                if error is not None:
+                    refused[name] = {"loc": ["body", name], "msg": error[1], "type": error[0]}
     # jsonschema reports each missing field apart, and _detail lists all of them: keep one each.
     detail = {
         (tuple(entry["loc"]), entry["type"]): entry
         for error in validator.iter_errors(body)
         for entry in _detail(error)
+        if not (error.absolute_path and error.absolute_path[0] in refused)  # answered above
     }
-    if detail:
-        return None, list(detail.values())
+    if detail or refused:
+        return None, [*refused.values(), *detail.values()]
     total = len(body["examples"]) * body["multiplier"]
     if total <= MAX_GENERATIONS_PER_REQUEST:
         return body, []
