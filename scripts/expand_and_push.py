@@ -17,20 +17,24 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from synth_datasets import expand
-from synth_datasets.card import build_card
+from synth_datasets import build_card, expand
 from synth_datasets.cli import (
     MANIFEST,
     UsageError,
     add_expand_arguments,
+    add_output_arguments,
     add_publish_options,
     card_options,
+    check_output,
     expand_options,
     load_seeds,
+    offline_run,
+    print_offline_notice,
+    push,
     run_guarded,
     write_output,
 )
-from synth_datasets.hub import push_to_hub, resolve_hf_token, validate_hub_repo_id
+from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD, quality_report
 
 __all__ = ["main"]
@@ -57,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write the report as JSON to this file (e.g. DIR/report.json of --output DIR)",
     )
-    p.add_argument("--output", type=Path, default=None, help="write data, card and manifest here")
-    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    add_output_arguments(p)
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
     add_publish_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
@@ -71,13 +74,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
     if not 0 < args.near_threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
-    token = None
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
-        token = resolve_hf_token(args.hf_token)
+        resolve_hf_token(args.hf_token)
+        refuse_offline(offline_run(args), args.allow_offline_data)
+    if args.output is not None:
+        check_output(args.output, overwrite=args.overwrite)
     seeds, source_meta = load_seeds(args)
     with ExitStack() as stack:
         result = expand(seeds, **expand_options(args, stack), source=source_meta)
+    print_offline_notice(result)
     print(f"expanded {len(seeds)} seed rows into {len(result)} rows")
 
     report = quality_report(result, near_threshold=args.near_threshold)
@@ -87,15 +93,15 @@ def run(args: argparse.Namespace) -> int:
         args.report_json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", "utf-8")
 
     # The usage snippet names the repo when there is one, else the folder (as the CLI does).
-    repo_id = args.push_to_hub or (str(args.output) if args.output is not None else None)
-    card = build_card(result, repo_id=repo_id, report=report, **card_options(args))
+    folder = str(args.output) if args.output is not None else None
+    card = build_card(
+        result, repo_id=args.push_to_hub, folder=folder, report=report, **card_options(args)
+    )
     if args.output is not None:
-        target = write_output(result, args.output, args.format)
-        card.save(args.output / "README.md")
+        target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, README.md and {MANIFEST}")
     if args.push_to_hub is not None:
-        url = push_to_hub(result, args.push_to_hub, private=not args.public, token=token, card=card)
-        print(f"pushed {len(result)} rows and the dataset card to {url}")
+        push(result, args.push_to_hub, args, card=card)
     return 0
 
 

@@ -12,9 +12,9 @@
 
 Every node of the cluster needs this package with its ray extra (``pip install '.[ray]'`` in a
 clone, or a wheel of it; or add it to the runtime_env, ``--runtime-pip``). The output folder is
-the one ``synth-datasets expand --output`` writes: ``data/train-00000-of-00001.parquet`` plus
-``synth_manifest.json`` (the generation config), so ``synth-datasets push`` and
-``load_dataset(folder)`` take it as it is.
+the one ``synth-datasets expand --output`` writes: ``data/train-00000-of-00001.parquet`` (the
+generation config in its schema), ``README.md`` (the dataset card) and ``synth_manifest.json``,
+so ``synth-datasets push`` and ``load_dataset(folder)`` take it as it is.
 
 Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
 """
@@ -26,14 +26,13 @@ import json
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 API_KEY_ENV = "COLLINEAR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_expand_arguments
+    from synth_datasets.cli import add_card_options, add_expand_arguments, add_output_arguments
 
     p = argparse.ArgumentParser(
         prog="ray_expand.py",
@@ -56,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="pip requirement to install on the workers through runtime_env (repeatable)",
     )
-    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
+    add_output_arguments(p, help="write the data and the manifest to this folder", formats=False)
     p.add_argument("--show", type=int, default=3, help="print this many result rows")
+    add_card_options(p)
     return p
 
 
@@ -80,12 +80,24 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
+    from synth_datasets.cli import (
+        MANIFEST,
+        README,
+        UsageError,
+        check_output,
+        expand_options,
+        load_seeds,
+        make_card,
+        print_offline_notice,
+        write_output,
+    )
     from synth_datasets.client import check_api_key
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
         raise UsageError("--local serves on this machine's loopback: drop --address")
+    if args.output is not None:
+        check_output(args.output, overwrite=args.overwrite)
     ds, source = load_seeds(args)
     source["fingerprint"] = ds._fingerprint
 
@@ -113,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         result = to_huggingface(out)  # parquet in between; sorted by source_index
         elapsed = time.monotonic() - started
 
+    print_offline_notice(result)
     errors = sum(1 for e in result["error"] if e is not None)
     linked = len({i for i in result["source_index"] if i is not None})
     print(
@@ -122,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
     for row in result.select(range(min(args.show, len(result)))):
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
-        target = write_output(result, args.output, "parquet")
-        print(f"wrote {len(result)} rows to {target} and the manifest beside it")
+        card = make_card(result, args.output, args, None)
+        target = write_output(result, args.output, "parquet", card, overwrite=args.overwrite)
+        print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
     return 0
 
 

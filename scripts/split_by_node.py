@@ -46,7 +46,7 @@ def expand_shard(ds: Any, *, rank: int, world_size: int, **expand_kwargs: Any) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_expand_arguments
+    from synth_datasets.cli import add_expand_arguments, add_output_arguments
 
     p = argparse.ArgumentParser(
         prog="split_by_node.py",
@@ -57,11 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("expand", help="expand this node's shard")
     e.add_argument("--rank", type=int, required=True, help="this node's rank, 0..world-size-1")
     e.add_argument("--world-size", type=int, required=True, help="number of nodes")
-    e.add_argument("--output", type=Path, required=True, help="this node's output folder")
+    add_output_arguments(e, help="this node's output folder", required=True, formats=False)
     add_expand_arguments(e, exclude=["index_column"])
     m = sub.add_parser("merge", help="concatenate the nodes' folders in rank order")
     m.add_argument("folders", nargs="+", type=Path, help="node output folders, rank 0 first")
-    m.add_argument("--output", type=Path, required=True)
+    add_output_arguments(m, help="the merged folder", required=True, formats=False)
     return p
 
 
@@ -77,15 +77,22 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_expand(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from synth_datasets.cli import UsageError, expand_options, load_seeds, write_output
+    from synth_datasets.cli import (
+        UsageError,
+        check_output,
+        expand_options,
+        load_seeds,
+        write_output,
+    )
 
     if not 0 <= args.rank < args.world_size:
         raise UsageError(f"--rank must be in 0..{args.world_size - 1}, got {args.rank}")
+    check_output(args.output, overwrite=args.overwrite, card=False)
     ds, _ = load_seeds(args)
     with ExitStack() as stack:
         options = expand_options(args, stack)
         out = expand_shard(ds, rank=args.rank, world_size=args.world_size, **options)
-    target = write_output(out, args.output, "parquet")
+    target = write_output(out, args.output, "parquet", overwrite=args.overwrite)
     first, last = out["source_index"][0], out["source_index"][-1]
     print(f"node {args.rank}/{args.world_size}: {len(out)} rows (seeds {first}-{last}) -> {target}")
     return 0
@@ -95,9 +102,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from datasets import concatenate_datasets
 
     from synth_datasets import get_provenance
-    from synth_datasets.cli import load_result, write_output
+    from synth_datasets.cli import check_output, load_result, write_output
     from synth_datasets.provenance import attach_provenance
 
+    check_output(args.output, overwrite=args.overwrite, card=False)
     parts = [load_result(folder) for folder in args.folders]
     merged = concatenate_datasets(parts)
     recorded = [get_provenance(part) for part in parts]
@@ -112,7 +120,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     index = [i for i in merged["source_index"] if i is not None]
     if index != sorted(index):
         print("split_by_node.py: warning: folders not in rank order", file=sys.stderr)
-    target = write_output(merged, args.output, "parquet")
+    target = write_output(merged, args.output, "parquet", overwrite=args.overwrite)
     print(f"merged {len(parts)} node folders: {len(merged)} rows -> {target}")
     return 0
 

@@ -30,12 +30,14 @@ from synth_datasets.cli import (
     card_options,
     load_result,
     load_source,
+    print_offline_notice,
+    push,
     run_guarded,
 )
 from synth_datasets.errors import ConfigurationError
-from synth_datasets.hub import push_card, resolve_hf_token, validate_hub_repo_id
+from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
-from synth_datasets.provenance import get_provenance
+from synth_datasets.provenance import get_provenance, is_offline
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
 
 __all__ = ["load_expanded", "main", "split"]
@@ -130,14 +132,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
     if not 0 < args.near_threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
-    token = None
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
-        token = resolve_hf_token(args.hf_token)
+        resolve_hf_token(args.hf_token)
     keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()]
 
     ds = load_expanded(args.source, split=args.split, config=args.config)
     provenance = get_provenance(ds)
+    if args.push_to_hub is not None:  # before the work, not after it
+        refuse_offline(is_offline(provenance), args.allow_offline_data)
+    print_offline_notice(ds, provenance)
     counts: dict[str, Any] = {"rows": len(ds)}
     ds = drop_errors(ds)
     counts["error rows dropped"] = counts["rows"] - len(ds)
@@ -169,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         expanded_source=args.source,
         provenance=provenance,
         repo_id=args.push_to_hub,
+        folder=str(args.output) if args.output is not None else None,
         near=(
             "exact duplicates only"
             if args.no_near
@@ -189,10 +194,7 @@ def run(args: argparse.Namespace) -> int:
         card.save(args.output / "README.md")
         print(f"wrote {args.output / 'README.md'}")
     if args.push_to_hub is not None:
-        assert token is not None
-        push_card(card, args.push_to_hub, token=token, private=not args.public)
-        splits.push_to_hub(args.push_to_hub, private=not args.public, token=token)
-        print(f"pushed {', '.join(splits)} and the card to {args.push_to_hub}")
+        push(splits, args.push_to_hub, args, card=card, provenance=provenance)
     return 0
 
 

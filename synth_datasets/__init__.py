@@ -2,10 +2,11 @@
 
 from . import errors
 from ._version import __version__
+from .card import build_card
 from .client import Generation, SynthClient
 from .errors import *  # noqa: F403  (the whole error tree is public)
 from .expand import expand
-from .hub import push_to_hub
+from .hub import PushResult, push_to_hub
 from .mapper import ExpansionStats, SynthMapper
 from .prep import drop_duplicates, drop_errors, drop_lineage, mix_in_seeds, to_messages
 from .provenance import get_provenance
@@ -15,10 +16,12 @@ __all__ = [
     *errors.__all__,
     "ExpansionStats",
     "Generation",
+    "PushResult",
     "QualityReport",
     "SynthClient",
     "SynthMapper",
     "__version__",
+    "build_card",
     "drop_duplicates",
     "drop_errors",
     "drop_lineage",

@@ -1,7 +1,10 @@
 """The dataset card: how the data was made and what is in it, computed from the data itself.
 
 Rendered from ``cards/dataset_card.md`` (shipped as ``synth_datasets.cards``) through
-``huggingface_hub.DatasetCard.from_template``, so the YAML header is what the Hub expects.
+``huggingface_hub.DatasetCard.from_template``, so the YAML header is what the Hub expects. Every
+card carries a marker line (``CARD_MARKER``, with the splits it describes), by which ``hub.py``
+tells a card it may refresh from one written by hand, and the provenance in its YAML
+``dataset_info.description``, which ``load_dataset`` reads back into ``info.description``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
@@ -17,13 +21,25 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from ._version import __version__
 from .lineage import LINEAGE_COLUMNS, LINEAGE_MEANING
-from .provenance import get_provenance
+from .provenance import OFFLINE_NOTICE, describe, get_provenance, is_offline, made_by
 from .report import QualityReport, quality_report
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
 
-__all__ = ["CardOptions", "build_card", "build_sft_card", "size_category"]
+__all__ = [
+    "CARD_MARKER",
+    "CardOptions",
+    "build_card",
+    "build_sft_card",
+    "card_splits",
+    "size_category",
+]
+
+CARD_MARKER = "<!-- synth_datasets card "
+"""How a card this library wrote begins its body; the JSON after it lists the splits described."""
+_MARKER_LINE = re.compile(re.escape(CARD_MARKER) + r"(\{.*?\})")
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 _SIZES = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B"]  # bounds 10**3 ... 10**10
 _SAMPLE_CHARS = 300
@@ -59,13 +75,66 @@ def _cut(value: Any) -> Any:
     return value
 
 
+def _sample_rows(dataset: datasets.Dataset, k: int) -> list[int]:
+    """Up to ``k`` rows from seeds spread over the set: the first row without an error of each
+    chosen seed (rows with an error when there is no other kind)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    names = [c for c in ("source_index", "error") if c in dataset.column_names]
+    if len(dataset) == 0 or "source_index" not in names:
+        return list(range(min(k, len(dataset))))
+    table = dataset.select_columns(names).with_format("arrow")[:]
+    rows = np.arange(table.num_rows)
+    if "error" in names:
+        clean = pc.is_null(table.column("error")).to_numpy(zero_copy_only=False)
+        rows = rows[clean] if clean.any() else rows
+    seeds = pc.fill_null(table.column("source_index"), -1).to_numpy()[rows]
+    _, first = np.unique(seeds, return_index=True)  # the first row of each seed, by seed
+    firsts = rows[first]
+    chosen = np.linspace(0, len(firsts) - 1, num=min(k, len(firsts))).round().astype(int)
+    return [int(firsts[i]) for i in dict.fromkeys(chosen.tolist())]
+
+
 def _samples(dataset: datasets.Dataset, k: int = 3) -> list[str]:
-    errors = dataset["error"][: 50 * k] if "error" in dataset.column_names else [None] * k
-    picks = [i for i, e in enumerate(errors) if e is None] or list(range(k))
     return [
         json.dumps(_cut(dataset[i]), ensure_ascii=False, indent=2, default=str)
-        for i in picks[: min(k, len(dataset))]
+        for i in _sample_rows(dataset, k)
     ]
+
+
+def _marker(splits: Sequence[str]) -> str:
+    listed = json.dumps({"splits": list(splits)})
+    return (
+        f"{CARD_MARKER}{listed}: synth_datasets rewrites this card when it pushes these splits "
+        "again; delete this line to keep your edits. -->"
+    )
+
+
+def card_splits(text: str) -> list[str] | None:
+    """The splits a card written by this library describes; None for any other README."""
+    match = _MARKER_LINE.search(text)
+    if match is None:
+        return None
+    try:
+        splits = json.loads(match.group(1)).get("splits")
+    except (ValueError, AttributeError):
+        return None
+    return [str(s) for s in splits] if isinstance(splits, list) else None
+
+
+def _pretty_name(
+    options: CardOptions, repo_id: str | None, source: Mapping[str, Any], kind: str
+) -> str:
+    """The option, else the repo's name, else ``kind`` of the seed dataset's name."""
+    if options.get("pretty_name"):
+        return str(options["pretty_name"])
+    if repo_id:
+        return repo_id.split("/")[-1]
+    name = PurePosixPath(str(source.get("name") or "").replace("\\", "/")).name
+    for suffix in _DATA_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return f"{kind} of {name}" if name else kind
 
 
 def _dtype(feature: Any) -> str:
@@ -79,8 +148,10 @@ def _render(
     prov: Mapping[str, Any],
     *,
     rows: int,
+    described: Sequence[str],
     repo_id: str | None,
-    default_name: str,
+    folder: str | None,
+    kind: str,
     metadata: Mapping[str, Any],
     **values: Any,
 ) -> DatasetCard:
@@ -89,24 +160,32 @@ def _render(
     unknown = options.keys() - CardOptions.__annotations__.keys()
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}")
-    repo = repo_id or "<namespace>/<dataset>"
-    name = options.get("pretty_name") or (repo.split("/")[-1] if repo_id else default_name)
     source = prov.get("source") or {}
+    name = _pretty_name(options, repo_id, source, kind)
+    include_prompt = options.get("include_prompt", True)
+    recorded = {k: v for k, v in prov.items() if include_prompt or k != "prompt"}
     card_data = DatasetCardData(
         pretty_name=name,
         license=options.get("license") or source.get("license") or None,
         language=options.get("language"),
         size_categories=[size_category(rows)],
         **metadata,
+        dataset_info={"description": describe(recorded)} if prov else None,
     )
     card: DatasetCard = DatasetCard.from_template(
         card_data,
         template_str=resources.files("synth_datasets.cards").joinpath(template).read_text("utf-8"),
+        marker=_marker(described),
+        rows=rows,
         pretty_name=name,
-        repo_id=repo,
+        repo_id=repo_id or folder or "<namespace>/<dataset>",
         version=prov.get("version") or __version__,
         prov=prov,
         source=source,
+        offline=is_offline(prov),
+        offline_notice=OFFLINE_NOTICE,
+        made_by=made_by(prov),
+        prompt=prov.get("prompt") if include_prompt else None,
         **values,
     )
     return card
@@ -120,6 +199,7 @@ def build_card(
     dataset: datasets.Dataset,
     *,
     repo_id: str | None = None,
+    folder: str | None = None,
     split: str = "train",
     provenance: Mapping[str, Any] | None = None,
     report: QualityReport | None = None,
@@ -127,7 +207,8 @@ def build_card(
 ) -> DatasetCard:
     """A card for an expanded dataset; explicit arguments override what ``expand`` recorded.
 
-    ``report`` reuses a ``quality_report`` already computed (it is one pass over the data).
+    ``repo_id`` (the Hub repo) or else ``folder`` (a local copy) is what the usage snippet
+    loads; ``report`` reuses a ``quality_report`` already computed (one pass over the data).
     """
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
     source = prov.get("source") or {}
@@ -144,8 +225,10 @@ def build_card(
         options,
         prov,
         rows=len(dataset),
+        described=[split],
         repo_id=repo_id,
-        default_name="Synthetic dataset",
+        folder=folder,
+        kind="Synthetic expansion",
         metadata={
             "task_categories": options.get("task_categories"),
             "source_datasets": [source_name] if is_hub_id else None,
@@ -154,7 +237,6 @@ def build_card(
         report=report,
         is_hub_id=is_hub_id,
         source_name=source_name,
-        prompt=prov.get("prompt") if options.get("include_prompt", True) else None,
         schema=[(c, _dtype(f)) for c, f in dataset.features.items()],
         meanings=dict.fromkeys(prov.get("generated_columns") or [], "generated") | LINEAGE_MEANING,
         samples=_samples(dataset),
@@ -170,6 +252,7 @@ def build_sft_card(
     expanded_source: str,
     provenance: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
+    folder: str | None = None,
     near: str = "not dropped",
     prefix_column: str = "conv_prefix",
     response_column: str = "response",
@@ -187,19 +270,23 @@ def build_sft_card(
     prov = dict(provenance or {})
     rows = sum(len(d) for d in splits.values())
     first = next(iter(splits.values()))
+    seeds, multiplier = (prov.get("source") or {}).get("num_rows"), prov.get("multiplier")
+    target = seeds * multiplier if isinstance(seeds, int) and isinstance(multiplier, int) else None
     return _render(
         "sft_card.md",
         options,
         prov,
         rows=rows,
+        described=list(splits),
         repo_id=repo_id,
-        default_name="Synthetic chat dataset",
+        folder=folder,
+        kind="Synthetic chat set",
         metadata={
             "task_categories": options.get("task_categories") or ["text-generation"],
             "tags": _tags(options, "sft"),
         },
         summary=f"{rows} chat rows in {len(splits)} split(s), made from {expanded_source}.",
-        prompt=(prov.get("prompt") or None) if options.get("include_prompt", True) else None,
+        target=target,
         expanded_source=expanded_source,
         steps=list(steps),
         near=near,

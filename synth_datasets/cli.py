@@ -7,13 +7,16 @@ Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import re
 import sys
+import tempfile
 import traceback
 import typing
 from collections.abc import Callable, Sequence
@@ -23,23 +26,27 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .config import ExpandConfig, option_fields
+from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
 from .errors import ConfigurationError, SynthError, scrub
 
 __all__ = [
     "add_card_options",
     "add_expand_arguments",
+    "add_hub_options",
+    "add_output_arguments",
+    "check_output",
     "expand_options",
     "flag",
     "load_seeds",
     "main",
+    "offline_run",
+    "print_offline_notice",
     "read_prompt",
     "run_guarded",
 ]
 
-# The reference server accepts any UUID; this one marks runs made against it.
-LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
 MANIFEST = "synth_manifest.json"
+README = "README.md"
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -57,8 +64,7 @@ def _add_expand(sub: Any) -> None:
         "a Hub dataset id) into MULTIPLIER generations per row, each linked to its seed.",
     )
     add_expand_arguments(p)
-    p.add_argument("--output", type=Path, default=None, help="write the result to this folder")
-    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    add_output_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
     p.add_argument("--show", type=int, default=3, help="print this many result rows (default 3)")
     p.add_argument(
@@ -86,9 +92,12 @@ def in_cli_words(message: str, option: str | None) -> str:
     COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
     if option == "api_key":
         return message.replace("pass api_key=", "use --local (the offline reference server)")
-    if option in _FIELDS:  # not inside quotes: a column may be named like an option
-        return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])=?", flag(option), message)
-    return message
+    if not option:
+        return message
+    # A publishing keyword (allow_offline_data=True) is spelled as its flag too.
+    spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
+    # Not inside quotes: a column may be named like an option.
+    return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])(=True)?=?", spelled, message)
 
 
 def add_expand_arguments(
@@ -111,8 +120,12 @@ def add_expand_arguments(
         "--local",
         action="store_true",
         help="start the bundled reference server on loopback and use it (no account; "
-        "its offline engine rewrites words, it is not a language model)",
+        "its offline engine rewrites words, it is not a language model; --engine openai "
+        "answers from your own model)",
     )
+    from .testing.serve import add_engine_arguments
+
+    add_engine_arguments(p)
     defaults = {**_CLI_DEFAULTS, **(defaults or {})}
     hints = typing.get_type_hints(ExpandConfig)
     for f in option_fields(ExpandConfig):
@@ -141,29 +154,82 @@ def _comma_list(text: str) -> list[str]:
 def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
     """The keywords of ``expand`` that the command line gave (the rest keep their defaults):
     the prompt, the options, and with ``--local`` and a ``stack`` the bundled server's URL and
-    token (the server is stopped with ``stack``)."""
+    token (the server, with the ``--engine`` chosen, is stopped with ``stack``)."""
+    from .testing.serve import engine_flags, engine_from_args
+
     options = {
         f.name: getattr(args, f.name)
         for f in fields(ExpandConfig)
         if getattr(args, f.name, None) is not None
     }
     options["prompt"] = read_prompt(args)
-    if args.local:
-        options.setdefault("model_id", LOCAL_MODEL_ID)
-    if args.local and stack is not None:
+    if not args.local:
+        given = engine_flags(args)
+        if given:
+            raise UsageError(f"{given[0]} chooses the bundled server's engine: add --local")
+        return options
+    engine = engine_from_args(args)
+    options.setdefault("model_id", engine.model_id)
+    size = options.get("request_size", _FIELDS["request_size"].default)
+    in_flight = engine.requests_in_flight(size * (options.get("multiplier") or 1))
+    if in_flight is not None and "max_concurrency" not in options:
+        # Requests beyond what the engine works on at once wait in its queue, past the timeout.
+        options["max_concurrency"] = in_flight
+    if stack is not None:
         from .testing import ReferenceServer
 
-        server = stack.enter_context(ReferenceServer())
+        server = stack.enter_context(ReferenceServer(engine=engine))
         options.update(api_key=server.token, base_url=server.url)
         print(
-            f"using the local reference server at {server.url} "
-            "(offline engine: deterministic rewriting, not a language model)"
+            f"using the local reference server at {server.url}: rows are generated by "
+            f"{engine.description}"
         )
+        if in_flight is not None:
+            n = options["max_concurrency"]
+            print(f"keeping {n} requests in flight (--max-concurrency to change it)")
     return options
 
 
+def offline_run(args: argparse.Namespace) -> bool:
+    """Whether the rows will come from the offline engine: ``--local`` with no other ``--engine``."""
+    return bool(args.local) and args.engine in (None, "offline")
+
+
+def print_offline_notice(dataset: Any, provenance: Any = None) -> None:
+    """The first line of a command's report on rows the offline engine made."""
+    from .provenance import get_provenance, is_offline
+
+    if is_offline(provenance if provenance is not None else get_provenance(dataset)):
+        print(f"note: these rows were {OFFLINE_NOTICE} (word substitution, not a language model)")
+
+
+def add_output_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    help: str = "write the data, its card and the manifest to this folder",
+    required: bool = False,
+    formats: bool = True,
+) -> None:
+    """``--output`` (and ``--format``) and ``--overwrite``: the same for the CLI and scripts."""
+    p.add_argument("--output", type=Path, default=None, required=required, help=help)
+    if formats:
+        p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in --output that synth-datasets did not write (your own README.md, "
+        "data files it does not know)",
+    )
+
+
 def add_publish_options(p: argparse.ArgumentParser) -> None:
-    """The Hub and card options, the same for the CLI and the scripts (see ``card_options``)."""
+    """The Hub and card options, the same for the CLI and the scripts."""
+    add_hub_options(p)
+    add_card_options(p)
+
+
+def add_hub_options(p: argparse.ArgumentParser) -> None:
+    """Where and how a push goes (``hub.push_to_hub``'s keywords, see ``push``)."""
     p.add_argument(
         "--public", action="store_true", help="create the Hub repo public (default private)"
     )
@@ -176,14 +242,28 @@ def add_publish_options(p: argparse.ArgumentParser) -> None:
         help="read the Hub token from this file (default: HF_TOKEN, else the token saved by "
         "`hf auth login`); a token typed on the command line would land in shell history and ps",
     )
-    add_card_options(p)
+    p.add_argument(
+        "--overwrite-card",
+        action="store_true",
+        help="replace the README already in the repo even if it was written by hand",
+    )
+    p.add_argument(
+        "--allow-offline-data",
+        action="store_true",
+        help="push rows made by the bundled offline engine (--local, serve) all the same",
+    )
 
 
 def add_card_options(p: argparse.ArgumentParser) -> None:
     """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
-    # Refused, not unknown: argparse would otherwise take it for --hf-token-file (a prefix), or
-    # quote the token back as an unrecognized argument.
+    # Refused, not unknown: argparse would quote an unknown flag's value (the token) back, or take
+    # it for --hf-token-file (a prefix) where that exists.
     p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--pretty-name",
+        default=None,
+        help="the card's title (default: the repo's name, else the seed dataset's)",
+    )
     p.add_argument("--license", default=None, help="license for the card (default: the source's)")
     p.add_argument("--language", action="append", default=None, help="card language (repeatable)")
     p.add_argument(
@@ -263,10 +343,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
     if not 0 < threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
-    report = quality_report(load_result(args.dir), near=not args.no_near, near_threshold=threshold)
+    dataset = load_result(args.dir)
+    report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
+        print_offline_notice(dataset)
         print(report.to_markdown(), end="")
     return 0
 
@@ -309,7 +391,21 @@ def load_source(
                 f"{source}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv, "
                 ".parquet, a save_to_disk folder or a Hub id)"
             )
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        if kind != "parquet":
+            check_utf8(path, source)
+        # A file datasets cannot read is told below in one line: its builders' own log lines
+        # about it are held back.
+        builders = logging.getLogger("datasets.packaged_modules")
+        level = builders.level
+        builders.setLevel(logging.CRITICAL)
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
+            raise UsageError(_unreadable(source, path, kind, exc)) from exc
+        finally:
+            builders.setLevel(level)
+        if len(ds) == 0:
+            raise UsageError(f"{source}: no rows to expand")
         ds.info.dataset_name = path.stem
         return ds, meta
     if path.is_dir():
@@ -332,10 +428,61 @@ def load_source(
     return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
 
 
+def check_utf8(path: Path, name: str) -> None:
+    """Refuse a text file that is not UTF-8, naming the line of the first bad byte (datasets
+    would read some of it and fail later, or keep the bytes mangled)."""
+    line = 1
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            chunk += f.readline()  # end on a line break: no character is cut in two
+            try:
+                chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = line + chunk.count(b"\n", 0, exc.start)
+                raise UsageError(
+                    f"{name}, line {at}: not UTF-8 text (byte 0x{chunk[exc.start]:02x}): "
+                    "save it as UTF-8"
+                ) from None
+            line += chunk.count(b"\n")
+
+
+def _unreadable(source: str, path: Path, kind: str, exc: Exception) -> str:
+    """Why datasets could not read a seed file, in the file's terms (the line, for JSON)."""
+    if kind == "json":
+        with path.open(encoding="utf-8") as f:
+            first = ""
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as bad:
+                    if first.startswith("{"):  # JSON lines, of which this one is not JSON
+                        return f"{source}, line {number}: not valid JSON ({bad.msg})"
+                    break
+                if first.startswith("{") and not isinstance(value, dict):
+                    return f"{source}, line {number}: not a JSON object"
+                first = first or line.strip()
+        try:
+            document = json.loads(path.read_text(encoding="utf-8").strip() or "null")
+        except json.JSONDecodeError as bad:
+            return f"{source}, line {bad.lineno}: not valid JSON ({bad.msg})"
+        if not document:
+            return f"{source}: no rows to expand"
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    if "corresponds to no data" in str(exc) or isinstance(cause, StopIteration):
+        return f"{source}: no rows to expand"
+    reason = " ".join(str(cause).split())
+    return f"{source}: cannot be read as {kind}: {type(cause).__name__}: {reason}"
+
+
 def read_prompt(args: argparse.Namespace) -> str:
     """``--prompt`` or the text of ``--prompt-file``."""
     if args.prompt_file is not None:
         try:
+            check_utf8(args.prompt_file, f"--prompt-file {args.prompt_file}")
             return str(args.prompt_file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
@@ -351,11 +498,13 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     from .config import ENDPOINT_PATH, given_model_id
     from .layout import make_examples
     from .mapper import plan_for
+    from .testing.engine import OfflineEngine
 
-    # Nothing is sent, so no model is needed: a stand-in UUID builds the config, and the body
-    # shows that none was given.
+    # Nothing is sent, so no model is needed: a stand-in UUID (the offline engine's) builds the
+    # config, and the body shows that none was given.
     no_model = given_model_id(options.get("model_id")) is None
-    config = ExpandConfig(**{**options, "model_id": LOCAL_MODEL_ID} if no_model else options)
+    stand_in = {**options, "model_id": OfflineEngine.model_id}
+    config = ExpandConfig(**stand_in if no_model else options)
     layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
     first = ds.select(range(min(size, n)))
@@ -370,9 +519,10 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     }
     print(
         f"plan: {n} seed rows -> {math.ceil(n / size)} requests of <= {size} examples, "
-        f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}), "
-        f"{config.max_concurrency} in flight"
+        f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
+        f"{flag('generation_limit')} {config.generation_limit}), {config.max_concurrency} in flight"
     )
+    config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
         "headers: Authorization: Bearer *** "
@@ -389,34 +539,113 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     return 0
 
 
-def write_output(dataset: Any, output: Path, fmt: str) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it) plus the manifest."""
-    from .provenance import get_provenance
+def check_output(output: Path, *, overwrite: bool = False, card: bool = True) -> None:
+    """Refuse, before anything is sent, an ``--output`` that cannot be written, or whose files
+    this library did not write (unless ``overwrite``): the data files, the manifest and (with
+    ``card``) README.md are what a write replaces. Other files are never touched."""
+    from .config import check_folder
 
+    check_folder("--output", output)
+    probe = next(p for p in (output, *output.parents) if p.exists())
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write in {probe}: {exc.strerror}") from None
+    if overwrite or not output.is_dir():
+        return
+    theirs = _not_ours(output, card=card)
+    if theirs:
+        raise UsageError(
+            f"--output {output}: {theirs[0]} was not written by synth-datasets (or was changed "
+            "since): pass --overwrite to replace it, or choose another folder"
+        )
+
+
+def _not_ours(output: Path, *, card: bool) -> list[str]:
+    """The files a write would replace that the folder's manifest does not record as ours."""
+    manifest: dict[str, Any] = {}
+    if (output / MANIFEST).exists():
+        try:
+            manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return [MANIFEST]
+        if not isinstance(manifest, dict) or "provenance" not in manifest:
+            return [MANIFEST]
+    ours = set(manifest.get("files", []))
+    theirs = [
+        rel
+        for rel in (str(f.relative_to(output)) for f in sorted(output.glob("data/train-*")))
+        if rel not in ours
+    ]
+    readme = output / README
+    if card and readme.exists() and _sha256(readme) != manifest.get("card_sha256"):
+        theirs.append(README)
+    return theirs
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_output(
+    dataset: Any, output: Path, fmt: str, card: Any = None, *, overwrite: bool = False
+) -> Path:
+    """Data under ``data/`` (so ``load_dataset(folder)`` finds it), the card (a ``DatasetCard``,
+    if given) and the manifest, which records what was written.
+
+    Parquet files carry the provenance in their schema too. Each file is written next to the one
+    it replaces under a hidden name, then swapped in whole (``os.replace``): a crash leaves the
+    old file or the new one, never half of one.
+    """
+    from .provenance import get_provenance, is_offline, write_parquet
+
+    check_output(output, overwrite=overwrite, card=card is not None)  # the run took a while
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    target = data_dir / f"train-00000-of-00001.{fmt}"
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(final: Path) -> Path:
+        partial = final.with_name(f".{final.name}.partial")  # load_dataset skips hidden files
+        staged.append((partial, final))
+        return partial
+
+    provenance = get_provenance(dataset)
+    try:
+        if fmt == "parquet":
+            write_parquet(dataset, stage(target), provenance)
+        else:
+            dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
+        manifest: dict[str, Any] = {
+            **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
+            "provenance": provenance,
+            "num_rows": len(dataset),
+            "format": fmt,
+            "files": [str(target.relative_to(output))],
+        }
+        if card is not None:
+            partial = stage(output / README)
+            card.save(partial)
+            manifest["card_sha256"] = _sha256(partial)
+        stage(output / MANIFEST).write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+    except BaseException:
+        for partial, _ in staged:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+        raise
+    for partial, final in staged:
+        os.replace(partial, final)
     for old in data_dir.glob("train-*"):
-        old.unlink()
-    if fmt == "parquet":
-        target = data_dir / "train-00000-of-00001.parquet"
-        dataset.to_parquet(str(target))
-    else:
-        target = data_dir / "train-00000-of-00001.jsonl"
-        dataset.to_json(str(target), lines=True, force_ascii=False)
-    manifest = {
-        "provenance": get_provenance(dataset),
-        "num_rows": len(dataset),
-        "format": fmt,
-        "files": [str(target.relative_to(output))],
-    }
-    (output / MANIFEST).write_text(
-        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+        if old != target:
+            old.unlink()
     return target
 
 
 def card_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "pretty_name": args.pretty_name,
         "license": args.license,
         "language": args.language,
         "task_categories": args.task_categories,
@@ -424,12 +653,22 @@ def card_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
+def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Any:
     from .card import build_card
 
-    card = build_card(dataset, repo_id=repo_id or str(folder), **card_options(args))
-    path = folder / "README.md"
-    card.save(path)
+    return build_card(dataset, repo_id=repo_id, folder=str(folder), **card_options(args))
+
+
+def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
+    path = folder / README
+    make_card(dataset, folder, args, repo_id).save(path)
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():  # the card is ours: a later --output write may replace it
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["card_sha256"] = _sha256(path)
+        manifest_path.write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
     return path
 
 
@@ -437,7 +676,7 @@ def load_result(folder: Path) -> Any:
     """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
     import datasets
 
-    from .provenance import attach_provenance
+    from .provenance import attach_provenance, from_schema
 
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder")
@@ -447,8 +686,13 @@ def load_result(folder: Path) -> Any:
         files = [str(folder / f) for f in manifest.get("files", [])]
         kind = "parquet" if manifest.get("format") == "parquet" else "json"
         ds = datasets.load_dataset(kind, data_files=files, split="train")
-        if manifest.get("provenance"):
-            attach_provenance(ds, manifest["provenance"])
+        recorded = manifest.get("provenance")
+        if not recorded and kind == "parquet" and files:
+            import pyarrow.parquet as pq
+
+            recorded = from_schema(pq.read_schema(files[0]))
+        if recorded:
+            attach_provenance(ds, recorded)
         return ds
     if (folder / "state.json").exists():
         return datasets.load_from_disk(str(folder))
@@ -457,19 +701,21 @@ def load_result(folder: Path) -> Any:
     )
 
 
-def _push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> str:
+def push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    """``hub.push_to_hub`` with the command line's Hub options; prints what became of the card."""
     from .hub import push_to_hub
 
-    url = push_to_hub(
+    result = push_to_hub(
         dataset,
         repo_id,
         private=not args.public,
         token=args.hf_token,
-        **card_options(args),
+        overwrite_card=args.overwrite_card,
+        allow_offline_data=args.allow_offline_data,
         **kwargs,
     )
-    print(f"pushed {len(dataset)} rows and the dataset card to {url}")
-    return url
+    print(result.summary("--overwrite-card"))
+    return result
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -478,7 +724,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
     validate_hub_repo_id(args.repo_id)
     resolve_hf_token(args.hf_token)
     dataset = load_result(args.dir)
-    _push(
+    print_offline_notice(dataset)
+    push(
         dataset,
         args.repo_id,
         args,
@@ -486,12 +733,14 @@ def _cmd_push(args: argparse.Namespace) -> int:
         revision=args.revision,
         create_pr=args.create_pr,
         commit_message=args.commit_message,
+        **card_options(args),
     )
     return 0
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
     dataset = load_result(args.dir)
+    print_offline_notice(dataset)
     path = write_card(dataset, args.dir, args, args.repo_id)
     print(f"wrote {path}")
     return 0
@@ -515,16 +764,20 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import expand
 
+    if args.output is not None and not args.dry_run:
+        check_output(args.output, overwrite=args.overwrite)
     ds, source_meta = load_seeds(args)
     with ExitStack() as stack:
         if args.dry_run:
             return _dry_run(args, ds, expand_options(args))
-        if args.push_to_hub is not None:  # a bad repo id or a missing token: before any request
-            from .hub import resolve_hf_token, validate_hub_repo_id
+        if args.push_to_hub is not None:  # refused before any request, not after the run
+            from .hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 
             validate_hub_repo_id(args.push_to_hub)
             resolve_hf_token(args.hf_token)
+            refuse_offline(offline_run(args), args.allow_offline_data)
         result = expand(ds, **expand_options(args, stack), source=source_meta)
+    print_offline_notice(result)
     errors = sum(1 for e in result["error"] if e is not None)
     seeds = len({i for i in result["source_index"] if i is not None})
     print(
@@ -534,11 +787,11 @@ def _cmd_expand(args: argparse.Namespace) -> int:
     for row in result.select(range(min(args.show, len(result)))):
         print(json.dumps(row, ensure_ascii=False, default=str)[:400])
     if args.output is not None:
-        target = write_output(result, args.output, args.format)
-        card = write_card(result, args.output, args, args.push_to_hub)
-        print(f"wrote {len(result)} rows to {target}, the card to {card.name} and {MANIFEST}")
+        card = make_card(result, args.output, args, args.push_to_hub)
+        target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
+        print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
     if args.push_to_hub is not None:
-        _push(result, args.push_to_hub, args)
+        push(result, args.push_to_hub, args, **card_options(args))
     return 0
 
 
@@ -549,9 +802,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        import datasets
+    import datasets
 
+    # datasets prints its records with its own handler: passed on to ours too, each came twice.
+    datasets.logging.disable_propagation()
+    if not args.verbose:
         datasets.logging.set_verbosity_warning()
         # Each retry is counted in the final summary; a warning per retry is noise here.
         logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -560,7 +815,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .testing.serve import run_serve
 
         commands["serve"] = run_serve
-    return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+    try:
+        return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
+    finally:
+        datasets.logging.enable_propagation()  # as it was, for a caller in the same process
 
 
 def run_guarded(

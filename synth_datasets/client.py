@@ -27,6 +27,7 @@ from urllib3.util.timeout import Timeout
 from ._version import __version__
 from .config import (
     ENDPOINT_PATH,
+    ENGINE_HEADER,
     ClientConfig,
     is_loopback,
     resolve_model_id,
@@ -46,7 +47,7 @@ from .errors import (
 )
 from .framing import parse_body
 
-__all__ = ["Generation", "SynthClient", "check_api_key", "validate_examples"]
+__all__ = ["Generation", "SynthClient", "check_api_key", "identify_engine", "validate_examples"]
 
 logger = logging.getLogger("synth_datasets.client")
 
@@ -97,6 +98,27 @@ class _Retry(Retry):
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.retry_after_max)
+
+
+def identify_engine(base_url: str, timeout: float = 5.0) -> str | None:
+    """What a server on loopback says it is: the ``X-Synth-Engine`` header of its ``GET /health``
+    (the bundled reference server names its offline engine there), else None.
+
+    Asked once per run, before any request, so the provenance can tell rows of the offline
+    engine from Collinear's, whichever port it serves on. Remote hosts are never asked (plain
+    http goes to loopback only) and the token is never sent.
+    """
+    host = urlsplit(base_url).hostname
+    if not host or not is_loopback(host):
+        return None
+    url = base_url.rstrip("/") + "/health"
+    with requests.Session() as session:
+        session.trust_env = False  # loopback: no proxy, no ~/.netrc
+        try:
+            with session.get(url, timeout=timeout, allow_redirects=False) as response:
+                return response.headers.get(ENGINE_HEADER) or None
+        except requests.RequestException:
+            return None
 
 
 def validate_examples(examples: object) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from typing import Any
 import datasets
 
 from .cache import RequestCache
-from .client import SynthClient
-from .config import ExpandConfig, takes_options
+from .client import SynthClient, identify_engine
+from .config import ExpandConfig, check_folder, takes_options
 from .errors import ConfigurationError
 from .mapper import SynthMapper
 from .provenance import attach_provenance, source_info
@@ -56,7 +56,8 @@ def expand(
     kwargs = mapper.map_kwargs(dataset)
     config = mapper.engine.config
     assert mapper.layout is not None
-    provenance = config.provenance(mapper.layout, recorded_source)
+    assert config.base_url is not None
+    provenance = config.provenance(mapper.layout, recorded_source, identify_engine(config.base_url))
     if isinstance(dataset, datasets.IterableDataset):
         result: datasets.Dataset | datasets.IterableDataset = dataset.map(mapper, **kwargs)
     else:
@@ -64,7 +65,7 @@ def expand(
             # An in-memory input would keep the whole output in memory too: write it to Arrow on
             # disk, next to the request cache (this also gives datasets' map cache a file to hit).
             folder = RequestCache.folder_for(config.cache_dir) / "maps"
-            folder.mkdir(parents=True, exist_ok=True)
+            check_folder("cache_dir", folder, create=True)
             kwargs["cache_file_name"] = str(folder / f"expand-{kwargs['new_fingerprint']}.arrow")
         try:
             result = dataset.map(mapper, num_proc=num_proc, **kwargs)

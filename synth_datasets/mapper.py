@@ -174,10 +174,26 @@ class _Engine:
             window = self._window = (loop, asyncio.Semaphore(size))
         return window[1]
 
+    def _lease_seconds(self) -> float:
+        """How long one request may take, every retry included: the lease other processes
+        honour before they ask themselves."""
+        c = self.config
+        timeout = c.timeout if isinstance(c.timeout, tuple) else (c.timeout, c.timeout)
+        per_try = sum(timeout) + max(c.backoff_max, c.retry_after_max)
+        return per_try * (c.max_retries + 1)
+
+    def warn_not_cached(self) -> None:
+        """One warning for the answers the cache could not store since the last one."""
+        if self._local is not None and self._local.cache is not None:
+            self._local.cache.warn_not_written()
+
     def close(self) -> None:
         if self._local is not None:
             self._local.executor.shutdown(wait=True)
             self._local.client.close()
+            self.warn_not_cached()
+            if self._local.cache is not None:
+                self._local.cache.close()
         self._reset()
 
     def _body(self, examples: list[dict[str, Any]]) -> bytes:
@@ -235,7 +251,8 @@ class _Engine:
         c = self.config
         body = self._body(examples)
         key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
-        items = cache.get(key) if cache is not None else None
+        # Another process (or thread) fetching the same request is waited for, not paid twice.
+        items = cache.get_or_claim(key, self._lease_seconds()) if cache is not None else None
         self.stats.add(seeds=len(indices), targeted=len(indices) * c.multiplier)
         if items is not None:
             self.stats.add(cache_hits=1)
@@ -249,11 +266,17 @@ class _Engine:
                 if c.on_error == "raise":
                     raise
                 return self.builder.collect_errors(len(indices), exc.message)
+            finally:
+                if cache is not None and items is None:
+                    cache.release(key)
             # A stream cut at an item boundary looks like a short answer: keep such an answer
             # out of the cache, so that a rerun asks again instead of keeping the loss.
             short = len(items) < len(examples) * c.multiplier
-            if cache is not None and not (short and _open_ended(info)):
-                cache.put(key, items, body=info.body, content_type=info.content_type)
+            if cache is not None:
+                if short and _open_ended(info):
+                    cache.release(key)
+                else:  # a failed write is counted by the cache, never raised: the rows matter
+                    cache.put(key, items, body=info.body, content_type=info.content_type)
             self.stats.add(requests_sent=1, retries=info.attempts - 1)
         rows, counts = self.builder.collect(examples, items)
         self.stats.add(returned=len(items), **counts)
@@ -446,6 +469,8 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
             "remove_columns": list(layout.input_features),
             "features": layout.features,
         }
+        # A dataset of unknown length: what one row asks for is checked.
+        config.check_generations(len(ds) if isinstance(ds, datasets.Dataset) else 1)
         if not isinstance(ds, datasets.Dataset):
             return kwargs
         index = [config.index_column] if config.index_column is not None else []

@@ -14,7 +14,6 @@ Ray started by this process, from the driver's environment).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
@@ -29,11 +28,12 @@ import pyarrow as pa
 from datasets import Features
 from datasets.formatting.formatting import LazyBatch
 
+from .client import identify_engine
 from .config import ExpandConfig, takes_options
 from .errors import ConfigurationError
 from .layout import Layout
 from .mapper import SynthMapper, plan_for
-from .provenance import attach_provenance, source_info
+from .provenance import attach_provenance, from_schema, schema_metadata, source_info
 
 if TYPE_CHECKING:
     import ray.data
@@ -45,8 +45,6 @@ logger = logging.getLogger("synth_datasets")
 API_KEY_ENV = "COLLINEAR_API_KEY"
 INDEX_COLUMN = "__synth_index"
 """The hidden column that carries each seed's global row index into the actors."""
-PROVENANCE_KEY = b"synth_datasets"
-"""Arrow schema metadata key of the generation config on every output block."""
 # Options of expand that Ray does not take: it numbers the rows itself.
 _NOT_ON_RAY = ("index_column",)
 _GIVE_TOKEN = (
@@ -74,7 +72,7 @@ class _ExpandBlocks:
     config and layout are pickled into the task graph: neither holds the token.
     """
 
-    def __init__(self, config: ExpandConfig, layout: Layout, provenance: str) -> None:
+    def __init__(self, config: ExpandConfig, layout: Layout, provenance: Mapping[str, Any]) -> None:
         if not os.environ.get(API_KEY_ENV, "").strip():
             try:
                 where = f" on node {_import_ray().get_runtime_context().get_node_id()}"
@@ -89,7 +87,7 @@ class _ExpandBlocks:
         self._formatter = datasets.formatting.PythonFormatter(features=layout.input_features)
         self._metadata = {
             **(self.features.arrow_schema.metadata or {}),
-            PROVENANCE_KEY: provenance.encode("utf-8"),
+            **schema_metadata(provenance),
         }
 
     def __repr__(self) -> str:
@@ -103,6 +101,7 @@ class _ExpandBlocks:
         batch = LazyBatch(table.drop_columns([INDEX_COLUMN]), self._formatter)
         rows = asyncio.run(self.mapper(batch, indices))
         logger.debug("synth_datasets (ray actor): %s", self.mapper.stats.summary())
+        self.mapper.engine.warn_not_cached()  # an actor has no end of run to wait for
         return rows.replace_schema_metadata(self._metadata)
 
 
@@ -149,6 +148,7 @@ def _index_blocks(
     total = sum(n for n, _ in infos)
     if total == 0:
         raise ConfigurationError("the dataset is empty: there is nothing to expand")
+    config.check_generations(total)
     if per_block is None:
         # Enough requests per block to keep an actor's threads busy, and at least one block per
         # actor when the data is small.
@@ -228,14 +228,18 @@ def expand_ray(
     blocks, total, block_schema = _index_blocks(ray, ray_dataset, config, per_block, concurrency)
     if layout is None:
         layout = plan(block_schema)
-    recorded = config.provenance(layout, source_info(None, {"num_rows": total, **(source or {})}))
+    assert config.base_url is not None
+    recorded = config.provenance(
+        layout,
+        source_info(None, {"num_rows": total, **(source or {})}),
+        identify_engine(config.base_url),
+    )
     recorded["engine"] = {"name": "ray", "ray_version": ray.__version__, "actors": concurrency}
-    provenance = json.dumps(recorded, ensure_ascii=False, sort_keys=True, default=str)
     if preserve_order:  # our own dataset's context (a copy of the current one)
         _context(ray, blocks).execution_options.preserve_order = True
     return blocks.map_batches(
         _ExpandBlocks,
-        fn_constructor_kwargs={"config": config, "layout": layout, "provenance": provenance},
+        fn_constructor_kwargs={"config": config, "layout": layout, "provenance": recorded},
         batch_size=None,  # one block = whole requests; never split a request across calls
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -300,9 +304,9 @@ def to_huggingface(
             order = np.argsort(keys, kind="stable")
             if not bool((order == np.arange(len(order))).all()):
                 out = out.select(order)
-        metadata = pq.read_schema(files[0]).metadata or {}
-        if PROVENANCE_KEY in metadata:
-            attach_provenance(out, json.loads(metadata[PROVENANCE_KEY]))
+        recorded = from_schema(pq.read_schema(files[0]))
+        if recorded is not None:
+            attach_provenance(out, recorded)
         return out
     finally:
         if temporary:

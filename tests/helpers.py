@@ -8,6 +8,7 @@ answers the reference server never gives. Test modules import them from here (te
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import importlib.util
 import json
@@ -17,14 +18,16 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from hypothesis import strategies as st
+
+_S = TypeVar("_S", bound="Served")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -168,6 +171,33 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line.lower()]
 
 
+# -- the request cache's file, held by another process ----------------------------------------
+
+_HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held_by_another_process(path: Path) -> Iterator[None]:
+    """``path``'s write lock held by another process until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        holder.communicate("", timeout=30)
+
+
 # -- cards ----------------------------------------------------------------------------------------
 
 
@@ -196,13 +226,31 @@ class Answer:
 class Received:
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
+    path: str = ""
 
 
-class StubServer:
+class Served:
+    """A ``socketserver`` server on loopback, served from a daemon thread while in ``with``."""
+
+    def __init__(self, server: socketserver.BaseServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    def __enter__(self: _S) -> _S:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class StubServer(Served):
     """A plain HTTP server on loopback whose POST answers come from ``answer(received)``.
 
     For what the reference server never does (an HTML 200, a body quoting the credentials).
-    Every request is kept in ``received``. Use it as a context manager.
+    Every request is kept in ``received``; a GET is answered 404. Use it as a context manager.
     """
 
     def __init__(self, answer: Callable[[Received], Answer]) -> None:
@@ -211,9 +259,15 @@ class StubServer:
         self.received: list[Received] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stub.received.append(Received(dict(self.headers.items()), b"", "GET", self.path))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                received = Received(dict(self.headers.items()), body)
+                received = Received(dict(self.headers.items()), body, "POST", self.path)
                 stub.received.append(received)
                 answer = stub.answer(received)
                 self.send_response(answer.status)
@@ -226,20 +280,12 @@ class StubServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> StubServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(httpd)
+        self.url = f"http://127.0.0.1:{httpd.server_port}"
 
 
-class RecordingProxy:
+class RecordingProxy(Served):
     """A forward proxy on loopback that records the raw bytes of each request it receives
     (CONNECT or a proxied plain-HTTP request, body included) and answers 502 to all of them.
 
@@ -274,18 +320,10 @@ class RecordingProxy:
                     b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 )
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RecordingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        super().__init__(server)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
 
 
 # -- hypothesis strategies of JSON, shared by the parsing properties --------------------------------

@@ -1,7 +1,11 @@
 """The bad-input matrix: each bad input gets one clear line before any request, or a documented
 conversion (datetime → ISO text, nested None → null) that the output shows.
 
-"Before any request" is checked on the reference server's own count.
+"Before any request" is checked on the reference server's own count. Issue 14's cases: seed files
+that are empty, blank, `[]`, a header-only CSV, a JSONL line that is not JSON (or not an object),
+not UTF-8 (the prompt file too), a broken parquet file; an `--output` that is a file, under a file,
+not writable, or holding files synth-datasets did not write; a `--cache-dir` that is (or is under)
+a file; a run above the generation limit.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from typing import Any
 import datasets
 import pytest
 from datasets import Dataset, Features, Image, Value
-from helpers import MODEL_ID, qa, write_jsonl
+from helpers import MODEL_ID, cli, error_lines, qa, write_jsonl
 from helpers import run_expand as run
 
-from synth_datasets import ConfigurationError, SynthClient
+from synth_datasets import ConfigurationError, SynthClient, SynthMapper
 from synth_datasets.cli import main as cli_main
 from synth_datasets.testing import ReferenceServer
 
@@ -357,3 +361,214 @@ def test_row_larger_than_the_request_size_limit_is_refused_up_front(
     assert len(out) == 26
     with pytest.raises(ConfigurationError, match="max_request_bytes"):
         run(ds, ref_client, cache_dir, max_request_bytes=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line's files: seeds, prompt, --output and --cache-dir (exit 2, one line, nothing
+# sent, nothing written)
+
+
+def cli_refused(
+    argv: list[str], needles: list[str], server: ReferenceServer, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """``main(argv)`` exits 2 with one error line holding every needle; nothing was sent."""
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err  # may hold datasets' progress bars before the error
+    last = err.rstrip("\n").rsplit("\n", 1)[-1]
+    assert last.startswith("synth-datasets: error:") and err.count("synth-datasets: error") == 1, (
+        err
+    )
+    assert all(needle in last for needle in needles), last
+    assert server.stats()["requests"] == 0
+    return last
+
+
+@pytest.fixture
+def expand_argv(
+    ref_server: ReferenceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Everything `expand` needs after SOURCE, pointed at the test's reference server."""
+    monkeypatch.setenv("COLLINEAR_API_KEY", ref_server.token)
+    return ["--prompt", "p", "--model-id", MODEL_ID, "--base-url", ref_server.url,
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("empty.jsonl", b"", "no rows"),
+        ("blank.jsonl", b"  \n\n \n", "no rows"),
+        ("empty-list.json", b"[]", "no rows"),
+        ("header-only.csv", b"q,a\n", "no rows"),
+        ("bad-line.jsonl", b'{"q": "a"}\n{"q": "b"\n{"q": "c"}\n', "line 2: not valid JSON"),
+        ("not-an-object.jsonl", b'{"q": "a"}\n\n[1, 2]\n', "line 3: not a JSON object"),
+        ("cut.json", b'[{"q": "a"},\n {"q": ', "line 2: not valid JSON"),
+        ("latin-1.jsonl", b'{"q": "a"}\n{"q": "caf\xe9"}\n', "line 2: not UTF-8"),
+        ("latin-1.csv", b"q,a\nx,y\nz,caf\xe9\n", "line 3: not UTF-8"),
+        ("broken.parquet", b"PAR1 not really", "cannot be read as parquet"),
+    ],
+)
+def test_a_bad_seed_file_is_refused_naming_the_file_and_line(
+    ref_server: ReferenceServer,
+    expand_argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes,
+    needle: str,
+) -> None:
+    seeds = tmp_path / name
+    seeds.write_bytes(content)
+    cli_refused(["expand", str(seeds), *expand_argv], [str(seeds), needle], ref_server, capsys)
+
+
+def test_a_bad_seed_file_is_the_only_error_line_of_the_command(tmp_path: Path) -> None:
+    """As a user runs it: datasets' own log lines about the file are not repeated."""
+    for name, content in [("bad.jsonl", b'{"q": "a"}\n{"q": \n'), ("bad.parquet", b"PAR1")]:
+        (tmp_path / name).write_bytes(content)
+        proc = cli("expand", str(tmp_path / name), "--prompt", "p", "--local")
+        assert proc.returncode == 2
+        (line,) = error_lines(proc.stderr)
+        assert line.startswith(f"synth-datasets: error: {tmp_path / name}")
+
+
+def test_a_prompt_file_that_is_not_utf8_is_refused_naming_it(
+    ref_server: ReferenceServer,
+    expand_argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(2).to_list())
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_bytes(b"Write more.\nNo caf\xe9.\n")
+    argv = ["expand", str(seeds), *expand_argv, "--prompt-file", str(prompt)]
+    argv.remove("--prompt")
+    argv.remove("p")
+    cli_refused(argv, ["--prompt-file", str(prompt), "line 2: not UTF-8"], ref_server, capsys)
+
+
+def _not_ours(folder: Path) -> None:
+    """A folder of someone else's: their own README.md and a data file of theirs."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text("# My notes\n")
+    (folder / "data" / "train-00000-of-00002.parquet").write_bytes(b"their data")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("where", "needles"),
+    [
+        (lambda tmp: tmp / "a-file" / "out", ["a-file", "which is a file"]),
+        (lambda tmp: tmp / "a-file", ["a-file", "is a file, not a folder"]),
+        (lambda tmp: Path("/proc/synth-out"), ["cannot write"]),
+        (lambda tmp: tmp / "theirs", ["was not written by synth-datasets", "--overwrite"]),
+        (lambda tmp: tmp / "manifest", ["synth_manifest.json was not written"]),
+    ],
+    ids=["under-a-file", "a-file", "unwritable", "their-files", "their-manifest"],
+)
+def test_a_bad_output_is_refused_before_any_request(
+    ref_server: ReferenceServer,
+    expand_argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: Any,
+    needles: list[str],
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(2).to_list())
+    (tmp_path / "a-file").write_text("x")
+    _not_ours(tmp_path / "theirs")
+    (tmp_path / "manifest").mkdir()
+    (tmp_path / "manifest" / "synth_manifest.json").write_text("not ours")
+    before = _files(tmp_path)
+    output = where(tmp_path)
+    argv = ["expand", str(seeds), *expand_argv, "--output", str(output)]
+    cli_refused(argv, ["--output", *needles], ref_server, capsys)
+    assert _files(tmp_path) == before  # nothing written, nothing replaced
+
+
+def test_their_files_are_replaced_with_overwrite_only(
+    ref_server: ReferenceServer, expand_argv: list[str], tmp_path: Path
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(2).to_list())
+    _not_ours(tmp_path / "out")
+    argv = ["expand", str(seeds), *expand_argv, "--output", str(tmp_path / "out")]
+    assert cli_main([*argv, "--overwrite"]) == 0
+    assert "# My notes" not in (tmp_path / "out" / "README.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "out" / "data").iterdir()) == [
+        "train-00000-of-00001.parquet"
+    ]
+    assert len(datasets.load_dataset(str(tmp_path / "out"), split="train")) == 8
+    # The folder is ours now: a second run replaces its files without being told.
+    assert cli_main([*argv, "--run-id", "second"]) == 0
+    assert ref_server.stats()["requests"] == 2
+
+
+@pytest.mark.parametrize("inside", ["", "sub"], ids=["a-file", "under-a-file"])
+def test_a_cache_dir_that_is_a_file_is_refused(
+    ref_server: ReferenceServer,
+    ref_client: SynthClient,
+    expand_argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    inside: str,
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    cache_dir = tmp_path / "a-file" / inside if inside else tmp_path / "a-file"
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(2).to_list())
+    argv = ["expand", str(seeds), *expand_argv, "--cache-dir", str(cache_dir)]
+    cli_refused(argv, ["--cache-dir", str(cache_dir), "a file"], ref_server, capsys)
+    refused(lambda: run(qa(2), ref_client, cache_dir), "cache_dir", ref_server)
+
+
+# --------------------------------------------------------------------------------------------
+# The generation limit: a typo in the multiplier is not sent
+
+
+def test_a_run_above_the_generation_limit_is_refused(
+    ref_server: ReferenceServer, ref_client: SynthClient, cache_dir: Path
+) -> None:
+    message = refused(
+        lambda: run(qa(3), ref_client, cache_dir, multiplier=1_000_000_000),
+        "generation_limit",
+        ref_server,
+    )
+    assert "3,000,000,000 generations" in message and "1,000,000" in message
+    refused(
+        lambda: run(qa(3), ref_client, cache_dir, multiplier=2, generation_limit=5),
+        "6 generations",
+        ref_server,
+    )
+    mapper = SynthMapper(prompt="p", multiplier=2, model_id=MODEL_ID, client=ref_client,
+                         generation_limit=5)  # fmt: skip
+    refused(lambda: mapper.map_kwargs(qa(3)), "generation_limit", ref_server)
+    # A dataset of unknown length: the multiplier alone is checked.
+    iterable = qa(3).to_iterable_dataset()
+    refused(
+        lambda: run(iterable, ref_client, cache_dir, multiplier=6, generation_limit=5),
+        "generation_limit",
+        ref_server,
+    )
+    # At the limit, or with the limit raised, the run goes.
+    assert len(run(qa(3), ref_client, cache_dir, multiplier=2, generation_limit=6)) == 6
+    assert ref_server.stats()["requests"] == 1
+
+
+def test_cli_refuses_a_run_above_the_generation_limit_naming_the_flag(
+    ref_server: ReferenceServer,
+    expand_argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
+    argv = ["expand", str(seeds), *expand_argv, "--multiplier", "1000000000"]
+    last = cli_refused(argv, ["--generation-limit", "3,000,000,000 generations"], ref_server,
+                       capsys)  # fmt: skip
+    assert "generation_limit" not in last
+    # The dry run shows the plan (generations and requests), then refuses the same way.
+    cli_refused([*argv, "--dry-run"], ["--generation-limit"], ref_server, capsys)
+    assert cli_main([*argv, "--dry-run", "--generation-limit", "3000000000"]) == 0
+    plan = capsys.readouterr().out
+    assert "3 seed rows -> 1 requests" in plan and "3000000000 generations targeted" in plan

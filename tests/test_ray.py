@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, Features, List, Value, concatenate_datasets
+from fakehub import HUB_TOKEN, LFS_PUT_WARNING_FILTER
 from helpers import MODEL_ID, conversations, load_script, make_client
 from helpers import sorted_by_seed as by_seed
 
-from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance
+from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance, push_to_hub
+from synth_datasets.provenance import from_schema
 from synth_datasets.ray import (
     expand_ray,
     from_huggingface,
@@ -97,7 +100,8 @@ def ray_kwargs(srv: ReferenceServer, cache_dir: Path, **kw: Any) -> dict[str, An
 
 
 @pytest.mark.slow
-def test_same_rows_as_expand_and_reruns_from_cache(local_ray, server, tmp_path):
+@pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
+def test_same_rows_as_expand_and_reruns_from_cache(local_ray, server, tmp_path, fake_hub):
     ds = seeds(22)  # 6 requests of 4, the last one short
     with make_client(server, max_retries=1) as client:
         single = expand(
@@ -117,7 +121,7 @@ def test_same_rows_as_expand_and_reruns_from_cache(local_ray, server, tmp_path):
     # The token is nowhere in what Ray ships to the workers, nor in reprs.
     assert TOKEN.encode() not in local_ray.cloudpickle.dumps(lazy)
     assert TOKEN not in repr(lazy)
-    out = to_huggingface(lazy)
+    out = to_huggingface(lazy, tmp_path / "ray-parquet")
     stats = server.stats()
     assert stats["requests"] == 12  # the same 6 requests, sent by the actors
     assert stats["max_in_flight"] >= 2  # several requests in flight at once
@@ -134,7 +138,15 @@ def test_same_rows_as_expand_and_reruns_from_cache(local_ray, server, tmp_path):
     assert provenance["engine"]["name"] == "ray"
     assert provenance["multiplier"] == 3 and provenance["request_size"] == 4
     assert provenance["source"]["num_rows"] == 22
+    assert provenance["generator"].startswith("synth_datasets-offline/")
     assert TOKEN not in json.dumps(provenance)
+    # Ray's parquet files hold the record in their schema; a push of the result has the card.
+    for path in (tmp_path / "ray-parquet").glob("*.parquet"):
+        assert from_schema(pq.read_schema(path)) == provenance
+    push_to_hub(out, "me/ray", token=HUB_TOKEN, allow_offline_data=True)
+    body = fake_hub.files("me/ray")["README.md"].decode()
+    assert f"| Model | `{MODEL_ID}` |" in body and "| Seed rows in the source | 22 |" in body
+    assert "| Generations targeted / returned | 66 / 66 |" in body
 
     # A rerun of the same seeds is answered from the cache: no request reaches the server.
     again = to_huggingface(
@@ -211,6 +223,16 @@ def test_unknown_column_refused_before_the_seeds_run(local_ray):
             model_id=MODEL_ID,
             columns=["conv_prefix", "nope"],
         )
+
+
+def test_a_run_above_the_generation_limit_is_refused_before_any_request(
+    local_ray, server, tmp_path
+):
+    with pytest.raises(
+        ConfigurationError, match=r"generation_limit is 10: 4 seed rows x multiplier 3"
+    ):
+        expand_ray(from_huggingface(seeds(4)), **ray_kwargs(server, tmp_path, generation_limit=10))
+    assert server.stats()["requests"] == 0
 
 
 def test_api_key_argument_refused():

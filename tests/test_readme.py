@@ -9,6 +9,11 @@ reference server on loopback, `HF_TOKEN` and `HF_ENDPOINT` at the fake Hub. Shel
 `sh -e`, Python blocks in a fresh interpreter, `python` and `synth-datasets` being this
 environment's.
 
+Collinear's stand-in answers through its OpenAI-compatible engine from the fake model server of
+tests/fakeopenai.py, not with the offline engine: its rows are labelled "your own model", honestly
+publishable, so the examples that stand for a real run publish as written (no
+`--allow-offline-data`). The blocks about the offline engine (`--local`) start their own.
+
 A block that cannot run here follows a `<!-- not run: reason -->` line. The counts below fail when
 a block is added, dropped or marked without updating them, so nothing is skipped silently.
 """
@@ -28,13 +33,15 @@ from pathlib import Path
 
 import pytest
 from fakehub import HUB_TOKEN, FakeHub
+from fakeopenai import FakeOpenAI
 from helpers import MODEL_ID, ROOT, SAMPLE, SAMPLE_PROMPT, load_script
 
 from synth_datasets import cli
-from synth_datasets.testing import ReferenceServer
+from synth_datasets.testing import OpenAIEngine, ReferenceServer
 
 RUN = 9  # blocks run
-NOT_RUN = 8  # blocks after a `<!-- not run: reason -->` line
+NOT_RUN = 10  # blocks after a `<!-- not run: reason -->` line
+BACKEND_KEY_ENV = "SYNTH_README_BACKEND_KEY"  # the fake model server's key, in this process only
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _NOT_RUN = re.compile(r"^<!-- not run: (.+) -->$")
@@ -98,9 +105,18 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[ReferenceServer]:
-    """The stand-in for Collinear's endpoint that the reader's environment points at."""
-    with ReferenceServer() as server:
-        yield server
+    """The stand-in for Collinear's endpoint that the reader's environment points at: a
+    reference server answering from a (fake) model of its own, so its rows are not the offline
+    engine's and a push of them needs no --allow-offline-data, as a real run's would not."""
+    key = "sk-readme-backend"
+    with FakeOpenAI(models=["readme-model"], api_key=key) as backend:
+        with pytest.MonkeyPatch.context() as env:  # read when the engine is made, then gone
+            env.setenv(BACKEND_KEY_ENV, key)
+            engine = OpenAIEngine(
+                base_url=backend.url, model="readme-model", api_key_env=BACKEND_KEY_ENV
+            )
+        with ReferenceServer(engine=engine) as server:
+            yield server
 
 
 @pytest.mark.slow
@@ -129,10 +145,12 @@ def test_readme_block_runs(
     assert proc.returncode == 0, (
         f"README.md:{block.line}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
-    # What a block publishes is private and carries this library's card.
+    # What a block publishes is private and carries this library's card, which names the model
+    # that made the rows (the stand-in's), not the offline engine.
     for repo_id, repo in fake_hub.repos.items():
         card = fake_hub.files(repo_id).get("README.md", b"").decode()
         assert repo.private and "## How it was made" in card, (block.line, repo_id)
+        assert "your own model readme-model" in card and "Offline" not in card, block.line
     # Outputs go under out/ (and the cache): nothing lands in the reader's root.
     expected = {"synth_datasets", "scripts", "seeds.jsonl", "prompt.txt", "out", "cache"}
     assert set(os.listdir(workspace)) <= expected, block.line

@@ -290,7 +290,8 @@ def test_a_server_echoing_the_token_does_not_leak_it(
             assert_clean(text, "the exception")
         assert isinstance(info.value.body, bytes)
         assert_clean(caplog.text, "the DEBUG logs")
-        assert len(stub.received) == 6
+        assert [r.method for r in stub.received] == ["GET"] + ["POST"] * 6  # GET /health first
+        assert "Authorization" not in stub.received[0].headers
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,7 +408,7 @@ def test_a_redirect_is_refused_at_once_without_its_secrets(
         args = ["expand", str(source), "--prompt", PROMPT, "--model-id", MODEL_ID]
         args += ["--base-url", stub.url, "--cache-dir", str(tmp_path / "cache")]
         assert cli_main(["-v", *args]) == 1
-        assert len(stub.received) == 2
+        assert [r.method for r in stub.received] == ["POST", "GET", "POST"]  # GET: the engine
     streams = capsys.readouterr()
     assert shown in streams.err and "check --base-url" in streams.err
     for text in [*exception_texts(info.value), streams.out, streams.err, caplog.text]:
@@ -464,9 +465,10 @@ def test_push_flows_leave_no_trace_of_either_token(
         tmp_path / "cache",
         on_error="keep",
     )
-    push_to_hub(out, "me/synth", token=HF_TOKEN)
+    # The reference server's rows: published on purpose here.
+    push_to_hub(out, "me/synth", token=HF_TOKEN, allow_offline_data=True)
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
-    push_to_hub(out.select(range(4)), "me/synth", split="test")
+    push_to_hub(out.select(range(4)), "me/synth", split="test", allow_offline_data=True)
     # The CLI: an --output folder pushed with --hf-token-file.
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("COLLINEAR_API_KEY", TOKEN)
@@ -477,11 +479,19 @@ def test_push_flows_leave_no_trace_of_either_token(
     assert cli_main(["-v", *args, "--cache-dir", str(tmp_path / "cache")]) == 0
     token_file = tmp_path / "hf-token"
     token_file.write_text(HF_TOKEN)
-    assert cli_main(["-v", "push", str(folder), "me/cli", "--hf-token-file", str(token_file)]) == 0
+    push = [
+        "push",
+        str(folder),
+        "me/cli",
+        "--hf-token-file",
+        str(token_file),
+        "--allow-offline-data",
+    ]
+    assert cli_main(["-v", *push]) == 0
     # A token the Hub refuses: the error does not quote it.
     refused = "xx_SECRET" + secrets.token_hex(16)
     with pytest.raises(HfHubHTTPError) as info:  # huggingface_hub's own: the Hub said 401
-        push_to_hub(out, "me/other", token=refused)
+        push_to_hub(out, "me/other", token=refused, allow_offline_data=True)
     for text in exception_texts(info.value):
         assert_clean(text, "the Hub error", refused)
 
@@ -524,16 +534,41 @@ def test_a_hub_quoting_the_token_back_gets_it_masked(
     fake_hub.echo_credentials = True
 
     with pytest.raises(HfHubHTTPError) as info:
-        push_to_hub(out, "me/echo", token=HF_TOKEN)
+        push_to_hub(out, "me/echo", token=HF_TOKEN, allow_offline_data=True)
     assert "Bearer ***" in str(info.value)
     for text in exception_texts(info.value):
         assert_clean(text, "the Hub error", HF_TOKEN)
     capsys.readouterr()
     caplog.clear()  # httpcore's DEBUG log of the answer's headers quotes it: the CLI masks it
-    assert cli_main(["-v", "push", str(folder), "me/echo", "--hf-token-file", str(token_file)]) == 1
-    assert cli_main([*args, "--push-to-hub", "me/echo", "--hf-token-file", str(token_file)]) == 1
+    assert (
+        cli_main(
+            [
+                "-v",
+                "push",
+                str(folder),
+                "me/echo",
+                "--hf-token-file",
+                str(token_file),
+                "--allow-offline-data",
+            ]
+        )
+        == 1
+    )
+    assert (
+        cli_main(
+            [
+                *args,
+                "--push-to-hub",
+                "me/echo",
+                "--hf-token-file",
+                str(token_file),
+                "--allow-offline-data",
+            ]
+        )
+        == 1
+    )
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
-    assert cli_main(["push", str(folder), "me/echo"]) == 1
+    assert cli_main(["push", str(folder), "me/echo", "--allow-offline-data"]) == 1
     seeds_from_hub = ["expand", "me/seeds", "--local", "--prompt", PROMPT]
     assert cli_main(["-v", *seeds_from_hub, "--cache-dir", str(tmp_path / "cache")]) == 1
     streams = capsys.readouterr()
@@ -541,7 +576,9 @@ def test_a_hub_quoting_the_token_back_gets_it_masked(
     for text in (streams.out, streams.err, caplog.text):
         assert_clean(text, "the CLI streams and logs", HF_TOKEN)
     # The command as a user runs it: its own stderr, DEBUG logs included.
-    proc = cli("-v", "push", str(folder), "me/echo", env={"HF_TOKEN": HF_TOKEN})
+    proc = cli(
+        "-v", "push", str(folder), "me/echo", "--allow-offline-data", env={"HF_TOKEN": HF_TOKEN}
+    )
     assert proc.returncode == 1 and "Bearer ***" in proc.stderr
     assert_clean(proc.stdout + proc.stderr, "the CLI subprocess", HF_TOKEN)
     assert len(fake_hub.requests) >= 5
