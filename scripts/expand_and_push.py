@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_NEAR_THRESHOLD,
         help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
     )
-    p.add_argument("--report-json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument(
+        "--report-json",
+        type=Path,
+        default=None,
+        help="also write the report as JSON to this file (e.g. DIR/report.json of --output DIR)",
+    )
     add_output_arguments(p)
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
     add_publish_options(p)
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = quality_report(result, near_threshold=args.near_threshold)
     print(report.to_markdown())
-    if args.report_json is not None:
+    if args.report_json is not None:  # its folder may be the --output folder, made below
+        args.report_json.parent.mkdir(parents=True, exist_ok=True)
         args.report_json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", "utf-8")
 
     # The usage snippet names the repo when there is one, else the folder (as the CLI does).

@@ -86,6 +86,20 @@ def flag(option: str) -> str:
     return str(f.metadata["flag"] or "--" + option.replace("_", "-"))
 
 
+def in_cli_words(message: str, option: str | None) -> str:
+    """A library error about keyword ``option`` in the words of the command line: its flag
+    (``pass model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
+    COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
+    if option == "api_key":
+        return message.replace("pass api_key=", "use --local (the offline reference server)")
+    if not option:
+        return message
+    # A publishing keyword (allow_offline_data=True) is spelled as its flag too.
+    spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
+    # Not inside quotes: a column may be named like an option.
+    return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])(=True)?=?", spelled, message)
+
+
 def add_expand_arguments(
     p: argparse.ArgumentParser,
     *,
@@ -243,7 +257,7 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_card_options(p: argparse.ArgumentParser) -> None:
-    """What the card says (``card.build_card``'s options, see ``card_options``)."""
+    """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
     # Refused, not unknown: argparse would quote an unknown flag's value (the token) back, or take
     # it for --hf-token-file (a prefix) where that exists.
     p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
@@ -512,11 +526,16 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
-    from .config import ENDPOINT_PATH
+    from .config import ENDPOINT_PATH, given_model_id
     from .layout import make_examples
     from .mapper import plan_for
+    from .testing.engine import OfflineEngine
 
-    config = ExpandConfig(**options)
+    # Nothing is sent, so no model is needed: a stand-in UUID (the offline engine's) builds the
+    # config, and the body shows that none was given.
+    no_model = given_model_id(options.get("model_id")) is None
+    stand_in = {**options, "model_id": OfflineEngine.model_id}
+    config = ExpandConfig(**stand_in if no_model else options)
     layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
     first = ds.select(range(min(size, n)))
@@ -524,7 +543,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
     has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
     body = {
-        "model_id": config.model_id,
+        "model_id": "<not set: --model-id or COLLINEAR_MODEL_ID>" if no_model else config.model_id,
         "multiplier": config.multiplier,
         "examples": examples,
         "prompt": config.prompt,
@@ -884,8 +903,9 @@ def run_guarded(
     """Run a command the way every entry point here does: exit 2 for usage or configuration
     (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
 
-    A server may quote back the token it was sent (the Hub's errors and debug logs of its
-    headers do): the tokens this process holds are masked in what it prints.
+    ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
+    token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
+    process holds are masked in what it prints.
     """
     tokens = _tokens(args)
     masking = _Masking(tokens)
@@ -904,15 +924,12 @@ def run_guarded(
         code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
         if verbose:
             traceback.print_exc()
-        if describe is not None:
+        if describe is not None and not isinstance(exc, (UsageError, SynthError)):
             message = describe(exc)
         else:
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
-            option = getattr(exc, "option", None)
-            if option:  # the flag the user typed, not the keyword
-                spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
-                message = re.sub(rf"\b{option}\b(=True)?=?", spelled, message)
+            message = in_cli_words(message, getattr(exc, "option", None))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
     finally:

@@ -37,6 +37,7 @@ __all__ = [
     "ExpandConfig",
     "announce_engine",
     "check_folder",
+    "given_model_id",
     "option_fields",
     "parse_engine",
     "resolve_model_id",
@@ -222,10 +223,14 @@ def validate_model_id(model_id: object) -> str:
     )
 
 
+def given_model_id(model_id: object) -> object:
+    """The argument, else ``COLLINEAR_MODEL_ID``, else None: what the user gave, unchecked."""
+    return (os.environ.get("COLLINEAR_MODEL_ID") or None) if model_id is None else model_id
+
+
 def resolve_model_id(model_id: object) -> str:
     """The argument, else ``COLLINEAR_MODEL_ID``; a clear error when neither is set."""
-    if model_id is None:
-        model_id = os.environ.get("COLLINEAR_MODEL_ID") or None
+    model_id = given_model_id(model_id)
     if model_id is None:
         raise _fail("model_id", "is not set: pass model_id= or set COLLINEAR_MODEL_ID")
     return validate_model_id(model_id)

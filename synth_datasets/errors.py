@@ -52,7 +52,8 @@ class SynthError(Exception):
 
 
 class ConfigurationError(SynthError, ValueError):
-    """Found before anything was sent; ``option`` names the option at fault."""
+    """Found before anything was sent; ``option`` names the keyword at fault, for the command
+    line to name its own flag or variable instead (``cli.in_cli_words``)."""
 
     def __init__(self, message: str, *, option: str | None = None) -> None:
         super().__init__(message)

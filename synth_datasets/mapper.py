@@ -229,7 +229,8 @@ class _Engine:
             if overhead + own > limit:
                 raise ConfigurationError(
                     f"row {index}: its request would be {overhead + own} bytes, over "
-                    f"max_request_bytes={limit}: shorten it or drop it"
+                    f"max_request_bytes ({limit}): shorten it or drop it",
+                    option="max_request_bytes",
                 )
             grow = own + (2 if i > start else 0)  # ", " between examples
             if i > start and (i - start == size or total + grow > limit):

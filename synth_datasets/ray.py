@@ -60,7 +60,7 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise ImportError(
             "synth_datasets.ray needs Ray Data, which is not installed: "
-            "pip install 'synth-datasets[ray]'"
+            "pip install 'ray[data]>=2.9' (the package's ray extra)"
         ) from exc
     return ray
 

@@ -167,7 +167,7 @@ def test_token_that_cannot_be_a_bearer_token_is_refused(
     with pytest.raises(ConfigurationError) as info:
         client = SynthClient(token, ref_server.url, max_retries=0)
         run(qa(2), client, cache_dir)
-    assert "COLLINEAR_API_KEY" in str(info.value) and tail not in str(info.value)
+    assert "api_key=" in str(info.value) and tail not in str(info.value)
     assert info.value.__context__ is None or tail not in str(info.value.__context__)
     assert ref_server.stats()["requests"] == 0
 

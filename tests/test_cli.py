@@ -4,6 +4,7 @@ against a reference server of the test's own where the test counts what reached 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,38 @@ def test_dry_run_sends_nothing_and_masks_token(tmp_path):
     assert len(json.loads(body)["examples"]) == 5
 
 
+def test_dry_run_needs_no_model_id(capsys: pytest.CaptureFixture[str]) -> None:
+    """It sends nothing, so it runs with neither a model id nor a key, and says what is missing."""
+    assert main(["expand", str(SAMPLE), "--dry-run", "--prompt", "p"]) == 0
+    out = capsys.readouterr().out
+    body = json.loads(out.split("first request body:\n", 1)[1].rsplit("dry run", 1)[0])
+    assert body["model_id"] == "<not set: --model-id or COLLINEAR_MODEL_ID>"
+    assert "(no key set: COLLINEAR_API_KEY)" in out
+    # A model id that is given is still checked.
+    assert main(["expand", str(SAMPLE), "--dry-run", "--prompt", "p", "--model-id", "x"]) == 2
+    assert "--model-id must be a UUID" in capsys.readouterr().err
+
+
+def test_a_bad_key_is_named_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLLINEAR_API_KEY", "sk-with a space")
+    assert main(["expand", str(SAMPLE), "--prompt", "p", "--model-id", MODEL_ID]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "synth-datasets: error: the API key in COLLINEAR_API_KEY holds spaces, line breaks or "
+        "non-ASCII characters"
+    )
+
+
+def test_card_offers_no_hub_options() -> None:
+    """`card` writes a local README.md: no --public or --hf-token that would do nothing."""
+    proc = cli("card", "--help")
+    assert proc.returncode == 0
+    assert "--license" in proc.stdout and "--no-prompt-in-card" in proc.stdout
+    assert "--public" not in proc.stdout and "--hf-token" not in proc.stdout
+
+
 def test_save_to_disk_source(tmp_path):
     datasets.Dataset.from_list([{"q": "one question"}, {"q": "two question"}]).save_to_disk(
         str(tmp_path / "saved")
@@ -136,10 +169,24 @@ def test_save_to_disk_source(tmp_path):
         (["expand", str(SAMPLE), "--local"], "--prompt"),
         (
             ["expand", str(SAMPLE), "--local", "--prompt", "p", "--columns", "nope"],
-            "unknown column",
+            "unknown column(s) in --columns: 'nope'",
         ),
-        (["expand", str(SAMPLE), "--local", "--prompt", "p", "--multiplier", "0"], "multiplier"),
-        (["expand", str(SAMPLE), "--prompt", "p", "--model-id", MODEL_ID], "COLLINEAR_API_KEY"),
+        (
+            ["expand", str(SAMPLE), "--local", "--prompt", "p", "--multiplier", "0"],
+            "--multiplier must be an int >= 1, got 0",
+        ),
+        (
+            ["expand", str(SAMPLE), "--local", "--prompt", "p", "--max-request-bytes", "50"],
+            "over --max-request-bytes (50)",
+        ),
+        (
+            ["expand", str(SAMPLE), "--prompt", "p", "--model-id", MODEL_ID],
+            "no API key: set COLLINEAR_API_KEY or use --local (the offline reference server)",
+        ),
+        (
+            ["expand", str(SAMPLE), "--prompt", "p"],
+            "--model-id is not set: pass --model-id or set COLLINEAR_MODEL_ID",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, needle, tmp_path):
@@ -150,6 +197,8 @@ def test_usage_errors_exit_2_with_one_line(args, needle, tmp_path):
     assert len(errors) == 1 and needle in errors[0], proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in proc.stderr
+    # The flags and variables the user types, never a Python keyword (`model_id=`, `api_key=`).
+    assert not re.search(r"\b[a-z_]+=", errors[0]), errors[0]
 
 
 def test_failure_exits_1(tmp_path):

@@ -210,7 +210,7 @@ def test_on_error_raise_names_the_seed_rows(local_ray, server, tmp_path):
 
 def test_missing_ray_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
-    with pytest.raises(ImportError, match=re.escape("pip install 'synth-datasets[ray]'")):
+    with pytest.raises(ImportError, match=re.escape("pip install 'ray[data]>=2.9'")):
         expand_ray(NOT_RAY, prompt=PROMPT, multiplier=2, model_id=MODEL_ID)
 
 

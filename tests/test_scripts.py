@@ -62,12 +62,12 @@ def test_expand_and_push_writes_folder_with_report(tmp_path):
         "--cache-dir",
         str(tmp_path / "c"),
         "--report-json",
-        str(tmp_path / "report.json"),
+        str(out / "report.json"),  # into the output folder, which does not exist yet
     )
     assert proc.returncode == 0, proc.stderr
     assert "expanded 4 seed rows into 8 rows" in proc.stdout
     assert "| Rows | 8 |" in proc.stdout and "### Rows per seed" in proc.stdout
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     assert report["rows"] == 8 and report["linked_seeds"] == 4 and report["multiplier"] == 2
     loaded = datasets.load_dataset(str(out), split="train")
     assert len(loaded) == 8 and sorted(set(loaded["source_index"])) == [0, 1, 2, 3]
