@@ -19,21 +19,19 @@ from pathlib import Path
 
 from synth_datasets import build_card, expand
 from synth_datasets.cli import (
-    MANIFEST,
-    UsageError,
     add_expand_arguments,
     add_output_arguments,
     add_publish_options,
     card_options,
-    check_output,
     expand_options,
     load_seeds,
     offline_run,
     print_offline_notice,
     push,
     run_guarded,
-    write_output,
 )
+from synth_datasets.errors import UsageError
+from synth_datasets.folder import MANIFEST, check_output, write_output
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD, quality_report
 

@@ -80,18 +80,10 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import (
-        MANIFEST,
-        README,
-        UsageError,
-        check_output,
-        expand_options,
-        load_seeds,
-        make_card,
-        print_offline_notice,
-        write_output,
-    )
+    from synth_datasets.cli import expand_options, load_seeds, make_card, print_offline_notice
     from synth_datasets.client import check_api_key
+    from synth_datasets.errors import UsageError
+    from synth_datasets.folder import MANIFEST, README, check_output, write_output
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:

@@ -77,13 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_expand(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from synth_datasets.cli import (
-        UsageError,
-        check_output,
-        expand_options,
-        load_seeds,
-        write_output,
-    )
+    from synth_datasets.cli import expand_options, load_seeds
+    from synth_datasets.errors import UsageError
+    from synth_datasets.folder import check_output, write_output
 
     if not 0 <= args.rank < args.world_size:
         raise UsageError(f"--rank must be in 0..{args.world_size - 1}, got {args.rank}")
@@ -102,7 +98,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from datasets import concatenate_datasets
 
     from synth_datasets import get_provenance
-    from synth_datasets.cli import check_output, load_result, write_output
+    from synth_datasets.folder import check_output, load_result, write_output
     from synth_datasets.provenance import attach_provenance
 
     check_output(args.output, overwrite=args.overwrite, card=False)

@@ -7,19 +7,16 @@ Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Erro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import re
 import sys
-import tempfile
 import traceback
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
@@ -27,7 +24,17 @@ from typing import Any
 
 from ._version import __version__
 from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
-from .errors import ConfigurationError, SynthError, scrub
+from .errors import ConfigurationError, SynthError, UsageError, scrub
+from .folder import (
+    MANIFEST,
+    README,
+    check_output,
+    load_result,
+    save_card,
+    write_figures,
+    write_output,
+)
+from .sources import check_utf8, load_source
 
 __all__ = [
     "add_card_options",
@@ -45,15 +52,7 @@ __all__ = [
     "run_guarded",
 ]
 
-MANIFEST = "synth_manifest.json"
-README = "README.md"
-_DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-class UsageError(Exception):
-    """A bad command line: exit 2."""
 
 
 def _add_expand(sub: Any) -> None:
@@ -389,126 +388,6 @@ def _build_parser() -> argparse.ArgumentParser:
 # -- loading --------------------------------------------------------------------------------------
 
 
-def load_source(
-    source: str, *, split: str | None, config: str | None, revision: str | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """A file, a ``save_to_disk`` folder or a Hub id as one ``Dataset`` split, and what the card
-    should say about where it came from."""
-    import datasets
-
-    meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
-    path = Path(source)
-    if path.exists():  # the card names a local source by its name, not by where it lies here
-        meta["name"] = path.name
-    if path.is_file():
-        kind = _DATA_SUFFIXES.get(path.suffix.lower())
-        if kind is None:
-            raise UsageError(
-                f"{source}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv, "
-                ".parquet, a save_to_disk folder or a Hub id)"
-            )
-        if kind != "parquet":
-            check_utf8(path, source)
-        # A file datasets cannot read is told below in one line: its builders' own log lines
-        # about it are held back.
-        builders = logging.getLogger("datasets.packaged_modules")
-        level = builders.level
-        builders.setLevel(logging.CRITICAL)
-        try:
-            with _uncounted():
-                ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-        except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
-            raise UsageError(_unreadable(source, path, kind, exc)) from exc
-        finally:
-            builders.setLevel(level)
-        if len(ds) == 0:
-            raise UsageError(f"{source}: no rows to expand")
-        ds.info.dataset_name = path.stem
-        return ds, meta
-    if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                name = split or "train"
-                if name not in loaded:
-                    raise UsageError(f"{source} has splits {list(loaded)}: choose one with --split")
-                return loaded[name], meta
-            return loaded, meta
-        with _uncounted():
-            return datasets.load_dataset(str(path), split=split or "train"), meta
-    if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
-        raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
-    from huggingface_hub import HfApi
-
-    # Pin the commit we read, so the card can name the exact source revision.
-    sha = HfApi().dataset_info(source, revision=revision).sha
-    meta.update(hub=True, revision=sha)
-    return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
-
-
-@contextlib.contextmanager
-def _uncounted() -> Iterator[None]:
-    """A local file is nobody's download: datasets would otherwise ping S3 to count one."""
-    import datasets
-
-    counts = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
-    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
-    try:
-        yield
-    finally:
-        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts
-
-
-def check_utf8(path: Path, name: str) -> None:
-    """Refuse a text file that is not UTF-8, naming the line of the first bad byte (datasets
-    would read some of it and fail later, or keep the bytes mangled)."""
-    line = 1
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            chunk += f.readline()  # end on a line break: no character is cut in two
-            try:
-                chunk.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                at = line + chunk.count(b"\n", 0, exc.start)
-                raise UsageError(
-                    f"{name}, line {at}: not UTF-8 text (byte 0x{chunk[exc.start]:02x}): "
-                    "save it as UTF-8"
-                ) from None
-            line += chunk.count(b"\n")
-
-
-def _unreadable(source: str, path: Path, kind: str, exc: Exception) -> str:
-    """Why datasets could not read a seed file, in the file's terms (the line, for JSON)."""
-    if kind == "json":
-        with path.open(encoding="utf-8") as f:
-            first = ""
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as bad:
-                    if first.startswith("{"):  # JSON lines, of which this one is not JSON
-                        return f"{source}, line {number}: not valid JSON ({bad.msg})"
-                    break
-                if first.startswith("{") and not isinstance(value, dict):
-                    return f"{source}, line {number}: not a JSON object"
-                first = first or line.strip()
-        try:
-            document = json.loads(path.read_text(encoding="utf-8").strip() or "null")
-        except json.JSONDecodeError as bad:
-            return f"{source}, line {bad.lineno}: not valid JSON ({bad.msg})"
-        if not document:
-            return f"{source}: no rows to expand"
-    cause: BaseException = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    if "corresponds to no data" in str(exc) or isinstance(cause, StopIteration):
-        return f"{source}: no rows to expand"
-    reason = " ".join(str(cause).split())
-    return f"{source}: cannot be read as {kind}: {type(cause).__name__}: {reason}"
-
-
 def read_prompt(args: argparse.Namespace) -> str:
     """``--prompt`` or the text of ``--prompt-file``."""
     if args.prompt_file is not None:
@@ -570,139 +449,6 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     return 0
 
 
-def check_output(output: Path, *, overwrite: bool = False, card: bool = True) -> None:
-    """Refuse, before anything is sent, an ``--output`` that cannot be written, or whose files
-    this library did not write (unless ``overwrite``): the data files, the manifest and (with
-    ``card``) README.md are what a write replaces. Other files are never touched."""
-    from .config import check_folder
-
-    check_folder("--output", output)
-    probe = next(p for p in (output, *output.parents) if p.exists())
-    try:
-        tempfile.TemporaryFile(dir=probe).close()
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write in {probe}: {exc.strerror}") from None
-    if overwrite or not output.is_dir():
-        return
-    theirs = _not_ours(output, card=card)
-    if theirs:
-        raise UsageError(
-            f"--output {output}: {theirs[0]} was not written by synth-datasets (or was changed "
-            "since): pass --overwrite to replace it, or choose another folder"
-        )
-
-
-def _not_ours(output: Path, *, card: bool) -> list[str]:
-    """The files a write would replace that the folder's manifest does not record as ours."""
-    manifest: dict[str, Any] = {}
-    if (output / MANIFEST).exists():
-        try:
-            manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return [MANIFEST]
-        if not isinstance(manifest, dict) or "provenance" not in manifest:
-            return [MANIFEST]
-    ours = set(manifest.get("files", []))
-    theirs = [
-        rel
-        for rel in (str(f.relative_to(output)) for f in sorted(output.glob("data/train-*")))
-        if rel not in ours
-    ]
-    readme = output / README
-    if card and readme.exists() and _sha256(readme) != manifest.get("card_sha256"):
-        theirs.append(README)
-    if card:
-        from .card import FIGURE_PATHS
-
-        drawn = manifest.get("figures") or {}
-        theirs += [
-            rel
-            for rel in FIGURE_PATHS
-            if (output / rel).exists() and _sha256(output / rel) != drawn.get(rel)
-        ]
-    return theirs
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    """The folder's manifest; empty when there is none."""
-    path = folder / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def _figures_record(folder: Path, figures: Sequence[Any]) -> dict[str, str]:
-    """The manifest's record of the figures now in ``folder`` (path: sha256). Figures that an
-    earlier write recorded and that are not drawn again are removed (no card links them)."""
-    drawn = {f.path: hashlib.sha256(f.png).hexdigest() for f in figures}
-    for rel, digest in (_read_manifest(folder).get("figures") or {}).items():
-        path = folder / rel
-        if rel not in drawn and path.is_file() and _sha256(path) == digest:
-            path.unlink()
-    return drawn
-
-
-def write_output(
-    dataset: Any, output: Path, fmt: str, card: Any = None, *, overwrite: bool = False
-) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it), the card (a ``DatasetCard``,
-    if given) and the manifest, which records what was written.
-
-    Parquet files carry the provenance in their schema too. Each file is written next to the one
-    it replaces under a hidden name, then swapped in whole (``os.replace``): a crash leaves the
-    old file or the new one, never half of one.
-    """
-    from .provenance import get_provenance, is_offline, write_parquet
-
-    check_output(output, overwrite=overwrite, card=card is not None)  # the run took a while
-    data_dir = output / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    target = data_dir / f"train-00000-of-00001.{fmt}"
-    staged: list[tuple[Path, Path]] = []
-
-    def stage(final: Path) -> Path:
-        partial = final.with_name(f".{final.name}.partial")  # load_dataset skips hidden files
-        staged.append((partial, final))
-        return partial
-
-    provenance = get_provenance(dataset)
-    try:
-        if fmt == "parquet":
-            write_parquet(dataset, stage(target), provenance)
-        else:
-            dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
-        manifest: dict[str, Any] = {
-            **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
-            "provenance": provenance,
-            "num_rows": len(dataset),
-            "format": fmt,
-            "files": [str(target.relative_to(output))],
-        }
-        if card is not None:
-            partial = stage(output / README)
-            card.save(partial)  # a SynthCard saves its figures beside it, each swapped in whole
-            manifest["card_sha256"] = _sha256(partial)
-            manifest["figures"] = _figures_record(output, getattr(card, "figures", ()))
-        _write_manifest(stage(output / MANIFEST), manifest)
-    except BaseException:
-        for partial, _ in staged:
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
-        raise
-    for partial, final in staged:
-        os.replace(partial, final)
-    for old in data_dir.glob("train-*"):
-        if old != target:
-            old.unlink()
-    return target
-
-
 def card_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "pretty_name": args.pretty_name,
@@ -720,56 +466,7 @@ def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str
 
 
 def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
-    path = folder / README
-    card = make_card(dataset, folder, args, repo_id)
-    card.save(path)
-    manifest = _read_manifest(folder)
-    if manifest:  # the card and its figures are ours: a later --output write may replace them
-        manifest["card_sha256"] = _sha256(path)
-        manifest["figures"] = _figures_record(folder, card.figures)
-        _write_manifest(folder / MANIFEST, manifest)
-    return path
-
-
-def write_figures(folder: Path, figures: Sequence[Any]) -> list[Path]:
-    """Figures into ``folder`` (``report --figures``), recorded in its manifest if it has one."""
-    from .card import save_figures
-
-    written = save_figures(folder, figures)
-    manifest = _read_manifest(folder)
-    if manifest:
-        manifest["figures"] = _figures_record(folder, figures)
-        _write_manifest(folder / MANIFEST, manifest)
-    return written
-
-
-def load_result(folder: Path) -> Any:
-    """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
-    import datasets
-
-    from .provenance import attach_provenance, from_schema
-
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder")
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = [str(folder / f) for f in manifest.get("files", [])]
-        kind = "parquet" if manifest.get("format") == "parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=files, split="train")
-        recorded = manifest.get("provenance")
-        if not recorded and kind == "parquet" and files:
-            import pyarrow.parquet as pq
-
-            recorded = from_schema(pq.read_schema(files[0]))
-        if recorded:
-            attach_provenance(ds, recorded)
-        return ds
-    if (folder / "state.json").exists():
-        return datasets.load_from_disk(str(folder))
-    raise UsageError(
-        f"{folder}: neither an `expand --output` folder ({MANIFEST}) nor a save_to_disk folder"
-    )
+    return save_card(folder, make_card(dataset, folder, args, repo_id))
 
 
 def push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ __all__ = [
     "ResponseFormatError",
     "ServerError",
     "SynthError",
+    "UsageError",
     "ValidationError",
     "scrub",
     "status_error_class",
@@ -58,6 +59,10 @@ class ConfigurationError(SynthError, ValueError):
     def __init__(self, message: str, *, option: str | None = None) -> None:
         super().__init__(message)
         self.option = option
+
+
+class UsageError(ConfigurationError):
+    """A bad command line or input file, found before anything was sent: exit 2."""
 
 
 class APIStatusError(SynthError):

@@ -12,7 +12,7 @@ from helpers import SAMPLE, SAMPLE_PROMPT, card_yaml, cli, load_script, script, 
 from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
-from synth_datasets.cli import load_result
+from synth_datasets.folder import load_result
 from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
 from synth_datasets.provenance import attach_provenance
 
