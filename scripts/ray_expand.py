@@ -16,7 +16,8 @@ Every node of the cluster needs synth-datasets[ray] installed (or add it to the 
 dataset card) and ``synth_manifest.json``, so ``synth-datasets push`` and ``load_dataset(folder)``
 take it as it is.
 
-Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
+Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure, 3 stopped at the
+budget (--max-requests, --max-generations, shared by all actors: what was received is written).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         MANIFEST,
         README,
         UsageError,
+        budget_exit,
         check_output,
         expand_options,
         load_seeds,
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         card = make_card(result, args.output, args, None)
         target = write_output(result, args.output, "parquet", card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
-    return 0
+    return budget_exit("ray_expand.py", result)
 
 
 if __name__ == "__main__":

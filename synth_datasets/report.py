@@ -104,6 +104,8 @@ class QualityReport:
     near_duplicates: int | None
     near_threshold: float | None
     lengths: tuple[ColumnLengths, ...] = ()
+    # What a run that stopped at its budget left out (the provenance's record), else None.
+    partial: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
@@ -319,4 +321,5 @@ def quality_report(
             for (c, k), of in product(p.kinds.items(), ("rows", "seeds"))
             if (chars := Distribution.of(p.array((c, of, "chars"), np.int32))) is not None
         ),
+        partial=prov.get("partial") or None,
     )
