@@ -681,6 +681,8 @@ def measure_ray(server: Server, p: dict[str, Any], tmp: Path) -> dict[str, Any]:
             "concurrency": RAY_CONCURRENCY,
         }
         r = run_ray_worker(server, spec)
+        if r["first_request_after_s"] is not None:
+            r["actors_start_s"] = r["first_request_after_s"] - r["plan_s"]
         bound = r["server_requests"] * LATENCY / (actors * RAY_CONCURRENCY)
         r["bound_s"] = bound
         r["efficiency"] = bound / r["wall_s"]
@@ -701,6 +703,18 @@ def measure_ray(server: Server, p: dict[str, Any], tmp: Path) -> dict[str, Any]:
         if r.get("steady_requests_per_s") and one.get("steady_requests_per_s"):
             r["steady_speedup"] = r["steady_requests_per_s"] / one["steady_requests_per_s"]
             r["steady_scaling"] = r["steady_speedup"] / actors
+            # The run's fixed part (Ray, the seeds' indexing, actors starting, the tail), and the
+            # number of requests from which end-to-end scaling reaches the target despite it.
+            for run in (one, r):
+                run["fixed_s"] = (
+                    run["wall_s"] - run["server_requests"] / run["steady_requests_per_s"]
+                )
+            want = TARGETS["ray_scaling"] * actors
+            per_request = 1 / one["steady_requests_per_s"] - want / r["steady_requests_per_s"]
+            if actors > 1 and per_request > 0:
+                r["requests_for_target_end_to_end"] = round(
+                    max(0.0, want * r["fixed_s"] - one["fixed_s"]) / per_request
+                )
     shutil.rmtree(seed_dir, ignore_errors=True)
     return out
 

@@ -232,6 +232,23 @@ def test_bench_quick_runs_and_reports_what_it_measured(tmp_path):
     assert resume["resent"] <= resume["max_concurrency"]
 
 
+@pytest.mark.slow
+def test_bench_ray_scaling_runs_every_actor_count_on_the_same_seeds(tmp_path):
+    """What holds by construction: each actor count makes every row from the same requests, and
+    no more requests are in flight than the actors' threads."""
+    out = tmp_path / "bench.json"
+    proc = script("bench.py", "--quick", "--only", "ray", "--json", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "7. Ray" in proc.stdout
+    ray = json.loads(out.read_text())["results"]["ray"]
+    assert sorted(ray["runs"]) == ["1", "2", "4"]
+    for actors, run in ray["runs"].items():
+        assert run["rows"] == ray["examples"] * 4 and run["errors"] == 0
+        assert run["server_requests"] == ray["examples"] // 8
+        assert run["max_in_flight"] <= int(actors) * ray["concurrency_per_actor"]
+        assert run["client_cpu_s"]["actors"] > 0
+
+
 # --------------------------------------------------------------------------------------------
 # Card options, and the cluster scripts run for real
 
