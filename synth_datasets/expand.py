@@ -37,6 +37,8 @@ def expand(
     Returns a ``Dataset`` (a lazy ``IterableDataset`` for one) of the generated, passthrough and
     lineage columns. The token comes from ``api_key=``, ``client=`` or ``COLLINEAR_API_KEY``;
     ``source`` overrides what the provenance records about the input (name, split, ...).
+    A run that stops at its budget (``max_requests``, ``max_generations``) returns the rows it
+    received; ``get_provenance(result)["partial"]`` says what it left out.
     """
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigurationError(

@@ -230,6 +230,8 @@ def expand_ray(
     Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
     current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
     ``source``: what the provenance records about the input (name, split, fingerprint, ...).
+    A budget (``max_requests``, ``max_generations``) is the run's, shared by the actors through
+    one small actor; ``to_huggingface`` records whether the run stopped at it.
     """
     ray = _import_ray()
     _refuse(ray, ray_dataset, api_key, options)
