@@ -147,28 +147,15 @@ def test_the_budget_holds_on_an_iterable_dataset_and_in_a_users_own_map(
     ref_server: ReferenceServer, cache_dir: Path
 ) -> None:
     with make_client(ref_server) as client:
+        common = {"prompt": PROMPT, "multiplier": 2, "model_id": MODEL_ID, "client": client}
+        common["request_size"] = REQUEST_SIZE
         lazy = expand(
-            qa(N_SEEDS).to_iterable_dataset(),
-            prompt=PROMPT,
-            multiplier=2,
-            model_id=MODEL_ID,
-            client=client,
-            request_size=REQUEST_SIZE,
-            cache_dir=cache_dir,
-            max_requests=2,
+            qa(N_SEEDS).to_iterable_dataset(), cache_dir=cache_dir, max_requests=2, **common
         )
         assert len(list(lazy)) == 2 * REQUEST_SIZE * 2
         assert ref_server.stats()["requests"] == 2
 
-        mapper = SynthMapper(
-            prompt=PROMPT,
-            multiplier=2,
-            model_id=MODEL_ID,
-            client=client,
-            request_size=REQUEST_SIZE,
-            cache=False,
-            max_requests=3,
-        )
+        mapper = SynthMapper(cache=False, max_requests=3, **common)
         seeds = qa(N_SEEDS)
         out = seeds.map(mapper, **mapper.map_kwargs(seeds))
         mapper.close()
