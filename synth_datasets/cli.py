@@ -20,7 +20,7 @@ import sys
 import tempfile
 import traceback
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
@@ -328,14 +328,22 @@ def _add_report(sub: Any) -> None:
         help="Jaccard similarity for near-duplicates (default 0.85)",
     )
     p.add_argument("--no-near", action="store_true", help="skip the near-duplicate search")
+    p.add_argument(
+        "--figures",
+        action="store_true",
+        help="also draw the report's figures into DIR/figures/ (needs matplotlib: "
+        'pip install "synth-datasets[figures]")',
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .card import figure_drawer
     from .report import DEFAULT_NEAR_THRESHOLD, quality_report
 
     threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
     if not 0 < threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
+    draw = figure_drawer(True) if args.figures else None  # refused before the pass, not after
     dataset = load_result(args.dir)
     report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
     if args.json:
@@ -343,6 +351,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         print_offline_notice(dataset)
         print(report.to_markdown(), end="")
+    if draw is not None:
+        written = write_figures(args.dir, draw(report))
+        listed = ", ".join(str(path) for path in written)
+        print(f"wrote the figures {listed}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -614,11 +626,41 @@ def _not_ours(output: Path, *, card: bool) -> list[str]:
     readme = output / README
     if card and readme.exists() and _sha256(readme) != manifest.get("card_sha256"):
         theirs.append(README)
+    if card:
+        from .card import FIGURE_PATHS
+
+        drawn = manifest.get("figures") or {}
+        theirs += [
+            rel
+            for rel in FIGURE_PATHS
+            if (output / rel).exists() and _sha256(output / rel) != drawn.get(rel)
+        ]
     return theirs
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    """The folder's manifest; empty when there is none."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _figures_record(folder: Path, figures: Sequence[Any]) -> dict[str, str]:
+    """The manifest's record of the figures now in ``folder`` (path: sha256). Figures that an
+    earlier write recorded and that are not drawn again are removed (no card links them)."""
+    drawn = {f.path: hashlib.sha256(f.png).hexdigest() for f in figures}
+    for rel, digest in (_read_manifest(folder).get("figures") or {}).items():
+        path = folder / rel
+        if rel not in drawn and path.is_file() and _sha256(path) == digest:
+            path.unlink()
+    return drawn
 
 
 def write_output(
@@ -659,11 +701,10 @@ def write_output(
         }
         if card is not None:
             partial = stage(output / README)
-            card.save(partial)
+            card.save(partial)  # a SynthCard saves its figures beside it, each swapped in whole
             manifest["card_sha256"] = _sha256(partial)
-        stage(output / MANIFEST).write_text(
-            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+            manifest["figures"] = _figures_record(output, getattr(card, "figures", ()))
+        _write_manifest(stage(output / MANIFEST), manifest)
     except BaseException:
         for partial, _ in staged:
             with contextlib.suppress(OSError):
@@ -695,15 +736,26 @@ def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str
 
 def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
     path = folder / README
-    make_card(dataset, folder, args, repo_id).save(path)
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():  # the card is ours: a later --output write may replace it
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    card = make_card(dataset, folder, args, repo_id)
+    card.save(path)
+    manifest = _read_manifest(folder)
+    if manifest:  # the card and its figures are ours: a later --output write may replace them
         manifest["card_sha256"] = _sha256(path)
-        manifest_path.write_text(
-            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+        manifest["figures"] = _figures_record(folder, card.figures)
+        _write_manifest(folder / MANIFEST, manifest)
     return path
+
+
+def write_figures(folder: Path, figures: Sequence[Any]) -> list[Path]:
+    """Figures into ``folder`` (``report --figures``), recorded in its manifest if it has one."""
+    from .card import save_figures
+
+    written = save_figures(folder, figures)
+    manifest = _read_manifest(folder)
+    if manifest:
+        manifest["figures"] = _figures_record(folder, figures)
+        _write_manifest(folder / MANIFEST, manifest)
+    return written
 
 
 def load_result(folder: Path) -> Any:
