@@ -6,7 +6,8 @@
     python scripts/expand_and_push.py seeds.jsonl --prompt "..." --local --output out/
 
 The report is printed before anything is pushed, and the same report is the card's statistics.
-Exit codes as the CLI: 0 done, 2 usage or configuration (nothing sent), 1 failure.
+Exit codes as the CLI: 0 done, 2 usage or configuration (nothing sent), 1 failure, 3 stopped at
+the budget (--max-requests, --max-generations: what was received is written, not pushed).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from synth_datasets import build_card, expand
+from synth_datasets import build_card, expand, get_provenance
 from synth_datasets.cli import (
     add_expand_arguments,
     add_output_arguments,
     add_publish_options,
+    budget_exit,
     card_options,
     expand_options,
     load_seeds,
@@ -98,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, README.md and {MANIFEST}")
-    if args.push_to_hub is not None:
+    if args.push_to_hub is not None and (get_provenance(result) or {}).get("partial"):
+        print(f"not pushed to {args.push_to_hub}: the run stopped at its budget")
+    elif args.push_to_hub is not None:
         push(result, args.push_to_hub, args, card=card)
-    return 0
+    return budget_exit("expand_and_push.py", result)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ the one ``synth-datasets expand --output`` writes: ``data/train-00000-of-00001.p
 generation config in its schema), ``README.md`` (the dataset card) and ``synth_manifest.json``,
 so ``synth-datasets push`` and ``load_dataset(folder)`` take it as it is.
 
-Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
+Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure, 3 stopped at the
+budget (--max-requests, --max-generations, shared by all actors: what was received is written).
 """
 
 from __future__ import annotations
@@ -80,7 +81,13 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import expand_options, load_seeds, make_card, print_offline_notice
+    from synth_datasets.cli import (
+        budget_exit,
+        expand_options,
+        load_seeds,
+        make_card,
+        print_offline_notice,
+    )
     from synth_datasets.client import check_api_key
     from synth_datasets.errors import UsageError
     from synth_datasets.folder import MANIFEST, README, check_output, write_output
@@ -130,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         card = make_card(result, args.output, args, None)
         target = write_output(result, args.output, "parquet", card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
-    return 0
+    return budget_exit("ray_expand.py", result)
 
 
 if __name__ == "__main__":

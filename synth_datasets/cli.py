@@ -1,7 +1,8 @@
 """``synth-datasets``: expand, serve (and, with the publish step, push and card).
 
-Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Errors are one line;
-``-v`` shows the traceback and DEBUG logs.
+Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure, 3 stopped at the
+budget (``--max-requests``, ``--max-generations``: what was received is written), 130 interrupted.
+Errors are one line; ``-v`` shows the traceback and DEBUG logs.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from .folder import (
 from .sources import check_utf8, load_source
 
 __all__ = [
+    "BUDGET_EXIT",
     "add_card_options",
     "add_expand_arguments",
     "add_hub_options",
     "add_output_arguments",
+    "budget_exit",
     "check_output",
     "expand_options",
     "flag",
@@ -52,6 +55,8 @@ __all__ = [
     "run_guarded",
 ]
 
+BUDGET_EXIT = 3
+"""The exit code of a run that stopped at its budget: its rows are written, the rest unsent."""
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
 
 
@@ -432,6 +437,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
         f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
         f"{flag('generation_limit')} {config.generation_limit}), {config.max_concurrency} in flight"
     )
+    print(_budget_line(config, math.ceil(n / size), n * config.multiplier))
     config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
@@ -447,6 +453,34 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     print(json.dumps(body, ensure_ascii=False, indent=2, default=str))
     print("dry run: nothing was sent")
     return 0
+
+
+def _budget_line(config: ExpandConfig, requests: int, generations: int) -> str:
+    """The dry run's line on the budget: the options, and whether the plan fits in them."""
+    from .budget import BUDGET_OPTIONS
+
+    shown = ", ".join(f"{flag(n)} {getattr(config, n) or 'none'}" for n in BUDGET_OPTIONS)
+    over = (config.max_requests is not None and requests > config.max_requests) or (
+        config.max_generations is not None and generations > config.max_generations
+    )
+    if over:
+        return (
+            f"budget: {shown}: the run stops sending there, writes what it received and exits "
+            f"{BUDGET_EXIT}, unless the cache answers the rest (answers already cached are free)"
+        )
+    return f"budget: {shown}: the plan fits (answers already cached are free)"
+
+
+def budget_exit(prog: str, dataset: Any) -> int:
+    """0, or ``BUDGET_EXIT`` after one line on stderr when the run stopped at its budget."""
+    from .budget import partial_message
+    from .provenance import get_provenance
+
+    partial = (get_provenance(dataset) or {}).get("partial")
+    if not partial:
+        return 0
+    print(f"{prog}: {partial_message(partial, spell=flag)}", file=sys.stderr)
+    return BUDGET_EXIT
 
 
 def card_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -531,6 +565,7 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import expand
+    from .provenance import get_provenance
 
     if args.output is not None and not args.dry_run:
         check_output(args.output, overwrite=args.overwrite)
@@ -558,9 +593,16 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         card = make_card(result, args.output, args, args.push_to_hub)
         target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
-    if args.push_to_hub is not None:
+    partial = (get_provenance(result) or {}).get("partial")
+    if args.push_to_hub is not None and partial:  # the Hub gets a whole dataset
+        print(
+            f"not pushed to {args.push_to_hub}: the run stopped at its budget; rerun with a "
+            "higher budget to complete it"
+            + (f" (or push the folder: synth-datasets push {args.output})" if args.output else "")
+        )
+    elif args.push_to_hub is not None:
         push(result, args.push_to_hub, args, **card_options(args))
-    return 0
+    return budget_exit("synth-datasets", result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,7 +640,8 @@ def run_guarded(
     describe: Callable[[BaseException], str] | None = None,
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
-    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
+    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v); the
+    command itself returns ``BUDGET_EXIT`` (``budget_exit``) when it stopped at its budget.
 
     ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
     token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
@@ -609,6 +652,11 @@ def run_guarded(
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(masking)
+    # A run stopped at its budget ends with the command's own line (flags, BUDGET_EXIT): the
+    # library's warning, in Python's terms, would say it twice.
+    budget_log = logging.getLogger("synth_datasets.budget")
+    budget_level = budget_log.level
+    budget_log.setLevel(logging.ERROR)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -630,6 +678,7 @@ def run_guarded(
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
     finally:
+        budget_log.setLevel(budget_level)
         for handler in handlers:
             handler.removeFilter(masking)
 

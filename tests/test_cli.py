@@ -680,3 +680,60 @@ def test_a_local_seed_file_reaches_no_network_and_is_named_by_its_name(tmp_path:
     assert proxy.received == []
     assert manifest(out)["provenance"]["source"]["name"] == "seeds.jsonl"
     assert str(tmp_path / "private") not in (out / "README.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+def test_a_run_stopped_at_its_budget_exits_3_writes_what_it_received_and_a_rerun_completes(
+    ref_server: ReferenceServer,
+    endpoint: list[str],
+    fake_hub: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa_rows(8))
+    out = tmp_path / "out"
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    args = ["expand", str(seeds), "--prompt", "p", *endpoint, "--request-size", "2"]
+    args += ["--output", str(out), "--cache-dir", str(tmp_path / "c")]
+    args += ["--push-to-hub", "me/budget", "--allow-offline-data"]
+    assert main([*args, "--max-requests", "1"]) == 3
+    assert ref_server.stats()["requests"] == 1
+    captured = capsys.readouterr()
+    assert error_lines(captured.err) == []
+    assert [line for line in captured.err.splitlines() if "budget" in line] == [
+        "synth-datasets: stopped at the budget (--max-requests 1): 3 requests for 6 seed rows "
+        "were not sent (those seeds have no rows); what was answered is cached, so a rerun with "
+        "a higher --max-requests continues from there without paying for it again"
+    ]
+    assert "not pushed to me/budget" in captured.out
+    assert fake_hub.requests == []  # a partial run is not published
+    loaded = datasets.load_dataset(str(out), split="train")
+    assert len(loaded) == 2 * 4 and loaded["error"] == [None] * 8
+    assert manifest(out)["provenance"]["partial"]["requests_not_sent"] == 3
+    assert "**Partial run.**" in (out / "README.md").read_text()
+
+    # A higher budget continues from the cache: 3 more requests, whole, written and pushed.
+    assert main([*args, "--max-requests", "10"]) == 0
+    assert ref_server.stats()["requests"] == 4
+    assert len(datasets.load_dataset(str(out), split="train")) == 8 * 4
+    assert manifest(out)["provenance"]["partial"] is None
+    assert "Partial run" not in (out / "README.md").read_text()
+    assert "me/budget" in fake_hub.repos
+
+
+def test_dry_run_shows_the_budget(endpoint: list[str], seeds_file: Path, tmp_path: Path, capsys):
+    args = ["expand", str(seeds_file), "--prompt", "p", *endpoint, "--dry-run"]
+    assert main([*args, "--request-size", "1", "--max-generations", "8"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "budget: --max-requests none, --max-generations 8: the run stops sending there, writes "
+        "what it received and exits 3"
+    ) in out
+    assert main(args) == 0
+    assert "budget: --max-requests none, --max-generations none: the plan fits" in (
+        capsys.readouterr().out
+    )
+    # One request (4 seed rows x 4) cannot fit: refused as the run would be.
+    assert main([*args, "--max-generations", "8"]) == 2
+    assert "--max-generations is 8: one request of 4 seed rows" in capsys.readouterr().err
