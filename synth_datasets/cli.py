@@ -1,22 +1,20 @@
 """``synth-datasets``: expand, serve (and, with the publish step, push and card).
 
-Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Errors are one line;
-``-v`` shows the traceback and DEBUG logs.
+Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure, 3 stopped at the
+budget (``--max-requests``, ``--max-generations``: what was received is written), 130 interrupted.
+Errors are one line; ``-v`` shows the traceback and DEBUG logs.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import re
 import sys
-import tempfile
 import traceback
 import typing
 from collections.abc import Callable, Sequence
@@ -27,34 +25,39 @@ from typing import Any
 
 from ._version import __version__
 from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
-from .errors import ConfigurationError, SynthError, scrub
+from .errors import ConfigurationError, SynthError, UsageError, scrub
+from .folder import (
+    MANIFEST,
+    README,
+    check_output,
+    load_result,
+    save_card,
+    write_figures,
+    write_output,
+)
+from .sources import check_utf8, load_source
 
 __all__ = [
+    "BUDGET_EXIT",
     "add_card_options",
     "add_expand_arguments",
     "add_hub_options",
     "add_output_arguments",
+    "budget_exit",
     "check_output",
     "expand_options",
     "flag",
     "load_seeds",
     "main",
+    "offline_run",
     "print_offline_notice",
     "read_prompt",
     "run_guarded",
 ]
 
-# The reference server accepts any UUID; this one marks runs made against it.
-LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
-MANIFEST = "synth_manifest.json"
-README = "README.md"
-_DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+BUDGET_EXIT = 3
+"""The exit code of a run that stopped at its budget: its rows are written, the rest unsent."""
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-class UsageError(Exception):
-    """A bad command line: exit 2."""
 
 
 def _add_expand(sub: Any) -> None:
@@ -87,6 +90,20 @@ def flag(option: str) -> str:
     return str(f.metadata["flag"] or "--" + option.replace("_", "-"))
 
 
+def in_cli_words(message: str, option: str | None) -> str:
+    """A library error about keyword ``option`` in the words of the command line: its flag
+    (``pass model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
+    COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
+    if option == "api_key":
+        return message.replace("pass api_key=", "use --local (the offline reference server)")
+    if not option:
+        return message
+    # A publishing keyword (allow_offline_data=True) is spelled as its flag too.
+    spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
+    # Not inside quotes: a column may be named like an option.
+    return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])(=True)?=?", spelled, message)
+
+
 def add_expand_arguments(
     p: argparse.ArgumentParser,
     *,
@@ -107,8 +124,12 @@ def add_expand_arguments(
         "--local",
         action="store_true",
         help="start the bundled reference server on loopback and use it (no account; "
-        "its offline engine rewrites words, it is not a language model)",
+        "its offline engine rewrites words, it is not a language model; --engine openai "
+        "answers from your own model)",
     )
+    from .testing.serve import add_engine_arguments
+
+    add_engine_arguments(p)
     defaults = {**_CLI_DEFAULTS, **(defaults or {})}
     hints = typing.get_type_hints(ExpandConfig)
     for f in option_fields(ExpandConfig):
@@ -146,25 +167,47 @@ def _comma_list(text: str) -> list[str]:
 def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
     """The keywords of ``expand`` that the command line gave (the rest keep their defaults):
     the prompt, the options, and with ``--local`` and a ``stack`` the bundled server's URL and
-    token (the server is stopped with ``stack``)."""
+    token (the server, with the ``--engine`` chosen, is stopped with ``stack``)."""
+    from .testing.serve import engine_flags, engine_from_args
+
     options = {
         f.name: getattr(args, f.name)
         for f in fields(ExpandConfig)
         if getattr(args, f.name, None) is not None
     }
     options["prompt"] = read_prompt(args)
-    if args.local:
-        options.setdefault("model_id", LOCAL_MODEL_ID)
-    if args.local and stack is not None:
+    if not args.local:
+        given = engine_flags(args)
+        if given:
+            raise UsageError(f"{given[0]} chooses the bundled server's engine: add --local")
+        return options
+    if "base_url" in options:
+        raise UsageError("--local runs its own server: drop --base-url (or --local)")
+    engine = engine_from_args(args)
+    options.setdefault("model_id", engine.model_id)
+    size = options.get("request_size", _FIELDS["request_size"].default)
+    in_flight = engine.requests_in_flight(size * (options.get("multiplier") or 1))
+    if in_flight is not None and "max_concurrency" not in options:
+        # Requests beyond what the engine works on at once wait in its queue, past the timeout.
+        options["max_concurrency"] = in_flight
+    if stack is not None:
         from .testing import ReferenceServer
 
-        server = stack.enter_context(ReferenceServer())
+        server = stack.enter_context(ReferenceServer(engine=engine))
         options.update(api_key=server.token, base_url=server.url)
         print(
-            f"using the local reference server at {server.url}: rows are "
-            f"{OFFLINE_NOTICE} (word substitution, not a language model)"
+            f"using the local reference server at {server.url}: rows are generated by "
+            f"{engine.description}"
         )
+        if in_flight is not None:
+            n = options["max_concurrency"]
+            print(f"keeping {n} requests in flight (--max-concurrency to change it)")
     return options
+
+
+def offline_run(args: argparse.Namespace) -> bool:
+    """Whether the rows will come from the offline engine: ``--local`` with no other ``--engine``."""
+    return bool(args.local) and args.engine in (None, "offline")
 
 
 def print_offline_notice(dataset: Any, provenance: Any = None) -> None:
@@ -227,7 +270,7 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_card_options(p: argparse.ArgumentParser) -> None:
-    """What the card says (``card.build_card``'s options, see ``card_options``)."""
+    """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
     # Refused, not unknown: argparse would quote an unknown flag's value (the token) back, or take
     # it for --hf-token-file (a prefix) where that exists.
     p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
@@ -307,14 +350,22 @@ def _add_report(sub: Any) -> None:
         help="Jaccard similarity for near-duplicates (default 0.85)",
     )
     p.add_argument("--no-near", action="store_true", help="skip the near-duplicate search")
+    p.add_argument(
+        "--figures",
+        action="store_true",
+        help="also draw the report's figures into DIR/figures/ (needs matplotlib: "
+        'pip install "synth-datasets[figures]")',
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .card import figure_drawer
     from .report import DEFAULT_NEAR_THRESHOLD, quality_report
 
     threshold = DEFAULT_NEAR_THRESHOLD if args.near_threshold is None else args.near_threshold
     if not 0 < threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
+    draw = figure_drawer(True) if args.figures else None  # refused before the pass, not after
     dataset = load_result(args.dir)
     report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
     if args.json:
@@ -322,6 +373,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         print_offline_notice(dataset)
         print(report.to_markdown(), end="")
+    if draw is not None:
+        written = write_figures(args.dir, draw(report))
+        listed = ", ".join(str(path) for path in written)
+        print(f"wrote the figures {listed}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -347,109 +402,6 @@ def _build_parser() -> argparse.ArgumentParser:
 # -- loading --------------------------------------------------------------------------------------
 
 
-def load_source(
-    source: str, *, split: str | None, config: str | None, revision: str | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """A file, a ``save_to_disk`` folder or a Hub id as one ``Dataset`` split, and what the card
-    should say about where it came from."""
-    import datasets
-
-    meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
-    path = Path(source)
-    if path.is_file():
-        kind = _DATA_SUFFIXES.get(path.suffix.lower())
-        if kind is None:
-            raise UsageError(
-                f"{source}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv, "
-                ".parquet, a save_to_disk folder or a Hub id)"
-            )
-        if kind != "parquet":
-            check_utf8(path, source)
-        # A file datasets cannot read is told below in one line: its builders' own log lines
-        # about it are held back.
-        builders = logging.getLogger("datasets.packaged_modules")
-        level = builders.level
-        builders.setLevel(logging.CRITICAL)
-        try:
-            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-        except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
-            raise UsageError(_unreadable(source, path, kind, exc)) from exc
-        finally:
-            builders.setLevel(level)
-        if len(ds) == 0:
-            raise UsageError(f"{source}: no rows to expand")
-        ds.info.dataset_name = path.stem
-        return ds, meta
-    if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                name = split or "train"
-                if name not in loaded:
-                    raise UsageError(f"{source} has splits {list(loaded)}: choose one with --split")
-                return loaded[name], meta
-            return loaded, meta
-        return datasets.load_dataset(str(path), split=split or "train"), meta
-    if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
-        raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
-    from huggingface_hub import HfApi
-
-    # Pin the commit we read, so the card can name the exact source revision.
-    sha = HfApi().dataset_info(source, revision=revision).sha
-    meta.update(hub=True, revision=sha)
-    return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
-
-
-def check_utf8(path: Path, name: str) -> None:
-    """Refuse a text file that is not UTF-8, naming the line of the first bad byte (datasets
-    would read some of it and fail later, or keep the bytes mangled)."""
-    line = 1
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            chunk += f.readline()  # end on a line break: no character is cut in two
-            try:
-                chunk.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                at = line + chunk.count(b"\n", 0, exc.start)
-                raise UsageError(
-                    f"{name}, line {at}: not UTF-8 text (byte 0x{chunk[exc.start]:02x}): "
-                    "save it as UTF-8"
-                ) from None
-            line += chunk.count(b"\n")
-
-
-def _unreadable(source: str, path: Path, kind: str, exc: Exception) -> str:
-    """Why datasets could not read a seed file, in the file's terms (the line, for JSON)."""
-    if kind == "json":
-        with path.open(encoding="utf-8") as f:
-            first = ""
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as bad:
-                    if first.startswith("{"):  # JSON lines, of which this one is not JSON
-                        return f"{source}, line {number}: not valid JSON ({bad.msg})"
-                    break
-                if first.startswith("{") and not isinstance(value, dict):
-                    return f"{source}, line {number}: not a JSON object"
-                first = first or line.strip()
-        try:
-            document = json.loads(path.read_text(encoding="utf-8").strip() or "null")
-        except json.JSONDecodeError as bad:
-            return f"{source}, line {bad.lineno}: not valid JSON ({bad.msg})"
-        if not document:
-            return f"{source}: no rows to expand"
-    cause: BaseException = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    if "corresponds to no data" in str(exc) or isinstance(cause, StopIteration):
-        return f"{source}: no rows to expand"
-    reason = " ".join(str(cause).split())
-    return f"{source}: cannot be read as {kind}: {type(cause).__name__}: {reason}"
-
-
 def read_prompt(args: argparse.Namespace) -> str:
     """``--prompt`` or the text of ``--prompt-file``."""
     if args.prompt_file is not None:
@@ -467,11 +419,16 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
-    from .config import ENDPOINT_PATH
+    from .config import ENDPOINT_PATH, given_model_id
     from .layout import make_examples
     from .mapper import plan_for
+    from .testing.engine import OfflineEngine
 
-    config = ExpandConfig(**options)
+    # Nothing is sent, so no model is needed: a stand-in UUID (the offline engine's) builds the
+    # config, and the body shows that none was given.
+    no_model = given_model_id(options.get("model_id")) is None
+    stand_in = {**options, "model_id": OfflineEngine.model_id}
+    config = ExpandConfig(**stand_in if no_model else options)
     layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
     first = ds.select(range(min(size, n)))
@@ -482,7 +439,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     if in_flight == "auto":
         in_flight = f"up to {config.concurrency_ceiling} (adaptive)"
     body = {
-        "model_id": config.model_id,
+        "model_id": "<not set: --model-id or COLLINEAR_MODEL_ID>" if no_model else config.model_id,
         "multiplier": config.multiplier,
         "examples": examples,
         "prompt": config.prompt,
@@ -492,6 +449,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
         f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
         f"{flag('generation_limit')} {config.generation_limit}), {in_flight} in flight"
     )
+    print(_budget_line(config, math.ceil(n / size), n * config.multiplier))
     config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
@@ -509,108 +467,32 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     return 0
 
 
-def check_output(output: Path, *, overwrite: bool = False, card: bool = True) -> None:
-    """Refuse, before anything is sent, an ``--output`` that cannot be written, or whose files
-    this library did not write (unless ``overwrite``): the data files, the manifest and (with
-    ``card``) README.md are what a write replaces. Other files are never touched."""
-    from .config import check_folder
+def _budget_line(config: ExpandConfig, requests: int, generations: int) -> str:
+    """The dry run's line on the budget: the options, and whether the plan fits in them."""
+    from .budget import BUDGET_OPTIONS
 
-    check_folder("--output", output)
-    probe = next(p for p in (output, *output.parents) if p.exists())
-    try:
-        tempfile.TemporaryFile(dir=probe).close()
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write in {probe}: {exc.strerror}") from None
-    if overwrite or not output.is_dir():
-        return
-    theirs = _not_ours(output, card=card)
-    if theirs:
-        raise UsageError(
-            f"--output {output}: {theirs[0]} was not written by synth-datasets (or was changed "
-            "since): pass --overwrite to replace it, or choose another folder"
+    shown = ", ".join(f"{flag(n)} {getattr(config, n) or 'none'}" for n in BUDGET_OPTIONS)
+    over = (config.max_requests is not None and requests > config.max_requests) or (
+        config.max_generations is not None and generations > config.max_generations
+    )
+    if over:
+        return (
+            f"budget: {shown}: the run stops sending there, writes what it received and exits "
+            f"{BUDGET_EXIT}, unless the cache answers the rest (answers already cached are free)"
         )
+    return f"budget: {shown}: the plan fits (answers already cached are free)"
 
 
-def _not_ours(output: Path, *, card: bool) -> list[str]:
-    """The files a write would replace that the folder's manifest does not record as ours."""
-    manifest: dict[str, Any] = {}
-    if (output / MANIFEST).exists():
-        try:
-            manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return [MANIFEST]
-        if not isinstance(manifest, dict) or "provenance" not in manifest:
-            return [MANIFEST]
-    ours = set(manifest.get("files", []))
-    theirs = [
-        rel
-        for rel in (str(f.relative_to(output)) for f in sorted(output.glob("data/train-*")))
-        if rel not in ours
-    ]
-    readme = output / README
-    if card and readme.exists() and _sha256(readme) != manifest.get("card_sha256"):
-        theirs.append(README)
-    return theirs
+def budget_exit(prog: str, dataset: Any) -> int:
+    """0, or ``BUDGET_EXIT`` after one line on stderr when the run stopped at its budget."""
+    from .budget import partial_message
+    from .provenance import get_provenance
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_output(
-    dataset: Any, output: Path, fmt: str, card: Any = None, *, overwrite: bool = False
-) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it), the card (a ``DatasetCard``,
-    if given) and the manifest, which records what was written.
-
-    Parquet files carry the provenance in their schema too. Each file is written next to the one
-    it replaces under a hidden name, then swapped in whole (``os.replace``): a crash leaves the
-    old file or the new one, never half of one.
-    """
-    from .provenance import get_provenance, is_offline, write_parquet
-
-    check_output(output, overwrite=overwrite, card=card is not None)  # the run took a while
-    data_dir = output / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    target = data_dir / f"train-00000-of-00001.{fmt}"
-    staged: list[tuple[Path, Path]] = []
-
-    def stage(final: Path) -> Path:
-        partial = final.with_name(f".{final.name}.partial")  # load_dataset skips hidden files
-        staged.append((partial, final))
-        return partial
-
-    provenance = get_provenance(dataset)
-    try:
-        if fmt == "parquet":
-            write_parquet(dataset, stage(target), provenance)
-        else:
-            dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
-        manifest: dict[str, Any] = {
-            **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
-            "provenance": provenance,
-            "num_rows": len(dataset),
-            "format": fmt,
-            "files": [str(target.relative_to(output))],
-        }
-        if card is not None:
-            partial = stage(output / README)
-            card.save(partial)
-            manifest["card_sha256"] = _sha256(partial)
-        stage(output / MANIFEST).write_text(
-            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
-    except BaseException:
-        for partial, _ in staged:
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
-        raise
-    for partial, final in staged:
-        os.replace(partial, final)
-    for old in data_dir.glob("train-*"):
-        if old != target:
-            old.unlink()
-    return target
+    partial = (get_provenance(dataset) or {}).get("partial")
+    if not partial:
+        return 0
+    print(f"{prog}: {partial_message(partial, spell=flag)}", file=sys.stderr)
+    return BUDGET_EXIT
 
 
 def card_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -630,45 +512,7 @@ def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str
 
 
 def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
-    path = folder / README
-    make_card(dataset, folder, args, repo_id).save(path)
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():  # the card is ours: a later --output write may replace it
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        manifest["card_sha256"] = _sha256(path)
-        manifest_path.write_text(
-            json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
-    return path
-
-
-def load_result(folder: Path) -> Any:
-    """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
-    import datasets
-
-    from .provenance import attach_provenance, from_schema
-
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder")
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = [str(folder / f) for f in manifest.get("files", [])]
-        kind = "parquet" if manifest.get("format") == "parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=files, split="train")
-        recorded = manifest.get("provenance")
-        if not recorded and kind == "parquet" and files:
-            import pyarrow.parquet as pq
-
-            recorded = from_schema(pq.read_schema(files[0]))
-        if recorded:
-            attach_provenance(ds, recorded)
-        return ds
-    if (folder / "state.json").exists():
-        return datasets.load_from_disk(str(folder))
-    raise UsageError(
-        f"{folder}: neither an `expand --output` folder ({MANIFEST}) nor a save_to_disk folder"
-    )
+    return save_card(folder, make_card(dataset, folder, args, repo_id))
 
 
 def push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -733,6 +577,7 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import expand
+    from .provenance import get_provenance
 
     if args.output is not None and not args.dry_run:
         check_output(args.output, overwrite=args.overwrite)
@@ -745,7 +590,7 @@ def _cmd_expand(args: argparse.Namespace) -> int:
 
             validate_hub_repo_id(args.push_to_hub)
             resolve_hf_token(args.hf_token)
-            refuse_offline(args.local, args.allow_offline_data)
+            refuse_offline(offline_run(args), args.allow_offline_data)
         result = expand(ds, **expand_options(args, stack), source=source_meta)
     print_offline_notice(result)
     errors = sum(1 for e in result["error"] if e is not None)
@@ -760,9 +605,16 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         card = make_card(result, args.output, args, args.push_to_hub)
         target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
-    if args.push_to_hub is not None:
+    partial = (get_provenance(result) or {}).get("partial")
+    if args.push_to_hub is not None and partial:  # the Hub gets a whole dataset
+        print(
+            f"not pushed to {args.push_to_hub}: the run stopped at its budget; rerun with a "
+            "higher budget to complete it"
+            + (f" (or push the folder: synth-datasets push {args.output})" if args.output else "")
+        )
+    elif args.push_to_hub is not None:
         push(result, args.push_to_hub, args, **card_options(args))
-    return 0
+    return budget_exit("synth-datasets", result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -800,16 +652,23 @@ def run_guarded(
     describe: Callable[[BaseException], str] | None = None,
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
-    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
+    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v); the
+    command itself returns ``BUDGET_EXIT`` (``budget_exit``) when it stopped at its budget.
 
-    A server may quote back the token it was sent (the Hub's errors and debug logs of its
-    headers do): the tokens this process holds are masked in what it prints.
+    ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
+    token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
+    process holds are masked in what it prints.
     """
     tokens = _tokens(args)
     masking = _Masking(tokens)
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(masking)
+    # A run stopped at its budget ends with the command's own line (flags, BUDGET_EXIT): the
+    # library's warning, in Python's terms, would say it twice.
+    budget_log = logging.getLogger("synth_datasets.budget")
+    budget_level = budget_log.level
+    budget_log.setLevel(logging.ERROR)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -822,18 +681,16 @@ def run_guarded(
         code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
         if verbose:
             traceback.print_exc()
-        if describe is not None:
+        if describe is not None and not isinstance(exc, (UsageError, SynthError)):
             message = describe(exc)
         else:
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
-            option = getattr(exc, "option", None)
-            if option:  # the flag the user typed, not the keyword
-                spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
-                message = re.sub(rf"\b{option}\b(=True)?=?", spelled, message)
+            message = in_cli_words(message, getattr(exc, "option", None))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
     finally:
+        budget_log.setLevel(budget_level)
         for handler in handlers:
             handler.removeFilter(masking)
 
