@@ -4,9 +4,10 @@ The adaptive limit is TCP's congestion window applied to a rate-limited API (add
 multiplicative decrease): it grows by one per clean answer until the first 429 or 503 (doubling
 each round trip), then by one per round trip of clean answers, at most one a second; it shrinks
 by a tenth on each refusal. A token bucket refuses only once it is empty: a gentle decrease keeps
-it in use, a slow growth empties it seldom. Only answers to requests sent since the last decrease move it (the refusals of a burst
-sent before it say nothing new), and it grows only while it is used up. A request waiting out its ``Retry-After`` holds no place; when
-even one request at a time is refused, nothing is sent until its ``Retry-After`` has passed.
+it in use, a slow growth empties it seldom. Only answers to requests sent since the last decrease
+move it (the refusals of a burst sent before it say nothing new), and it grows only while it is
+used up. A request waiting out its ``Retry-After`` holds no place; when even one request at a
+time is refused, nothing is sent until its ``Retry-After`` has passed.
 
 One adaptive limit is shared by every engine of a process sending to the same endpoint with the
 same token, since the quota is theirs together.
