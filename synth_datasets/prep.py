@@ -42,6 +42,7 @@ __all__ = [
     "mix_in_seeds",
     "seed_groups",
     "split_by_seed",
+    "test_rows",
     "to_messages",
 ]
 
@@ -188,7 +189,7 @@ def seed_groups(
     return np.array([groups.find(i) for i in range(len(ds))], dtype=np.int64)
 
 
-def _test_rows(test_size: float, n: int) -> int:
+def test_rows(test_size: float, n: int) -> int:
     """Rows asked for in the test split, as ``train_test_split`` reads ``test_size``."""
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
         raise ConfigurationError(
@@ -262,7 +263,7 @@ def split_by_seed(
     fraction of the rows, or a number of rows) as whole groups allow. Rows keep their order.
     """
     require_dataset(ds, "split_by_seed")
-    target = _test_rows(test_size, len(ds))
+    target = test_rows(test_size, len(ds))
     labels = seed_groups(ds, threshold=threshold, columns=columns)
     roots, group_of_row, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     if len(roots) < 2:

@@ -13,7 +13,13 @@ from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
 from synth_datasets.cli import load_result
-from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
+from synth_datasets.prep import (
+    drop_duplicates,
+    drop_errors,
+    mix_in_seeds,
+    split_by_seed,
+    to_messages,
+)
 from synth_datasets.provenance import attach_provenance
 
 # huggingface_hub's own LFS upload warns about its use of httpx; not ours to fix.
@@ -169,7 +175,9 @@ def test_to_sft_writes_splits(tmp_path, expanded_dir):
         "| `train` | 3 |",
         "| `test` | 2 |",
         "3 generations were asked for each seed row",
-        "`train_test_split(test_size=2, seed=7)`",
+        "Split by seed group (`split_by_seed(test_size=2, seed=7)`)",
+        "The test split has 2 rows for 2 asked",
+        "measured after the split: **0**",
         "near (MinHash, Jaccard >= 0.",
         "| `messages` |",
     ):
@@ -181,8 +189,50 @@ def test_to_sft_writes_splits(tmp_path, expanded_dir):
     ds = drop_duplicates(
         mix_in_seeds(drop_errors(expanded()), datasets.Dataset.from_list(SEEDS)), near=True
     )
-    expected = load_script("to_sft.py").split(to_messages(ds, keep_columns=["topic"]), 2, 7)
-    assert list(splits["test"]["messages"]) == list(expected["test"]["messages"])
+    expected = split_by_seed(ds, 2, seed=7)
+    assert list(splits["test"]["messages"]) == list(
+        to_messages(expected["test"], keep_columns=["topic"])["messages"]
+    )
+    # A seed and the rows made from it are on one side: here seed 0 and its row, or seed 2 and
+    # its row (seed 1's row was an error).
+    test_prompts = {m[0]["content"] for m in splits["test"]["messages"]}
+    assert test_prompts in ({"question 0", "how are you"}, {"question 2", "something else"})
+
+
+def test_to_sft_split_by_row_says_what_leaks(tmp_path):
+    """Row by row, near copies from different seeds land on both sides, and the card counts the
+    pairs; by seed group they stay on one side."""
+    def row(question: str, answer: str, source: int) -> dict:
+        return {
+            "conv_prefix": [{"role": "user", "content": question}],
+            "response": {"role": "assistant", "content": answer},
+            "source_index": source,
+        }
+
+    story = " ".join(f"w{i}" for i in range(40))
+    rows = [row(f"question {i}", f"answer {i} of {k}", i) for i in range(8) for k in range(2)]
+    for i in range(4):  # the first row of seeds 0-3: near copies of one story
+        rows[2 * i] = row("tell me", f"{story} x{i}", i)
+    ds = datasets.Dataset.from_list(rows)
+    attach_provenance(ds, {"generated_columns": ["conv_prefix", "response"], "multiplier": 2})
+    ds.save_to_disk(str(tmp_path / "in"))
+    for by in ("row", "seed"):
+        args = [str(tmp_path / "in"), "--no-near", "--test-size", "0.5", "--split-by", by]
+        assert load_script("to_sft.py").main([*args, "--output", str(tmp_path / by)]) == 0
+    story_rows = {}
+    for by in ("row", "seed"):
+        splits = datasets.load_dataset(str(tmp_path / by))
+        story_rows[by] = {
+            name: sum(m[1]["content"].startswith("w0 w1") for m in part["messages"])
+            for name, part in splits.items()
+        }
+    by_row = (tmp_path / "row" / "README.md").read_text()
+    assert "Split row by row (`train_test_split(test_size=0.5, seed=42)`)" in by_row
+    leaks = story_rows["row"]["train"] * story_rows["row"]["test"]  # every pair of them is near
+    assert leaks > 0 and f"measured after the split: **{leaks}**" in by_row
+    by_seed = (tmp_path / "seed" / "README.md").read_text()
+    assert 0 in story_rows["seed"].values() and "measured after the split: **0**" in by_seed
+    assert "The test split has 8 rows for 8 asked" in by_seed
 
 
 def test_to_sft_pushes_and_refuses_bad_input(tmp_path, expanded_dir, fake_hub):
@@ -198,9 +248,11 @@ def test_to_sft_pushes_and_refuses_bad_input(tmp_path, expanded_dir, fake_hub):
         env={"HF_TOKEN": HUB_TOKEN},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "duplicates dropped: 1 -> train 3, test 1" in proc.stdout  # exact only
+    # Exact duplicates only are dropped; the split still keeps the near pair (seeds 0 and 1) on
+    # one side, and seed 2's two rows on the other: 1 row asked, 2 the closest whole groups give.
+    assert "duplicates dropped: 1 -> train 2, test 2" in proc.stdout
     loaded = datasets.load_dataset("me/sft", token=HUB_TOKEN)
-    assert {k: len(v) for k, v in loaded.items()} == {"train": 3, "test": 1}
+    assert {k: len(v) for k, v in loaded.items()} == {"train": 2, "test": 2}
     readme = fake_hub.files("me/sft")["README.md"].decode()
     assert "## How it was made" in readme and "| duplicates dropped | 1 |" in readme
     assert "exact duplicates only" in readme and 'load_dataset("me/sft")' in readme
