@@ -6,7 +6,8 @@
 
 Steps, each a ``synth_datasets.prep`` helper: drop error rows; optionally put the seed rows back
 (first, so that deduplication keeps a seed over a generated copy of it); drop exact and near
-duplicates; a train/test split with a fixed seed that keeps each seed's group on one side;
+duplicates; optionally drop rows that share a 13-word n-gram with an evaluation set; a train/test
+split with a fixed seed that keeps each seed's group on one side;
 ``conv_prefix`` + ``response`` → ``messages``.
 Written as parquet or jsonl under ``DIR/data/`` (``load_dataset(DIR)`` reads both splits) or
 pushed, with a dataset card (``DIR/README.md``, or the repo's) that tells how the rows were
@@ -27,6 +28,7 @@ from synth_datasets.card import build_sft_card
 from synth_datasets.cli import (
     MANIFEST,
     UsageError,
+    add_against_arguments,
     add_publish_options,
     card_options,
     load_result,
@@ -39,6 +41,7 @@ from synth_datasets.errors import ConfigurationError
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import (
     cross_split_duplicates,
+    decontaminate,
     drop_duplicates,
     drop_errors,
     mix_in_seeds,
@@ -81,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
     )
     p.add_argument("--no-near", action="store_true", help="drop exact duplicates only")
+    add_against_arguments(
+        p,
+        "--decontaminate-against",
+        "remove the rows that share an n-gram with a text of these evaluation sets",
+    )
     p.add_argument(
         "--test-size",
         type=float,
@@ -194,6 +202,13 @@ def run(args: argparse.Namespace) -> int:
     before = len(ds)
     ds = drop_duplicates(ds, near=not args.no_near, threshold=args.near_threshold)
     counts["duplicates dropped"] = before - len(ds)
+    contamination = None
+    if args.decontaminate_against:
+        ds = decontaminate(ds, args.decontaminate_against, n=args.ngram, remove=True)
+        contamination = (get_provenance(ds) or {})["decontamination"]
+        counts["rows sharing an n-gram with an evaluation set dropped"] = contamination[
+            "rows_removed"
+        ]
     if len(ds) == 0:
         raise ConfigurationError(f"{args.source}: no row left after dropping errors and duplicates")
     parts = split(ds, args.test_size, args.seed, by=args.split_by, threshold=args.near_threshold)
@@ -233,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         prefix_column=args.prefix_column,
         response_column=args.response_column,
         split_note=note,
+        decontamination=contamination,
         **card_options(args),
     )
     if args.output is not None:

@@ -28,8 +28,10 @@ from typing import Any
 from ._version import __version__
 from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
 from .errors import ConfigurationError, SynthError, scrub
+from .sources import UsageError, check_utf8, load_source
 
 __all__ = [
+    "add_against_arguments",
     "add_card_options",
     "add_expand_arguments",
     "add_hub_options",
@@ -48,13 +50,7 @@ __all__ = [
 LOCAL_MODEL_ID = "00000000-0000-4000-8000-000000000000"
 MANIFEST = "synth_manifest.json"
 README = "README.md"
-_DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-class UsageError(Exception):
-    """A bad command line: exit 2."""
 
 
 def _add_expand(sub: Any) -> None:
@@ -132,6 +128,13 @@ def add_expand_arguments(
 
 def _comma_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _whole_number(text: str) -> int:
+    """A whole number >= 1 (argparse names the flag)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
@@ -298,6 +301,36 @@ def _add_report(sub: Any) -> None:
         help="Jaccard similarity for near-duplicates (default 0.85)",
     )
     p.add_argument("--no-near", action="store_true", help="skip the near-duplicate search")
+    add_against_arguments(
+        p, "--against", "count the rows that share an n-gram with a text of these evaluation sets"
+    )
+
+
+def add_against_arguments(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    """The evaluation sets to check against (comma-separated or repeated) and ``--ngram``."""
+    from .contamination import DEFAULT_NGRAM, EvalSet
+
+    def sets(text: str) -> list[EvalSet]:
+        try:
+            return [EvalSet.parse(spec) for spec in _comma_list(text)]
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    p.add_argument(
+        name,
+        metavar="A,B",
+        type=sets,
+        action="extend",
+        default=[],
+        help=f"{what}: each a file, a save_to_disk folder or a Hub id, as PATH[:SPLIT] or "
+        "HUB_ID[@REVISION][:CONFIG][:SPLIT] (a Hub id's split defaults to test)",
+    )
+    p.add_argument(
+        "--ngram",
+        type=_whole_number,
+        default=DEFAULT_NGRAM,
+        help=f"words per n-gram of that check (default {DEFAULT_NGRAM})",
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -308,11 +341,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
     dataset = load_result(args.dir)
     report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
+    found = None
+    if args.against:
+        from .contamination import find_contamination
+
+        found = find_contamination(dataset, args.against, n=args.ngram)
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        figures = report.to_dict() | ({"contamination": found.to_dict()} if found else {})
+        print(json.dumps(figures, ensure_ascii=False, indent=2))
     else:
         print_offline_notice(dataset)
         print(report.to_markdown(), end="")
+        if found is not None:
+            print("\n" + found.to_markdown(heading_level=2), end="")
     return 0
 
 
@@ -336,109 +377,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 # -- loading --------------------------------------------------------------------------------------
-
-
-def load_source(
-    source: str, *, split: str | None, config: str | None, revision: str | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """A file, a ``save_to_disk`` folder or a Hub id as one ``Dataset`` split, and what the card
-    should say about where it came from."""
-    import datasets
-
-    meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
-    path = Path(source)
-    if path.is_file():
-        kind = _DATA_SUFFIXES.get(path.suffix.lower())
-        if kind is None:
-            raise UsageError(
-                f"{source}: unsupported file type {path.suffix!r} (use .jsonl, .json, .csv, "
-                ".parquet, a save_to_disk folder or a Hub id)"
-            )
-        if kind != "parquet":
-            check_utf8(path, source)
-        # A file datasets cannot read is told below in one line: its builders' own log lines
-        # about it are held back.
-        builders = logging.getLogger("datasets.packaged_modules")
-        level = builders.level
-        builders.setLevel(logging.CRITICAL)
-        try:
-            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-        except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
-            raise UsageError(_unreadable(source, path, kind, exc)) from exc
-        finally:
-            builders.setLevel(level)
-        if len(ds) == 0:
-            raise UsageError(f"{source}: no rows to expand")
-        ds.info.dataset_name = path.stem
-        return ds, meta
-    if path.is_dir():
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                name = split or "train"
-                if name not in loaded:
-                    raise UsageError(f"{source} has splits {list(loaded)}: choose one with --split")
-                return loaded[name], meta
-            return loaded, meta
-        return datasets.load_dataset(str(path), split=split or "train"), meta
-    if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
-        raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
-    from huggingface_hub import HfApi
-
-    # Pin the commit we read, so the card can name the exact source revision.
-    sha = HfApi().dataset_info(source, revision=revision).sha
-    meta.update(hub=True, revision=sha)
-    return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
-
-
-def check_utf8(path: Path, name: str) -> None:
-    """Refuse a text file that is not UTF-8, naming the line of the first bad byte (datasets
-    would read some of it and fail later, or keep the bytes mangled)."""
-    line = 1
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            chunk += f.readline()  # end on a line break: no character is cut in two
-            try:
-                chunk.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                at = line + chunk.count(b"\n", 0, exc.start)
-                raise UsageError(
-                    f"{name}, line {at}: not UTF-8 text (byte 0x{chunk[exc.start]:02x}): "
-                    "save it as UTF-8"
-                ) from None
-            line += chunk.count(b"\n")
-
-
-def _unreadable(source: str, path: Path, kind: str, exc: Exception) -> str:
-    """Why datasets could not read a seed file, in the file's terms (the line, for JSON)."""
-    if kind == "json":
-        with path.open(encoding="utf-8") as f:
-            first = ""
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as bad:
-                    if first.startswith("{"):  # JSON lines, of which this one is not JSON
-                        return f"{source}, line {number}: not valid JSON ({bad.msg})"
-                    break
-                if first.startswith("{") and not isinstance(value, dict):
-                    return f"{source}, line {number}: not a JSON object"
-                first = first or line.strip()
-        try:
-            document = json.loads(path.read_text(encoding="utf-8").strip() or "null")
-        except json.JSONDecodeError as bad:
-            return f"{source}, line {bad.lineno}: not valid JSON ({bad.msg})"
-        if not document:
-            return f"{source}: no rows to expand"
-    cause: BaseException = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    if "corresponds to no data" in str(exc) or isinstance(cause, StopIteration):
-        return f"{source}: no rows to expand"
-    reason = " ".join(str(cause).split())
-    return f"{source}: cannot be read as {kind}: {type(cause).__name__}: {reason}"
 
 
 def read_prompt(args: argparse.Namespace) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "ngram_hashes",
     "require_dataset",
     "row_texts",
+    "text_batches",
 ]
 
 DEFAULT_NEAR_THRESHOLD = 0.85
@@ -59,6 +60,13 @@ def is_text(t: pa.DataType) -> bool:
 
 def is_listlike(t: pa.DataType) -> bool:
     return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+
+
+def has_text(t: pa.DataType) -> bool:
+    """Whether values of this type hold text (a string, or a list or struct with one inside)."""
+    if pa.types.is_struct(t):
+        return any(has_text(f.type) for f in t)
+    return is_text(t) or (is_listlike(t) and has_text(t.value_type))
 
 
 def list_lengths(arr: pa.Array) -> np.ndarray:
@@ -350,3 +358,28 @@ def content_columns(
     names = dataset.column_names
     generated = [c for c in prov.get("generated_columns") or [] if c in names]
     return generated or [c for c in names if c not in LINEAGE_COLUMNS]
+
+
+def text_batches(
+    ds: datasets.Dataset, columns: Sequence[str] | None, extra: Sequence[str] = ()
+) -> Iterator[tuple[pa.Array, np.ndarray | None, pa.RecordBatch]]:
+    """Per Arrow batch: the normalised text of ``columns`` (default ``content_columns``) of each
+    row, which rows have no ``error`` (None: no such column), and the batch (with the ``extra``
+    columns the dataset has). The columns are checked at the call, not at the first batch."""
+    cols = list(columns) if columns is not None else content_columns(ds)
+    missing = [c for c in cols if c not in ds.column_names]
+    if missing or not cols:
+        raise ConfigurationError(
+            f"columns to compare must be columns of the dataset; got {cols}, "
+            f"the dataset has {ds.column_names}"
+        )
+    has_error = "error" in ds.column_names
+    wanted = [*cols, *(["error"] if has_error else []), *(c for c in extra if c in ds.column_names)]
+    read = list(dict.fromkeys(wanted))
+
+    def batches() -> Iterator[tuple[pa.Array, np.ndarray | None, pa.RecordBatch]]:
+        for batch in ds.select_columns(read).with_format("arrow").iter(DEFAULT_BATCH_SIZE):
+            clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
+            yield row_texts(batch, cols), clean, batch
+
+    return batches()

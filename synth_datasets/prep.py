@@ -1,13 +1,14 @@
 """Training-data prep on an expanded ``datasets.Dataset`` with datasets' own steps (no pandas).
 
 For supervised fine-tuning: ``drop_errors``, ``mix_in_seeds`` (optional: the real rows back,
-first), ``drop_duplicates(near=True)`` (a generated copy of a seed goes, the seed stays), then
-``to_messages`` (a ``messages`` column for TRL's SFTTrainer).
+first), ``drop_duplicates(near=True)`` (a generated copy of a seed goes, the seed stays),
+``decontaminate`` (optional: rows quoting an evaluation set go), ``split_by_seed`` (no seed on
+both sides of train/test), then ``to_messages`` (a ``messages`` column for TRL's SFTTrainer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
@@ -15,13 +16,12 @@ import numpy as np
 import pyarrow as pa
 from datasets import Features, List, Value
 
+from .contamination import DEFAULT_NGRAM, EvalSet, find_contamination
 from .dedup import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
     DuplicateFinder,
-    content_columns,
     require_dataset,
-    row_texts,
+    text_batches,
 )
 from .errors import ConfigurationError
 from .layout import make_examples, plan_layout
@@ -34,11 +34,14 @@ if TYPE_CHECKING:
 __all__ = [
     "MESSAGES_FEATURE",
     "DuplicateOptions",
+    "EvalSet",
     "cross_split_duplicates",
+    "decontaminate",
     "drop_duplicates",
     "drop_errors",
     "drop_lineage",
     "duplicate_mask",
+    "find_contamination",
     "mix_in_seeds",
     "seed_groups",
     "split_by_seed",
@@ -80,30 +83,10 @@ def duplicate_mask(
     require_dataset(ds, "duplicate_mask")
     finder = DuplicateFinder(near=near, threshold=threshold)
     flags: list[np.ndarray] = []
-    for texts, clean, _ in _texts(ds, columns):
+    for texts, clean, _ in text_batches(ds, columns):
         exact, near_flags, _ = finder.check(texts, clean)
         flags.append(near_flags if near else exact)
     return np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
-
-
-def _texts(
-    ds: datasets.Dataset, columns: Sequence[str] | None, extra: Sequence[str] = ()
-) -> Iterator[tuple[pa.Array, np.ndarray | None, pa.RecordBatch]]:
-    """Per Arrow batch: the normalised text of the compared ``columns`` of each row, which rows
-    have no ``error`` (None: no such column), and the batch (with ``extra`` columns present)."""
-    cols = list(columns) if columns is not None else content_columns(ds)
-    missing = [c for c in cols if c not in ds.column_names]
-    if missing or not cols:
-        raise ConfigurationError(
-            f"columns to compare must be columns of the dataset; got {cols}, "
-            f"the dataset has {ds.column_names}"
-        )
-    has_error = "error" in ds.column_names
-    wanted = [*cols, *(["error"] if has_error else []), *(c for c in extra if c in ds.column_names)]
-    read = list(dict.fromkeys(wanted))
-    for batch in ds.select_columns(read).with_format("arrow").iter(DEFAULT_BATCH_SIZE):
-        clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
-        yield row_texts(batch, cols), clean, batch
 
 
 def drop_duplicates(ds: datasets.Dataset, **options: Unpack[DuplicateOptions]) -> datasets.Dataset:
@@ -160,7 +143,7 @@ def seed_groups(
     first_of_text: dict[int, int] = {}
     row_of_key: list[int] = []
     offset = 0
-    for texts, clean, batch in _texts(ds, columns, extra=["source_index"]):
+    for texts, clean, batch in text_batches(ds, columns, extra=["source_index"]):
         if "source_index" in batch.schema.names:
             for i, source in enumerate(batch.column("source_index").to_pylist()):
                 if source is not None:
@@ -294,7 +277,7 @@ def cross_split_duplicates(
     finder = DuplicateFinder(near=True, threshold=threshold)
     copies: dict[int, int] = {}  # text hash -> train rows with that text
     copies_of_key: list[int] = []  # indexed text -> its text hash
-    for texts, clean, _ in _texts(train, columns):
+    for texts, clean, _ in text_batches(train, columns):
         sub = texts if clean is None else texts.filter(pa.array(clean))
         for text_hash, shingles in zip(
             finder.text_hashes(sub), finder.shingle_sets(sub), strict=True
@@ -304,7 +287,7 @@ def cross_split_duplicates(
                 finder.add(shingles, finder.band_keys(shingles))
                 copies_of_key.append(text_hash)
     pairs = 0
-    for texts, clean, _ in _texts(test, columns):
+    for texts, clean, _ in text_batches(test, columns):
         sub = texts if clean is None else texts.filter(pa.array(clean))
         for text_hash, shingles in zip(
             finder.text_hashes(sub), finder.shingle_sets(sub), strict=True
@@ -315,6 +298,34 @@ def cross_split_duplicates(
             matched = finder.matches(shingles, finder.band_keys(shingles))
             pairs += sum(copies[copies_of_key[key]] for key in matched)
     return pairs
+
+
+# -- decontamination ------------------------------------------------------------------------------
+
+
+def decontaminate(
+    ds: datasets.Dataset,
+    against: Sequence[EvalSet | str | datasets.Dataset],
+    *,
+    n: int = DEFAULT_NGRAM,
+    remove: bool = False,
+    columns: Sequence[str] | None = None,
+) -> datasets.Dataset:
+    """Check ``ds`` against evaluation sets (``find_contamination``) and, with ``remove``, drop
+    the rows that share an ``n``-word n-gram with one of them.
+
+    The result records what was checked and found (the sets with their revision or fingerprint,
+    split and columns, ``n``, the rows flagged and removed) in its provenance, under
+    ``"decontamination"``, where the cards read it; ``find_contamination`` gives the rows.
+    """
+    found = find_contamination(ds, against, n=n, columns=columns)
+    drop = np.zeros(len(ds), dtype=bool)
+    if remove:
+        drop[found.flagged] = True
+    out = ds.select(np.flatnonzero(~drop))  # a new dataset either way: ``ds`` is not changed
+    record = found.record(removed=int(drop.sum()))
+    attach_provenance(out, {**(get_provenance(ds) or {}), "decontamination": record})
+    return out
 
 
 def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:

@@ -32,6 +32,7 @@ from .dedup import (
     require_dataset,
     row_texts,
 )
+from .dedup import has_text as _has_text
 from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, error_kinds
 from .provenance import get_provenance
 
@@ -122,12 +123,6 @@ class QualityReport:
 
 def _is_message(t: pa.DataType) -> bool:
     return bool(pa.types.is_struct(t) and t.get_field_index("content") >= 0)
-
-
-def _has_text(t: pa.DataType) -> bool:
-    if pa.types.is_struct(t):
-        return any(_has_text(f.type) for f in t)
-    return is_text(t) or (is_listlike(t) and _has_text(t.value_type))
 
 
 def _kind(t: pa.DataType) -> str | None:
