@@ -202,6 +202,7 @@ def test_to_sft_writes_splits(tmp_path, expanded_dir):
 def test_to_sft_split_by_row_says_what_leaks(tmp_path):
     """Row by row, near copies from different seeds land on both sides, and the card counts the
     pairs; by seed group they stay on one side."""
+
     def row(question: str, answer: str, source: int) -> dict:
         return {
             "conv_prefix": [{"role": "user", "content": question}],
