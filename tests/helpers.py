@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 SAMPLE = ROOT / "synth_datasets" / "data" / "sample_seeds.jsonl"
 SAMPLE_PROMPT = ROOT / "synth_datasets" / "data" / "sample_prompt.txt"
+SAMPLE_EVAL = ROOT / "synth_datasets" / "data" / "sample_eval.jsonl"
 
 MODEL_ID = "123e4567-e89b-12d3-a456-426614174000"
 PROMPT = "Write another question and answer like this one."

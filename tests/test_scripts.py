@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
 import pytest
 from fakehub import HUB_TOKEN, LFS_PUT_WARNING_FILTER
-from helpers import SAMPLE, SAMPLE_PROMPT, card_yaml, cli, load_script, script, write_jsonl
+from helpers import (
+    SAMPLE,
+    SAMPLE_EVAL,
+    SAMPLE_PROMPT,
+    card_yaml,
+    cli,
+    load_script,
+    script,
+    write_jsonl,
+)
 from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
 from synth_datasets.cli import load_result
 from synth_datasets.prep import (
+    cross_split_duplicates,
     drop_duplicates,
     drop_errors,
+    find_contamination,
     mix_in_seeds,
     split_by_seed,
     to_messages,
@@ -457,3 +469,48 @@ def test_sft_card_counts_against_the_target_after_seeds_are_mixed_in(tmp_path, e
     assert "smaller than" not in card
     # The training snippet stays for rows that were not made by the offline engine.
     assert "SFTTrainer(" in card
+
+
+def test_the_demo_sft_card_states_a_leakage_free_split_and_decontamination(tmp_path):
+    """The README's demo: `make demo`'s expansion, then to_sft.py with the sample seeds mixed
+    in and the sample evaluation set (one of whose answers quotes seed 0) checked against."""
+    demo, sft = tmp_path / "demo", tmp_path / "demo-sft"
+    proc = cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--columns",
+        "conv_prefix,response",
+        "--prompt-file",
+        str(SAMPLE_PROMPT),
+        "--multiplier",
+        "4",
+        "--output",
+        str(demo),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    args = [str(demo), "--mix-in-seeds", str(SAMPLE), "--decontaminate-against", str(SAMPLE_EVAL)]
+    proc = script("to_sft.py", *args, "--output", str(sft))
+    assert proc.returncode == 0, proc.stderr
+    card = (sft / "README.md").read_text()
+    assert "Split by seed group (`split_by_seed(test_size=0.1, seed=42)`)" in card
+    assert "measured after the split: **0**" in card
+    assert "## Decontamination" in card and f"| `{SAMPLE_EVAL}` |" in card
+    removed = int(re.search(r"rows removed: (\d+)\.", card).group(1))
+    assert removed >= 1  # seed 0 itself, quoted by the evaluation set
+    splits = datasets.load_dataset(str(sft))
+    answers = [m[-1]["content"] for part in splits.values() for m in part["messages"]]
+    quoted = json.loads(SAMPLE_EVAL.read_text().splitlines()[0])["answer"]
+    assert quoted not in answers
+    # Nothing quoted survives, and no near duplicate crosses the split.
+    assert find_contamination(splits["train"], [str(SAMPLE_EVAL)]).rows_flagged == 0
+    assert cross_split_duplicates(splits["train"], splits["test"]) == 0
+
+
+def test_sft_card_without_decontamination_says_none_was_requested(tmp_path, expanded_dir):
+    folder, _ = expanded_dir
+    assert load_script("to_sft.py").main([str(folder), "--output", str(tmp_path / "o")]) == 0
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "## Decontamination\n\nNone requested" in card
