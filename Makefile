@@ -1,5 +1,6 @@
 # Two commands work on a fresh clone with only Python, pip and make:
-#   make demo   expand the bundled sample dataset against the local reference server
+#   make demo   expand the bundled sample dataset against the local reference server, then
+#               prepare a chat set from it (split by seed, decontaminated)
 #   make test   run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,6 +21,8 @@ demo: $(VENV)/.installed
 	$(BIN)/synth-datasets expand synth_datasets/data/sample_seeds.jsonl --local \
 		--columns conv_prefix,response --prompt-file synth_datasets/data/sample_prompt.txt \
 		--multiplier 4 --output $(DEMO_OUT)
+	$(BIN)/python scripts/to_sft.py $(DEMO_OUT) --mix-in-seeds synth_datasets/data/sample_seeds.jsonl \
+		--decontaminate-against synth_datasets/data/sample_eval.jsonl --output $(DEMO_OUT)-sft
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
