@@ -297,6 +297,20 @@ def test_bench_quick_runs_and_reports_what_it_measured(tmp_path):
     assert resume["resent"] <= resume["max_concurrency"]
 
 
+def test_bench_recall_section_prints_its_figures(tmp_path):
+    """`bench.py --only recall` needs no server; its pairs come from fixed seeds, so the recall
+    and false-positive figures it prints are the same on every machine."""
+    out = tmp_path / "recall.json"
+    proc = script("bench.py", "--quick", "--only", "recall", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "7. near-dup recall" in proc.stdout and "CPU per 100k rows" in proc.stdout
+    recall = json.loads(out.read_text())["results"]["recall"]
+    assert recall["pairs"]["recall_above"] >= 0.99 and recall["pairs"]["pairs_above"] >= 500
+    assert recall["pairs"]["false_positives_below"] <= 0.01
+    assert recall["split"]["cross_split_pairs"] == 0
+    assert recall["near"]["rows"] == 10_000 and recall["near_cpu_s_per_100k"] > 0
+
+
 # --------------------------------------------------------------------------------------------
 # Card options, and the cluster scripts run for real
 
