@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from datasets import Dataset
+from helpers import load_script
 
 from synth_datasets.dedup import DuplicateFinder, lsh_bands
 from synth_datasets.prep import drop_duplicates, duplicate_mask
@@ -27,31 +28,11 @@ def true_jaccard(a: str, b: str) -> float:
 
 
 def known_pairs(levels: list[float], per_level: int, seed: int) -> list[tuple[str, str, float]]:
-    """Pairs near each Jaccard level: a text of 40-160 distinct words, and the same text with
-    words appended, or words replaced 3+ apart (3 shingles out, 3 in each). Every word is a new
-    token, so two pairs share nothing."""
-    rng = np.random.default_rng(seed)
-    serial = iter(range(1 << 40))
-
-    def fresh(k: int) -> list[str]:
-        return [f"t{next(serial)}" for _ in range(k)]
-
-    out = []
-    for level in levels:
-        for i in range(per_level):
-            words = fresh(int(rng.integers(40, 161)))
-            s = len(words) - 2
-            other = list(words)
-            if i % 2:
-                other += fresh(max(1, round(s * (1 - level) / level)))
-            else:
-                slots = np.arange(1, len(words) - 1, 3)
-                k = min(len(slots), max(1, round(s * (1 - level) / (3 * (1 + level)))))
-                for pos in rng.choice(slots, size=k, replace=False):
-                    other[pos] = fresh(1)[0]
-            a, b = " ".join(words), " ".join(other)
-            out.append((a, b, true_jaccard(a, b)))
-    return out
+    """The benchmark's pairs near each Jaccard level (``scripts/bench.py``: a text of 40-160
+    distinct words, and the same text with words appended or replaced 3+ apart; no word shared
+    between pairs), with their similarity measured here."""
+    pairs = load_script("bench.py").recall_pairs(tuple(levels), per_level, seed)
+    return [(a, b, true_jaccard(a, b)) for _, a, b in pairs]
 
 
 @pytest.mark.parametrize("threshold", [0.7, 0.85, 0.95])
