@@ -28,6 +28,7 @@ from synth_datasets.cli import (
     check_output,
     expand_options,
     load_seeds,
+    offline_run,
     print_offline_notice,
     push,
     run_guarded,
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
         resolve_hf_token(args.hf_token)
-        refuse_offline(args.local, args.allow_offline_data)
+        refuse_offline(offline_run(args), args.allow_offline_data)
     if args.output is not None:
         check_output(args.output, overwrite=args.overwrite)
     seeds, source_meta = load_seeds(args)

@@ -10,17 +10,20 @@ tells a card it may refresh from one written by hand, and the provenance in its 
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi, constants
 
 from ._version import __version__
 from .contamination import render_contamination
+from .errors import ConfigurationError
 from .lineage import LINEAGE_COLUMNS, LINEAGE_MEANING
 from .provenance import OFFLINE_NOTICE, describe, get_provenance, is_offline, made_by
 from .report import QualityReport, quality_report
@@ -30,10 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CARD_MARKER",
+    "FIGURES_EXTRA",
+    "FIGURE_PATHS",
+    "CardFigure",
     "CardOptions",
+    "SynthCard",
     "build_card",
     "build_sft_card",
     "card_splits",
+    "figure_drawer",
+    "save_figures",
     "size_category",
 ]
 
@@ -41,6 +50,11 @@ CARD_MARKER = "<!-- synth_datasets card "
 """How a card this library wrote begins its body; the JSON after it lists the splits described."""
 _MARKER_LINE = re.compile(re.escape(CARD_MARKER) + r"(\{.*?\})")
 _DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+FIGURES_EXTRA = 'pip install "synth-datasets[figures]"'
+"""What installs matplotlib, which draws the card's figures."""
+FIGURE_PATHS = tuple(f"figures/{name}.png" for name in ("rows_per_seed", "lengths", "error_kinds"))
+"""The card's figures, relative to it (``figures.draw_figures`` draws them, in this order)."""
 
 _SIZES = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B"]  # bounds 10**3 ... 10**10
 _SAMPLE_CHARS = 300
@@ -56,6 +70,96 @@ class CardOptions(TypedDict, total=False):
     task_categories: str | list[str] | None
     tags: Sequence[str]
     include_prompt: bool
+
+
+@dataclass(frozen=True)
+class CardFigure:
+    """A figure the card shows: its path relative to the card, its alt text, its PNG bytes."""
+
+    path: str
+    alt: str
+    png: bytes
+
+
+class SynthCard(DatasetCard):
+    """A dataset card and the figures it links to, which go wherever it goes: ``save`` writes
+    them beside README.md, ``push_to_hub`` commits them with it (one commit, so the card's
+    links resolve on the Hub from its first revision)."""
+
+    def __init__(
+        self,
+        content: str,
+        ignore_metadata_errors: bool = False,
+        figures: Sequence[CardFigure] = (),
+    ) -> None:
+        super().__init__(content, ignore_metadata_errors)
+        self.figures = tuple(figures)
+
+    def save(self, filepath: Path | str) -> None:
+        """README.md at ``filepath``, and the figures at their paths beside it."""
+        save_figures(Path(filepath).parent, self.figures)
+        super().save(filepath)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        token: str | None = None,
+        repo_type: str | None = None,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        revision: str | None = None,
+        create_pr: bool | None = None,
+        parent_commit: str | None = None,
+    ) -> str:
+        """README.md and the figures in one commit (``RepoCard.push_to_hub`` sends the card
+        alone)."""
+        repo_type = repo_type or self.repo_type
+        self.validate(repo_type=repo_type)
+        operations = [
+            CommitOperationAdd(constants.REPOCARD_NAME, str(self).encode("utf-8")),
+            *(CommitOperationAdd(f.path, f.png) for f in self.figures),
+        ]
+        commit = HfApi(token=token).create_commit(
+            repo_id,
+            operations,
+            repo_type=repo_type,
+            commit_message=commit_message or "Update dataset card",
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+            parent_commit=parent_commit,
+        )
+        return str(commit)
+
+
+def save_figures(folder: Path, figures: Sequence[CardFigure]) -> list[Path]:
+    """Each figure at its path under ``folder``, swapped in whole (a crash leaves the old file
+    or the new one)."""
+    written = []
+    for figure in figures:
+        target = folder / figure.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(figure.png)
+        os.replace(partial, target)
+        written.append(target)
+    return written
+
+
+def figure_drawer(wanted: bool | None = None) -> Callable[[QualityReport], list[CardFigure]]:
+    """``figures.draw_figures``, which imports matplotlib; when matplotlib is not installed, a
+    drawer of no figures, or (``wanted`` True) a ConfigurationError saying how to install it."""
+    if wanted is False:
+        return lambda report: []
+    try:
+        from .figures import draw_figures
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "matplotlib":
+            raise
+        if wanted:
+            raise ConfigurationError(f"the figures need matplotlib: {FIGURES_EXTRA}") from None
+        return lambda report: []
+    return draw_figures
 
 
 def size_category(n: int) -> str:
@@ -155,7 +259,7 @@ def _render(
     kind: str,
     metadata: Mapping[str, Any],
     **values: Any,
-) -> DatasetCard:
+) -> SynthCard:
     """What both cards share; ``metadata``: the card's own YAML fields, ``values``: its template's
     (which also reads ``prov`` and its ``source`` directly)."""
     unknown = options.keys() - CardOptions.__annotations__.keys()
@@ -173,7 +277,7 @@ def _render(
         **metadata,
         dataset_info={"description": describe(recorded)} if prov else None,
     )
-    card: DatasetCard = DatasetCard.from_template(
+    card: SynthCard = SynthCard.from_template(
         card_data,
         template_str=resources.files("synth_datasets.cards").joinpath(template).read_text("utf-8"),
         marker=_marker(described),
@@ -204,12 +308,16 @@ def build_card(
     split: str = "train",
     provenance: Mapping[str, Any] | None = None,
     report: QualityReport | None = None,
+    figures: bool | None = None,
     **options: Unpack[CardOptions],
-) -> DatasetCard:
+) -> SynthCard:
     """A card for an expanded dataset; explicit arguments override what ``expand`` recorded.
 
     ``repo_id`` (the Hub repo) or else ``folder`` (a local copy) is what the usage snippet
     loads; ``report`` reuses a ``quality_report`` already computed (one pass over the data).
+    ``figures``: draw the report's figures into the card (``card.figures``, linked under
+    ``figures/``); ``None`` draws them when matplotlib is installed, ``True`` requires it.
+    Without them the card says how to get them.
     """
     prov = {**(get_provenance(dataset) or {}), **(provenance or {})}
     source = prov.get("source") or {}
@@ -221,7 +329,8 @@ def build_card(
     if report is None:
         report = quality_report(dataset, prov)
     lineage = [c for c in LINEAGE_COLUMNS if c in dataset.column_names]
-    return _render(
+    drawn = figure_drawer(figures)(report)
+    card = _render(
         "dataset_card.md",
         options,
         prov,
@@ -246,7 +355,11 @@ def build_card(
         decontamination=(
             render_contamination(prov["decontamination"]) if prov.get("decontamination") else ""
         ),
+        figures=drawn,
+        figures_extra=FIGURES_EXTRA,
     )
+    card.figures = tuple(drawn)
+    return card
 
 
 def build_sft_card(
@@ -263,7 +376,7 @@ def build_sft_card(
     split_note: str = "",
     decontamination: Mapping[str, Any] | None = None,
     **options: Unpack[CardOptions],
-) -> DatasetCard:
+) -> SynthCard:
     """A card for a chat dataset made from an expanded one (``scripts/to_sft.py``).
 
     The generation is told from the expanded dataset's provenance, the preparation from

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -43,13 +44,18 @@ def _fits(v: Any, type_: pa.DataType, where: str) -> Any:
     return v
 
 
+_TEXT = ("string", "large_string", "string_view")
+
+
 def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
-    if dtype in ("string", "large_string", "string_view"):
+    if dtype in _TEXT:
 
         def cast(v: Any, where: str) -> Any:
+            if v.__class__ is str and v.isascii():  # O(1): the usual case
+                return v
+            if v is None:
+                return None
             if isinstance(v, str):
-                if v.isascii():  # O(1): the usual case
-                    return v
                 try:
                     v.encode("utf-8")
                 except UnicodeEncodeError as exc:  # "\ud800": no Arrow column can store it
@@ -60,6 +66,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype == "bool":
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, bool):
                 return v
             raise CastError(f"{where}: expected true/false, got {type(v).__name__}")
@@ -69,6 +77,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         lo, hi = -signed * 2 ** (bits - 1), 2 ** (bits - signed) - 1
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -81,6 +91,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("float") or dtype in ("double", "halffloat"):
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 try:
                     return float(v)
@@ -98,6 +110,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
         ns = dtype.startswith("timestamp[ns")
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             try:
                 value = parse(v)
             except (TypeError, ValueError):  # TypeError: not text
@@ -107,6 +121,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("time"):  # time32/time64: sent as ISO text (see _jsonsafe)
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, str):
                 try:
                     v = _dt.time.fromisoformat(v)
@@ -117,6 +133,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("duration"):
 
         def cast(v: Any, where: str) -> Any:  # sent as float seconds (see _jsonsafe)
+            if v is None:
+                return None
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 try:
                     value = _dt.timedelta(seconds=v)
@@ -128,6 +146,8 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     elif dtype.startswith("decimal"):
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
                 try:
                     value = decimal.Decimal(str(v))
@@ -144,20 +164,89 @@ def _value_caster(dtype: str, type_: pa.DataType) -> Caster:
     else:  # other Arrow types: Arrow's own conversion decides, here rather than in to_arrow
 
         def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
             return _fits(v, type_, where)
 
     return cast
 
 
+def _storable(text: str) -> bool:
+    """Whether Arrow can store ``text``: no lone surrogate (JSON ``"\\ud800"``), which only
+    non-ASCII text can hold."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_text(feature: Any) -> bool:
+    return isinstance(feature, Value) and feature.dtype in _TEXT
+
+
+def _text_keys(feature: Any) -> tuple[str, ...] | None:
+    """The fields of an object whose fields are all text; None for any other feature."""
+    if isinstance(feature, dict) and feature and all(map(_is_text, feature.values())):
+        return tuple(feature)
+    return None
+
+
+def _text_first(feature: Any, cast: Caster) -> Caster:
+    """``cast``, preceded for an object of text fields, a list of such objects or a list of text
+    by one check of the whole value in one frame: its strings joined (one C call per object) are
+    storable text and its shape is exact (no null, no missing or extra key), so it is returned as
+    it is; any other value goes on to ``cast``, which keeps or names what it finds."""
+    is_list = isinstance(feature, (List, LargeList))
+    length = getattr(feature, "length", -1)
+    if is_list and _is_text(feature.feature):
+
+        def cast_texts(v: Any, where: str) -> Any:
+            if v.__class__ is list and (length == -1 or len(v) == length):
+                try:
+                    text = "".join(v)
+                except TypeError:  # an item not text (or null)
+                    return cast(v, where)
+                if text.isascii() or _storable(text):
+                    return v
+            return cast(v, where)
+
+        return cast_texts
+    keys = _text_keys(feature.feature if is_list else feature)
+    if keys is None:
+        return cast
+    n = len(keys)
+    # A tuple for one key too: a bare list value must not pass as its items.
+    get = operator.itemgetter(*keys) if n > 1 else lambda v: (v[keys[0]],)
+
+    def cast_text_objects(v: Any, where: str) -> Any:
+        items: Sequence[Any]
+        if not is_list:
+            items = (v,)
+        elif v.__class__ is list and (length == -1 or len(v) == length):
+            items = v
+        else:
+            return cast(v, where)
+        for x in items:
+            if x.__class__ is not dict or len(x) != n:
+                return cast(v, where)
+            try:
+                text = "".join(get(x))
+            except (TypeError, KeyError):  # a value not text (or null), a key missing
+                return cast(v, where)
+            if not (text.isascii() or _storable(text)):
+                return cast(v, where)
+        return v
+
+    return cast_text_objects
+
+
 def compile_caster(feature: Any) -> Caster:
     """A function that returns a value fitting ``feature`` or raises CastError."""
     if isinstance(feature, Value):
-        inner = _value_caster(feature.dtype, feature.pa_type)
-
-        def cast_value(v: Any, where: str) -> Any:
-            return None if v is None else inner(v, where)
-
-        return cast_value
+        return _value_caster(feature.dtype, feature.pa_type)
     if isinstance(feature, ClassLabel):
         names = feature.names
 
@@ -187,7 +276,7 @@ def compile_caster(feature: Any) -> Caster:
             except CastError:  # again, item by item, for an error that names the path
                 return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
 
-        return cast_list
+        return _text_first(feature, cast_list)
     if isinstance(feature, dict):
         fields = [(k, compile_caster(f)) for k, f in feature.items()]
 
@@ -206,7 +295,7 @@ def compile_caster(feature: Any) -> Caster:
                     out[k] = c(v[k], f"{where}.{k}")
                 return out
 
-        return cast_struct
+        return _text_first(feature, cast_struct)
     if isinstance(feature, Json):
         encode = feature.encode_example
 

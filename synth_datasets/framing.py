@@ -35,7 +35,8 @@ _DIGIT_RUN = b"9" * 19
 
 
 def _may_hold_long_integer(data: bytes) -> bool:
-    return _DIGIT_RUN in data.translate(_DIGIT_MAP)
+    # find, not `in`: bytes.__contains__ first tries its argument as an int and builds an error.
+    return data.translate(_DIGIT_MAP).find(_DIGIT_RUN) >= 0
 
 
 def fast_loads(text: str) -> Any:

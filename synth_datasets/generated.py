@@ -18,6 +18,8 @@ _MAX_FENCES = 16
 _MAX_SPANS = 64
 _MAX_REPAIRS = 3
 _NOTHING: Any = object()  # "no value seen", distinct from a JSON null
+# What Parsed(...) calls, without the frame of NamedTuple's Python __new__: once per row.
+_tuple_new = tuple.__new__
 # Apart from strings, only braces matter to find balanced objects; escapes come as pairs so that
 # an escaped quote never ends a string.
 _SCAN = re.compile(r"""\\.|[{}"']""", re.S)
@@ -52,7 +54,7 @@ def parse_generated(text: object) -> Parsed:
             if type(value) is dict:
                 if len(value) == 1 and _GENERATED_WRAPPER in value:
                     value = _unwrap(value)
-                return Parsed(value, None, "json")
+                return _tuple_new(Parsed, (value, None, "json"))
             if isinstance(value, str):
                 inner = _strict_object(value)
                 if inner is not None:

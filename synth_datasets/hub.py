@@ -33,7 +33,7 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 # huggingface_hub.utils re-exports it under a computed __all__, which mypy cannot read.
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
-from .card import build_card, card_splits
+from .card import SynthCard, build_card, card_splits
 from .errors import ConfigurationError, scrub
 from .provenance import OFFLINE_NOTICE, get_provenance, is_offline
 
@@ -223,6 +223,7 @@ def push_to_hub(
             commit = dataset.push_to_hub(repo_id, **kwargs)
         if base is not None:
             # On the data commit itself (parent_commit): the README merged is the one datasets wrote.
+            # The card's figures go in the card's commit.
             merged = _merge(base, _readme(api, repo_id, commit.oid), config_name)
             merged.push_to_hub(
                 repo_id,
@@ -304,10 +305,10 @@ def _entries(info: Any) -> list[dict[str, Any]]:
     return [e for e in (info if isinstance(info, list) else [info]) if isinstance(e, dict)]
 
 
-def _merge(card: DatasetCard, pushed: str | None, config_name: str) -> DatasetCard:
-    """``card`` with the ``dataset_info`` and ``configs`` that datasets just wrote in
-    ``pushed``, and ``card``'s provenance record as ``config_name``'s description."""
-    merged = DatasetCard(str(card))
+def _merge(card: DatasetCard, pushed: str | None, config_name: str) -> SynthCard:
+    """``card`` (and its figures) with the ``dataset_info`` and ``configs`` that datasets just
+    wrote in ``pushed``, and ``card``'s provenance record as ``config_name``'s description."""
+    merged = SynthCard(str(card), figures=card.figures if isinstance(card, SynthCard) else ())
     ours = _entries(merged.data.get("dataset_info"))
     description = next(
         (

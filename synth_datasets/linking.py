@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from datasets import Value
 
 from .layout import leaves
@@ -41,6 +42,17 @@ def _bools_match(a: Any, b: Any) -> bool:
     return (a.__class__ is bool) is (b.__class__ is bool)
 
 
+def _same_bools(sent: list[Any], echoed: list[Any]) -> bool:
+    """``_bools_match`` of every pair; identical orjson text proves it in one C call, so the
+    values are walked only when their text differs (``1.0`` echoed as ``1``, keys reordered)."""
+    try:
+        if orjson.dumps(sent) == orjson.dumps(echoed):
+            return True
+    except TypeError:  # orjson.JSONEncodeError: an integer past 64 bits
+        pass
+    return all(map(_bools_match, sent, echoed))
+
+
 def bools_may_differ(feature: Any) -> bool:
     """Whether two ``==`` values of ``feature`` may hold bools in different places: not when
     they hold nothing but text and nulls (``==`` is type-strict there)."""
@@ -63,12 +75,11 @@ def link_items(
     """
     n = len(items)
     # Fast path: the server answered in order and in full; `==` says True == 1 (JSON does not).
-    if n == len(examples) * multiplier and all(
-        (o := items[t]["original"]) == (e := examples[t // multiplier])
-        and (not check_bools or _bools_match(e, o))
-        for t in range(n)
-    ):
-        return [t // multiplier for t in range(n)]
+    if n == len(examples) * multiplier:
+        sent = [e for e in examples for _ in range(multiplier)]
+        echoed = [item["original"] for item in items]
+        if echoed == sent and (not check_bools or _same_bools(sent, echoed)):
+            return [t // multiplier for t in range(n)]
     by_key: dict[str, list[int]] = defaultdict(list)
     for pos, example in enumerate(examples):
         by_key[canonical_json(example)].append(pos)

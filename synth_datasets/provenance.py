@@ -130,8 +130,12 @@ def is_offline(provenance: Mapping[str, Any] | None) -> bool:
 
 
 def made_by(provenance: Mapping[str, Any] | None) -> str:
-    """What generated the rows, in words: the offline engine, Collinear, or the endpoint's host."""
+    """What generated the rows, in words: the offline engine, your own model (and where it was
+    served), Collinear, or the endpoint's host."""
     prov = provenance or {}
+    if prov.get("model"):
+        where = f" at {prov['model_host']}" if prov.get("model_host") else ""
+        return f"your own model {prov['model']}{where} (an OpenAI-compatible server)"
     if is_offline(prov):
         return (
             "the offline rewriting engine bundled with synth_datasets (deterministic word "

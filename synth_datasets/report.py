@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_NEAR_THRESHOLD",
     "ColumnLengths",
     "Distribution",
+    "Histogram",
     "QualityReport",
     "quality_report",
 ]
@@ -48,8 +49,33 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Histogram:
+    """How many values fall in each bin ``[edges[i], edges[i + 1])``, what a figure draws; the
+    last bin also holds the values beyond it (the top 1 % of a long tail)."""
+
+    edges: tuple[int, ...]
+    counts: tuple[int, ...]
+
+
+_BINS = 40
+
+
+def _edges(*arrays: np.ndarray) -> np.ndarray:
+    """Bins of one whole width from the least of the values in ``arrays`` to their 99th
+    percentile, shared by the arrays so they can be drawn over each other."""
+    values = np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays])
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    low, high = int(values.min()), int(np.percentile(values, 99, method="higher"))
+    width = -(-(high - low + 1) // _BINS)  # ceil
+    low -= low % width
+    bins = -(-(high + 1 - low) // width)
+    return low + width * np.arange(bins + 1, dtype=np.int64)
+
+
+@dataclass(frozen=True)
 class Distribution:
-    """Summary of a list of counts (rows per seed, characters, turns)."""
+    """Summary of a list of counts (rows per seed, characters, turns), and their histogram."""
 
     count: int
     min: float
@@ -57,15 +83,25 @@ class Distribution:
     mean: float
     p95: float
     max: float
+    histogram: Histogram | None = None
 
     @classmethod
-    def of(cls, values: np.ndarray | Sequence[float]) -> Distribution | None:
+    def of(
+        cls, values: np.ndarray | Sequence[int], edges: np.ndarray | None = None
+    ) -> Distribution | None:
+        """``edges`` (from ``_edges``, over every array drawn with this one): its histogram."""
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return None
         quantiles = np.percentile(arr, [0, 50, 95, 100]).tolist()
         low, p50, p95, high = (int(x) if x.is_integer() else round(x, 2) for x in quantiles)
-        return cls(int(arr.size), low, p50, round(float(arr.mean()), 2), p95, high)
+        histogram = None
+        if edges is not None and edges.size:
+            width, bins = int(edges[1] - edges[0]), edges.size - 1
+            at = np.minimum((arr.astype(np.int64) - edges[0]) // width, bins - 1)
+            counts = np.bincount(at, minlength=bins)
+            histogram = Histogram(tuple(edges.tolist()), tuple(counts.tolist()))
+        return cls(int(arr.size), low, p50, round(float(arr.mean()), 2), p95, high, histogram)
 
 
 @dataclass(frozen=True)
@@ -254,6 +290,19 @@ class _Pass:
         found = self.arrays.get(name)
         return np.concatenate(found) if found else np.zeros(0, dtype)
 
+    def lengths(self) -> tuple[ColumnLengths, ...]:
+        """Per column, rows then seeds; the histograms of a column's rows and seeds share bins."""
+        out = []
+        for (c, k), of in product(self.kinds.items(), ("rows", "seeds")):
+            found = {}
+            for measure in ("chars", "turns"):
+                both = [self.array((c, side, measure), np.int32) for side in ("rows", "seeds")]
+                values = both[0] if of == "rows" else both[1]
+                found[measure] = Distribution.of(values, _edges(*both))
+            if found["chars"] is not None:
+                out.append(ColumnLengths(c, k, of, found["chars"], found["turns"]))
+        return tuple(out)
+
 
 def quality_report(
     dataset: datasets.Dataset,
@@ -287,6 +336,7 @@ def quality_report(
     seeds, counts = np.unique(source[linked], return_counts=True)
     clean_counts = np.bincount(np.searchsorted(seeds, source[linked & clean]), minlength=len(seeds))
     target = multiplier if multiplier and multiplier > 0 and len(seeds) else None
+    per_seed = _edges(counts, clean_counts)
     return QualityReport(
         rows=rows,
         generated_columns=tuple(generated),
@@ -295,8 +345,8 @@ def quality_report(
         targeted=None if source_rows is None or multiplier is None else source_rows * multiplier,
         linked_seeds=len(seeds),
         seeds_without_rows=None if source_rows is None else max(source_rows - len(seeds), 0),
-        rows_per_seed=Distribution.of(counts),
-        clean_rows_per_seed=Distribution.of(clean_counts),
+        rows_per_seed=Distribution.of(counts, per_seed),
+        clean_rows_per_seed=Distribution.of(clean_counts, per_seed),
         seeds_below_target=None if target is None else int((clean_counts < target).sum()),
         unlinked=int((~linked).sum()),
         returned=p.returned,
@@ -309,9 +359,5 @@ def quality_report(
         duplicates=int(p.array("exact").sum()),
         near_duplicates=int(p.array("near").sum()) if near and generated else None,
         near_threshold=near_threshold if near else None,
-        lengths=tuple(
-            ColumnLengths(c, k, of, chars, Distribution.of(p.array((c, of, "turns"), np.int32)))
-            for (c, k), of in product(p.kinds.items(), ("rows", "seeds"))
-            if (chars := Distribution.of(p.array((c, of, "chars"), np.int32))) is not None
-        ),
+        lengths=p.lengths(),
     )

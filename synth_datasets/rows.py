@@ -21,6 +21,8 @@ from .linking import bools_may_differ, link_items
 
 __all__ = ["Collected", "RowBuilder"]
 
+_SLICE = 128  # rows parsed and turned into Arrow at a time (see RowBuilder._generated)
+
 
 @dataclass
 class Collected:
@@ -37,8 +39,11 @@ class RowBuilder:
     def __init__(self, layout: Layout, multiplier: int) -> None:
         self.layout = layout
         self.multiplier = multiplier
-        self.casters = [(c, compile_caster(f)) for c, f in layout.generated_features.items()]
         self.schema = layout.features.arrow_schema
+        self._casters = [
+            (c, compile_caster(f), self.schema.field(c).type)
+            for c, f in layout.generated_features.items()
+        ]
         self._check_bools = bools_may_differ(layout.original_features)
         # `original` is cut straight from the input batch when no column was converted to send.
         self._original_is_input = all(
@@ -93,13 +98,9 @@ class RowBuilder:
             positions_list += [None if p is None else p + offset for p in part.positions]
             raw += part.raw
             notes += part.errors
-        generated, errors, counts = self._parse(raw, notes)
+        arrays, errors, counts = self._generated(raw, notes)
         schema, layout = self.schema, self.layout
         positions = pa.array(positions_list, type=pa.int64())
-        arrays = [
-            arrow_column(generated[name], schema.field(name).type, name, errors)
-            for name, _ in self.casters
-        ]
         # Dataset.map's batch holds its table; other values are encoded the way datasets would.
         table = getattr(batch, "pa_table", None)
         if not isinstance(table, pa.Table):
@@ -124,36 +125,67 @@ class RowBuilder:
         arrays.append(_text_array(errors))
         return pa.Table.from_arrays(arrays, schema=schema), counts
 
-    def _parse(
+    def _generated(
         self, texts: list[str | None], notes: list[str | None]
-    ) -> tuple[dict[str, list[Any]], list[str | None], dict[str, int]]:
-        """Each text parsed and its values cast: the columns, each row's error, the counts."""
-        generated: dict[str, list[Any]] = {name: [] for name, _ in self.casters}
-        out: list[str | None] = []
+    ) -> tuple[list[pa.Array], list[str | None], dict[str, int]]:
+        """The generated columns as Arrow arrays, each row's error and the counts.
+
+        Read in slices of ``_SLICE`` rows, each turned into Arrow before the next is parsed: its
+        Python values die young. A whole map batch of them alive at once outlived the garbage
+        collector's young generations, and its full passes then cost more than the parsing.
+        """
+        pieces: list[list[pa.Array]] = [[] for _ in self._casters]
+        errors: list[str | None] = []
         counts = {"parse_errors": 0, "cast_errors": 0}
-        for text, note in zip(texts, notes, strict=True):
-            errors = [note] if note else []
-            values = None
-            if text is not None:
-                parsed = parse_generated(text)
-                values = parsed.value
-                if values is None:
-                    counts["parse_errors"] += 1
-                    errors.append(error_cell("parse", str(parsed.error)))
-            before = len(errors)
-            for name, cast in self.casters:
-                value = None
-                if values is not None and name not in values:
-                    errors.append(error_cell("missing", f"no {name!r} in the generated object"))
-                elif values is not None:
-                    try:
-                        value = cast(values[name], name)
-                    except CastError as exc:
-                        errors.append(error_cell("type", str(exc)))
-                generated[name].append(value)
-            counts["cast_errors"] += len(errors) > before
-            out.append(join_errors(errors))
-        return generated, out, counts
+        for start in range(0, len(texts), _SLICE):
+            stop = start + _SLICE
+            arrays, part = self._parse(texts[start:stop], notes[start:stop], counts)
+            for piece, array in zip(pieces, arrays, strict=True):
+                piece.append(array)
+            errors += part
+        arrays = [
+            pa.chunked_array(piece, type=type_).combine_chunks()
+            for piece, (_, _, type_) in zip(pieces, self._casters, strict=True)
+        ]
+        return arrays, errors, counts
+
+    def _parse(
+        self, texts: list[str | None], notes: list[str | None], counts: dict[str, int]
+    ) -> tuple[list[pa.Array], list[str | None]]:
+        """Each text parsed and its values cast: the Arrow columns and each row's error."""
+        n = len(texts)
+        columns = [(name, cast, [None] * n) for name, cast, _ in self._casters]
+        out = list(notes)
+        for i, text in enumerate(texts):
+            if text is None:
+                continue
+            values, reason, _ = parse_generated(text)
+            problems: list[str] = []
+            if values is None:
+                counts["parse_errors"] += 1
+                problems.append(error_cell("parse", str(reason)))
+            else:
+                for name, cast, column in columns:
+                    if name in values:
+                        try:
+                            column[i] = cast(values[name], name)
+                            continue
+                        except CastError as exc:
+                            problems.append(error_cell("type", str(exc)))
+                    else:
+                        problems.append(
+                            error_cell("missing", f"no {name!r} in the generated object")
+                        )
+                counts["cast_errors"] += bool(problems)
+            if problems:
+                note = out[i]
+                out[i] = join_errors([note, *problems] if note else problems)
+        types = [type_ for _, _, type_ in self._casters]
+        arrays = [
+            arrow_column(column, type_, name, out)
+            for (name, _, column), type_ in zip(columns, types, strict=True)
+        ]
+        return arrays, out
 
 
 def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array, type_: pa.DataType) -> Any:

@@ -6,9 +6,11 @@ The one loader of seeds (``expand``), of data to mix in (``to_sft.py``) and of e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ def load_source(
 
     meta: dict[str, Any] = {"name": source, "split": split or "train", "config": config}
     path = Path(source)
+    if path.exists():  # the card names a local source by its name, not by where it lies here
+        meta["name"] = path.name
     if path.is_file():
         kind = _DATA_SUFFIXES.get(path.suffix.lower())
         if kind is None:
@@ -48,7 +52,8 @@ def load_source(
         level = builders.level
         builders.setLevel(logging.CRITICAL)
         try:
-            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+            with _uncounted():
+                ds = datasets.load_dataset(kind, data_files=str(path), split="train")
         except Exception as exc:  # datasets speaks of its builder; say what is wrong in the file
             raise UsageError(_unreadable(source, path, kind, exc)) from exc
         finally:
@@ -66,7 +71,8 @@ def load_source(
                     raise UsageError(f"{source} has splits {list(loaded)}: choose one with --split")
                 return loaded[name], meta
             return loaded, meta
-        return datasets.load_dataset(str(path), split=split or "train"), meta
+        with _uncounted():
+            return datasets.load_dataset(str(path), split=split or "train"), meta
     if path.suffix.lower() in _DATA_SUFFIXES or not _HUB_ID.fullmatch(source):
         raise UsageError(f"{source}: no such file or folder, and not a Hub dataset id")
     from huggingface_hub import HfApi
@@ -75,6 +81,19 @@ def load_source(
     sha = HfApi().dataset_info(source, revision=revision).sha
     meta.update(hub=True, revision=sha)
     return datasets.load_dataset(source, name=config, split=split or "train", revision=sha), meta
+
+
+@contextlib.contextmanager
+def _uncounted() -> Iterator[None]:
+    """A local file is nobody's download: datasets would otherwise ping S3 to count one."""
+    import datasets
+
+    counts = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts
 
 
 def check_utf8(path: Path, name: str) -> None:

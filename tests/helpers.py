@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from hypothesis import strategies as st
+
+_S = TypeVar("_S", bound="Served")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -229,7 +231,23 @@ class Received:
     path: str = ""
 
 
-class StubServer:
+class Served:
+    """A ``socketserver`` server on loopback, served from a daemon thread while in ``with``."""
+
+    def __init__(self, server: socketserver.BaseServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    def __enter__(self: _S) -> _S:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class StubServer(Served):
     """A plain HTTP server on loopback whose POST answers come from ``answer(received)``.
 
     For what the reference server never does (an HTML 200, a body quoting the credentials).
@@ -263,20 +281,12 @@ class StubServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> StubServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(httpd)
+        self.url = f"http://127.0.0.1:{httpd.server_port}"
 
 
-class RecordingProxy:
+class RecordingProxy(Served):
     """A forward proxy on loopback that records the raw bytes of each request it receives
     (CONNECT or a proxied plain-HTTP request, body included) and answers 502 to all of them.
 
@@ -311,18 +321,10 @@ class RecordingProxy:
                     b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 )
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RecordingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        super().__init__(server)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
 
 
 # -- hypothesis strategies of JSON, shared by the parsing properties --------------------------------

@@ -257,6 +257,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_send_nothing(
         (["--prompt", "p", "--model-id", "nope"], "--model-id must be a UUID"),
         (["--prompt", "", "--model-id", MODEL_ID], "--prompt"),
         (["--prompt", "p", "--model-id", MODEL_ID, "--columns", "nope"], "unknown column"),
+        (["--prompt", "p", "--local"], "--local runs its own server: drop --base-url"),
     ]
     for extra, needle in cases:
         assert cli_main(base + extra) == 2

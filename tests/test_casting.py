@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from datasets import ClassLabel, Json, List, Value
+from hypothesis import given
+from hypothesis import strategies as st
 
 from synth_datasets.casting import CastError, arrow_column, compile_caster
 from synth_datasets.generated import parse_generated
@@ -109,3 +112,104 @@ def test_arrow_column_keeps_the_good_values_of_a_column():
     assert column.to_pylist() == ["x", None, None]
     assert errors[0::2] == [None, None]
     assert errors[1] is not None and errors[1].startswith("type: a: ") and "surrogates" in errors[1]
+
+
+_TURN = {"role": Value("string"), "content": Value("string")}
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "expected", "error"),
+    [
+        ({"s": Value("string")}, {"s": "x"}, {"s": "x"}, None),
+        ({"s": Value("string")}, {"s": ["x", "y"]}, None, "c.s: expected text, got list"),
+        ({"s": Value("string")}, {"s": "x", "t": 1}, {"s": "x"}, None),
+        (_TURN, {"role": "u", "content": None}, {"role": "u", "content": None}, None),
+        (_TURN, {"role": "u", "content": "\udcff"}, None, "c.content: text that is not UTF-8"),
+        (_TURN, ["u", "c"], None, "c: expected an object, got list"),
+        (List(_TURN), [{"role": "u", "content": "é"}], [{"role": "u", "content": "é"}], None),
+        (
+            List(_TURN),
+            [{"role": "u", "content": "c", "x": 1}],
+            [{"role": "u", "content": "c"}],
+            None,
+        ),
+        (
+            List(_TURN),
+            [{"role": "u", "content": "c"}, None],
+            [{"role": "u", "content": "c"}, None],
+            None,
+        ),
+        (List(_TURN), [{"role": "u"}], None, "c[0].content: missing"),
+        (List(_TURN), ["u"], None, "c[0]: expected an object, got str"),
+        (List(_TURN), {"role": "u", "content": "c"}, None, "c: expected a list, got dict"),
+        (List({"s": Value("string")}), [{"s": ["x"]}], None, "c[0].s: expected text, got list"),
+        (List(Value("string")), ["a", None], ["a", None], None),
+        (List(Value("string")), ["a", 1], None, "c[1]: expected text, got int"),
+        (List(Value("string")), "ab", None, "c: expected a list, got str"),
+        (List(Value("string"), length=2), ["a"], None, "c: expected 2 items, got 1"),
+        (List(List(Value("string"))), [["a"], ["b", "\ud800"]], None, "c[1][1]: text that is not"),
+    ],
+)
+def test_text_values_are_kept_as_they_are_or_named_where_they_fail(feature, value, expected, error):
+    """Lists and objects of text are checked as a whole first; whatever that check does not
+    pass (nulls, extra keys, wrong types) gets the same result and message as item by item."""
+    cast = compile_caster(feature)
+    if error is None:
+        assert cast(value, "c") == expected
+    else:
+        with pytest.raises(CastError) as raised:
+            cast(value, "c")
+        assert str(raised.value).startswith(error), str(raised.value)
+
+
+_texty = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.just("\ud800"),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["role", "content", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _outcome(cast: Any, value: Any) -> tuple[str, Any]:
+    try:
+        return "kept", cast(value, "c")
+    except CastError as exc:
+        return "refused", str(exc)
+
+
+@given(value=_texty)
+def test_property_text_values_are_cast_as_their_parts_would_be(value: Any) -> None:
+    """A list of text objects, an object of text and a list of text, each checked whole first,
+    keep or refuse any value exactly as casting it part by part does."""
+    text = compile_caster(Value("string"))
+
+    def turn(v: Any, where: str) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise CastError(f"{where}: expected an object, got {type(v).__name__}")
+        out = {}
+        for k in _TURN:
+            if k not in v:
+                raise CastError(f"{where}.{k}: missing")
+            out[k] = text(v[k], f"{where}.{k}")
+        return out
+
+    def listed(item: Any) -> Any:
+        def cast(v: Any, where: str) -> Any:
+            if v is None:
+                return None
+            if not isinstance(v, list):
+                raise CastError(f"{where}: expected a list, got {type(v).__name__}")
+            return [item(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
+        return cast
+
+    for feature, by_parts in (
+        (_TURN, turn),
+        (List(_TURN), listed(turn)),
+        (List(Value("string")), listed(text)),
+    ):
+        assert _outcome(compile_caster(feature), value) == _outcome(by_parts, value)

@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 from helpers import MODEL_ID
 
-from synth_datasets import ConfigurationError, SynthClient, SynthMapper, expand
+from synth_datasets import ConfigurationError, SynthClient, SynthMapper, __version__, expand
 from synth_datasets.cli import flag, main
-from synth_datasets.config import ClientConfig, ExpandConfig, option_fields
+from synth_datasets.config import (
+    ClientConfig,
+    ExpandConfig,
+    announce_engine,
+    option_fields,
+    parse_engine,
+)
 from synth_datasets.ray import expand_ray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,3 +155,14 @@ def test_cli_errors_name_the_flag(tmp_path):
     )
     assert proc.returncode == 2
     assert "--request-size must be an int >= 1" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"model": "Qwen/Qwen2.5-7B-Instruct", "host": "127.0.0.1:8000"}, {"model": "a; b=c é"}],
+)
+def test_an_engine_announcement_reads_back(params: dict[str, str]) -> None:
+    value = announce_engine("some-engine", **params)
+    value.encode("ascii")  # a header value
+    assert parse_engine(value) == {"engine": "some-engine", "version": __version__, **params}
+    assert parse_engine(None) == {}

@@ -18,7 +18,7 @@ from synth_datasets.cli import main
 from synth_datasets.dedup import DuplicateFinder, row_texts
 from synth_datasets.lineage import error_kinds
 from synth_datasets.provenance import attach_provenance
-from synth_datasets.report import QualityReport, quality_report
+from synth_datasets.report import Histogram, QualityReport, quality_report
 
 STORY = (
     "once upon a time a small robot lived in a quiet town by the sea and every morning it "
@@ -136,6 +136,28 @@ def test_batches_do_not_change_the_report():
     one = quality_report(shuffled, batch_size=3).to_dict()
     assert one["rows_per_seed"] == quality_report(ds).to_dict()["rows_per_seed"]
     assert one["seed_copies"] == one["near_seed_copies"] == 1 and one["duplicates"] == 1
+
+
+def test_histograms_hold_every_value_on_bins_shared_by_what_is_drawn_together():
+    r = quality_report(known_rows())
+    # Rows per seed: 3, 3, 3; without error: 2 (seed 0), 3 (seed 1), 0 (seed 2).
+    assert r.rows_per_seed.histogram == Histogram((0, 1, 2, 3, 4), (0, 0, 0, 3))
+    assert r.clean_rows_per_seed.histogram == Histogram((0, 1, 2, 3, 4), (1, 0, 1, 1))
+    by = {(x.column, x.of): x for x in r.lengths}
+    assert by["conv", "rows"].turns.histogram == Histogram((1, 2, 3), (4, 2))
+    assert by["conv", "seeds"].turns.histogram == Histogram((1, 2, 3), (3, 0))
+    for column in ("conv", "answer"):
+        assert by[column, "rows"].chars.histogram.edges == by[column, "seeds"].chars.histogram.edges
+    for x in r.lengths:
+        for d in (x.chars, x.turns):
+            if d is not None:
+                assert sum(d.histogram.counts) == d.count
+
+    # A long tail: the bins reach the 99th percentile, the last one holds the rest.
+    ds = Dataset.from_dict({"text": ["x" * n for n in [*range(1, 400), 100_000]]})
+    chars = quality_report(ds, near=False).lengths[0].chars
+    assert chars.histogram.edges[0] == 0 and chars.histogram.edges[-1] == 400
+    assert len(chars.histogram.counts) == 40 and chars.histogram.counts[-1] == 10 + 1
 
 
 def test_to_dict_and_markdown():

@@ -198,3 +198,34 @@ def test_an_arrow_batch_and_a_python_batch_give_the_same_table():
     assert tables[0].column("q").to_pylist() == ["00", "01", "10", "11"]
     meta = seeds.data.table.column("meta").to_pylist()
     assert tables[0].column("meta").to_pylist() == [meta[i] for i in (0, 0, 1, 1)]
+
+
+def test_a_large_batch_keeps_each_value_and_error_on_its_own_row():
+    """Rows are read a slice at a time; across slice edges every value and error stays on its
+    row, and the counts are the whole batch's."""
+    features = {"n": Value("int8"), "m": _CONVERSATION}
+    layout = plan_layout(Features(features), keep_original=False)
+    builder = RowBuilder(layout, 1)
+    n = 300
+    examples = [{"n": i, "m": None} for i in range(n)]
+
+    def text(i: int) -> str:
+        if i % 97 == 0:
+            return "not json"
+        if i % 41 == 0:
+            return json.dumps({"n": 1000 + i, "m": [{"role": "u", "content": str(i)}]})
+        return json.dumps({"n": i % 100, "m": [{"role": "u", "content": str(i)}]})
+
+    items = [{"original": e, "generated": text(i)} for i, e in enumerate(examples)]
+    rows, _ = builder.collect(examples, items)
+    table, counts = builder.to_arrow([(0, rows)], {"n": [None] * n, "m": [None] * n}, range(n), [])
+    bad_parse = [i for i in range(n) if i % 97 == 0]
+    bad_type = [i for i in range(n) if i % 41 == 0 and i % 97]
+    assert counts == {"parse_errors": len(bad_parse), "cast_errors": len(bad_type)}
+    errors = table.column("error").to_pylist()
+    assert [i for i, e in enumerate(errors) if e and e.startswith("parse:")] == bad_parse
+    assert [i for i, e in enumerate(errors) if e and e.startswith("type: n:")] == bad_type
+    ok = [i for i in range(n) if i % 97 and i % 41]
+    assert [table.column("n")[i].as_py() for i in ok] == [i % 100 for i in ok]
+    assert table.column("m").to_pylist()[299] == [{"role": "u", "content": "299"}]
+    assert table.column("m").to_pylist()[97] is None

@@ -1,8 +1,8 @@
 """``ReferenceServer``: Collinear's synth-data endpoint on loopback (the only aiohttp module).
 
 The documented request, response and error shapes (bearer auth, FastAPI-style 422s,
-``x-request-id``) from the offline engine, misbehaving as its ``Faults`` say; an aiohttp
-application on its own event loop in a daemon thread.
+``x-request-id``) from its engine (the offline one unless told), misbehaving as its ``Faults``
+say; an aiohttp application on its own event loop in a daemon thread.
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._version import __version__
-from ..config import ENGINE_HEADER, OFFLINE_ENGINE, is_loopback
-from .engine import build_payload
+from ..config import ENGINE_HEADER, is_loopback
+from .engine import Engine, EngineError, OfflineEngine, encode_items
 from .faults import CONTENT_TYPES, Faults
 from .validation import GENERATE_PATH, Detail, body_validator, validate_body
 
 __all__ = ["ReferenceServer"]
 
 _T = TypeVar("_T")
-# Above this many generations the engine runs in a worker thread so the loop keeps serving.
+# Above this many items the body is encoded in a worker thread so the loop keeps serving.
 _EXECUTOR_THRESHOLD = 2_000
 _STATUS_DETAIL: dict[int, str | Detail] = {
     401: "Invalid token",
@@ -59,11 +58,12 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class ReferenceServer:
-    """The synth-data endpoint on loopback, with an offline engine and fault injection.
+    """The synth-data endpoint on loopback, with a pluggable engine and fault injection.
 
     Use it as a context manager (``with ReferenceServer() as srv: ...``) and point a client at
-    ``srv.url`` with ``srv.token``. Its engine is deterministic string rewriting, NOT a language
-    model. ``faults`` can be changed at runtime with ``set_faults`` (or ``POST /__faults``).
+    ``srv.url`` with ``srv.token``. The default engine is deterministic string rewriting, NOT a
+    language model; ``engine=OpenAIEngine(...)`` answers with your own model instead. ``faults``
+    can be changed at runtime with ``set_faults`` (or ``POST /__faults``).
     """
 
     def __init__(
@@ -73,11 +73,14 @@ class ReferenceServer:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.token: str = token if token is not None else "sk-local-" + secrets.token_hex(12)
         self.host = host
         self.port = port
+        self.engine: Engine = engine if engine is not None else OfflineEngine()
         self.faults: Faults = dataclasses.replace(faults) if faults is not None else Faults()
+        self.engine.check_faults(self.faults)
         self._rng = random.Random(self.faults.seed)
         self._validator = body_validator()
         self._in_flight = 0
@@ -95,7 +98,7 @@ class ReferenceServer:
         return self._url
 
     def __repr__(self) -> str:
-        return f"ReferenceServer(url={self._url or 'not started'!r})"
+        return f"ReferenceServer(url={self._url or 'not started'!r}, engine={self.engine!r})"
 
     def start(self) -> ReferenceServer:
         """Bind and serve from a daemon thread with its own event loop; returns self."""
@@ -115,17 +118,23 @@ class ReferenceServer:
 
     async def _setup(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_middleware])
-        app.on_response_prepare.append(_add_headers)
+        app.on_response_prepare.append(self._add_headers)
+        app.on_cleanup.append(self._close_engine)
         app.router.add_post(GENERATE_PATH, self._handle_generate)
         app.router.add_get("/health", _handle_health)
         app.router.add_get("/__stats", self._handle_stats)
         app.router.add_post("/__reset", self._handle_reset)
         app.router.add_get("/__faults", self._handle_faults)
         app.router.add_post("/__faults", self._handle_faults)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        # A client that gives up (its timeout) cancels its request's handler, and with it the
+        # engine's work for it: an abandoned request must not keep a model busy.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
         await runner.setup()
+        self._runner = runner  # from here on, stop() cleans up: the engine is closed with the app
+        await self.engine.open()
         await web.TCPSite(runner, self.host, self.port, backlog=1024).start()
-        self._runner = runner
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._url = f"http://{host}:{runner.addresses[0][1]}"
 
@@ -198,18 +207,27 @@ class ReferenceServer:
         """Replace the faults (or some fields) in one step; a new ``seed`` reseeds the RNG."""
 
         def apply() -> None:
-            self.faults = dataclasses.replace(faults or self.faults, **changes)  # validates
+            new = dataclasses.replace(faults or self.faults, **changes)  # validates
+            self.engine.check_faults(new)
+            self.faults = new
             if faults is not None or "seed" in changes:
                 self._rng = random.Random(self.faults.seed)
 
         self._on_loop(apply)
 
     def _error(
-        self, status: int, faults: Faults, detail: str | Detail | None = None
+        self,
+        status: int,
+        faults: Faults,
+        detail: str | Detail | None = None,
+        retry_after: str | None = None,
     ) -> web.Response:
+        """An error answer; ``retry_after`` (an engine's backend's) replaces the faults' own."""
         self._by_status[str(status)] += 1
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        if status in (429, 503):
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        elif status in (429, 503):
             seconds = faults.retry_after
             headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else repr(seconds)
         if detail is None:
@@ -271,9 +289,14 @@ class ReferenceServer:
                 await request.read()  # before the client gives up and closes the connection
             body = await self._admit(request, outcome, faults)
             if not isinstance(body, web.Response):
-                work = functools.partial(build_payload, body, faults)
-                big = len(body["examples"]) * body["multiplier"] > _EXECUTOR_THRESHOLD
-                payload, n_items = await loop.run_in_executor(None, work) if big else work()
+                try:
+                    items = await self.engine.generate(body, faults)
+                except EngineError as exc:
+                    body = self._error(exc.status, faults, exc.detail, exc.retry_after)
+                else:
+                    work = functools.partial(encode_items, items, faults.framing)
+                    big = len(items) > _EXECUTOR_THRESHOLD
+                    payload = await loop.run_in_executor(None, work) if big else work()
             await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
             if isinstance(body, web.Response):
                 return body
@@ -281,7 +304,7 @@ class ReferenceServer:
                 self._by_status["200" if outcome == "ok" else str(outcome)] += 1
             if outcome == "ok":
                 self._stats["examples"] += len(body["examples"])
-                self._stats["generations"] += n_items
+                self._stats["generations"] += len(items)
                 if faults.framing == "json":
                     return web.Response(body=payload, content_type=CONTENT_TYPES["json"])
             return await _send(
@@ -289,6 +312,16 @@ class ReferenceServer:
             )
         finally:
             self._in_flight -= 1
+
+    async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every response carries ``x-request-id``, as the real service's do, and names the
+        engine (``X-Synth-Engine``)."""
+        if "x-request-id" not in response.headers:
+            response.headers["x-request-id"] = "req_" + uuid.uuid4().hex
+        response.headers[ENGINE_HEADER] = self.engine.announce
+
+    async def _close_engine(self, app: web.Application) -> None:
+        await self.engine.close()
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self._snapshot())
@@ -360,11 +393,3 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         skip = ("content-type", "content-length")
         headers = {k: v for k, v in exc.headers.items() if k.lower() not in skip}
         return web.json_response({"detail": exc.reason}, status=exc.status, headers=headers)
-
-
-async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response carries ``x-request-id``, as the real service's do, and names the offline
-    engine (``X-Synth-Engine``), so that what it made is never taken for Collinear's rows."""
-    if "x-request-id" not in response.headers:
-        response.headers["x-request-id"] = "req_" + uuid.uuid4().hex
-    response.headers[ENGINE_HEADER] = f"{OFFLINE_ENGINE}/{__version__}"
