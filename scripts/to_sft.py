@@ -44,9 +44,9 @@ from synth_datasets.prep import (
     decontaminate,
     drop_duplicates,
     drop_errors,
+    held_out_rows,
     mix_in_seeds,
     split_by_seed,
-    test_rows,
     to_messages,
 )
 from synth_datasets.provenance import get_provenance, is_offline
@@ -135,7 +135,7 @@ def split(
         return datasets.DatasetDict({"train": ds})
     if by == "seed":
         return split_by_seed(ds, test_size, seed=seed, threshold=threshold)
-    return ds.train_test_split(test_size=test_rows(test_size, len(ds)), seed=seed)
+    return ds.train_test_split(test_size=held_out_rows(test_size, len(ds)), seed=seed)
 
 
 def split_note(args: argparse.Namespace, asked: int, test: int, leaks: int) -> str:
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     note = "One split: no test split was asked for."
     if "test" in parts:
         leaks = cross_split_duplicates(parts["train"], parts["test"], threshold=args.near_threshold)
-        note = split_note(args, test_rows(args.test_size, len(ds)), len(parts["test"]), leaks)
+        note = split_note(args, held_out_rows(args.test_size, len(ds)), len(parts["test"]), leaks)
     print(
         "; ".join(f"{k}: {v}" for k, v in counts.items())
         + " -> "

@@ -42,10 +42,10 @@ __all__ = [
     "drop_lineage",
     "duplicate_mask",
     "find_contamination",
+    "held_out_rows",
     "mix_in_seeds",
     "seed_groups",
     "split_by_seed",
-    "test_rows",
     "to_messages",
 ]
 
@@ -172,7 +172,7 @@ def seed_groups(
     return np.array([groups.find(i) for i in range(len(ds))], dtype=np.int64)
 
 
-def test_rows(test_size: float, n: int) -> int:
+def held_out_rows(test_size: float, n: int) -> int:
     """Rows asked for in the test split, as ``train_test_split`` reads ``test_size``."""
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
         raise ConfigurationError(
@@ -246,7 +246,7 @@ def split_by_seed(
     fraction of the rows, or a number of rows) as whole groups allow. Rows keep their order.
     """
     require_dataset(ds, "split_by_seed")
-    target = test_rows(test_size, len(ds))
+    target = held_out_rows(test_size, len(ds))
     labels = seed_groups(ds, threshold=threshold, columns=columns)
     roots, group_of_row, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     if len(roots) < 2:

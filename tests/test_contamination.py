@@ -119,8 +119,8 @@ def test_every_kind_of_evaluation_set(tmp_path, fake_hub):
     assert found.flagged.tolist() == [17, 42]
     sets = found.record()["sets"]
     assert [(s["name"], s["split"], s["columns"], s["rows_flagged"]) for s in sets] == [
-        (str(path), None, ["q"], 1),
-        (str(folder), "test", ["q"], 1),
+        ("evals.jsonl", None, ["q"], 1),  # a local set by its name, not its place here
+        ("evals", "test", ["q"], 1),
         ("me/evals", "validation", ["question"], 2),
     ]
     assert sets[2]["revision"] == head and sets[2]["fingerprint"] is None
@@ -164,7 +164,7 @@ def test_report_command_counts_against_evaluation_sets(tmp_path, capsys):
     assert main(["report", str(tmp_path / "data"), "--against", str(evals)]) == 0
     out = capsys.readouterr().out
     assert "## Decontamination" in out and "were counted" in out
-    assert f"| `{evals}` |" in out and "rows flagged (an n-gram of any set): 2;" in out
+    assert "| `evals.jsonl` |" in out and "rows flagged (an n-gram of any set): 2;" in out
     args = ["report", str(tmp_path / "data"), "--json", "--against", str(evals), "--ngram", "12"]
     assert main(args) == 0
     figures = json.loads(capsys.readouterr().out)
