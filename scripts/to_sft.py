@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             "rows_removed"
         ]
     if len(ds) == 0:
-        dropped = "errors, duplicates" + (" and quoting rows" if contamination else "")
+        dropped = "errors, duplicates" + (" and rows quoting an eval set" if contamination else "")
         raise ConfigurationError(f"{args.source}: no row left after dropping {dropped}")
     parts = split(ds, args.test_size, args.seed, by=args.split_by, threshold=args.near_threshold)
     splits = datasets.DatasetDict(
