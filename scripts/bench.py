@@ -20,7 +20,9 @@ client's alone. Measurements (see docs/benchmarks.md for the figures and the tar
 6. ``server``: the reference server's own capacity (zero latency, 32 and 64 connections).
 7. ``recall``: the near-duplicate search (no server): recall and false positives on generated
    pairs at known Jaccard similarity around the default threshold, and the cost per 100k rows
-   (CPU and peak RSS of ``quality_report`` with and without it).
+   (CPU and peak RSS of ``quality_report`` with and without it, and of ``split_by_seed``).
+8. ``contamination``: ``find_contamination`` against an evaluation set of a million texts (no
+   server): CPU, the size of its n-gram index, peak anonymous and file-backed RSS.
 """
 
 from __future__ import annotations
@@ -77,12 +79,12 @@ TARGETS = {
     "memory_delta_mb": 150.0,
 }
 
-ALL = ("efficiency", "naive", "cpu", "memory", "resume", "server", "recall")
-NEEDS_SERVER = set(ALL) - {"recall"}
+ALL = ("efficiency", "naive", "cpu", "memory", "resume", "server", "recall", "contamination")
+NEEDS_SERVER = set(ALL) - {"recall", "contamination"}
 
 # The near-duplicate search: pairs per Jaccard level, rows of the cost measurement.
-RECALL = {"pairs_per_level": 1000, "cost_rows": 100_000}
-RECALL_QUICK = {"pairs_per_level": 200, "cost_rows": 10_000}
+RECALL = {"pairs_per_level": 1000, "cost_rows": 100_000, "eval_texts": 1_000_000}
+RECALL_QUICK = {"pairs_per_level": 200, "cost_rows": 10_000, "eval_texts": 50_000}
 NEAR_THRESHOLD = 0.85
 # True Jaccard similarities the pairs are built at, around the threshold, and the bins reported.
 RECALL_LEVELS = (0.6, 0.7, 0.75, 0.8, 0.83, 0.85, 0.87, 0.9, 0.95, 0.99)
@@ -261,6 +263,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return worker_recall(spec)
     if kind == "dedup_cost":
         return worker_dedup_cost(spec)
+    if kind == "contamination":
+        return worker_contamination(spec)
     from synth_datasets import SynthClient
 
     client = SynthClient(os.environ[TOKEN_ENV], spec["url"], max_retries=2)
@@ -560,6 +564,58 @@ def worker_dedup_cost(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def zipf_texts(count: int, low: int, high: int, seed: int) -> list[str]:
+    """``count`` texts of ``low`` to ``high`` words from a Zipf-like vocabulary of 20 000."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"v{i}" for i in range(20_000)])
+    weights = 1.0 / np.arange(1, len(vocab) + 1)
+    weights /= weights.sum()
+    out: list[str] = []
+    for start in range(0, count, 10_000):
+        lengths = rng.integers(low, high + 1, min(10_000, count - start))
+        flat = rng.choice(vocab, size=int(lengths.sum()), p=weights)
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        out += [" ".join(flat[a:b]) for a, b in pairwise(bounds.tolist())]
+    return out
+
+
+def worker_contamination(spec: dict[str, Any]) -> dict[str, Any]:
+    """``find_contamination`` of 1000 rows (100 quoting an evaluation text) against the saved
+    evaluation set: CPU, index size, peak RSS (anonymous and file-backed, sampled)."""
+    import datasets
+
+    from synth_datasets.prep import find_contamination
+
+    evals = datasets.load_from_disk(spec["eval_dir"])
+    quoted = [evals[i]["question"] + " and more words" for i in range(0, 1000, 10)]
+    rows = datasets.Dataset.from_dict({"text": quoted + zipf_texts(900, 30, 70, seed=99)})
+    anon_before = _status_kb("RssAnon")["RssAnon"]
+    sampler = _RssSampler()
+    sampler.start()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    found = find_contamination(rows, [evals])
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    sampler.stopped.set()
+    sampler.join()
+    checked = found.record()["sets"][0]
+    return {
+        "eval_texts": checked["texts"],
+        "ngrams": checked["ngrams"],
+        "index_mb": checked["ngrams"] * 8 / 2**20,
+        "rows": len(rows),
+        "rows_flagged": found.rows_flagged,
+        "wall_s": wall,
+        "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+        "anon_before_mb": anon_before / 1024,
+        "peak_anon_mb": sampler.peak["RssAnon"] / 1024,
+        "peak_file_mb": sampler.peak["RssFile"] / 1024,
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # Measurements (parent side)
 
@@ -747,6 +803,17 @@ def measure_recall(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
     if "split" in out:
         out["split_cpu_s_per_100k"] = out["split"]["cpu_s"] * scale
     return out
+
+
+def measure_contamination(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    eval_dir = tmp / "eval-set"  # written here: the worker's memory is the check's alone
+    texts = zipf_texts(p["eval_texts"], 30, 70, seed=16)
+    datasets.Dataset.from_dict({"question": texts}).save_to_disk(str(eval_dir))
+    del texts
+    return run_local_worker({"kind": "contamination", "eval_dir": str(eval_dir)}, tmp)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -943,6 +1010,18 @@ def table(results: dict[str, Any], quick: bool) -> str:
                 verdict(split["cross_split_pairs"] == 0),
             )
         )
+    con = results.get("contamination")
+    if con:
+        rows.append(
+            (
+                f"8. decontamination, {con['eval_texts']:,} eval texts of 30-70 words",
+                f"{con['cpu_s']:.1f} s CPU; {con['ngrams']:,} 13-grams = {con['index_mb']:.0f} MB "
+                f"index; peak anon {con['anon_before_mb']:.0f} -> {con['peak_anon_mb']:.0f} MB "
+                f"(+ {con['peak_file_mb']:.0f} MB file-backed); {con['rows_flagged']}/100 planted",
+                "100/100",
+                verdict(con["rows_flagged"] == 100),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
     head = ("measure", "result", "target", "")
     lines = [
@@ -1014,6 +1093,11 @@ def main(argv: list[str] | None = None) -> int:
         if "recall" in only:
             print("7. near-duplicate recall and cost ...", file=sys.stderr, flush=True)
             results["recall"] = measure_recall(recall_sizes, tmp)
+        if "contamination" in only:
+            print(
+                "8. decontamination against a large evaluation set ...", file=sys.stderr, flush=True
+            )
+            results["contamination"] = measure_contamination(recall_sizes, tmp)
     finally:
         if server is not None:
             server.close()
@@ -1025,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
         "tree": tree_state(),
         "parameters": {
             **p,
-            **({"recall": recall_sizes} if "recall" in only else {}),
+            **({"recall": recall_sizes} if only & {"recall", "contamination"} else {}),
             "request_size": REQUEST_SIZE,
             "multiplier": MULTIPLIER,
             "latency_s": LATENCY,

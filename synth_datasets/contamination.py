@@ -4,8 +4,8 @@ A model trained on a row that quotes a benchmark item scores on that item by mem
 flagged when one of its word n-grams (13 words by default), after the normalisation of the
 duplicate search (``dedup``: Unicode NFKC, case, spacing, punctuation at the ends of words), is
 also an n-gram of a text of an evaluation set. The evaluation sets are held as sorted arrays of
-64-bit n-gram hashes, never as strings: 8 bytes per distinct n-gram, about 0.8 GB for a million
-texts of 100 words; the rows are then checked batch by batch.
+64-bit n-gram hashes, never as strings: 8 bytes per distinct n-gram, and a few times that while
+the array is merged; the rows are then checked batch by batch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 from .dedup import (
     DEFAULT_BATCH_SIZE,
     content_columns,
+    distinct,
     has_text,
     ngram_hashes,
     require_dataset,
@@ -132,18 +134,25 @@ def _index(eval_set: EvalSet, n: int) -> tuple[np.ndarray, dict[str, Any]]:
     """The sorted distinct n-gram hashes of an evaluation set's texts, and what it was."""
     ds, meta = eval_set.load()
     columns = _text_columns(ds, eval_set.columns, meta["name"])
-    chunks: list[np.ndarray] = []
-    pending = texts = short = 0
-    for batch in ds.select_columns(columns).with_format("arrow").iter(DEFAULT_BATCH_SIZE):
-        hashes, owner = ngram_hashes(row_texts(batch, columns), n)
-        texts += batch.num_rows
-        short += batch.num_rows - len(np.unique(owner))
-        chunks.append(np.unique(hashes))
-        pending += len(chunks[-1])
-        if pending > _MERGE_AT:
-            chunks = [np.unique(np.concatenate(chunks))]
-            pending = len(chunks[0])
-    index = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint64)
+    index = np.zeros(0, np.uint64)
+    pending: list[np.ndarray] = []
+    waiting = texts = short = 0
+    batches = ds.select_columns(columns).with_format("arrow").iter(DEFAULT_BATCH_SIZE)
+    for batch in chain(batches, [None]):  # None: the end, where the last hashes are merged
+        if batch is not None:
+            hashes, owner = ngram_hashes(row_texts(batch, columns), n)
+            texts += batch.num_rows
+            with_ngrams = int(np.count_nonzero(np.diff(owner))) + 1 if len(owner) else 0
+            short += batch.num_rows - with_ngrams  # owner is sorted: one run per text
+            pending.append(distinct(hashes))
+            waiting += len(pending[-1])
+        # Merged at the end, and whenever the waiting hashes outgrow the index: a few merges in
+        # all, each sorting in place what it joined once the parts are let go.
+        if batch is None or waiting > max(_MERGE_AT, len(index)):
+            joined = np.concatenate([index, *pending])
+            index, pending, waiting = np.zeros(0, np.uint64), [], 0
+            index = distinct(joined, in_place=True)
+            del joined
     counts = {"texts": texts, "texts_too_short": short, "ngrams": len(index)}
     return index, {**meta, "columns": columns, **counts}
 
