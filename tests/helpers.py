@@ -156,6 +156,32 @@ def script(name: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]
     return run_python([str(SCRIPTS / name), *args], **kw)
 
 
+def expand_sample(
+    out: Path, cache: Path, *args: str, multiplier: int = 2, limit: int | None = 6, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """``synth-datasets expand`` of the bundled sample seeds as ``make demo`` runs it (its
+    columns and prompt file), on ``--local``, cut to ``limit`` rows."""
+    cut = ["--limit", str(limit)] if limit is not None else []
+    return cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--columns",
+        "conv_prefix,response",
+        "--prompt-file",
+        str(SAMPLE_PROMPT),
+        "--multiplier",
+        str(multiplier),
+        *cut,
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *args,
+        **kw,
+    )
+
+
 def load_script(name: str) -> ModuleType:
     """scripts/NAME imported as a module (its functions, its ``main(argv)``)."""
     spec = importlib.util.spec_from_file_location(

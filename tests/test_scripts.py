@@ -15,6 +15,7 @@ from helpers import (
     SAMPLE_PROMPT,
     card_yaml,
     cli,
+    expand_sample,
     load_script,
     script,
     write_jsonl,
@@ -489,21 +490,7 @@ def test_the_demo_sft_card_states_a_leakage_free_split_and_decontamination(tmp_p
     """The README's demo: `make demo`'s expansion, then to_sft.py with the sample seeds mixed
     in and the sample evaluation set (one of whose answers quotes seed 0) checked against."""
     demo, sft = tmp_path / "demo", tmp_path / "demo-sft"
-    proc = cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
-        "--columns",
-        "conv_prefix,response",
-        "--prompt-file",
-        str(SAMPLE_PROMPT),
-        "--multiplier",
-        "4",
-        "--output",
-        str(demo),
-        "--cache-dir",
-        str(tmp_path / "c"),
-    )
+    proc = expand_sample(demo, tmp_path / "c", multiplier=4, limit=None)
     assert proc.returncode == 0, proc.stderr
     args = [str(demo), "--mix-in-seeds", str(SAMPLE), "--decontaminate-against", str(SAMPLE_EVAL)]
     proc = script("to_sft.py", *args, "--output", str(sft))
