@@ -1,27 +1,37 @@
 # Two commands work on a fresh clone with only Python, pip and make:
-#   make demo   expand the bundled sample dataset against the local reference server, then
-#               prepare a chat set from it (split by seed, decontaminated)
-#   make test   run the test suite
+#   make demo   .venv-demo: `pip install ".[figures]"` (the library and matplotlib), then
+#               expand the bundled sample dataset against the local reference server and
+#               prepare a chat set from it (split by seed, decontaminated: scripts/to_sft.py)
+#   make test   .venv: the package editable with the dev extra (pytest, ruff, mypy, ray), then
+#               the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+DEMO_VENV ?= .venv-demo
 DEMO_OUT ?= out/demo
+# What `pip install .` copies: the demo's install is redone when one of these changes.
+PACKAGE_FILES := pyproject.toml $(shell find synth_datasets cards -type f ! -path '*__pycache__*')
 
 .PHONY: demo test test-versions lint format clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+%/bin/python:
+	$(PYTHON) -m venv $*
+	$*/bin/python -m pip install --quiet --upgrade pip
+
+$(DEMO_VENV)/.installed: $(PACKAGE_FILES) | $(DEMO_VENV)/bin/python
+	$(DEMO_VENV)/bin/python -m pip install --quiet ".[figures]"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: $(VENV)/.installed
-	$(BIN)/synth-datasets expand synth_datasets/data/sample_seeds.jsonl --local \
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/synth-datasets expand synth_datasets/data/sample_seeds.jsonl --local \
 		--columns conv_prefix,response --prompt-file synth_datasets/data/sample_prompt.txt \
 		--multiplier 4 --output $(DEMO_OUT)
-	$(BIN)/python scripts/to_sft.py $(DEMO_OUT) --mix-in-seeds synth_datasets/data/sample_seeds.jsonl \
+	$(DEMO_VENV)/bin/python scripts/to_sft.py $(DEMO_OUT) \
+		--mix-in-seeds synth_datasets/data/sample_seeds.jsonl \
 		--decontaminate-against synth_datasets/data/sample_eval.jsonl --output $(DEMO_OUT)-sft
 
 test: $(VENV)/.installed
@@ -48,4 +58,4 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix synth_datasets tests scripts
 
 clean:
-	rm -rf $(VENV) .venv-3.10 .venv-3.13 out build dist *.egg-info .mypy_cache
+	rm -rf $(VENV) $(DEMO_VENV) .venv-3.10 .venv-3.13 out build dist *.egg-info .mypy_cache

@@ -18,10 +18,14 @@ client's alone. Measurements (see docs/benchmarks.md for the figures and the tar
 4. ``memory``: peak RSS of the client for 10k and 100k examples x 4 (fresh subprocess each).
 5. ``resume``: requests re-sent after ``kill -9`` at about half of a run, then a rerun.
 6. ``server``: the reference server's own capacity (zero latency, 32 and 64 connections).
-7. ``recall``: the near-duplicate search (no server): recall and false positives on generated
+7. ``ray``: ``expand_ray`` on a local Ray with 1, 2 and 4 actors, the same seeds, 100 ms latency,
+   ``max_concurrency`` 8 per actor: throughput against 1 actor, efficiency against the bound
+   (requests x latency / (actors x 8)), end to end and between the first and the last request;
+   the CPU of the server and of every process of the Ray session, sampled from /proc.
+8. ``recall``: the near-duplicate search (no server): recall and false positives on generated
    pairs at known Jaccard similarity around the default threshold, and the cost per 100k rows
    (CPU and peak RSS of ``quality_report`` with and without it, and of ``split_by_seed``).
-8. ``contamination``: ``find_contamination`` against an evaluation set of a million texts (no
+9. ``contamination``: ``find_contamination`` against an evaluation set of a million texts (no
    server): CPU, the size of its n-gram index, peak anonymous and file-backed RSS.
 """
 
@@ -58,6 +62,7 @@ FULL = {
     "mem_examples": (10_000, 100_000),
     "resume_examples": 8192,
     "server_seconds": 5.0,
+    "ray_examples": 16_384,
 }
 QUICK = {
     "eff_examples": 2048,
@@ -66,20 +71,34 @@ QUICK = {
     "mem_examples": (1_000, 10_000),
     "resume_examples": 1024,
     "server_seconds": 1.0,
+    "ray_examples": 2048,
 }
 REQUEST_SIZE = 8
 MULTIPLIER = 4
 LATENCY = 0.1
 CONCURRENCY = 32
+RAY_ACTORS = (1, 2, 4)
+RAY_CONCURRENCY = 8  # per actor: 4 actors keep 32 requests in flight, as measure 1 does
 
 TARGETS = {
     "efficiency": 0.90,
     "speedup": 25.0,
     "cpu_us_per_row": 40.0,  # issue 12: one parse-and-cast path
     "memory_delta_mb": 150.0,
+    "ray_scaling": 0.8,  # issue 16: throughput with N actors >= 0.8 x N x one actor's
 }
 
-ALL = ("efficiency", "naive", "cpu", "memory", "resume", "server", "recall", "contamination")
+ALL = (
+    "efficiency",
+    "naive",
+    "cpu",
+    "memory",
+    "resume",
+    "server",
+    "ray",
+    "recall",
+    "contamination",
+)
 NEEDS_SERVER = set(ALL) - {"recall", "contamination"}
 
 # The near-duplicate search: pairs per Jaccard level, rows of the cost measurement.
@@ -274,6 +293,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return worker_naive(spec, client)
     if kind == "load":
         return worker_load(spec, client)
+    if kind == "ray":
+        return worker_ray(spec)
     raise ValueError(f"unknown worker kind {kind!r}")
 
 
@@ -333,6 +354,55 @@ def worker_expand(spec: dict[str, Any], client: Any) -> dict[str, Any]:
         "peak_file_mb": sampler.peak["RssFile"] / 1024,
         "record_batches": len(table.table.to_batches()),
         "on_disk": bool(ds.cache_files),
+    }
+
+
+def worker_ray(spec: dict[str, Any]) -> dict[str, Any]:
+    """``expand_ray`` on a local Ray started here; the rows are streamed back to this driver."""
+    import ray
+
+    from synth_datasets.ray import expand_ray, from_huggingface
+
+    ds = _load_seeds(spec)
+    started = time.time()
+    ray.init(
+        num_cpus=spec.get("ray_cpus"),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"COLLINEAR_API_KEY": os.environ[TOKEN_ENV]}},
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    t0 = time.time()
+    out = expand_ray(
+        from_huggingface(ds),
+        prompt=PROMPT,
+        multiplier=MULTIPLIER,
+        model_id=MODEL_ID,
+        base_url=spec["url"],
+        columns=COLUMNS,
+        request_size=REQUEST_SIZE,
+        max_concurrency=spec["concurrency"],
+        concurrency=spec["actors"],
+        cache=False,
+        max_retries=2,
+    )
+    t_planned = time.time()
+    rows = errors = 0
+    for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
+        rows += batch.num_rows
+        errors += batch.column("error").length() - batch.column("error").null_count
+    t1 = time.time()
+    ray.shutdown()
+    return {
+        "examples": len(ds),
+        "rows": rows,
+        "errors": errors,
+        "ray_init_s": t0 - started,
+        "plan_s": t_planned - t0,  # the seeds executed once, in order, and cut into blocks
+        "t0": t0,
+        "t1": t1,
+        "wall_s": t1 - t0,
     }
 
 
@@ -816,6 +886,142 @@ def measure_contamination(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
     return run_local_worker({"kind": "contamination", "eval_dir": str(eval_dir)}, tmp)
 
 
+def _process_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """``root`` and every process under it: name and CPU seconds so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        found[int(entry)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in found.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, tuple[str, float]] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            out[pid] = found[pid][1:]
+            todo += children.get(pid, [])
+    return out
+
+
+def _kind_of(pid: int, name: str, root: int) -> str:
+    if pid == root:
+        return "driver"
+    if "MapWorker" in name or "ExpandBlocks" in name:
+        return "actors"
+    return "ray_other"  # raylet, GCS, idle and task workers, the log monitor ...
+
+
+def run_ray_worker(server: Server, spec: dict[str, Any]) -> dict[str, Any]:
+    """``run_worker`` for the Ray measurement, sampling as it runs: the server's request count
+    (when the first request came and the last was answered) and the CPU of every process of the
+    Ray session (each process's last reading counts: actors exit before the worker does)."""
+    server.reset()
+    cpu0 = server.cpu_seconds()
+    proc = start_worker(server, spec)
+    first = last = None
+    seen = (0, 0)  # requests, in flight at the last poll
+    series: list[tuple[float, int]] = []  # (time, requests received)
+    cpu: dict[int, tuple[str, float]] = {}
+    while proc.poll() is None:
+        now = time.time()
+        stats = server.stats()
+        series.append((now, stats["requests"]))
+        if first is None and stats["requests"] > 0:
+            first = now
+        if stats["in_flight"] == 0 and (seen[1] > 0 or stats["requests"] != seen[0]):
+            last = now  # the first poll to find nothing in flight after the last request
+        seen = (stats["requests"], stats["in_flight"])
+        cpu.update(_process_cpu(proc.pid))
+        time.sleep(0.1)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker ray failed ({proc.returncode}):\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result["server_requests"] = server.stats()["requests"]
+    result["server_cpu_s"] = round(server.cpu_seconds() - cpu0, 3)
+    by_kind: dict[str, float] = {}
+    for pid, (name, seconds) in cpu.items():
+        kind = _kind_of(pid, name, proc.pid)
+        by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+    result["client_cpu_s"] = {k: round(v, 2) for k, v in sorted(by_kind.items())}
+    result["first_request_after_s"] = None if first is None else first - result["t0"]
+    if first is not None and last is not None:
+        result["sending_s"] = last - first
+    result["max_in_flight"] = server.stats()["max_in_flight"]
+    # The steady rate: from a quarter to three quarters of the requests, when every actor is up
+    # and none has run out of blocks.
+    total = result["server_requests"]
+    quarter = next((t for t, n in series if n >= total / 4), None)
+    three = next((t for t, n in series if n >= 3 * total / 4), None)
+    if quarter is not None and three is not None and three > quarter:
+        result["steady_requests_per_s"] = (total / 2) / (three - quarter)
+    return result
+
+
+def measure_ray(server: Server, p: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """The same seeds on 1, 2 and 4 actors: throughput against 1 actor, efficiency against the
+    bound, end to end (from expand_ray to the last row) and while sending (first request to last
+    answer, the actors' start-up left out)."""
+    server.set_latency(LATENCY)
+    n = p["ray_examples"]
+    seed_dir = write_seeds(n, tmp / "ray-seeds")
+    out: dict[str, Any] = {"examples": n, "concurrency_per_actor": RAY_CONCURRENCY, "runs": {}}
+    for actors in RAY_ACTORS:
+        spec = {
+            "kind": "ray",
+            "seed_dir": str(seed_dir),
+            "examples": n,
+            "actors": actors,
+            "concurrency": RAY_CONCURRENCY,
+        }
+        r = run_ray_worker(server, spec)
+        if r["first_request_after_s"] is not None:
+            r["actors_start_s"] = r["first_request_after_s"] - r["plan_s"]
+        bound = r["server_requests"] * LATENCY / (actors * RAY_CONCURRENCY)
+        r["bound_s"] = bound
+        r["efficiency"] = bound / r["wall_s"]
+        r["rows_per_s"] = r["rows"] / r["wall_s"]
+        if r.get("steady_requests_per_s"):
+            # Against the bound's rate: actors x max_concurrency requests every 100 ms.
+            r["steady_efficiency"] = (
+                r["steady_requests_per_s"] * LATENCY / (actors * RAY_CONCURRENCY)
+            )
+        cpu_total = sum(r["client_cpu_s"].values()) + r["server_cpu_s"]
+        r["cpu_share_of_machine"] = cpu_total / r["wall_s"] / (os.cpu_count() or 1)
+        out["runs"][str(actors)] = r
+    one = out["runs"]["1"]
+    for actors in RAY_ACTORS:
+        r = out["runs"][str(actors)]
+        r["speedup"] = r["rows_per_s"] / one["rows_per_s"]
+        r["scaling"] = r["speedup"] / actors  # 1.0 = linear
+        if r.get("steady_requests_per_s") and one.get("steady_requests_per_s"):
+            r["steady_speedup"] = r["steady_requests_per_s"] / one["steady_requests_per_s"]
+            r["steady_scaling"] = r["steady_speedup"] / actors
+            # The run's fixed part (Ray, the seeds' indexing, actors starting, the tail), and the
+            # number of requests from which end-to-end scaling reaches the target despite it.
+            for run in (one, r):
+                run["fixed_s"] = (
+                    run["wall_s"] - run["server_requests"] / run["steady_requests_per_s"]
+                )
+            want = TARGETS["ray_scaling"] * actors
+            per_request = 1 / one["steady_requests_per_s"] - want / r["steady_requests_per_s"]
+            if actors > 1 and per_request > 0:
+                r["requests_for_target_end_to_end"] = round(
+                    max(0.0, want * r["fixed_s"] - one["fixed_s"]) / per_request
+                )
+    shutil.rmtree(seed_dir, ignore_errors=True)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Report
 
@@ -954,12 +1160,32 @@ def table(results: dict[str, Any], quick: bool) -> str:
                 verdict(r["efficiency_ceiling"] >= TARGETS["efficiency"]),
             )
         )
+    ray_runs = (results.get("ray") or {}).get("runs", {})
+    for actors, r in ray_runs.items():
+        steady = r.get("steady_speedup")
+        rows.append(
+            (
+                f"7. Ray, {r['examples']} ex, 100 ms, {actors} actor(s) x c={RAY_CONCURRENCY}",
+                (
+                    f"steady x{steady:.2f} of 1 actor, eff. {r['steady_efficiency']:.2f}; "
+                    if steady is not None
+                    else "steady: n/a; "
+                )
+                + f"end to end x{r['speedup']:.2f}, eff. {r['efficiency']:.2f} ({r['wall_s']:.1f} s"
+                f" vs bound {r['bound_s']:.1f} s, first request after "
+                f"{r['first_request_after_s'] or 0:.1f} s)",
+                f">= {TARGETS['ray_scaling'] * int(actors):.1f}x",
+                verdict(steady >= TARGETS["ray_scaling"] * int(actors) if steady else None)
+                if actors != "1"
+                else "—",
+            )
+        )
     rec = results.get("recall")
     if rec:
         pr = rec["pairs"]
         rows.append(
             (
-                f"7. near-dup recall, Jaccard >= {pr['threshold'] + 0.02:.2f} ({pr['pairs_above']} pairs)",
+                f"8. near-dup recall, Jaccard >= {pr['threshold'] + 0.02:.2f} ({pr['pairs_above']} pairs)",
                 f"{pr['recall_above']:.4f}",
                 ">= 0.99",
                 verdict(pr["recall_above"] >= 0.99),
@@ -1014,7 +1240,7 @@ def table(results: dict[str, Any], quick: bool) -> str:
     if con:
         rows.append(
             (
-                f"8. decontamination, {con['eval_texts']:,} eval texts of 30-70 words",
+                f"9. decontamination, {con['eval_texts']:,} eval texts of 30-70 words",
                 f"{con['cpu_s']:.1f} s CPU; {con['ngrams']:,} 13-grams = {con['index_mb']:.0f} MB "
                 f"index; peak anon {con['anon_before_mb']:.0f} -> {con['peak_anon_mb']:.0f} MB "
                 f"(+ {con['peak_file_mb']:.0f} MB file-backed); {con['rows_flagged']}/100 planted",
@@ -1090,12 +1316,15 @@ def main(argv: list[str] | None = None) -> int:
         if "server" in only:
             print("6. server capacity ...", file=sys.stderr, flush=True)
             results["server"] = measure_server(server, p)
+        if "ray" in only:
+            print("7. Ray actors ...", file=sys.stderr, flush=True)
+            results["ray"] = measure_ray(server, p, tmp)
         if "recall" in only:
-            print("7. near-duplicate recall and cost ...", file=sys.stderr, flush=True)
+            print("8. near-duplicate recall and cost ...", file=sys.stderr, flush=True)
             results["recall"] = measure_recall(recall_sizes, tmp)
         if "contamination" in only:
             print(
-                "8. decontamination against a large evaluation set ...", file=sys.stderr, flush=True
+                "9. decontamination against a large evaluation set ...", file=sys.stderr, flush=True
             )
             results["contamination"] = measure_contamination(recall_sizes, tmp)
     finally:

@@ -6,7 +6,8 @@
     python scripts/expand_and_push.py seeds.jsonl --prompt "..." --local --output out/
 
 The report is printed before anything is pushed, and the same report is the card's statistics.
-Exit codes as the CLI: 0 done, 2 usage or configuration (nothing sent), 1 failure.
+Exit codes as the CLI: 0 done, 2 usage or configuration (nothing sent), 1 failure, 3 stopped at
+the budget (--max-requests, --max-generations: what was received is written, not pushed).
 """
 
 from __future__ import annotations
@@ -17,23 +18,22 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from synth_datasets import build_card, expand
+from synth_datasets import build_card, expand, get_provenance
 from synth_datasets.cli import (
-    MANIFEST,
-    UsageError,
     add_expand_arguments,
     add_output_arguments,
     add_publish_options,
+    budget_exit,
     card_options,
-    check_output,
     expand_options,
     load_seeds,
     offline_run,
     print_offline_notice,
     push,
     run_guarded,
-    write_output,
 )
+from synth_datasets.errors import UsageError
+from synth_datasets.folder import MANIFEST, check_output, write_output
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD, quality_report
 
@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_NEAR_THRESHOLD,
         help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
     )
-    p.add_argument("--report-json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument(
+        "--report-json",
+        type=Path,
+        default=None,
+        help="also write the report as JSON to this file (e.g. DIR/report.json of --output DIR)",
+    )
     add_output_arguments(p)
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
     add_publish_options(p)
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = quality_report(result, near_threshold=args.near_threshold)
     print(report.to_markdown())
-    if args.report_json is not None:
+    if args.report_json is not None:  # its folder may be the --output folder, made below
+        args.report_json.parent.mkdir(parents=True, exist_ok=True)
         args.report_json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", "utf-8")
 
     # The usage snippet names the repo when there is one, else the folder (as the CLI does).
@@ -94,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, README.md and {MANIFEST}")
-    if args.push_to_hub is not None:
+    if args.push_to_hub is not None and (get_provenance(result) or {}).get("partial"):
+        print(f"not pushed to {args.push_to_hub}: the run stopped at its budget")
+    elif args.push_to_hub is not None:
         push(result, args.push_to_hub, args, card=card)
-    return 0
+    return budget_exit("expand_and_push.py", result)
 
 
 def main(argv: list[str] | None = None) -> int:

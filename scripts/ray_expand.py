@@ -10,20 +10,20 @@
     COLLINEAR_API_KEY=... COLLINEAR_MODEL_ID=... python scripts/ray_expand.py seeds.jsonl \\
         --address ray://head-node:10001 --prompt "..." --actors 8 --output out/big
 
-Every node of the cluster needs synth-datasets[ray] installed (or add it to the runtime_env,
-``--runtime-pip``). The output folder is the one ``synth-datasets expand --output`` writes:
-``data/train-00000-of-00001.parquet`` (the generation config in its schema), ``README.md`` (the
-dataset card) and ``synth_manifest.json``, so ``synth-datasets push`` and ``load_dataset(folder)``
-take it as it is.
+Every node of the cluster needs this package with its ray extra (``pip install '.[ray]'`` in a
+clone, or a wheel of it; or add it to the runtime_env, ``--runtime-pip``). The output folder is
+the one ``synth-datasets expand --output`` writes: ``data/train-00000-of-00001.parquet`` (the
+generation config in its schema), ``README.md`` (the dataset card) and ``synth_manifest.json``,
+so ``synth-datasets push`` and ``load_dataset(folder)`` take it as it is.
 
-Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure.
+Exit codes: 0 done, 2 usage or configuration error (nothing sent), 1 failure, 3 stopped at the
+budget (--max-requests, --max-generations, shared by all actors: what was received is written).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from contextlib import ExitStack
@@ -82,16 +82,15 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from synth_datasets.cli import (
-        MANIFEST,
-        README,
-        UsageError,
-        check_output,
+        budget_exit,
         expand_options,
         load_seeds,
         make_card,
         print_offline_notice,
-        write_output,
     )
+    from synth_datasets.client import check_api_key
+    from synth_datasets.errors import UsageError
+    from synth_datasets.folder import MANIFEST, README, check_output, write_output
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 
     if args.local and args.address:
@@ -103,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     with ExitStack() as stack:
         options = expand_options(args, stack)
-        token = options.pop("api_key", None) or os.environ.get(API_KEY_ENV, "")
-        if not token.strip():
-            raise UsageError(f"set {API_KEY_ENV} (it is handed to the workers' environment)")
+        token = check_api_key(options.pop("api_key", None))  # --local's, or the environment's
 
         # The token goes to every worker's environment through the job's runtime_env; it is
         # never an argument of a task or an actor, so it is not in Ray's task graph.
@@ -140,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         card = make_card(result, args.output, args, None)
         target = write_output(result, args.output, "parquet", card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
-    return 0
+    return budget_exit("ray_expand.py", result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ machine then merges the folders. ``source_index`` stays the seed's index in the 
     # anywhere, once all nodes are done:
     python scripts/split_by_node.py merge out/node-0 out/node-1 --output out/merged
 
-``--local`` uses the bundled reference server (each node its own; no account needed).
+``--local`` uses the bundled reference server (each node its own; no account needed). A budget
+(``--max-requests``, ``--max-generations``) is each node's own; a node that stops at it, and a
+merge of its folder, exit 3 and record the data as partial.
 
 The recipe (``expand_shard`` below): ``datasets.distributed.split_dataset_by_node`` gives each
 node a contiguous slice, and ``expand`` numbers a slice's rows from 0. So a global index column is
@@ -77,13 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_expand(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from synth_datasets.cli import (
-        UsageError,
-        check_output,
-        expand_options,
-        load_seeds,
-        write_output,
-    )
+    from synth_datasets.cli import budget_exit, expand_options, load_seeds
+    from synth_datasets.errors import UsageError
+    from synth_datasets.folder import check_output, write_output
 
     if not 0 <= args.rank < args.world_size:
         raise UsageError(f"--rank must be in 0..{args.world_size - 1}, got {args.rank}")
@@ -95,14 +93,15 @@ def cmd_expand(args: argparse.Namespace) -> int:
     target = write_output(out, args.output, "parquet", overwrite=args.overwrite)
     first, last = out["source_index"][0], out["source_index"][-1]
     print(f"node {args.rank}/{args.world_size}: {len(out)} rows (seeds {first}-{last}) -> {target}")
-    return 0
+    return budget_exit("split_by_node.py", out)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from datasets import concatenate_datasets
 
     from synth_datasets import get_provenance
-    from synth_datasets.cli import check_output, load_result, write_output
+    from synth_datasets.cli import budget_exit
+    from synth_datasets.folder import check_output, load_result, write_output
     from synth_datasets.provenance import attach_provenance
 
     check_output(args.output, overwrite=args.overwrite, card=False)
@@ -116,13 +115,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
         # Each node recorded its own shard's size; the source is all of them.
         source["num_rows"] = sum(shards) if all(isinstance(n, int) for n in shards) else None
         provenance["source"] = source
+        # Nodes that stopped at their budget: the merge misses what they did not send.
+        partial = [p["partial"] for p in recorded if p and p.get("partial")]
+        provenance["partial"] = None
+        if partial:
+            provenance["partial"] = {
+                **partial[0],
+                "requests_sent": None,  # counted per node
+                "generations_sent": None,
+                "requests_not_sent": sum(p["requests_not_sent"] for p in partial),
+                "seed_rows_not_sent": sum(p["seed_rows_not_sent"] for p in partial),
+            }
         attach_provenance(merged, provenance)
     index = [i for i in merged["source_index"] if i is not None]
     if index != sorted(index):
         print("split_by_node.py: warning: folders not in rank order", file=sys.stderr)
     target = write_output(merged, args.output, "parquet", overwrite=args.overwrite)
     print(f"merged {len(parts)} node folders: {len(merged)} rows -> {target}")
-    return 0
+    return budget_exit("split_by_node.py", merged)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,15 @@ import datasets
 
 from synth_datasets.card import build_sft_card
 from synth_datasets.cli import (
-    MANIFEST,
-    UsageError,
     add_against_arguments,
     add_publish_options,
     card_options,
-    load_result,
-    load_source,
     print_offline_notice,
     push,
     run_guarded,
 )
-from synth_datasets.errors import ConfigurationError
+from synth_datasets.errors import ConfigurationError, UsageError
+from synth_datasets.folder import MANIFEST, load_result
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import (
     cross_split_duplicates,
@@ -51,6 +48,7 @@ from synth_datasets.prep import (
 )
 from synth_datasets.provenance import get_provenance, is_offline
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
+from synth_datasets.sources import load_source
 
 __all__ = ["load_expanded", "main", "split"]
 

@@ -1,25 +1,23 @@
 """``synth-datasets``: expand, serve (and, with the publish step, push and card).
 
-Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure. Errors are one line;
-``-v`` shows the traceback and DEBUG logs.
+Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure, 3 stopped at the
+budget (``--max-requests``, ``--max-generations``: what was received is written), 130 interrupted.
+Errors are one line; ``-v`` shows the traceback and DEBUG logs.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import re
 import sys
-import tempfile
 import traceback
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
@@ -27,15 +25,26 @@ from typing import Any
 
 from ._version import __version__
 from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
-from .errors import ConfigurationError, SynthError, scrub
-from .sources import UsageError, check_utf8, load_source
+from .errors import ConfigurationError, SynthError, UsageError, scrub
+from .folder import (
+    MANIFEST,
+    README,
+    check_output,
+    load_result,
+    save_card,
+    write_figures,
+    write_output,
+)
+from .sources import check_utf8, load_source
 
 __all__ = [
+    "BUDGET_EXIT",
     "add_against_arguments",
     "add_card_options",
     "add_expand_arguments",
     "add_hub_options",
     "add_output_arguments",
+    "budget_exit",
     "check_output",
     "expand_options",
     "flag",
@@ -47,8 +56,8 @@ __all__ = [
     "run_guarded",
 ]
 
-MANIFEST = "synth_manifest.json"
-README = "README.md"
+BUDGET_EXIT = 3
+"""The exit code of a run that stopped at its budget: its rows are written, the rest unsent."""
 _FIELDS = {f.name: f for f in fields(ExpandConfig)}
 
 
@@ -80,6 +89,20 @@ def flag(option: str) -> str:
     """An option's spelling on the command line."""
     f = _FIELDS[option]
     return str(f.metadata["flag"] or "--" + option.replace("_", "-"))
+
+
+def in_cli_words(message: str, option: str | None) -> str:
+    """A library error about keyword ``option`` in the words of the command line: its flag
+    (``pass model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
+    COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
+    if option == "api_key":
+        return message.replace("pass api_key=", "use --local (the offline reference server)")
+    if not option:
+        return message
+    # A publishing keyword (allow_offline_data=True) is spelled as its flag too.
+    spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
+    # Not inside quotes: a column may be named like an option.
+    return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])(=True)?=?", spelled, message)
 
 
 def add_expand_arguments(
@@ -246,7 +269,7 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_card_options(p: argparse.ArgumentParser) -> None:
-    """What the card says (``card.build_card``'s options, see ``card_options``)."""
+    """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
     # Refused, not unknown: argparse would quote an unknown flag's value (the token) back, or take
     # it for --hf-token-file (a prefix) where that exists.
     p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
@@ -433,11 +456,16 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
-    from .config import ENDPOINT_PATH
+    from .config import ENDPOINT_PATH, given_model_id
     from .layout import make_examples
     from .mapper import plan_for
+    from .testing.engine import OfflineEngine
 
-    config = ExpandConfig(**options)
+    # Nothing is sent, so no model is needed: a stand-in UUID (the offline engine's) builds the
+    # config, and the body shows that none was given.
+    no_model = given_model_id(options.get("model_id")) is None
+    stand_in = {**options, "model_id": OfflineEngine.model_id}
+    config = ExpandConfig(**stand_in if no_model else options)
     layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
     first = ds.select(range(min(size, n)))
@@ -445,7 +473,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
     has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
     body = {
-        "model_id": config.model_id,
+        "model_id": "<not set: --model-id or COLLINEAR_MODEL_ID>" if no_model else config.model_id,
         "multiplier": config.multiplier,
         "examples": examples,
         "prompt": config.prompt,
@@ -455,6 +483,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
         f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
         f"{flag('generation_limit')} {config.generation_limit}), {config.max_concurrency} in flight"
     )
+    print(_budget_line(config, math.ceil(n / size), n * config.multiplier))
     config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
@@ -472,137 +501,32 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     return 0
 
 
-def check_output(output: Path, *, overwrite: bool = False, card: bool = True) -> None:
-    """Refuse, before anything is sent, an ``--output`` that cannot be written, or whose files
-    this library did not write (unless ``overwrite``): the data files, the manifest and (with
-    ``card``) README.md are what a write replaces. Other files are never touched."""
-    from .config import check_folder
+def _budget_line(config: ExpandConfig, requests: int, generations: int) -> str:
+    """The dry run's line on the budget: the options, and whether the plan fits in them."""
+    from .budget import BUDGET_OPTIONS
 
-    check_folder("--output", output)
-    probe = next(p for p in (output, *output.parents) if p.exists())
-    try:
-        tempfile.TemporaryFile(dir=probe).close()
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write in {probe}: {exc.strerror}") from None
-    if overwrite or not output.is_dir():
-        return
-    theirs = _not_ours(output, card=card)
-    if theirs:
-        raise UsageError(
-            f"--output {output}: {theirs[0]} was not written by synth-datasets (or was changed "
-            "since): pass --overwrite to replace it, or choose another folder"
+    shown = ", ".join(f"{flag(n)} {getattr(config, n) or 'none'}" for n in BUDGET_OPTIONS)
+    over = (config.max_requests is not None and requests > config.max_requests) or (
+        config.max_generations is not None and generations > config.max_generations
+    )
+    if over:
+        return (
+            f"budget: {shown}: the run stops sending there, writes what it received and exits "
+            f"{BUDGET_EXIT}, unless the cache answers the rest (answers already cached are free)"
         )
+    return f"budget: {shown}: the plan fits (answers already cached are free)"
 
 
-def _not_ours(output: Path, *, card: bool) -> list[str]:
-    """The files a write would replace that the folder's manifest does not record as ours."""
-    manifest: dict[str, Any] = {}
-    if (output / MANIFEST).exists():
-        try:
-            manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return [MANIFEST]
-        if not isinstance(manifest, dict) or "provenance" not in manifest:
-            return [MANIFEST]
-    ours = set(manifest.get("files", []))
-    theirs = [
-        rel
-        for rel in (str(f.relative_to(output)) for f in sorted(output.glob("data/train-*")))
-        if rel not in ours
-    ]
-    readme = output / README
-    if card and readme.exists() and _sha256(readme) != manifest.get("card_sha256"):
-        theirs.append(README)
-    if card:
-        from .card import FIGURE_PATHS
+def budget_exit(prog: str, dataset: Any) -> int:
+    """0, or ``BUDGET_EXIT`` after one line on stderr when the run stopped at its budget."""
+    from .budget import partial_message
+    from .provenance import get_provenance
 
-        drawn = manifest.get("figures") or {}
-        theirs += [
-            rel
-            for rel in FIGURE_PATHS
-            if (output / rel).exists() and _sha256(output / rel) != drawn.get(rel)
-        ]
-    return theirs
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    """The folder's manifest; empty when there is none."""
-    path = folder / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def _figures_record(folder: Path, figures: Sequence[Any]) -> dict[str, str]:
-    """The manifest's record of the figures now in ``folder`` (path: sha256). Figures that an
-    earlier write recorded and that are not drawn again are removed (no card links them)."""
-    drawn = {f.path: hashlib.sha256(f.png).hexdigest() for f in figures}
-    for rel, digest in (_read_manifest(folder).get("figures") or {}).items():
-        path = folder / rel
-        if rel not in drawn and path.is_file() and _sha256(path) == digest:
-            path.unlink()
-    return drawn
-
-
-def write_output(
-    dataset: Any, output: Path, fmt: str, card: Any = None, *, overwrite: bool = False
-) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it), the card (a ``DatasetCard``,
-    if given) and the manifest, which records what was written.
-
-    Parquet files carry the provenance in their schema too. Each file is written next to the one
-    it replaces under a hidden name, then swapped in whole (``os.replace``): a crash leaves the
-    old file or the new one, never half of one.
-    """
-    from .provenance import get_provenance, is_offline, write_parquet
-
-    check_output(output, overwrite=overwrite, card=card is not None)  # the run took a while
-    data_dir = output / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    target = data_dir / f"train-00000-of-00001.{fmt}"
-    staged: list[tuple[Path, Path]] = []
-
-    def stage(final: Path) -> Path:
-        partial = final.with_name(f".{final.name}.partial")  # load_dataset skips hidden files
-        staged.append((partial, final))
-        return partial
-
-    provenance = get_provenance(dataset)
-    try:
-        if fmt == "parquet":
-            write_parquet(dataset, stage(target), provenance)
-        else:
-            dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
-        manifest: dict[str, Any] = {
-            **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
-            "provenance": provenance,
-            "num_rows": len(dataset),
-            "format": fmt,
-            "files": [str(target.relative_to(output))],
-        }
-        if card is not None:
-            partial = stage(output / README)
-            card.save(partial)  # a SynthCard saves its figures beside it, each swapped in whole
-            manifest["card_sha256"] = _sha256(partial)
-            manifest["figures"] = _figures_record(output, getattr(card, "figures", ()))
-        _write_manifest(stage(output / MANIFEST), manifest)
-    except BaseException:
-        for partial, _ in staged:
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
-        raise
-    for partial, final in staged:
-        os.replace(partial, final)
-    for old in data_dir.glob("train-*"):
-        if old != target:
-            old.unlink()
-    return target
+    partial = (get_provenance(dataset) or {}).get("partial")
+    if not partial:
+        return 0
+    print(f"{prog}: {partial_message(partial, spell=flag)}", file=sys.stderr)
+    return BUDGET_EXIT
 
 
 def card_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -622,56 +546,7 @@ def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str
 
 
 def write_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Path:
-    path = folder / README
-    card = make_card(dataset, folder, args, repo_id)
-    card.save(path)
-    manifest = _read_manifest(folder)
-    if manifest:  # the card and its figures are ours: a later --output write may replace them
-        manifest["card_sha256"] = _sha256(path)
-        manifest["figures"] = _figures_record(folder, card.figures)
-        _write_manifest(folder / MANIFEST, manifest)
-    return path
-
-
-def write_figures(folder: Path, figures: Sequence[Any]) -> list[Path]:
-    """Figures into ``folder`` (``report --figures``), recorded in its manifest if it has one."""
-    from .card import save_figures
-
-    written = save_figures(folder, figures)
-    manifest = _read_manifest(folder)
-    if manifest:
-        manifest["figures"] = _figures_record(folder, figures)
-        _write_manifest(folder / MANIFEST, manifest)
-    return written
-
-
-def load_result(folder: Path) -> Any:
-    """A folder written by ``expand --output`` (data plus manifest) or by ``save_to_disk``."""
-    import datasets
-
-    from .provenance import attach_provenance, from_schema
-
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder")
-    manifest_path = folder / MANIFEST
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = [str(folder / f) for f in manifest.get("files", [])]
-        kind = "parquet" if manifest.get("format") == "parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files=files, split="train")
-        recorded = manifest.get("provenance")
-        if not recorded and kind == "parquet" and files:
-            import pyarrow.parquet as pq
-
-            recorded = from_schema(pq.read_schema(files[0]))
-        if recorded:
-            attach_provenance(ds, recorded)
-        return ds
-    if (folder / "state.json").exists():
-        return datasets.load_from_disk(str(folder))
-    raise UsageError(
-        f"{folder}: neither an `expand --output` folder ({MANIFEST}) nor a save_to_disk folder"
-    )
+    return save_card(folder, make_card(dataset, folder, args, repo_id))
 
 
 def push(dataset: Any, repo_id: str, args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -736,6 +611,7 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _cmd_expand(args: argparse.Namespace) -> int:
     from .expand import expand
+    from .provenance import get_provenance
 
     if args.output is not None and not args.dry_run:
         check_output(args.output, overwrite=args.overwrite)
@@ -763,9 +639,16 @@ def _cmd_expand(args: argparse.Namespace) -> int:
         card = make_card(result, args.output, args, args.push_to_hub)
         target = write_output(result, args.output, args.format, card, overwrite=args.overwrite)
         print(f"wrote {len(result)} rows to {target}, the card to {README} and {MANIFEST}")
-    if args.push_to_hub is not None:
+    partial = (get_provenance(result) or {}).get("partial")
+    if args.push_to_hub is not None and partial:  # the Hub gets a whole dataset
+        print(
+            f"not pushed to {args.push_to_hub}: the run stopped at its budget; rerun with a "
+            "higher budget to complete it"
+            + (f" (or push the folder: synth-datasets push {args.output})" if args.output else "")
+        )
+    elif args.push_to_hub is not None:
         push(result, args.push_to_hub, args, **card_options(args))
-    return 0
+    return budget_exit("synth-datasets", result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -803,16 +686,23 @@ def run_guarded(
     describe: Callable[[BaseException], str] | None = None,
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
-    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v).
+    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v); the
+    command itself returns ``BUDGET_EXIT`` (``budget_exit``) when it stopped at its budget.
 
-    A server may quote back the token it was sent (the Hub's errors and debug logs of its
-    headers do): the tokens this process holds are masked in what it prints.
+    ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
+    token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
+    process holds are masked in what it prints.
     """
     tokens = _tokens(args)
     masking = _Masking(tokens)
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(masking)
+    # A run stopped at its budget ends with the command's own line (flags, BUDGET_EXIT): the
+    # library's warning, in Python's terms, would say it twice.
+    budget_log = logging.getLogger("synth_datasets.budget")
+    budget_level = budget_log.level
+    budget_log.setLevel(logging.ERROR)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -825,18 +715,16 @@ def run_guarded(
         code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
         if verbose:
             traceback.print_exc()
-        if describe is not None:
+        if describe is not None and not isinstance(exc, (UsageError, SynthError)):
             message = describe(exc)
         else:
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
-            option = getattr(exc, "option", None)
-            if option:  # the flag the user typed, not the keyword
-                spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
-                message = re.sub(rf"\b{option}\b(=True)?=?", spelled, message)
+            message = in_cli_words(message, getattr(exc, "option", None))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
     finally:
+        budget_log.setLevel(budget_level)
         for handler in handlers:
             handler.removeFilter(masking)
 

@@ -140,11 +140,13 @@ def check_api_key(api_key: str | None) -> str:
     """The token given, else ``COLLINEAR_API_KEY``, fit for a header; never quoted back."""
     key = (api_key if api_key is not None else os.environ.get("COLLINEAR_API_KEY") or "").strip()
     if not key:
-        raise ConfigurationError("no API key: set COLLINEAR_API_KEY or pass api_key=")
-    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
         raise ConfigurationError(
-            "the API key holds spaces, line breaks or non-ASCII characters: check "
-            "COLLINEAR_API_KEY (or api_key=)"
+            "no API key: set COLLINEAR_API_KEY or pass api_key=", option="api_key"
+        )
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        given = "COLLINEAR_API_KEY" if api_key is None else "api_key="
+        raise ConfigurationError(
+            f"the API key in {given} holds spaces, line breaks or non-ASCII characters"
         )
     return key
 

@@ -37,6 +37,7 @@ __all__ = [
     "ExpandConfig",
     "announce_engine",
     "check_folder",
+    "given_model_id",
     "option_fields",
     "parse_engine",
     "resolve_model_id",
@@ -222,10 +223,14 @@ def validate_model_id(model_id: object) -> str:
     )
 
 
+def given_model_id(model_id: object) -> object:
+    """The argument, else ``COLLINEAR_MODEL_ID``, else None: what the user gave, unchecked."""
+    return (os.environ.get("COLLINEAR_MODEL_ID") or None) if model_id is None else model_id
+
+
 def resolve_model_id(model_id: object) -> str:
     """The argument, else ``COLLINEAR_MODEL_ID``; a clear error when neither is set."""
-    if model_id is None:
-        model_id = os.environ.get("COLLINEAR_MODEL_ID") or None
+    model_id = given_model_id(model_id)
     if model_id is None:
         raise _fail("model_id", "is not set: pass model_id= or set COLLINEAR_MODEL_ID")
     return validate_model_id(model_id)
@@ -421,16 +426,49 @@ class ExpandConfig(ClientConfig):
         _positive,
     )
 
+    max_requests: int | None = _option(
+        None,
+        "budget: send at most this many requests in this run (answers from the cache are free), "
+        "then stop sending and keep what was received",
+        _optional(_positive),
+        output=True,
+    )
+    max_generations: int | None = _option(
+        None,
+        "budget: ask for at most this many generations (seed rows x multiplier of the requests "
+        "sent) in this run",
+        _optional(_positive),
+        output=True,
+    )
+
     def check_generations(self, rows: int) -> int:
         """The generations ``rows`` seed rows ask for; refused above ``generation_limit`` (a guard
-        against a typo in the multiplier or the seeds, before anything is paid for)."""
+        against a typo in the multiplier or the seeds, before anything is paid for), or when
+        ``max_generations`` leaves no room for one request. A budget below the limit caps what
+        the run can ask for, so a larger dataset then runs."""
         total = rows * self.multiplier
-        if total > self.generation_limit:
+        most = min(
+            total,
+            total if self.max_generations is None else self.max_generations,
+            total
+            if self.max_requests is None
+            else self.max_requests * self.request_size * self.multiplier,
+        )
+        one = min(rows, self.request_size) * self.multiplier
+        if self.max_generations is not None and self.max_generations < one:
+            raise _fail(
+                "max_generations",
+                f"is {self.max_generations:,}: one request of {min(rows, self.request_size)} seed "
+                f"rows x multiplier {self.multiplier} asks for {one:,} generations, so nothing "
+                "could be sent; raise it or lower request_size",
+            )
+        if most > self.generation_limit:
             seeds = "a seed row" if rows == 1 else f"{rows:,} seed rows"
             raise _fail(
                 "generation_limit",
                 f"is {self.generation_limit:,}: {seeds} x multiplier {self.multiplier:,} would ask "
-                f"for {total:,} generations; raise generation_limit if you mean it",
+                f"for {total:,} generations; raise generation_limit if you mean it (or cap the "
+                "run with max_generations)",
             )
         return total
 
@@ -491,6 +529,9 @@ class ExpandConfig(ClientConfig):
             "index_column": self.index_column,
             "on_error": self.on_error,
             "run_id": self.run_id,
+            "max_requests": self.max_requests,
+            "max_generations": self.max_generations,
+            "partial": None,  # a run that stops at its budget records what it left out
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": dict(source),
         }

@@ -32,8 +32,8 @@ from .dedup import (
     row_texts,
     text_batches,
 )
-from .errors import ConfigurationError
-from .sources import UsageError, load_source
+from .errors import ConfigurationError, UsageError
+from .sources import load_source
 
 __all__ = [
     "DEFAULT_NGRAM",

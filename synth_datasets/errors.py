@@ -17,6 +17,7 @@ __all__ = [
     "ResponseFormatError",
     "ServerError",
     "SynthError",
+    "UsageError",
     "ValidationError",
     "scrub",
     "status_error_class",
@@ -52,11 +53,16 @@ class SynthError(Exception):
 
 
 class ConfigurationError(SynthError, ValueError):
-    """Found before anything was sent; ``option`` names the option at fault."""
+    """Found before anything was sent; ``option`` names the keyword at fault, for the command
+    line to name its own flag or variable instead (``cli.in_cli_words``)."""
 
     def __init__(self, message: str, *, option: str | None = None) -> None:
         super().__init__(message)
         self.option = option
+
+
+class UsageError(ConfigurationError):
+    """A bad command line or input file, found before anything was sent: exit 2."""
 
 
 class APIStatusError(SynthError):

@@ -8,6 +8,8 @@ from typing import Any
 
 import datasets
 
+from .budget import BUDGET_OPTIONS, partial_message
+from .budget import logger as budget_logger
 from .cache import RequestCache
 from .client import SynthClient, identify_engine
 from .config import ExpandConfig, check_folder, takes_options
@@ -35,6 +37,8 @@ def expand(
     Returns a ``Dataset`` (a lazy ``IterableDataset`` for one) of the generated, passthrough and
     lineage columns. The token comes from ``api_key=``, ``client=`` or ``COLLINEAR_API_KEY``;
     ``source`` overrides what the provenance records about the input (name, split, ...).
+    A run that stops at its budget (``max_requests``, ``max_generations``) returns the rows it
+    received; ``get_provenance(result)["partial"]`` says what it left out.
     """
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigurationError(
@@ -53,8 +57,15 @@ def expand(
     if num_proc is not None and isinstance(dataset, datasets.IterableDataset):
         raise ConfigurationError("num_proc= works with a Dataset, not an IterableDataset")
     mapper = SynthMapper(client=client, api_key=api_key, **options)
-    kwargs = mapper.map_kwargs(dataset)
     config = mapper.engine.config
+    if num_proc is not None and mapper.engine.budget is not None:
+        name = next(n for n in BUDGET_OPTIONS if getattr(config, n) is not None)
+        raise ConfigurationError(
+            f"{name} is counted in one process, and num_proc= would give each worker its own: "
+            f"drop num_proc (the requests already run on max_concurrency threads)",
+            option=name,
+        )
+    kwargs = mapper.map_kwargs(dataset)
     assert mapper.layout is not None
     assert config.base_url is not None
     provenance = config.provenance(mapper.layout, recorded_source, identify_engine(config.base_url))
@@ -73,6 +84,10 @@ def expand(
             if num_proc is None:
                 logger.info("synth_datasets: %s", mapper.stats.summary())
             mapper.close()
+        partial = mapper.engine.budget.partial() if mapper.engine.budget is not None else None
+        if partial is not None:  # the rows received are kept; the record says what is missing
+            provenance["partial"] = partial
+            budget_logger.warning("synth_datasets: %s", partial_message(partial))
     if format_type is not None:
         result = result.with_format(format_type)
     attach_provenance(result, provenance)

@@ -97,15 +97,18 @@ def plan_layout(
         if feature is None:
             raise ConfigurationError(
                 f"index_column {index_column!r} is not a column of the dataset; it has "
-                f"{', '.join(map(repr, names))}"
+                f"{', '.join(map(repr, names))}",
+                option="index_column",
             )
         if not (isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))):
             raise ConfigurationError(
-                f"index_column {index_column!r} must hold integers, it is {feature!r}"
+                f"index_column {index_column!r} must hold integers, it is {feature!r}",
+                option="index_column",
             )
         if columns is not None and index_column in columns:
             raise ConfigurationError(
-                f"index_column {index_column!r} is also in columns=: it is never sent"
+                f"index_column {index_column!r} is also in the columns to send: it is never sent",
+                option="index_column",
             )
         names.remove(index_column)
     chosen = names if columns is None else list(columns)
@@ -113,24 +116,29 @@ def plan_layout(
     if unknown:
         raise ConfigurationError(
             f"unknown column(s) in columns=: {', '.join(map(repr, unknown))}; "
-            f"the dataset has {', '.join(map(repr, names))}"
+            f"the dataset has {', '.join(map(repr, names))}",
+            option="columns",
         )
     if len(set(chosen)) != len(chosen):
-        raise ConfigurationError(f"columns= lists a column twice: {chosen}")
+        raise ConfigurationError(f"columns= lists a column twice: {chosen}", option="columns")
     if not chosen:
-        raise ConfigurationError("columns= is empty: choose at least one column to send")
+        raise ConfigurationError(
+            "columns= is empty: choose at least one column to send", option="columns"
+        )
     for c in chosen:
         for leaf in leaves(input_features[c]):
             kind = type(leaf).__name__
             if kind in ("Image", "Audio", "Video", "Pdf", "Nifti"):
                 raise ConfigurationError(
                     f"column {c!r} is {kind} data, which cannot be sent as JSON: "
-                    "drop it from columns= (it will pass through unchanged)"
+                    "drop it from columns= (it will pass through unchanged)",
+                    option="columns",
                 )
             if isinstance(leaf, Value) and leaf.dtype in ("binary", "large_binary", "binary_view"):
                 raise ConfigurationError(
                     f"column {c!r} holds bytes, which cannot be sent as JSON: "
-                    "drop it from columns= or decode it to text first"
+                    "drop it from columns= or decode it to text first",
+                    option="columns",
                 )
     passthrough = [c for c in names if c not in chosen]
     if generated_features is None:
@@ -152,7 +160,8 @@ def plan_layout(
     if both:
         raise ConfigurationError(
             f"generated column(s) {', '.join(map(repr, both))} are also passthrough columns: "
-            "add them to columns= or rename them"
+            "add them to columns= or rename them",
+            option="columns",
         )
     features = Features(input_features)
     return Layout(tuple(chosen), tuple(passthrough), gen, features, keep_original, index_column)

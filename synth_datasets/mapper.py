@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Features, Json, LargeList, List
 
+from .budget import Budget
 from .cache import RequestCache, request_key
 from .client import CallInfo, SynthClient, check_api_key
 from .config import ClientConfig, ExpandConfig, takes_options
@@ -52,6 +53,7 @@ class ExpansionStats:
     cast_errors: int = 0
     unlinked: int = 0
     empty_seeds: int = 0
+    requests_not_sent: int = 0  # left out by the budget (max_requests, max_generations)
 
     def add(self, **counts: int) -> None:
         with self._lock:
@@ -65,6 +67,7 @@ class ExpansionStats:
             f"{self.returned}/{self.targeted} generations returned/targeted for {self.seeds} "
             f"seeds; {self.parse_errors} parse errors, {self.cast_errors} type errors, "
             f"{self.unlinked} unlinked, {self.empty_seeds} seeds without generations"
+            + (f"; {self.requests_not_sent} not sent (budget)" if self.requests_not_sent else "")
         )
 
 
@@ -114,6 +117,10 @@ class _Engine:
         self.stats = ExpansionStats() if stats is None else stats
         self.layout = layout
         self._builder = RowBuilder(layout, config.multiplier) if layout is not None else None
+        # The run's budget, spent by every thread (on Ray, replaced by one shared by the actors).
+        self.budget: Budget | None = None
+        if config.max_requests is not None or config.max_generations is not None:
+            self.budget = Budget(config.max_requests, config.max_generations)
         self._reset()
 
     def _reset(self) -> None:
@@ -229,7 +236,8 @@ class _Engine:
             if overhead + own > limit:
                 raise ConfigurationError(
                     f"row {index}: its request would be {overhead + own} bytes, over "
-                    f"max_request_bytes={limit}: shorten it or drop it"
+                    f"max_request_bytes ({limit}): shorten it or drop it",
+                    option="max_request_bytes",
                 )
             grow = own + (2 if i > start else 0)  # ", " between examples
             if i > start and (i - start == size or total + grow > limit):
@@ -239,6 +247,14 @@ class _Engine:
         if n:
             chunks.append((start, n))
         return seeds, examples, chunks
+
+    def _may_send(self, seed_rows: int) -> bool:
+        """Whether the budget (if any) has room for one more request of ``seed_rows``."""
+        budget = self.budget
+        if budget is None or budget.take(seed_rows, seed_rows * self.config.multiplier):
+            return True
+        self.stats.add(requests_not_sent=1)
+        return False
 
     def request(self, examples: list[dict[str, Any]], indices: list[int]) -> Collected:
         """One request for these examples (from cache when answered before), as rows.
@@ -252,6 +268,10 @@ class _Engine:
         key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
         # Another process (or thread) fetching the same request is waited for, not paid twice.
         items = cache.get_or_claim(key, self._lease_seconds()) if cache is not None else None
+        if items is None and not self._may_send(len(indices)):
+            if cache is not None:
+                cache.release(key)
+            return Collected([], [], [])  # never asked: no row, not an error
         self.stats.add(seeds=len(indices), targeted=len(indices) * c.multiplier)
         if items is not None:
             self.stats.add(cache_hits=1)
@@ -486,9 +506,10 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         kwargs["new_fingerprint"] = config.fingerprint(
             columns=list(layout.columns), features=layout.features.to_dict(), input=ds._fingerprint
         )
-        # No cache means no cache, datasets' included; and with on_error="keep" a cached map
-        # result could hold rows of failed requests that a rerun should retry.
-        if not config.cache or config.on_error == "keep":
+        # No cache means no cache, datasets' included; with on_error="keep" a cached map result
+        # could hold rows of failed requests that a rerun should retry, and with a budget the
+        # rows of a partial run, which a rerun continues (its own budget, cache hits free).
+        if not config.cache or config.on_error == "keep" or self.engine.budget is not None:
             kwargs["load_from_cache_file"] = False
         kwargs["desc"] = "synth_datasets: expanding"
         return kwargs

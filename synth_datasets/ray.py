@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ import pyarrow as pa
 from datasets import Features
 from datasets.formatting.formatting import LazyBatch
 
+from .budget import Budget, partial_message
+from .budget import logger as budget_logger
 from .client import identify_engine
 from .config import ExpandConfig, takes_options
 from .errors import ConfigurationError
@@ -45,6 +48,8 @@ logger = logging.getLogger("synth_datasets")
 API_KEY_ENV = "COLLINEAR_API_KEY"
 INDEX_COLUMN = "__synth_index"
 """The hidden column that carries each seed's global row index into the actors."""
+# Schema metadata of the output blocks: the name of the run's budget actor, for to_huggingface.
+_BUDGET_KEY = b"synth_datasets_budget"
 # Options of expand that Ray does not take: it numbers the rows itself.
 _NOT_ON_RAY = ("index_column",)
 _GIVE_TOKEN = (
@@ -60,7 +65,7 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise ImportError(
             "synth_datasets.ray needs Ray Data, which is not installed: "
-            "pip install 'synth-datasets[ray]'"
+            "pip install 'ray[data]>=2.9' (the package's ray extra)"
         ) from exc
     return ray
 
@@ -72,7 +77,13 @@ class _ExpandBlocks:
     config and layout are pickled into the task graph: neither holds the token.
     """
 
-    def __init__(self, config: ExpandConfig, layout: Layout, provenance: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        config: ExpandConfig,
+        layout: Layout,
+        provenance: Mapping[str, Any],
+        budget: tuple[str, Any] | None = None,
+    ) -> None:
         if not os.environ.get(API_KEY_ENV, "").strip():
             try:
                 where = f" on node {_import_ray().get_runtime_context().get_node_id()}"
@@ -89,6 +100,10 @@ class _ExpandBlocks:
             **(self.features.arrow_schema.metadata or {}),
             **schema_metadata(provenance),
         }
+        if budget is not None:  # one budget for the run, not one per actor
+            name, actor = budget
+            self.mapper.engine.budget = _SharedBudget(actor)
+            self._metadata[_BUDGET_KEY] = name.encode("utf-8")
 
     def __repr__(self) -> str:
         return f"_ExpandBlocks({self.mapper!r})"
@@ -103,6 +118,20 @@ class _ExpandBlocks:
         logger.debug("synth_datasets (ray actor): %s", self.mapper.stats.summary())
         self.mapper.engine.warn_not_cached()  # an actor has no end of run to wait for
         return rows.replace_schema_metadata(self._metadata)
+
+
+class _SharedBudget(Budget):
+    """The run's budget on Ray: one ``Budget`` actor that every expanding actor spends from."""
+
+    def __init__(self, actor: Any) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def take(self, seed_rows: int, generations: int) -> bool:
+        return bool(_import_ray().get(self.actor.take.remote(seed_rows, generations)))
+
+    def partial(self) -> dict[str, Any] | None:
+        return _import_ray().get(self.actor.partial.remote())  # type: ignore[no-any-return]
 
 
 def _remote_helpers(ray: Any) -> tuple[Any, Any]:
@@ -201,6 +230,8 @@ def expand_ray(
     Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
     current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
     ``source``: what the provenance records about the input (name, split, fingerprint, ...).
+    A budget (``max_requests``, ``max_generations``) is the run's, shared by the actors through
+    one small actor; ``to_huggingface`` records whether the run stopped at it.
     """
     ray = _import_ray()
     _refuse(ray, ray_dataset, api_key, options)
@@ -237,9 +268,21 @@ def expand_ray(
     recorded["engine"] = {"name": "ray", "ray_version": ray.__version__, "actors": concurrency}
     if preserve_order:  # our own dataset's context (a copy of the current one)
         _context(ray, blocks).execution_options.preserve_order = True
+    budget: tuple[str, Any] | None = None
+    if config.max_requests is not None or config.max_generations is not None:
+        # One actor spent from by every expanding actor; named so that to_huggingface finds it
+        # from the blocks. It lives as long as the returned dataset, which holds its handle.
+        name = f"synth_datasets-budget-{uuid.uuid4().hex}"
+        actor = ray.remote(num_cpus=0)(Budget).options(name=name)
+        budget = (name, actor.remote(config.max_requests, config.max_generations))
     return blocks.map_batches(
         _ExpandBlocks,
-        fn_constructor_kwargs={"config": config, "layout": layout, "provenance": recorded},
+        fn_constructor_kwargs={
+            "config": config,
+            "layout": layout,
+            "provenance": recorded,
+            "budget": budget,
+        },
         batch_size=None,  # one block = whole requests; never split a request across calls
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -286,7 +329,7 @@ def to_huggingface(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    _import_ray()
+    ray = _import_ray()
     temporary = directory is None
     path = Path(tempfile.mkdtemp(prefix="synth-ray-") if directory is None else directory)
     try:
@@ -304,8 +347,20 @@ def to_huggingface(
             order = np.argsort(keys, kind="stable")
             if not bool((order == np.arange(len(order))).all()):
                 out = out.select(order)
-        recorded = from_schema(pq.read_schema(files[0]))
+        schema = pq.read_schema(files[0])
+        recorded = from_schema(schema)
         if recorded is not None:
+            budget = (schema.metadata or {}).get(_BUDGET_KEY)
+            if budget is not None:  # the run had a budget: did it stop there?
+                try:
+                    recorded["partial"] = _SharedBudget(ray.get_actor(budget.decode())).partial()
+                except ValueError:  # another job's, or this one's after its dataset was dropped
+                    logger.warning(
+                        "synth_datasets: the run's budget actor is gone, so whether the run "
+                        "stopped at its budget (max_requests, max_generations) is not recorded"
+                    )
+            if recorded.get("partial"):
+                budget_logger.warning("synth_datasets: %s", partial_message(recorded["partial"]))
             attach_provenance(out, recorded)
         return out
     finally:

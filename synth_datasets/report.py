@@ -141,6 +141,8 @@ class QualityReport:
     near_duplicates: int | None
     near_threshold: float | None
     lengths: tuple[ColumnLengths, ...] = ()
+    # What a run that stopped at its budget left out (the provenance's record), else None.
+    partial: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""
@@ -360,4 +362,5 @@ def quality_report(
         near_duplicates=int(p.array("near").sum()) if near and generated else None,
         near_threshold=near_threshold if near else None,
         lengths=p.lengths(),
+        partial=prov.get("partial") or None,
     )

@@ -1,8 +1,5 @@
-"""Reading a dataset named on a command line or in a call: a file, a folder or a Hub id.
-
-The one loader of seeds (``expand``), of data to mix in (``to_sft.py``) and of evaluation sets
-(``decontaminate``): each refusal is one line naming the file or the line at fault.
-"""
+"""Seed sources as the command line names them: a file, a ``save_to_disk`` folder or a Hub id, read
+as one ``Dataset`` split; a file that cannot be read is one line naming the file (and line)."""
 
 from __future__ import annotations
 
@@ -14,16 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import UsageError
 
-__all__ = ["UsageError", "check_utf8", "load_source"]
+__all__ = ["check_utf8", "load_source"]
 
 _DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-class UsageError(ConfigurationError):
-    """A bad command line or input named by the user (a file, a folder, a flag): exit 2."""
 
 
 def load_source(

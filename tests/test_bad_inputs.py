@@ -5,7 +5,7 @@ conversion (datetime → ISO text, nested None → null) that the output shows.
 that are empty, blank, `[]`, a header-only CSV, a JSONL line that is not JSON (or not an object),
 not UTF-8 (the prompt file too), a broken parquet file; an `--output` that is a file, under a file,
 not writable, or holding files synth-datasets did not write; a `--cache-dir` that is (or is under)
-a file; a run above the generation limit.
+a file; a run above the generation limit. Issue 16's: a budget that could not send one request.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_token_that_cannot_be_a_bearer_token_is_refused(
     with pytest.raises(ConfigurationError) as info:
         client = SynthClient(token, ref_server.url, max_retries=0)
         run(qa(2), client, cache_dir)
-    assert "COLLINEAR_API_KEY" in str(info.value) and tail not in str(info.value)
+    assert "api_key=" in str(info.value) and tail not in str(info.value)
     assert info.value.__context__ is None or tail not in str(info.value.__context__)
     assert ref_server.stats()["requests"] == 0
 
@@ -573,3 +573,28 @@ def test_cli_refuses_a_run_above_the_generation_limit_naming_the_flag(
     assert cli_main([*argv, "--dry-run", "--generation-limit", "3000000000"]) == 0
     plan = capsys.readouterr().out
     assert "3 seed rows -> 1 requests" in plan and "3000000000 generations targeted" in plan
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets (issue 16): one that could never send a request is refused up front
+
+
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        (["--max-generations", "3"], ["--max-generations is 3: one request of 3 seed rows"]),
+        (["--max-requests", "0"], ["--max-requests must be an int >= 1, got 0"]),
+        (["--max-generations", "-4"], ["--max-generations must be an int >= 1"]),
+    ],
+)
+def test_cli_refuses_a_budget_that_cannot_send_naming_the_flag(
+    ref_server: ReferenceServer,
+    expand_argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    needles: list[str],
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
+    last = cli_refused(["expand", str(seeds), *expand_argv, *flags], needles, ref_server, capsys)
+    assert "max_generations" not in last and "max_requests" not in last

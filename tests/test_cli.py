@@ -4,6 +4,7 @@ against a reference server of the test's own where the test counts what reached 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,38 @@ def test_dry_run_sends_nothing_and_masks_token(tmp_path):
     assert len(json.loads(body)["examples"]) == 5
 
 
+def test_dry_run_needs_no_model_id(capsys: pytest.CaptureFixture[str]) -> None:
+    """It sends nothing, so it runs with neither a model id nor a key, and says what is missing."""
+    assert main(["expand", str(SAMPLE), "--dry-run", "--prompt", "p"]) == 0
+    out = capsys.readouterr().out
+    body = json.loads(out.split("first request body:\n", 1)[1].rsplit("dry run", 1)[0])
+    assert body["model_id"] == "<not set: --model-id or COLLINEAR_MODEL_ID>"
+    assert "(no key set: COLLINEAR_API_KEY)" in out
+    # A model id that is given is still checked.
+    assert main(["expand", str(SAMPLE), "--dry-run", "--prompt", "p", "--model-id", "x"]) == 2
+    assert "--model-id must be a UUID" in capsys.readouterr().err
+
+
+def test_a_bad_key_is_named_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLLINEAR_API_KEY", "sk-with a space")
+    assert main(["expand", str(SAMPLE), "--prompt", "p", "--model-id", MODEL_ID]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "synth-datasets: error: the API key in COLLINEAR_API_KEY holds spaces, line breaks or "
+        "non-ASCII characters"
+    )
+
+
+def test_card_offers_no_hub_options() -> None:
+    """`card` writes a local README.md: no --public or --hf-token that would do nothing."""
+    proc = cli("card", "--help")
+    assert proc.returncode == 0
+    assert "--license" in proc.stdout and "--no-prompt-in-card" in proc.stdout
+    assert "--public" not in proc.stdout and "--hf-token" not in proc.stdout
+
+
 def test_save_to_disk_source(tmp_path):
     datasets.Dataset.from_list([{"q": "one question"}, {"q": "two question"}]).save_to_disk(
         str(tmp_path / "saved")
@@ -136,10 +169,24 @@ def test_save_to_disk_source(tmp_path):
         (["expand", str(SAMPLE), "--local"], "--prompt"),
         (
             ["expand", str(SAMPLE), "--local", "--prompt", "p", "--columns", "nope"],
-            "unknown column",
+            "unknown column(s) in --columns: 'nope'",
         ),
-        (["expand", str(SAMPLE), "--local", "--prompt", "p", "--multiplier", "0"], "multiplier"),
-        (["expand", str(SAMPLE), "--prompt", "p", "--model-id", MODEL_ID], "COLLINEAR_API_KEY"),
+        (
+            ["expand", str(SAMPLE), "--local", "--prompt", "p", "--multiplier", "0"],
+            "--multiplier must be an int >= 1, got 0",
+        ),
+        (
+            ["expand", str(SAMPLE), "--local", "--prompt", "p", "--max-request-bytes", "50"],
+            "over --max-request-bytes (50)",
+        ),
+        (
+            ["expand", str(SAMPLE), "--prompt", "p", "--model-id", MODEL_ID],
+            "no API key: set COLLINEAR_API_KEY or use --local (the offline reference server)",
+        ),
+        (
+            ["expand", str(SAMPLE), "--prompt", "p"],
+            "--model-id is not set: pass --model-id or set COLLINEAR_MODEL_ID",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, needle, tmp_path):
@@ -150,6 +197,8 @@ def test_usage_errors_exit_2_with_one_line(args, needle, tmp_path):
     assert len(errors) == 1 and needle in errors[0], proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in proc.stderr
+    # The flags and variables the user types, never a Python keyword (`model_id=`, `api_key=`).
+    assert not re.search(r"\b[a-z_]+=", errors[0]), errors[0]
 
 
 def test_failure_exits_1(tmp_path):
@@ -631,3 +680,60 @@ def test_a_local_seed_file_reaches_no_network_and_is_named_by_its_name(tmp_path:
     assert proxy.received == []
     assert manifest(out)["provenance"]["source"]["name"] == "seeds.jsonl"
     assert str(tmp_path / "private") not in (out / "README.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+def test_a_run_stopped_at_its_budget_exits_3_writes_what_it_received_and_a_rerun_completes(
+    ref_server: ReferenceServer,
+    endpoint: list[str],
+    fake_hub: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa_rows(8))
+    out = tmp_path / "out"
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    args = ["expand", str(seeds), "--prompt", "p", *endpoint, "--request-size", "2"]
+    args += ["--output", str(out), "--cache-dir", str(tmp_path / "c")]
+    args += ["--push-to-hub", "me/budget", "--allow-offline-data"]
+    assert main([*args, "--max-requests", "1"]) == 3
+    assert ref_server.stats()["requests"] == 1
+    captured = capsys.readouterr()
+    assert error_lines(captured.err) == []
+    assert [line for line in captured.err.splitlines() if "budget" in line] == [
+        "synth-datasets: stopped at the budget (--max-requests 1): 3 requests for 6 seed rows "
+        "were not sent (those seeds have no rows); what was answered is cached, so a rerun with "
+        "a higher --max-requests continues from there without paying for it again"
+    ]
+    assert "not pushed to me/budget" in captured.out
+    assert fake_hub.requests == []  # a partial run is not published
+    loaded = datasets.load_dataset(str(out), split="train")
+    assert len(loaded) == 2 * 4 and loaded["error"] == [None] * 8
+    assert manifest(out)["provenance"]["partial"]["requests_not_sent"] == 3
+    assert "**Partial run.**" in (out / "README.md").read_text()
+
+    # A higher budget continues from the cache: 3 more requests, whole, written and pushed.
+    assert main([*args, "--max-requests", "10"]) == 0
+    assert ref_server.stats()["requests"] == 4
+    assert len(datasets.load_dataset(str(out), split="train")) == 8 * 4
+    assert manifest(out)["provenance"]["partial"] is None
+    assert "Partial run" not in (out / "README.md").read_text()
+    assert "me/budget" in fake_hub.repos
+
+
+def test_dry_run_shows_the_budget(endpoint: list[str], seeds_file: Path, tmp_path: Path, capsys):
+    args = ["expand", str(seeds_file), "--prompt", "p", *endpoint, "--dry-run"]
+    assert main([*args, "--request-size", "1", "--max-generations", "8"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "budget: --max-requests none, --max-generations 8: the run stops sending there, writes "
+        "what it received and exits 3"
+    ) in out
+    assert main(args) == 0
+    assert "budget: --max-requests none, --max-generations none: the plan fits" in (
+        capsys.readouterr().out
+    )
+    # One request (4 seed rows x 4) cannot fit: refused as the run would be.
+    assert main([*args, "--max-generations", "8"]) == 2
+    assert "--max-generations is 8: one request of 4 seed rows" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -13,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def build(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel, and pip's verbose log of building it (where setuptools' warnings show)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    proc = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -23,7 +25,7 @@ def wheel(tmp_path_factory) -> Path:
             "wheel",
             "--no-deps",
             "--no-build-isolation",
-            "-q",
+            "-v",
             "-w",
             str(out),
             str(ROOT),
@@ -32,7 +34,18 @@ def wheel(tmp_path_factory) -> Path:
         capture_output=True,
         text=True,
     )
-    return next(out.glob("synth_datasets-*.whl"))
+    return next(out.glob("synth_datasets-*.whl")), proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(build) -> Path:
+    return build[0]
+
+
+def test_build_prints_no_setuptools_warning(build):
+    """pyproject.toml in the form setuptools wants: no deprecated license table, no package data
+    outside a listed package."""
+    assert re.findall(r"\w*Warning: .*", build[1]) == []
 
 
 def test_wheel_contains_templates_and_data(wheel):
@@ -96,6 +109,8 @@ def test_non_editable_install_renders_a_card(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "## How it was made" in proc.stdout and "synthetic" in proc.stdout
     assert "| rows kept | 1 |" in proc.stdout  # the chat card's template is in the wheel too
+    # The package is on no index: neither card links to a package page.
+    assert "pypi.org" not in proc.stdout
 
 
 def datasets_site() -> str:

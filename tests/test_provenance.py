@@ -14,7 +14,8 @@ import pytest
 from helpers import MODEL_ID, PROMPT, Answer, StubServer, make_client, qa, run_expand
 
 from synth_datasets import get_provenance, quality_report
-from synth_datasets.cli import load_result, write_card, write_output
+from synth_datasets.cli import write_card
+from synth_datasets.folder import load_result, write_output
 from synth_datasets.provenance import (
     PROVENANCE_KEY,
     from_schema,

@@ -197,6 +197,26 @@ def test_on_error_keep_gives_error_rows_and_rerun_fills_them(local_ray, server, 
 
 
 @pytest.mark.slow
+def test_one_budget_for_all_actors_and_to_huggingface_records_the_partial_run(
+    local_ray, server, tmp_path
+):
+    ds = seeds(40)  # 10 requests of 4, in 5 blocks of 2 requests, on 2 actors
+    kwargs = ray_kwargs(server, tmp_path / "cache")
+    server.set_faults(latency=0.05)
+    out = to_huggingface(expand_ray(from_huggingface(ds), max_requests=3, **kwargs))
+    assert server.stats()["requests"] == 3  # the run's budget, not 3 per actor
+    assert len(out) == 3 * 4 * 3 and all(row["error"] is None for row in out)
+    partial = get_provenance(out)["partial"]
+    assert partial["stopped_by"] == "max_requests" and partial["requests_not_sent"] == 7
+    assert partial["seed_rows_not_sent"] == 28
+
+    # Without a budget the rerun sends only the 7 requests left; the rows are whole.
+    rerun = to_huggingface(expand_ray(from_huggingface(ds), **{**kwargs, "concurrency": 1}))
+    assert server.stats()["requests"] == 10
+    assert len(rerun) == 40 * 3 and get_provenance(rerun)["partial"] is None
+
+
+@pytest.mark.slow
 def test_on_error_raise_names_the_seed_rows(local_ray, server, tmp_path):
     server.set_faults(script=[500] * 8)
     kwargs = ray_kwargs(
@@ -210,7 +230,7 @@ def test_on_error_raise_names_the_seed_rows(local_ray, server, tmp_path):
 
 def test_missing_ray_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
-    with pytest.raises(ImportError, match=re.escape("pip install 'synth-datasets[ray]'")):
+    with pytest.raises(ImportError, match=re.escape("pip install 'ray[data]>=2.9'")):
         expand_ray(NOT_RAY, prompt=PROMPT, multiplier=2, model_id=MODEL_ID)
 
 

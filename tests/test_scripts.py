@@ -23,7 +23,7 @@ from helpers import (
 from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
-from synth_datasets.cli import load_result
+from synth_datasets.folder import load_result
 from synth_datasets.prep import (
     cross_split_duplicates,
     drop_duplicates,
@@ -81,12 +81,12 @@ def test_expand_and_push_writes_folder_with_report(tmp_path):
         "--cache-dir",
         str(tmp_path / "c"),
         "--report-json",
-        str(tmp_path / "report.json"),
+        str(out / "report.json"),  # into the output folder, which does not exist yet
     )
     assert proc.returncode == 0, proc.stderr
     assert "expanded 4 seed rows into 8 rows" in proc.stdout
     assert "| Rows | 8 |" in proc.stdout and "### Rows per seed" in proc.stdout
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     assert report["rows"] == 8 and report["linked_seeds"] == 4 and report["multiplier"] == 2
     loaded = datasets.load_dataset(str(out), split="train")
     assert len(loaded) == 8 and sorted(set(loaded["source_index"])) == [0, 1, 2, 3]
@@ -304,12 +304,29 @@ def test_bench_recall_section_prints_its_figures(tmp_path):
     out = tmp_path / "recall.json"
     proc = script("bench.py", "--quick", "--only", "recall", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "7. near-dup recall" in proc.stdout and "CPU per 100k rows" in proc.stdout
+    assert "8. near-dup recall" in proc.stdout and "CPU per 100k rows" in proc.stdout
     recall = json.loads(out.read_text())["results"]["recall"]
     assert recall["pairs"]["recall_above"] >= 0.99 and recall["pairs"]["pairs_above"] >= 500
     assert recall["pairs"]["false_positives_below"] <= 0.01
     assert recall["split"]["cross_split_pairs"] == 0
     assert recall["near"]["rows"] == 10_000 and recall["near_cpu_s_per_100k"] > 0
+
+
+@pytest.mark.slow
+def test_bench_ray_scaling_runs_every_actor_count_on_the_same_seeds(tmp_path):
+    """What holds by construction: each actor count makes every row from the same requests, and
+    no more requests are in flight than the actors' threads."""
+    out = tmp_path / "bench.json"
+    proc = script("bench.py", "--quick", "--only", "ray", "--json", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "7. Ray" in proc.stdout
+    ray = json.loads(out.read_text())["results"]["ray"]
+    assert sorted(ray["runs"]) == ["1", "2", "4"]
+    for actors, run in ray["runs"].items():
+        assert run["rows"] == ray["examples"] * 4 and run["errors"] == 0
+        assert run["server_requests"] == ray["examples"] // 8
+        assert run["max_in_flight"] <= int(actors) * ray["concurrency_per_actor"]
+        assert run["client_cpu_s"]["actors"] > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,3 +532,52 @@ def test_sft_card_without_decontamination_says_none_was_requested(tmp_path, expa
     assert load_script("to_sft.py").main([str(folder), "--output", str(tmp_path / "o")]) == 0
     card = (tmp_path / "o" / "README.md").read_text()
     assert "## Decontamination\n\nNone requested" in card
+
+
+def test_expand_and_push_stopped_at_its_budget_exits_3_with_one_line(tmp_path):
+    out = tmp_path / "out"
+    proc = script(
+        "expand_and_push.py",
+        str(SAMPLE),
+        "--local",
+        "--prompt",
+        "p",
+        "--request-size",
+        "4",
+        "--multiplier",
+        "2",
+        "--max-requests",
+        "1",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    )
+    assert proc.returncode == 3, proc.stderr
+    # The command's line, in flags; the library's own warning is not printed beside it.
+    assert [line for line in proc.stderr.splitlines() if "budget" in line] == [
+        "expand_and_push.py: stopped at the budget (--max-requests 1): 2 requests for 8 seed rows "
+        "were not sent (those seeds have no rows); what was answered is cached, so a rerun with "
+        "a higher --max-requests continues from there without paying for it again"
+    ]
+    assert "| Run | **partial**: stopped at its budget (`max_requests` = 1)" in proc.stdout
+    assert len(load_result(out)) == 8
+
+
+def test_split_by_node_a_node_stopped_at_its_budget_makes_the_merge_partial(tmp_path):
+    split_by_node = load_script("split_by_node.py")
+    common = [str(SAMPLE), "--local", "--prompt", "p", "--multiplier", "2", "--world-size", "2"]
+    common += ["--request-size", "3", "--cache-dir", str(tmp_path / "c")]
+    nodes = [tmp_path / f"node-{rank}" for rank in range(2)]
+    budgets = [["--max-requests", "1"], []]  # node 0: 1 of its 2 requests
+    codes = [
+        split_by_node.main(["expand", *common, "--rank", str(r), "--output", str(n), *budgets[r]])
+        for r, n in enumerate(nodes)
+    ]
+    assert codes == [3, 0]
+    merged_dir = tmp_path / "merged"
+    assert split_by_node.main(["merge", *map(str, nodes), "--output", str(merged_dir)]) == 3
+    merged = load_result(merged_dir)
+    assert len(merged) == (3 + 6) * 2
+    partial = get_provenance(merged)["partial"]
+    assert partial["requests_not_sent"] == 1 and partial["seed_rows_not_sent"] == 3
