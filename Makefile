@@ -1,6 +1,7 @@
 # Two commands work on a fresh clone with only Python, pip and make:
 #   make demo   .venv-demo: `pip install ".[figures]"` (the library and matplotlib), then
-#               expand the bundled sample dataset against the local reference server
+#               expand the bundled sample dataset against the local reference server and
+#               prepare a chat set from it (split by seed, decontaminated: scripts/to_sft.py)
 #   make test   .venv: the package editable with the dev extra (pytest, ruff, mypy, ray), then
 #               the test suite
 PYTHON ?= python3
@@ -29,6 +30,9 @@ demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/synth-datasets expand synth_datasets/data/sample_seeds.jsonl --local \
 		--columns conv_prefix,response --prompt-file synth_datasets/data/sample_prompt.txt \
 		--multiplier 4 --output $(DEMO_OUT)
+	$(DEMO_VENV)/bin/python scripts/to_sft.py $(DEMO_OUT) \
+		--mix-in-seeds synth_datasets/data/sample_seeds.jsonl \
+		--decontaminate-against synth_datasets/data/sample_eval.jsonl --output $(DEMO_OUT)-sft
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -28,6 +28,11 @@ client's alone. Measurements (see docs/benchmarks.md for the figures and the tar
    429s), auto again against a bucket holding a whole second, and auto while the limit halves
    8 s into the run (seconds until every following second is back within 85 % of the new limit
    with at most 10 % 429s, read from the server's counters polled every 0.1 s).
+9. ``recall``: the near-duplicate search (no server): recall and false positives on generated
+   pairs at known Jaccard similarity around the default threshold, and the cost per 100k rows
+   (CPU and peak RSS of ``quality_report`` with and without it, and of ``split_by_seed``).
+10. ``contamination``: ``find_contamination`` against an evaluation set of a million texts (no
+   server): CPU, the size of its n-gram index, peak anonymous and file-backed RSS.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +103,27 @@ LIMIT_R = 100.0
 LIMIT_BURST = 0.1
 HALVING_AT = 8.0  # seconds after the first request
 
-ALL = ("efficiency", "naive", "cpu", "memory", "resume", "server", "ray", "limits")
+ALL = (
+    "efficiency",
+    "naive",
+    "cpu",
+    "memory",
+    "resume",
+    "server",
+    "ray",
+    "limits",
+    "recall",
+    "contamination",
+)
+NEEDS_SERVER = set(ALL) - {"recall", "contamination"}
+
+# The near-duplicate search: pairs per Jaccard level, rows of the cost measurement.
+RECALL = {"pairs_per_level": 1000, "cost_rows": 100_000, "eval_texts": 1_000_000}
+RECALL_QUICK = {"pairs_per_level": 200, "cost_rows": 10_000, "eval_texts": 50_000}
+NEAR_THRESHOLD = 0.85
+# True Jaccard similarities the pairs are built at, around the threshold, and the bins reported.
+RECALL_LEVELS = (0.6, 0.7, 0.75, 0.8, 0.83, 0.85, 0.87, 0.9, 0.95, 0.99)
+RECALL_EDGES = (0.7, 0.8, 0.83, 0.85, 0.87, 0.9, 0.95)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,10 +293,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import datasets
 
     datasets.disable_progress_bars()
+    kind = spec["kind"]
+    if kind == "recall":
+        return worker_recall(spec)
+    if kind == "dedup_cost":
+        return worker_dedup_cost(spec)
+    if kind == "contamination":
+        return worker_contamination(spec)
     from synth_datasets import SynthClient
 
     client = SynthClient(os.environ[TOKEN_ENV], spec["url"], max_retries=spec.get("retries", 2))
-    kind = spec["kind"]
     if kind == "expand":
         return worker_expand(spec, client)
     if kind == "naive":
@@ -465,6 +497,209 @@ def worker_load(spec: dict[str, Any], client: Any) -> dict[str, Any]:
         "failures": sum(failures),
         "rows": sum(counts) * REQUEST_SIZE * MULTIPLIER,
         "wall_s": wall,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The near-duplicate search (no server; public API only, so older code can be measured alike)
+
+
+def shingle_set(text: str) -> set[tuple[str, ...]]:
+    """3-word shingles of a text of plain lower-case words: the reference the search is held to."""
+    w = text.split()
+    return {tuple(w[i : i + 3]) for i in range(len(w) - 2)} if len(w) >= 3 else {tuple(w)}
+
+
+def true_jaccard(a: str, b: str) -> float:
+    sa, sb = shingle_set(a), shingle_set(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+def recall_pairs(
+    levels: tuple[float, ...], per_level: int, seed: int
+) -> list[tuple[float, str, str]]:
+    """``per_level`` pairs at each Jaccard level: a text of 40-160 distinct words, and the same
+    text with words appended (half the pairs) or with words replaced 3+ apart (the other half),
+    as many as the level asks. Words are unique tokens, so pairs share no shingle with each
+    other and the similarity is known from the counts (measured again by ``true_jaccard``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    counter = iter(range(1 << 62))
+
+    def fresh(k: int) -> list[str]:
+        return [f"w{next(counter):x}" for _ in range(k)]
+
+    pairs = []
+    for level in levels:
+        for i in range(per_level):
+            words = fresh(int(rng.integers(40, 161)))
+            shingles = len(words) - 2
+            other = list(words)
+            if i % 2 == 0:  # J = S / (S + m)
+                other += fresh(round(shingles * (1 - level) / level))
+            else:  # each replacement 3+ apart: 3 shingles out, 3 in; J = (S - 3k) / (S + 3k)
+                k = round(shingles * (1 - level) / (3 * (1 + level)))
+                slots = np.arange(1, len(words) - 1, 3)
+                for pos in rng.choice(slots, size=min(k, len(slots)), replace=False):
+                    other[pos] = fresh(1)[0]
+            pairs.append((level, " ".join(words), " ".join(other)))
+    order = rng.permutation(len(pairs))  # levels interleaved in the dataset
+    return [pairs[i] for i in order]
+
+
+def worker_recall(spec: dict[str, Any]) -> dict[str, Any]:
+    import datasets
+    import numpy as np
+
+    from synth_datasets.prep import duplicate_mask
+
+    threshold = spec["threshold"]
+    pairs = recall_pairs(RECALL_LEVELS, spec["pairs_per_level"], seed=spec.get("seed", 15))
+    truth = np.array([true_jaccard(a, b) for _, a, b in pairs])
+    ds = datasets.Dataset.from_dict({"text": [t for _, a, b in pairs for t in (a, b)]})
+    t0 = time.perf_counter()
+    found = duplicate_mask(ds, near=True, threshold=threshold)[1::2]
+    wall = time.perf_counter() - t0
+    buckets = []
+    edges = [0.0, *(e for e in RECALL_EDGES if 0 < e < 1), 1.0 + 1e-9]
+    for low, high in pairwise(edges):
+        inside = (truth >= low) & (truth < high)
+        if inside.any():
+            buckets.append(
+                {
+                    "jaccard_from": low,
+                    "jaccard_below": min(high, 1.0),
+                    "pairs": int(inside.sum()),
+                    "flagged": int(found[inside].sum()),
+                    "share_flagged": float(found[inside].mean()),
+                }
+            )
+    above = truth >= threshold + 0.02
+    below = truth <= threshold - 0.05
+    return {
+        "threshold": threshold,
+        "pairs": len(pairs),
+        "wall_s": wall,
+        "buckets": buckets,
+        "recall_above": float(found[above].mean()),
+        "pairs_above": int(above.sum()),
+        "false_positives_below": float(found[below].mean()),
+        "pairs_below": int(below.sum()),
+        "recall_at_or_above": float(found[truth >= threshold].mean()),
+        "flagged_below": int(found[truth < threshold].sum()),
+    }
+
+
+def dedup_corpus(rows: int, seed: int) -> list[str]:
+    """``rows`` texts of 60-100 words shaped like a generated set: four rows per seed text,
+    each rewriting a third of the seed's words, from a Zipf-like vocabulary of 20 000 words (so
+    common shingles recur across the set); one row in 20 repeats an earlier row with one word
+    changed (a near duplicate at Jaccard about 0.9)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"v{i}" for i in range(20_000)])
+    weights = 1.0 / np.arange(1, len(vocab) + 1)
+    weights /= weights.sum()
+    texts: list[str] = []
+    while len(texts) < rows:
+        base = rng.choice(vocab, size=int(rng.integers(60, 101)), p=weights)
+        for _ in range(4):
+            if len(texts) >= 20 and rng.random() < 0.05:
+                words = texts[int(rng.integers(len(texts)))].split()
+                words[len(words) // 2] = "changed"
+            else:
+                words = base.copy()
+                swap = rng.random(len(words)) < 1 / 3
+                words[swap] = rng.choice(vocab, size=int(swap.sum()), p=weights)
+                words = words.tolist()
+            texts.append(" ".join(words))
+    return texts[:rows]
+
+
+def worker_dedup_cost(spec: dict[str, Any]) -> dict[str, Any]:
+    """CPU and peak RSS over the saved corpus of ``quality_report`` (``task`` "report", with or
+    without ``near``) or of ``split_by_seed`` plus ``cross_split_duplicates`` ("split")."""
+    import datasets
+
+    from synth_datasets import quality_report
+
+    ds = datasets.load_from_disk(spec["corpus_dir"])
+    rss_before = _rss_kb()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    if spec["task"] == "split":
+        from synth_datasets.prep import cross_split_duplicates, split_by_seed
+
+        splits = split_by_seed(ds, 0.1, threshold=spec["threshold"])
+        crossing = cross_split_duplicates(splits["train"], splits["test"])
+        figures = {"test_rows": len(splits["test"]), "cross_split_pairs": crossing}
+    else:
+        report = quality_report(ds, near=spec["near"], near_threshold=spec["threshold"])
+        figures = {"duplicates": report.duplicates, "near_duplicates": report.near_duplicates}
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "rows": len(ds),
+        **spec,
+        **figures,
+        "wall_s": wall,
+        "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+        "rss_before_mb": rss_before / 1024,
+        "maxrss_mb": _peak_rss_kb() / 1024,
+    }
+
+
+def zipf_texts(count: int, low: int, high: int, seed: int) -> list[str]:
+    """``count`` texts of ``low`` to ``high`` words from a Zipf-like vocabulary of 20 000."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"v{i}" for i in range(20_000)])
+    weights = 1.0 / np.arange(1, len(vocab) + 1)
+    weights /= weights.sum()
+    out: list[str] = []
+    for start in range(0, count, 10_000):
+        lengths = rng.integers(low, high + 1, min(10_000, count - start))
+        flat = rng.choice(vocab, size=int(lengths.sum()), p=weights)
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        out += [" ".join(flat[a:b]) for a, b in pairwise(bounds.tolist())]
+    return out
+
+
+def worker_contamination(spec: dict[str, Any]) -> dict[str, Any]:
+    """``find_contamination`` of 1000 rows (100 quoting an evaluation text) against the saved
+    evaluation set: CPU, index size, peak RSS (anonymous and file-backed, sampled)."""
+    import datasets
+
+    from synth_datasets.prep import find_contamination
+
+    evals = datasets.load_from_disk(spec["eval_dir"])
+    quoted = [evals[i]["question"] + " and more words" for i in range(0, 1000, 10)]
+    rows = datasets.Dataset.from_dict({"text": quoted + zipf_texts(900, 30, 70, seed=99)})
+    anon_before = _status_kb("RssAnon")["RssAnon"]
+    sampler = _RssSampler()
+    sampler.start()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    found = find_contamination(rows, [evals])
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    sampler.stopped.set()
+    sampler.join()
+    checked = found.record()["sets"][0]
+    return {
+        "eval_texts": checked["texts"],
+        "ngrams": checked["ngrams"],
+        "index_mb": checked["ngrams"] * 8 / 2**20,
+        "rows": len(rows),
+        "rows_flagged": found.rows_flagged,
+        "wall_s": wall,
+        "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+        "anon_before_mb": anon_before / 1024,
+        "peak_anon_mb": sampler.peak["RssAnon"] / 1024,
+        "peak_file_mb": sampler.peak["RssFile"] / 1024,
     }
 
 
@@ -708,6 +943,75 @@ def measure_limits(server: Server, p: dict[str, Any]) -> dict[str, Any]:
     out["halving"] = r
     server._call("POST", "/__faults", {"requests_per_second": None, "limit_schedule": []})
     return out
+
+
+def run_local_worker(spec: dict[str, Any], tmp: Path, *, timeout: float = 1800) -> dict[str, Any]:
+    """A measurement that needs no server, in a fresh subprocess of its own."""
+    env = dict(os.environ, HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            json.dumps({"tmp": str(tmp), **spec}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"worker {spec['kind']} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_recall(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "pairs": run_local_worker(
+            {
+                "kind": "recall",
+                "threshold": NEAR_THRESHOLD,
+                "pairs_per_level": p["pairs_per_level"],
+            },
+            tmp,
+        )
+    }
+    import datasets
+
+    datasets.disable_progress_bars()
+    corpus = tmp / "dedup-corpus"  # written here: the workers' peak RSS is the report's alone
+    texts = dedup_corpus(p["cost_rows"], seed=15)
+    seeds = [i // 4 for i in range(len(texts))]  # four rows per seed text, as built
+    datasets.Dataset.from_dict({"text": texts, "source_index": seeds}).save_to_disk(str(corpus))
+    spec = {"kind": "dedup_cost", "corpus_dir": str(corpus), "threshold": NEAR_THRESHOLD}
+    for near in (False, True):
+        key = "near" if near else "exact_only"
+        out[key] = run_local_worker({**spec, "task": "report", "near": near}, tmp)
+    try:
+        out["split"] = run_local_worker({**spec, "task": "split"}, tmp)
+    except RuntimeError as exc:  # code from before issue 15 has no split_by_seed
+        print(f"split not measured: {str(exc).splitlines()[-1]}", file=sys.stderr)
+    scale = 100_000 / p["cost_rows"]
+    out["near_cpu_s_per_100k"] = (out["near"]["cpu_s"] - out["exact_only"]["cpu_s"]) * scale
+    out["near_rss_mb"] = out["near"]["maxrss_mb"] - out["exact_only"]["maxrss_mb"]
+    if "split" in out:
+        out["split_cpu_s_per_100k"] = out["split"]["cpu_s"] * scale
+    return out
+
+
+def measure_contamination(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    eval_dir = tmp / "eval-set"  # written here: the worker's memory is the check's alone
+    texts = zipf_texts(p["eval_texts"], 30, 70, seed=16)
+    datasets.Dataset.from_dict({"question": texts}).save_to_disk(str(eval_dir))
+    del texts
+    return run_local_worker({"kind": "contamination", "eval_dir": str(eval_dir)}, tmp)
 
 
 def _process_cpu(root: int) -> dict[int, tuple[str, float]]:
@@ -1035,6 +1339,74 @@ def table(results: dict[str, Any], quick: bool) -> str:
                 verdict(h["settle_s"] is not None and h["settle_s"] <= 10),
             )
         )
+    rec = results.get("recall")
+    if rec:
+        pr = rec["pairs"]
+        rows.append(
+            (
+                f"9. near-dup recall, Jaccard >= {pr['threshold'] + 0.02:.2f} ({pr['pairs_above']} pairs)",
+                f"{pr['recall_above']:.4f}",
+                ">= 0.99",
+                verdict(pr["recall_above"] >= 0.99),
+            )
+        )
+        rows.append(
+            (
+                f"   near-dup false positives, Jaccard <= {pr['threshold'] - 0.05:.2f} ({pr['pairs_below']} pairs)",
+                f"{pr['false_positives_below']:.4f}",
+                "<= 0.01",
+                verdict(pr["false_positives_below"] <= 0.01),
+            )
+        )
+        rows.append(
+            (
+                f"   recall at Jaccard >= {pr['threshold']}; flagged below it",
+                f"{pr['recall_at_or_above']:.4f}; {pr['flagged_below']} pairs",
+                "",
+                "",
+            )
+        )
+        for b in pr["buckets"]:
+            rows.append(
+                (
+                    f"   flagged at Jaccard [{b['jaccard_from']:.2f}, {b['jaccard_below']:.2f}) ({b['pairs']} pairs)",
+                    f"{b['share_flagged']:.4f}",
+                    "",
+                    "",
+                )
+            )
+        rows.append(
+            (
+                f"   near-dup search cost, {rec['near']['rows']:,} rows of 60-100 words",
+                f"{rec['near_cpu_s_per_100k']:.1f} s CPU per 100k rows; peak RSS "
+                f"{rec['exact_only']['maxrss_mb']:.0f} -> {rec['near']['maxrss_mb']:.0f} MB",
+                "",
+                "—",
+            )
+        )
+        split = rec.get("split")
+    if rec and split:
+        rows.append(
+            (
+                "   split_by_seed + cross_split_duplicates, same rows",
+                f"{rec['split_cpu_s_per_100k']:.1f} s CPU per 100k rows; peak RSS "
+                f"{split['maxrss_mb']:.0f} MB; {split['cross_split_pairs']} pairs across",
+                "0 pairs",
+                verdict(split["cross_split_pairs"] == 0),
+            )
+        )
+    con = results.get("contamination")
+    if con:
+        rows.append(
+            (
+                f"10. decontamination, {con['eval_texts']:,} eval texts of 30-70 words",
+                f"{con['cpu_s']:.1f} s CPU; {con['ngrams']:,} 13-grams = {con['index_mb']:.0f} MB "
+                f"index; peak anon {con['anon_before_mb']:.0f} -> {con['peak_anon_mb']:.0f} MB "
+                f"(+ {con['peak_file_mb']:.0f} MB file-backed); {con['rows_flagged']}/100 planted",
+                "100/100",
+                verdict(con["rows_flagged"] == 100),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
     head = ("measure", "result", "target", "")
     lines = [
@@ -1071,6 +1443,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
     p = QUICK if args.quick else FULL
+    recall_sizes = RECALL_QUICK if args.quick else RECALL
     load_before = os.getloadavg()
     if load_before[0] > (os.cpu_count() or 1) / 2:
         print(
@@ -1081,7 +1454,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
-    server = Server(tmp)
+    server = Server(tmp) if only & NEEDS_SERVER else None
     try:
         if "efficiency" in only:
             print("1. efficiency ...", file=sys.stderr, flush=True)
@@ -1108,8 +1481,19 @@ def main(argv: list[str] | None = None) -> int:
         if "limits" in only:
             print("8. under a rate limit ...", file=sys.stderr, flush=True)
             results["limits"] = measure_limits(server, p)
+        if "recall" in only:
+            print("9. near-duplicate recall and cost ...", file=sys.stderr, flush=True)
+            results["recall"] = measure_recall(recall_sizes, tmp)
+        if "contamination" in only:
+            print(
+                "10. decontamination against a large evaluation set ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            results["contamination"] = measure_contamination(recall_sizes, tmp)
     finally:
-        server.close()
+        if server is not None:
+            server.close()
         shutil.rmtree(tmp, ignore_errors=True)
     report = {
         "command": " ".join([".venv/bin/python", "scripts/bench.py", *sys.argv[1:]]),
@@ -1118,6 +1502,7 @@ def main(argv: list[str] | None = None) -> int:
         "tree": tree_state(),
         "parameters": {
             **p,
+            **({"recall": recall_sizes} if only & {"recall", "contamination"} else {}),
             "request_size": REQUEST_SIZE,
             "multiplier": MULTIPLIER,
             "latency_s": LATENCY,

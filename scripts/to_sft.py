@@ -6,7 +6,9 @@
 
 Steps, each a ``synth_datasets.prep`` helper: drop error rows; optionally put the seed rows back
 (first, so that deduplication keeps a seed over a generated copy of it); drop exact and near
-duplicates; ``conv_prefix`` + ``response`` → ``messages``; a train/test split with a fixed seed.
+duplicates; optionally drop rows that share a 13-word n-gram with an evaluation set; a train/test
+split with a fixed seed that keeps each seed's group on one side;
+``conv_prefix`` + ``response`` → ``messages``.
 Written as parquet or jsonl under ``DIR/data/`` (``load_dataset(DIR)`` reads both splits) or
 pushed, with a dataset card (``DIR/README.md``, or the repo's) that tells how the rows were
 generated and what each step removed: the lineage columns are gone by then, so the card is the
@@ -24,6 +26,7 @@ import datasets
 
 from synth_datasets.card import build_sft_card
 from synth_datasets.cli import (
+    add_against_arguments,
     add_publish_options,
     card_options,
     print_offline_notice,
@@ -33,7 +36,16 @@ from synth_datasets.cli import (
 from synth_datasets.errors import ConfigurationError, UsageError
 from synth_datasets.folder import MANIFEST, load_result
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
-from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
+from synth_datasets.prep import (
+    cross_split_duplicates,
+    decontaminate,
+    drop_duplicates,
+    drop_errors,
+    held_out_rows,
+    mix_in_seeds,
+    split_by_seed,
+    to_messages,
+)
 from synth_datasets.provenance import get_provenance, is_offline
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
 from synth_datasets.sources import load_source
@@ -70,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"near-duplicate Jaccard threshold (default {DEFAULT_NEAR_THRESHOLD})",
     )
     p.add_argument("--no-near", action="store_true", help="drop exact duplicates only")
+    add_against_arguments(
+        p,
+        "--decontaminate-against",
+        "remove the rows that share an n-gram with a text of these evaluation sets",
+    )
     p.add_argument(
         "--test-size",
         type=float,
@@ -77,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="test split: a fraction (< 1) or a number of rows; 0 for no test split (default 0.1)",
     )
     p.add_argument("--seed", type=int, default=42, help="shuffle seed of the split (default 42)")
+    p.add_argument(
+        "--split-by",
+        choices=["seed", "row"],
+        default="seed",
+        help="seed: whole seed groups (a seed's rows, the seed, and their exact and near "
+        "duplicates) on one side, so nothing leaks into test (default); row: row by row",
+    )
     p.add_argument("--output", type=Path, default=None, help="write the splits under DIR/data/")
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
@@ -93,18 +117,44 @@ def load_expanded(source: str, *, split: str | None, config: str | None) -> data
     return load_source(source, split=split, config=config)[0]
 
 
-def split(ds: datasets.Dataset, test_size: float, seed: int) -> datasets.DatasetDict:
-    """train/test with a fixed seed; only train when ``test_size`` is 0."""
+def split(
+    ds: datasets.Dataset,
+    test_size: float,
+    seed: int,
+    *,
+    by: str = "seed",
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
+) -> datasets.DatasetDict:
+    """train/test with a fixed seed (only train when ``test_size`` is 0): by seed group
+    (``prep.split_by_seed``, nothing leaks) or, with ``by="row"``, row by row."""
     if test_size < 0:
         raise UsageError(f"--test-size must be >= 0, got {test_size}")
     if test_size == 0:
         return datasets.DatasetDict({"train": ds})
-    size: float | int = int(test_size) if test_size >= 1 else test_size
-    if test_size >= 1 and test_size != int(test_size):
-        raise UsageError(f"--test-size is a fraction below 1 or a whole number, got {test_size}")
-    if (size if isinstance(size, int) else max(1, round(size * len(ds)))) >= len(ds):
-        raise UsageError(f"--test-size {test_size} leaves no training rows out of {len(ds)}")
-    return ds.train_test_split(test_size=size, seed=seed)
+    if by == "seed":
+        return split_by_seed(ds, test_size, seed=seed, threshold=threshold)
+    return ds.train_test_split(test_size=held_out_rows(test_size, len(ds)), seed=seed)
+
+
+def split_note(args: argparse.Namespace, asked: int, test: int, leaks: int) -> str:
+    """What the card says of the split: the policy, the sizes, what leaks across it."""
+    call = f"test_size={args.test_size:g}, seed={args.seed}"
+    measured = (
+        f"Pairs of a train row and a test row that are exact or near duplicates (Jaccard >= "
+        f"{args.near_threshold:g}), measured after the split: **{leaks}**."
+    )
+    if args.split_by == "seed":
+        return (
+            f"Split by seed group (`split_by_seed({call})`), so that nothing leaks from train to "
+            "test: the rows generated from one seed, the seed row itself, and every row that is "
+            f"an exact or near duplicate (Jaccard >= {args.near_threshold:g}) of one of them, "
+            f"through any chain of such pairs, are on the same side. The test split has {test} "
+            f"rows for {asked} asked, as close as whole groups allow. {measured}"
+        )
+    return (
+        f"Split row by row (`train_test_split({call})`): rows generated from one seed, "
+        f"paraphrases of each other, can be on both sides. {measured}"
+    )
 
 
 def write(splits: datasets.DatasetDict, output: Path, fmt: str) -> list[Path]:
@@ -150,15 +200,32 @@ def run(args: argparse.Namespace) -> int:
     before = len(ds)
     ds = drop_duplicates(ds, near=not args.no_near, threshold=args.near_threshold)
     counts["duplicates dropped"] = before - len(ds)
+    contamination = None
+    if args.decontaminate_against:
+        ds = decontaminate(ds, args.decontaminate_against, n=args.ngram, remove=True)
+        contamination = (get_provenance(ds) or {})["decontamination"]
+        counts["rows sharing an n-gram with an evaluation set dropped"] = contamination[
+            "rows_removed"
+        ]
     if len(ds) == 0:
-        raise ConfigurationError(f"{args.source}: no row left after dropping errors and duplicates")
-    sft = to_messages(
-        ds,
-        prefix_column=args.prefix_column,
-        response_column=args.response_column,
-        keep_columns=keep,
+        dropped = "errors, duplicates" + (" and rows quoting an eval set" if contamination else "")
+        raise ConfigurationError(f"{args.source}: no row left after dropping {dropped}")
+    parts = split(ds, args.test_size, args.seed, by=args.split_by, threshold=args.near_threshold)
+    splits = datasets.DatasetDict(
+        {
+            name: to_messages(
+                part,
+                prefix_column=args.prefix_column,
+                response_column=args.response_column,
+                keep_columns=keep,
+            )
+            for name, part in parts.items()
+        }
     )
-    splits = split(sft, args.test_size, args.seed)
+    note = "One split: no test split was asked for."
+    if "test" in parts:
+        leaks = cross_split_duplicates(parts["train"], parts["test"], threshold=args.near_threshold)
+        note = split_note(args, held_out_rows(args.test_size, len(ds)), len(parts["test"]), leaks)
     print(
         "; ".join(f"{k}: {v}" for k, v in counts.items())
         + " -> "
@@ -167,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     card = build_sft_card(
         splits,
         steps=[("rows of the expanded dataset" if k == "rows" else k, v) for k, v in counts.items()]
-        + [("rows kept", len(sft))],
+        + [("rows kept", len(ds))],
         expanded_source=args.source,
         provenance=provenance,
         repo_id=args.push_to_hub,
@@ -179,11 +246,8 @@ def run(args: argparse.Namespace) -> int:
         ),
         prefix_column=args.prefix_column,
         response_column=args.response_column,
-        split_note=(
-            f"Split by `train_test_split(test_size={args.test_size:g}, seed={args.seed})`."
-            if args.test_size
-            else "One split: no test split was asked for."
-        ),
+        split_note=note,
+        decontamination=contamination,
         **card_options(args),
     )
     if args.output is not None:

@@ -8,12 +8,22 @@ from .errors import *  # noqa: F403  (the whole error tree is public)
 from .expand import expand
 from .hub import PushResult, push_to_hub
 from .mapper import ExpansionStats, SynthMapper
-from .prep import drop_duplicates, drop_errors, drop_lineage, mix_in_seeds, to_messages
+from .prep import (
+    EvalSet,
+    decontaminate,
+    drop_duplicates,
+    drop_errors,
+    drop_lineage,
+    mix_in_seeds,
+    split_by_seed,
+    to_messages,
+)
 from .provenance import get_provenance
 from .report import QualityReport, quality_report
 
 __all__ = [
     *errors.__all__,
+    "EvalSet",
     "ExpansionStats",
     "Generation",
     "PushResult",
@@ -22,6 +32,7 @@ __all__ = [
     "SynthMapper",
     "__version__",
     "build_card",
+    "decontaminate",
     "drop_duplicates",
     "drop_errors",
     "drop_lineage",
@@ -30,5 +41,6 @@ __all__ = [
     "mix_in_seeds",
     "push_to_hub",
     "quality_report",
+    "split_by_seed",
     "to_messages",
 ]

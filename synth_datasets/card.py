@@ -22,6 +22,7 @@ import datasets
 from huggingface_hub import CommitOperationAdd, DatasetCard, DatasetCardData, HfApi, constants
 
 from ._version import __version__
+from .contamination import render_contamination
 from .errors import ConfigurationError
 from .lineage import LINEAGE_COLUMNS, LINEAGE_MEANING
 from .provenance import OFFLINE_NOTICE, describe, get_provenance, is_offline, made_by
@@ -351,6 +352,9 @@ def build_card(
         samples=_samples(dataset),
         split=split,
         lineage_columns=json.dumps(lineage),
+        decontamination=(
+            render_contamination(prov["decontamination"]) if prov.get("decontamination") else ""
+        ),
         figures=drawn,
         figures_extra=FIGURES_EXTRA,
     )
@@ -370,13 +374,15 @@ def build_sft_card(
     prefix_column: str = "conv_prefix",
     response_column: str = "response",
     split_note: str = "",
+    decontamination: Mapping[str, Any] | None = None,
     **options: Unpack[CardOptions],
 ) -> SynthCard:
     """A card for a chat dataset made from an expanded one (``scripts/to_sft.py``).
 
     The generation is told from the expanded dataset's provenance, the preparation from
     ``steps`` (what each step left or removed, in order): the lineage columns are gone by then,
-    so the card is the only record of how these rows were made.
+    so the card is the only record of how these rows were made. ``decontamination``: the record
+    ``prep.decontaminate`` left in the provenance; without one the card says none was requested.
     """
     if not splits:
         raise ValueError("build_sft_card needs at least one split")
@@ -407,6 +413,7 @@ def build_sft_card(
         response_column=response_column,
         splits=[(k, len(d)) for k, d in splits.items()],
         split_note=split_note,
+        decontamination=render_contamination(decontamination),
         schema=[(c, _dtype(f)) for c, f in first.features.items()],
         sample=_samples(first, k=1)[0] if len(first) else "{}",
     )

@@ -39,6 +39,7 @@ from .sources import check_utf8, load_source
 
 __all__ = [
     "BUDGET_EXIT",
+    "add_against_arguments",
     "add_card_options",
     "add_expand_arguments",
     "add_hub_options",
@@ -162,6 +163,13 @@ def _int_or_word(text: str) -> int | str:
 
 def _comma_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _whole_number(text: str) -> int:
+    """A whole number >= 1 (argparse names the flag)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
@@ -356,6 +364,36 @@ def _add_report(sub: Any) -> None:
         help="also draw the report's figures into DIR/figures/ (needs matplotlib: "
         'pip install "synth-datasets[figures]")',
     )
+    add_against_arguments(
+        p, "--against", "count the rows that share an n-gram with a text of these evaluation sets"
+    )
+
+
+def add_against_arguments(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    """The evaluation sets to check against (comma-separated or repeated) and ``--ngram``."""
+    from .contamination import DEFAULT_NGRAM, EvalSet
+
+    def sets(text: str) -> list[EvalSet]:
+        try:
+            return [EvalSet.parse(spec) for spec in _comma_list(text)]
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    p.add_argument(
+        name,
+        metavar="A,B",
+        type=sets,
+        action="extend",
+        default=[],
+        help=f"{what}: each a file, a save_to_disk folder or a Hub id, as PATH[:SPLIT] or "
+        "HUB_ID[@REVISION][:CONFIG][:SPLIT] (a Hub id's split defaults to test)",
+    )
+    p.add_argument(
+        "--ngram",
+        type=_whole_number,
+        default=DEFAULT_NGRAM,
+        help=f"words per n-gram of that check (default {DEFAULT_NGRAM})",
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -368,11 +406,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     draw = figure_drawer(True) if args.figures else None  # refused before the pass, not after
     dataset = load_result(args.dir)
     report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
+    found = None
+    if args.against:
+        from .contamination import find_contamination
+
+        found = find_contamination(dataset, args.against, n=args.ngram)
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        payload = report.to_dict() | ({"contamination": found.to_dict()} if found else {})
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
         print_offline_notice(dataset)
         print(report.to_markdown(), end="")
+        if found is not None:
+            print("\n" + found.to_markdown(heading_level=2), end="")
     if draw is not None:
         written = write_figures(args.dir, draw(report))
         listed = ", ".join(str(path) for path in written)

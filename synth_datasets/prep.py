@@ -1,8 +1,9 @@
 """Training-data prep on an expanded ``datasets.Dataset`` with datasets' own steps (no pandas).
 
 For supervised fine-tuning: ``drop_errors``, ``mix_in_seeds`` (optional: the real rows back,
-first), ``drop_duplicates(near=True)`` (a generated copy of a seed goes, the seed stays), then
-``to_messages`` (a ``messages`` column for TRL's SFTTrainer).
+first), ``drop_duplicates(near=True)`` (a generated copy of a seed goes, the seed stays),
+``decontaminate`` (optional: rows quoting an evaluation set go), ``split_by_seed`` (no seed on
+both sides of train/test), then ``to_messages`` (a ``messages`` column for TRL's SFTTrainer).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
 import numpy as np
+import pyarrow as pa
 from datasets import Features, List, Value
 
+from .contamination import DEFAULT_NGRAM, EvalSet, find_contamination
 from .dedup import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_NEAR_THRESHOLD,
     DuplicateFinder,
-    content_columns,
     require_dataset,
-    row_texts,
+    text_batches,
 )
 from .errors import ConfigurationError
 from .layout import make_examples, plan_layout
@@ -33,11 +34,18 @@ if TYPE_CHECKING:
 __all__ = [
     "MESSAGES_FEATURE",
     "DuplicateOptions",
+    "EvalSet",
+    "cross_split_duplicates",
+    "decontaminate",
     "drop_duplicates",
     "drop_errors",
     "drop_lineage",
     "duplicate_mask",
+    "find_contamination",
+    "held_out_rows",
     "mix_in_seeds",
+    "seed_groups",
+    "split_by_seed",
     "to_messages",
 ]
 
@@ -73,20 +81,10 @@ def duplicate_mask(
     """True for each row that repeats an earlier one (what ``drop_duplicates`` drops); the quality
     report's search. Rows with an ``error`` are never flagged: that is ``drop_errors``' job."""
     require_dataset(ds, "duplicate_mask")
-    cols = list(columns) if columns is not None else content_columns(ds)
-    missing = [c for c in cols if c not in ds.column_names]
-    if missing or not cols:
-        raise ConfigurationError(
-            f"columns to compare must be columns of the dataset; got {cols}, "
-            f"the dataset has {ds.column_names}"
-        )
-    has_error = "error" in ds.column_names
     finder = DuplicateFinder(near=near, threshold=threshold)
     flags: list[np.ndarray] = []
-    read = [*cols, "error"] if has_error and "error" not in cols else cols
-    for batch in ds.select_columns(read).with_format("arrow").iter(DEFAULT_BATCH_SIZE):
-        clean = np.asarray(batch.column("error").is_null(), bool) if has_error else None
-        exact, near_flags, _ = finder.check(row_texts(batch, cols), clean)
+    for texts, clean, _ in text_batches(ds, columns):
+        exact, near_flags, _ = finder.check(texts, clean)
         flags.append(near_flags if near else exact)
     return np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
 
@@ -99,6 +97,235 @@ def drop_duplicates(ds: datasets.Dataset, **options: Unpack[DuplicateOptions]) -
     """
     drop = duplicate_mask(ds, **options)
     return ds.select(np.flatnonzero(~drop)) if drop.any() else ds
+
+
+# -- a split without leakage ----------------------------------------------------------------------
+
+
+class _Groups:
+    """Union-find over row numbers; the smallest row of a group is its root."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent, root = self.parent, i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    def join(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def seed_groups(
+    ds: datasets.Dataset,
+    *,
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
+    columns: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The group of each row (its first row's number): the rows of one ``source_index`` (a seed
+    row put back by ``mix_in_seeds`` has its seed's), joined with every group they share an
+    exact or near duplicate (Jaccard >= ``threshold``) with, through any chain of such pairs.
+
+    Rows with an ``error`` join by seed only; unlinked rows (null ``source_index``) by duplicates.
+    Every near pair is joined, not only pairs with the first row of a group: each row's text is
+    indexed and every similar earlier text found.
+    """
+    require_dataset(ds, "seed_groups")
+    groups = _Groups(len(ds))
+    finder = DuplicateFinder(near=True, threshold=threshold)
+    first_of_seed: dict[int, int] = {}
+    first_of_text: dict[int, int] = {}
+    row_of_key: list[int] = []
+    offset = 0
+    for texts, clean, batch in text_batches(ds, columns, extra=["source_index"]):
+        if "source_index" in batch.schema.names:
+            for i, source in enumerate(batch.column("source_index").to_pylist()):
+                if source is not None:
+                    groups.join(offset + i, first_of_seed.setdefault(source, offset + i))
+        rows = np.arange(batch.num_rows) if clean is None else np.flatnonzero(clean)
+        sub = texts.take(pa.array(rows, pa.int64()))
+        found = zip(rows.tolist(), finder.text_hashes(sub), finder.shingle_sets(sub), strict=True)
+        for i, text_hash, shingles in found:
+            row = offset + i
+            first = first_of_text.setdefault(text_hash, row)
+            if first != row:  # the same text: whatever is near it is near the first one
+                groups.join(row, first)
+                continue
+            if shingles is None:
+                continue
+            keys = finder.band_keys(shingles)
+
+            def joined(key: int, row: int = row) -> bool:
+                return groups.find(row_of_key[key]) == groups.find(row)
+
+            for key in finder.matches(shingles, keys, skip=joined):
+                groups.join(row, row_of_key[key])
+            finder.add(shingles, keys)
+            row_of_key.append(row)
+        offset += batch.num_rows
+    return np.array([groups.find(i) for i in range(len(ds))], dtype=np.int64)
+
+
+def held_out_rows(test_size: float, n: int) -> int:
+    """Rows asked for in the test split, as ``train_test_split`` reads ``test_size``."""
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
+        raise ConfigurationError(
+            f"test_size must be a fraction or a number of rows, got {test_size!r}",
+            option="test_size",
+        )
+    if test_size <= 0:
+        raise ConfigurationError(f"test_size must be > 0, got {test_size}", option="test_size")
+    if test_size >= 1 and test_size != int(test_size):
+        raise ConfigurationError(
+            f"test_size is a fraction below 1 or a whole number, got {test_size}",
+            option="test_size",
+        )
+    rows = int(test_size) if test_size >= 1 else max(1, round(test_size * n))
+    if rows >= n:
+        raise ConfigurationError(
+            f"test_size {test_size:g} leaves no training rows out of {n}", option="test_size"
+        )
+    return rows
+
+
+def _closest_total(sizes: np.ndarray, target: int) -> np.ndarray:
+    """Which groups to take (a mask over ``sizes``) so that their rows come as close to
+    ``target`` as whole groups allow (ties: fewer rows), between 1 row and all but one; of the
+    groups of one size, the first ones in the order given.
+
+    Exact, as a bounded knapsack over the distinct sizes: for each size, the fewest groups of it
+    that reach each total from the totals reachable with the sizes before it.
+    """
+    total = int(sizes.sum())
+    limit = min(target + int(sizes.max()), total - 1)  # the closest total above is below this
+    values, counts = np.unique(sizes, return_counts=True)
+    reach = np.zeros(limit + 1, dtype=bool)
+    reach[0] = True
+    used: list[np.ndarray] = []
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        width = -(-(limit + 1) // value) * value
+        grid = np.zeros(width, dtype=bool)
+        grid[: limit + 1] = reach
+        grid = grid.reshape(-1, value)  # grid[q, r]: total q * value + r
+        q = np.arange(grid.shape[0])[:, None]
+        last = np.maximum.accumulate(np.where(grid, q, -1), axis=0)  # the last reachable q' <= q
+        steps = np.where(last >= 0, q - last, count + 1).reshape(-1)[: limit + 1]
+        used.append(steps.astype(np.int64))
+        reach = steps <= count
+    totals = np.flatnonzero(reach[1:]) + 1
+    if totals.size == 0:
+        raise ConfigurationError("no group is small enough to leave rows for training")
+    best = int(totals[np.argmin(np.abs(totals - target) * 2 + (totals > target))])
+    take = np.zeros(len(sizes), dtype=bool)
+    for value, steps in zip(values.tolist()[::-1], used[::-1], strict=True):
+        k = int(steps[best])
+        take[np.flatnonzero(sizes == value)[:k]] = True
+        best -= k * value
+    return take
+
+
+def split_by_seed(
+    ds: datasets.Dataset,
+    test_size: float = 0.1,
+    *,
+    seed: int = 42,
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
+    columns: Sequence[str] | None = None,
+) -> datasets.DatasetDict:
+    """``train`` and ``test`` with no seed on both sides: whole ``seed_groups`` go to one side.
+
+    A row-wise split puts a seed's generations (paraphrases of each other), or a seed and its
+    paraphrase, on both sides, and the test score then measures memorisation. Groups are drawn
+    in a random order fixed by ``seed``, and the test split gets as close to ``test_size`` (a
+    fraction of the rows, or a number of rows) as whole groups allow. Rows keep their order.
+    """
+    require_dataset(ds, "split_by_seed")
+    target = held_out_rows(test_size, len(ds))
+    labels = seed_groups(ds, threshold=threshold, columns=columns)
+    roots, group_of_row, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(roots) < 2:
+        raise ConfigurationError(
+            f"split_by_seed: the {len(ds)} rows form one group (one seed, or joined by "
+            "duplicates): nothing can be held out without leakage"
+        )
+    order = np.random.default_rng(seed).permutation(len(roots))
+    in_test = np.zeros(len(roots), dtype=bool)
+    in_test[order[_closest_total(sizes[order], target)]] = True
+    test = in_test[group_of_row.reshape(-1)]
+    return datasets.DatasetDict(
+        {"train": ds.select(np.flatnonzero(~test)), "test": ds.select(np.flatnonzero(test))}
+    )
+
+
+def cross_split_duplicates(
+    train: datasets.Dataset,
+    test: datasets.Dataset,
+    *,
+    threshold: float = DEFAULT_NEAR_THRESHOLD,
+    columns: Sequence[str] | None = None,
+) -> int:
+    """Pairs of a ``train`` row and a ``test`` row that are exact or near duplicates (Jaccard >=
+    ``threshold``), among rows without an ``error``: what a split leaks, measured after it."""
+    require_dataset(train, "cross_split_duplicates")
+    require_dataset(test, "cross_split_duplicates")
+    finder = DuplicateFinder(near=True, threshold=threshold)
+    copies: dict[int, int] = {}  # text hash -> train rows with that text
+    copies_of_key: list[int] = []  # indexed text -> its text hash
+    for texts, clean, _ in text_batches(train, columns):
+        sub = texts if clean is None else texts.filter(pa.array(clean))
+        for text_hash, shingles in zip(
+            finder.text_hashes(sub), finder.shingle_sets(sub), strict=True
+        ):
+            copies[text_hash] = copies.get(text_hash, 0) + 1
+            if copies[text_hash] == 1 and shingles is not None:
+                finder.add(shingles, finder.band_keys(shingles))
+                copies_of_key.append(text_hash)
+    pairs = 0
+    for texts, clean, _ in text_batches(test, columns):
+        sub = texts if clean is None else texts.filter(pa.array(clean))
+        for text_hash, shingles in zip(
+            finder.text_hashes(sub), finder.shingle_sets(sub), strict=True
+        ):
+            if shingles is None:  # no word: only an exact copy can match
+                pairs += copies.get(text_hash, 0)
+                continue
+            matched = finder.matches(shingles, finder.band_keys(shingles))
+            pairs += sum(copies[copies_of_key[key]] for key in matched)
+    return pairs
+
+
+# -- decontamination ------------------------------------------------------------------------------
+
+
+def decontaminate(
+    ds: datasets.Dataset,
+    against: Sequence[EvalSet | str | datasets.Dataset],
+    *,
+    n: int = DEFAULT_NGRAM,
+    remove: bool = False,
+    columns: Sequence[str] | None = None,
+) -> datasets.Dataset:
+    """Check ``ds`` against evaluation sets (``find_contamination``) and, with ``remove``, drop
+    the rows that share an ``n``-word n-gram with one of them.
+
+    The result records what was checked and found (the sets with their revision or fingerprint,
+    split and columns, ``n``, the rows flagged and removed) in its provenance, under
+    ``"decontamination"``, where the cards read it; ``find_contamination`` gives the rows.
+    """
+    found = find_contamination(ds, against, n=n, columns=columns)
+    drop = np.zeros(len(ds), dtype=bool)
+    if remove:
+        drop[found.flagged] = True
+    out = ds.select(np.flatnonzero(~drop))  # a new dataset either way: ``ds`` is not changed
+    record = found.record(removed=int(drop.sum()))
+    attach_provenance(out, {**(get_provenance(ds) or {}), "decontamination": record})
+    return out
 
 
 def drop_lineage(ds: datasets.Dataset) -> datasets.Dataset:

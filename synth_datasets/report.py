@@ -32,6 +32,7 @@ from .dedup import (
     require_dataset,
     row_texts,
 )
+from .dedup import has_text as _has_text
 from .lineage import ERROR_KINDS, LINEAGE_COLUMNS, error_kinds
 from .provenance import get_provenance
 
@@ -162,12 +163,6 @@ def _is_message(t: pa.DataType) -> bool:
     return bool(pa.types.is_struct(t) and t.get_field_index("content") >= 0)
 
 
-def _has_text(t: pa.DataType) -> bool:
-    if pa.types.is_struct(t):
-        return any(_has_text(f.type) for f in t)
-    return is_text(t) or (is_listlike(t) and _has_text(t.value_type))
-
-
 def _kind(t: pa.DataType) -> str | None:
     if is_text(t):
         return "text"
@@ -242,7 +237,7 @@ class _Pass:
         self.returned = self.near_seed_copies = 0
         self.seen: set[int] = set()
         self.seed_hashes: set[int] = set()
-        self.seed_sigs: dict[int, np.ndarray | None] = {}
+        self.seed_sets: dict[int, np.ndarray | None] = {}
 
     def add(self, table: pa.Table) -> None:
         n, names, keep = table.num_rows, table.column_names, self.arrays
@@ -265,7 +260,7 @@ class _Pass:
         seeds, fields = _new_seeds(table, source, linked, self.seen, self.original_fields)
         if self.generated:
             texts = row_texts(table, self.generated)
-            exact, near, sigs = self.finder.check(texts, clean)
+            exact, near, sets = self.finder.check(texts, clean)
             keep["exact"].append(exact)
             keep["near"].append(near)
             if self.comparable:
@@ -275,13 +270,13 @@ class _Pass:
                     seed_texts = row_texts(pa.table(fields), self.generated)
                     self.seed_hashes.update(self.finder.text_hashes(seed_texts))
                     if self.finder.near:
-                        by_seed = zip(seeds, self.finder.signatures(seed_texts), strict=True)
-                        self.seed_sigs.update(by_seed)
+                        by_seed = zip(seeds, self.finder.shingle_sets(seed_texts), strict=True)
+                        self.seed_sets.update(by_seed)
                 if self.finder.near:
-                    # A seed's signature is known from its first row on: every linked row has it.
+                    # A seed's shingles are known from its first row on: every linked row has them.
                     for i in np.flatnonzero(clean & linked).tolist():
-                        seed_sig = self.seed_sigs.get(int(source[i]))
-                        self.near_seed_copies += self.finder.similar(sigs[i], seed_sig)
+                        seed_set = self.seed_sets.get(int(source[i]))
+                        self.near_seed_copies += self.finder.similar(sets[i], seed_set)
         for c in self.kinds:
             self._lengths(c, "rows", as_array(table.column(c)))
         for c in self.seed_columns if seeds else ():

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 SAMPLE = ROOT / "synth_datasets" / "data" / "sample_seeds.jsonl"
 SAMPLE_PROMPT = ROOT / "synth_datasets" / "data" / "sample_prompt.txt"
+SAMPLE_EVAL = ROOT / "synth_datasets" / "data" / "sample_eval.jsonl"
 
 MODEL_ID = "123e4567-e89b-12d3-a456-426614174000"
 PROMPT = "Write another question and answer like this one."
@@ -153,6 +154,32 @@ def cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
 def script(name: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     """``python scripts/NAME ARGS...`` in a subprocess."""
     return run_python([str(SCRIPTS / name), *args], **kw)
+
+
+def expand_sample(
+    out: Path, cache: Path, *args: str, multiplier: int = 2, limit: int | None = 6, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """``synth-datasets expand`` of the bundled sample seeds as ``make demo`` runs it (its
+    columns and prompt file), on ``--local``, cut to ``limit`` rows."""
+    cut = ["--limit", str(limit)] if limit is not None else []
+    return cli(
+        "expand",
+        str(SAMPLE),
+        "--local",
+        "--columns",
+        "conv_prefix,response",
+        "--prompt-file",
+        str(SAMPLE_PROMPT),
+        "--multiplier",
+        str(multiplier),
+        *cut,
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *args,
+        **kw,
+    )
 
 
 def load_script(name: str) -> ModuleType:

@@ -10,7 +10,7 @@ from conftest import MODEL_ID
 from datasets import Dataset
 from huggingface_hub import DatasetCard
 
-from synth_datasets import expand
+from synth_datasets import EvalSet, decontaminate, expand
 from synth_datasets.card import build_card, card_splits, size_category
 from synth_datasets.provenance import attach_provenance, describe, get_provenance
 from synth_datasets.report import quality_report
@@ -270,3 +270,18 @@ def test_sft_card_of_offline_rows_has_no_training_snippet(ref_server, ref_client
     )
     assert "SFTTrainer(" in online and "offline" not in online
     assert "the 2 rows here are fewer than the 18 generations targeted" in online
+
+
+def test_card_of_a_decontaminated_set_has_the_section(ref_server, ref_client, cache_dir):
+    out = expanded(ref_server, ref_client, cache_dir)
+    assert "Decontamination" not in str(build_card(out))  # none recorded: no section
+    quoted = out[0]["q"]  # a generated question of 200+ words, quoted by an evaluation set
+    evals = Dataset.from_dict({"question": [quoted, "an unrelated short item"]})
+    clean = decontaminate(out, [EvalSet(evals, split="test", columns=["question"])], remove=True)
+    body = str(build_card(clean))
+    assert "## Decontamination" in body and "were removed" in body
+    row = body.split("| `a Dataset in memory` |")[1].splitlines()[0]
+    assert "| test | `question` | 2 | 1 |" in row  # split, columns, texts, under 13 words
+    removed = get_provenance(clean)["decontamination"]["rows_removed"]
+    assert removed >= 1 and f"rows removed: {removed}." in body
+    assert len(clean) == len(out) - removed

@@ -8,12 +8,18 @@ import io
 import json
 import re
 import struct
-from pathlib import Path
 
 import pytest
 from datasets import Dataset
 from fakehub import HUB_TOKEN, LFS_PUT_WARNING_FILTER
-from helpers import SAMPLE, SAMPLE_PROMPT, cli, error_lines, qa, run_expand, run_python
+from helpers import (
+    cli,
+    error_lines,
+    expand_sample,
+    qa,
+    run_expand,
+    run_python,
+)
 from PIL import Image
 
 import synth_datasets
@@ -100,28 +106,6 @@ def test_the_card_shows_the_figures_it_carries():
     assert HINT not in text
     hidden = str(build_card(two_columns(), figures=False))
     assert HINT in hidden and not links(hidden)
-
-
-def expand_sample(out: Path, cache: Path, *args: str, **kw):
-    return cli(
-        "expand",
-        str(SAMPLE),
-        "--local",
-        "--columns",
-        "conv_prefix,response",
-        "--prompt-file",
-        str(SAMPLE_PROMPT),
-        "--multiplier",
-        "2",
-        "--limit",
-        "6",
-        "--output",
-        str(out),
-        "--cache-dir",
-        str(cache),
-        *args,
-        **kw,
-    )
 
 
 def test_expand_output_holds_the_figures_the_card_links(tmp_path):

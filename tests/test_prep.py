@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import MODEL_ID
 from datasets import Dataset
@@ -9,11 +10,14 @@ from datasets import Dataset
 from synth_datasets import ConfigurationError, expand, get_provenance
 from synth_datasets.prep import (
     MESSAGES_FEATURE,
+    cross_split_duplicates,
     drop_duplicates,
     drop_errors,
     drop_lineage,
     duplicate_mask,
     mix_in_seeds,
+    seed_groups,
+    split_by_seed,
     to_messages,
 )
 from synth_datasets.provenance import attach_provenance
@@ -186,3 +190,143 @@ def test_chain_on_a_real_expansion(ref_client, cache_dir):
     sft = to_messages(deduped)
     assert len(sft) == len(deduped)
     assert all(m[-1]["role"] == "assistant" for m in sft["messages"])
+
+
+# -- the seed-group split -------------------------------------------------------------------------
+
+
+def words(text: str) -> list[str]:
+    return [w.strip(".,!?") for w in text.lower().split() if w.strip(".,!?")]
+
+
+def brute_force_leaks(train: Dataset, test: Dataset, threshold: float = 0.85) -> int:
+    """Pairs (train row, test row) at Jaccard >= threshold, by comparing every pair of word-triple
+    sets: independent of the LSH search under test."""
+
+    def sets(ds: Dataset) -> list[set[tuple[str, ...]] | None]:
+        out = []
+        for text, error in zip(ds["text"], ds["error"], strict=True):
+            w = words(text or "")
+            out.append(None if error else {tuple(w[i : i + 3]) for i in range(len(w) - 2)})
+        return out
+
+    pairs = 0
+    for a in sets(train):
+        for b in sets(test):
+            if a is not None and b is not None and len(a & b) >= threshold * len(a | b):
+                pairs += 1
+    return pairs
+
+
+def seeded_rows(seeds: int = 40, per_seed: int = 4, seed: int = 0) -> Dataset:
+    """Generated rows of known structure: each seed's rows rewrite half of its words (far below
+    the threshold of each other), with near and exact duplicates planted across seeds."""
+    rng = np.random.default_rng(seed)
+    serial = iter(range(1 << 40))
+
+    def fresh(k: int) -> list[str]:
+        return [f"w{next(serial)}" for _ in range(k)]
+
+    rows: list[dict] = []
+    for s in range(seeds):
+        base = fresh(int(rng.integers(30, 60)))
+        for _ in range(per_seed):
+            w = [x if rng.random() < 0.5 else fresh(1)[0] for x in base]
+            rows.append({"text": " ".join(w), "source_index": s, "error": None})
+
+    def text_of(s: int, k: int = 0) -> str:
+        return rows[s * per_seed + k]["text"]
+
+    # Seed 5's last row is seed 17's first with a word appended (Jaccard about 0.95).
+    rows[5 * per_seed + 3]["text"] = text_of(17) + " more"
+    # A chain: 20 ~ 21 ~ 22, while 20 and 22 are below the threshold of each other.
+    x = text_of(20)
+    y = x + " " + " ".join(fresh(5))
+    z = y + " " + " ".join(fresh(5))
+    rows[21 * per_seed + 3]["text"], rows[22 * per_seed + 3]["text"] = y, z
+    # An exact duplicate, up to case and punctuation, across seeds 30 and 31.
+    rows[31 * per_seed + 3]["text"] = text_of(30).upper() + "!"
+    # Error rows (no text: joined by seed only) and unlinked rows (joined by duplicates only).
+    rows[8 * per_seed + 1].update(text=None, error="parse: no JSON")
+    rows[9 * per_seed + 1].update(text=None, error="parse: no JSON")
+    rows.append({"text": text_of(3, 2) + " tail", "source_index": None, "error": None})
+    rows.append({"text": " ".join(fresh(40)), "source_index": None, "error": None})
+    return Dataset.from_list(rows)
+
+
+def test_seed_groups_join_seeds_through_duplicates():
+    ds = seeded_rows()
+    group = seed_groups(ds)
+    of_seed = {s: group[i] for i, s in enumerate(ds["source_index"]) if s is not None}
+    assert of_seed[5] == of_seed[17]
+    assert of_seed[20] == of_seed[21] == of_seed[22]  # through the chain
+    assert of_seed[30] == of_seed[31]
+    assert of_seed[3] == group[-2] and group[-1] == len(ds) - 1  # the unlinked rows
+    assert of_seed[8] != of_seed[9]  # error rows are not duplicates of each other
+    joined = {(5, 17), (20, 21), (20, 22), (21, 22), (30, 31)}
+    for a in range(40):
+        for b in range(a + 1, 40):
+            assert (of_seed[a] == of_seed[b]) == ((a, b) in joined), (a, b)
+
+
+def test_split_by_seed_leaks_nothing_and_hits_the_size():
+    ds = seeded_rows()
+    splits = split_by_seed(ds, test_size=0.2, seed=7)
+    train, test = splits["train"], splits["test"]
+    assert len(train) + len(test) == len(ds)
+    # No seed on both sides, and no pair of near duplicates across: counted by brute force.
+    assert not {s for s in train["source_index"] if s is not None} & {
+        s for s in test["source_index"] if s is not None
+    }
+    assert brute_force_leaks(train, test) == 0
+    assert cross_split_duplicates(train, test) == 0
+    # 162 rows, 20 % = 32: groups of 4 (most seeds), 8 and 12 (joined ones), 5 (seed 3 and the
+    # unlinked row near it) and 1 (the other unlinked row) make 32 exactly.
+    assert len(test) == round(0.2 * len(ds)) == 32
+    # The same seed gives the same split; another seed another one.
+    assert split_by_seed(ds, test_size=0.2, seed=7)["test"]["text"] == test["text"]
+    assert split_by_seed(ds, test_size=0.2, seed=8)["test"]["text"] != test["text"]
+    assert split_by_seed(ds, test_size=10, seed=7).num_rows == {"train": 152, "test": 10}
+    # A row-wise split of the same rows leaks, and the measure agrees with brute force.
+    rowwise = ds.train_test_split(test_size=0.2, seed=7)
+    leaks = cross_split_duplicates(rowwise["train"], rowwise["test"])
+    assert leaks == brute_force_leaks(rowwise["train"], rowwise["test"]) > 0
+
+
+def test_split_by_seed_takes_whole_groups_as_close_as_they_allow():
+    # Seeds of 4 rows each, and 1 row asked: the closest whole group is 4 rows, never 0.
+    ds = Dataset.from_dict({"text": [f"text {i} of its own" for i in range(12)]}).add_column(
+        "source_index", [i // 4 for i in range(12)]
+    )
+    assert split_by_seed(ds, test_size=1).num_rows == {"train": 8, "test": 4}
+    assert split_by_seed(ds, test_size=6).num_rows == {"train": 8, "test": 4}  # 4 is below 8
+    assert split_by_seed(ds, test_size=0.7).num_rows == {"train": 4, "test": 8}
+    for bad, message in [
+        (0, "test_size must be > 0"),
+        (12, "leaves no training rows"),
+        (2.5, "a fraction below 1 or a whole number"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            split_by_seed(ds, test_size=bad)
+    one_seed = ds.map(lambda r: {"source_index": 0})
+    with pytest.raises(ConfigurationError, match="form one group"):
+        split_by_seed(one_seed, test_size=0.5)
+
+
+def test_split_by_seed_size_is_the_closest_whole_groups_can_make():
+    rng = np.random.default_rng(3)
+    for case in range(25):
+        sizes = rng.integers(1, 9, size=int(rng.integers(2, 9))).tolist()
+        n = sum(sizes)
+        source = [g for g, k in enumerate(sizes) for _ in range(k)]
+        ds = Dataset.from_dict(
+            {"text": [f"row {i} {case}" for i in range(n)], "source_index": source}
+        )
+        test_size = int(rng.integers(1, n))
+        totals = {
+            sum(k for g, k in enumerate(sizes) if mask >> g & 1) for mask in range(1 << len(sizes))
+        }
+        best = min((t for t in totals if 0 < t < n), key=lambda t: (abs(t - test_size), t))
+        got = split_by_seed(ds, test_size=test_size, seed=case)
+        assert len(got["test"]) == best, (sizes, test_size)
+        assert not set(got["train"]["source_index"]) & set(got["test"]["source_index"])

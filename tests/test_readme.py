@@ -39,7 +39,7 @@ from helpers import MODEL_ID, ROOT, SAMPLE, SAMPLE_PROMPT, load_script
 from synth_datasets import cli
 from synth_datasets.testing import OpenAIEngine, ReferenceServer
 
-RUN = 9  # blocks run
+RUN = 11  # blocks run
 NOT_RUN = 10  # blocks after a `<!-- not run: reason -->` line
 BACKEND_KEY_ENV = "SYNTH_README_BACKEND_KEY"  # the fake model server's key, in this process only
 

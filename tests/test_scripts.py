@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import datasets
 import pytest
 from fakehub import HUB_TOKEN, LFS_PUT_WARNING_FILTER
-from helpers import SAMPLE, SAMPLE_PROMPT, card_yaml, cli, load_script, script, write_jsonl
+from helpers import (
+    SAMPLE,
+    SAMPLE_EVAL,
+    SAMPLE_PROMPT,
+    card_yaml,
+    cli,
+    expand_sample,
+    load_script,
+    script,
+    write_jsonl,
+)
 from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
 from synth_datasets.folder import load_result
-from synth_datasets.prep import drop_duplicates, drop_errors, mix_in_seeds, to_messages
+from synth_datasets.prep import (
+    cross_split_duplicates,
+    drop_duplicates,
+    drop_errors,
+    find_contamination,
+    mix_in_seeds,
+    split_by_seed,
+    to_messages,
+)
 from synth_datasets.provenance import attach_provenance
 
 # huggingface_hub's own LFS upload warns about its use of httpx; not ours to fix.
@@ -169,7 +188,9 @@ def test_to_sft_writes_splits(tmp_path, expanded_dir):
         "| `train` | 3 |",
         "| `test` | 2 |",
         "3 generations were asked for each seed row",
-        "`train_test_split(test_size=2, seed=7)`",
+        "Split by seed group (`split_by_seed(test_size=2, seed=7)`)",
+        "The test split has 2 rows for 2 asked",
+        "measured after the split: **0**",
         "near (MinHash, Jaccard >= 0.",
         "| `messages` |",
     ):
@@ -181,8 +202,51 @@ def test_to_sft_writes_splits(tmp_path, expanded_dir):
     ds = drop_duplicates(
         mix_in_seeds(drop_errors(expanded()), datasets.Dataset.from_list(SEEDS)), near=True
     )
-    expected = load_script("to_sft.py").split(to_messages(ds, keep_columns=["topic"]), 2, 7)
-    assert list(splits["test"]["messages"]) == list(expected["test"]["messages"])
+    expected = split_by_seed(ds, 2, seed=7)
+    assert list(splits["test"]["messages"]) == list(
+        to_messages(expected["test"], keep_columns=["topic"])["messages"]
+    )
+    # A seed and the rows made from it are on one side: here seed 0 and its row, or seed 2 and
+    # its row (seed 1's row was an error).
+    test_prompts = {m[0]["content"] for m in splits["test"]["messages"]}
+    assert test_prompts in ({"question 0", "how are you"}, {"question 2", "something else"})
+
+
+def test_to_sft_split_by_row_says_what_leaks(tmp_path):
+    """Row by row, near copies from different seeds land on both sides, and the card counts the
+    pairs; by seed group they stay on one side."""
+
+    def row(question: str, answer: str, source: int) -> dict:
+        return {
+            "conv_prefix": [{"role": "user", "content": question}],
+            "response": {"role": "assistant", "content": answer},
+            "source_index": source,
+        }
+
+    story = " ".join(f"w{i}" for i in range(40))
+    rows = [row(f"question {i}", f"answer {i} of {k}", i) for i in range(8) for k in range(2)]
+    for i in range(4):  # the first row of seeds 0-3: near copies of one story
+        rows[2 * i] = row("tell me", f"{story} x{i}", i)
+    ds = datasets.Dataset.from_list(rows)
+    attach_provenance(ds, {"generated_columns": ["conv_prefix", "response"], "multiplier": 2})
+    ds.save_to_disk(str(tmp_path / "in"))
+    for by in ("row", "seed"):
+        args = [str(tmp_path / "in"), "--no-near", "--test-size", "0.5", "--split-by", by]
+        assert load_script("to_sft.py").main([*args, "--output", str(tmp_path / by)]) == 0
+    story_rows = {}
+    for by in ("row", "seed"):
+        splits = datasets.load_dataset(str(tmp_path / by))
+        story_rows[by] = {
+            name: sum(m[1]["content"].startswith("w0 w1") for m in part["messages"])
+            for name, part in splits.items()
+        }
+    by_row = (tmp_path / "row" / "README.md").read_text()
+    assert "Split row by row (`train_test_split(test_size=0.5, seed=42)`)" in by_row
+    leaks = story_rows["row"]["train"] * story_rows["row"]["test"]  # every pair of them is near
+    assert leaks > 0 and f"measured after the split: **{leaks}**" in by_row
+    by_seed = (tmp_path / "seed" / "README.md").read_text()
+    assert 0 in story_rows["seed"].values() and "measured after the split: **0**" in by_seed
+    assert "The test split has 8 rows for 8 asked" in by_seed
 
 
 def test_to_sft_pushes_and_refuses_bad_input(tmp_path, expanded_dir, fake_hub):
@@ -198,9 +262,11 @@ def test_to_sft_pushes_and_refuses_bad_input(tmp_path, expanded_dir, fake_hub):
         env={"HF_TOKEN": HUB_TOKEN},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "duplicates dropped: 1 -> train 3, test 1" in proc.stdout  # exact only
+    # Exact duplicates only are dropped; the split still keeps the near pair (seeds 0 and 1) on
+    # one side, and seed 2's two rows on the other: 1 row asked, 2 the closest whole groups give.
+    assert "duplicates dropped: 1 -> train 2, test 2" in proc.stdout
     loaded = datasets.load_dataset("me/sft", token=HUB_TOKEN)
-    assert {k: len(v) for k, v in loaded.items()} == {"train": 3, "test": 1}
+    assert {k: len(v) for k, v in loaded.items()} == {"train": 2, "test": 2}
     readme = fake_hub.files("me/sft")["README.md"].decode()
     assert "## How it was made" in readme and "| duplicates dropped | 1 |" in readme
     assert "exact duplicates only" in readme and 'load_dataset("me/sft")' in readme
@@ -230,6 +296,20 @@ def test_bench_quick_runs_and_reports_what_it_measured(tmp_path):
     # Killed mid-run as a rule; on a starved machine the kill may come late, which is no failure.
     assert 0 < resume["cached_at_kill"] <= resume["clean_requests"]
     assert resume["resent"] <= resume["max_concurrency"]
+
+
+def test_bench_recall_section_prints_its_figures(tmp_path):
+    """`bench.py --only recall` needs no server; its pairs come from fixed seeds, so the recall
+    and false-positive figures it prints are the same on every machine."""
+    out = tmp_path / "recall.json"
+    proc = script("bench.py", "--quick", "--only", "recall", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8. near-dup recall" in proc.stdout and "CPU per 100k rows" in proc.stdout
+    recall = json.loads(out.read_text())["results"]["recall"]
+    assert recall["pairs"]["recall_above"] >= 0.99 and recall["pairs"]["pairs_above"] >= 500
+    assert recall["pairs"]["false_positives_below"] <= 0.01
+    assert recall["split"]["cross_split_pairs"] == 0
+    assert recall["near"]["rows"] == 10_000 and recall["near_cpu_s_per_100k"] > 0
 
 
 @pytest.mark.slow
@@ -421,6 +501,37 @@ def test_sft_card_counts_against_the_target_after_seeds_are_mixed_in(tmp_path, e
     assert "smaller than" not in card
     # The training snippet stays for rows that were not made by the offline engine.
     assert "SFTTrainer(" in card
+
+
+def test_the_demo_sft_card_states_a_leakage_free_split_and_decontamination(tmp_path):
+    """The README's demo: `make demo`'s expansion, then to_sft.py with the sample seeds mixed
+    in and the sample evaluation set (one of whose answers quotes seed 0) checked against."""
+    demo, sft = tmp_path / "demo", tmp_path / "demo-sft"
+    proc = expand_sample(demo, tmp_path / "c", multiplier=4, limit=None)
+    assert proc.returncode == 0, proc.stderr
+    args = [str(demo), "--mix-in-seeds", str(SAMPLE), "--decontaminate-against", str(SAMPLE_EVAL)]
+    proc = script("to_sft.py", *args, "--output", str(sft))
+    assert proc.returncode == 0, proc.stderr
+    card = (sft / "README.md").read_text()
+    assert "Split by seed group (`split_by_seed(test_size=0.1, seed=42)`)" in card
+    assert "measured after the split: **0**" in card
+    assert "## Decontamination" in card and "| `sample_eval.jsonl` |" in card
+    removed = int(re.search(r"rows removed: (\d+)\.", card).group(1))
+    assert removed >= 1  # seed 0 itself, quoted by the evaluation set
+    splits = datasets.load_dataset(str(sft))
+    answers = [m[-1]["content"] for part in splits.values() for m in part["messages"]]
+    quoted = json.loads(SAMPLE_EVAL.read_text().splitlines()[0])["answer"]
+    assert quoted not in answers
+    # Nothing quoted survives, and no near duplicate crosses the split.
+    assert find_contamination(splits["train"], [str(SAMPLE_EVAL)]).rows_flagged == 0
+    assert cross_split_duplicates(splits["train"], splits["test"]) == 0
+
+
+def test_sft_card_without_decontamination_says_none_was_requested(tmp_path, expanded_dir):
+    folder, _ = expanded_dir
+    assert load_script("to_sft.py").main([str(folder), "--output", str(tmp_path / "o")]) == 0
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "## Decontamination\n\nNone requested" in card
 
 
 def test_expand_and_push_stopped_at_its_budget_exits_3_with_one_line(tmp_path):
