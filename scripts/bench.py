@@ -22,10 +22,16 @@ client's alone. Measurements (see docs/benchmarks.md for the figures and the tar
    ``max_concurrency`` 8 per actor: throughput against 1 actor, efficiency against the bound
    (requests x latency / (actors x 8)), end to end and between the first and the last request;
    the CPU of the server and of every process of the Ray session, sampled from /proc.
-8. ``recall``: the near-duplicate search (no server): recall and false positives on generated
+8. ``limits``: against a server limited to R = 100 requests/s (a token bucket holding 0.1 s of
+   them, 429 with ``Retry-After: 1``) at 100 ms latency: ``max_concurrency="auto"`` beside fixed
+   4 and fixed 64 (throughput / R over the whole run, share of the server's answers that are
+   429s), auto again against a bucket holding a whole second, and auto while the limit halves
+   8 s into the run (seconds until every following second is back within 85 % of the new limit
+   with at most 10 % 429s, read from the server's counters polled every 0.1 s).
+9. ``recall``: the near-duplicate search (no server): recall and false positives on generated
    pairs at known Jaccard similarity around the default threshold, and the cost per 100k rows
    (CPU and peak RSS of ``quality_report`` with and without it, and of ``split_by_seed``).
-9. ``contamination``: ``find_contamination`` against an evaluation set of a million texts (no
+10. ``contamination``: ``find_contamination`` against an evaluation set of a million texts (no
    server): CPU, the size of its n-gram index, peak anonymous and file-backed RSS.
 """
 
@@ -62,6 +68,8 @@ FULL = {
     "mem_examples": (10_000, 100_000),
     "resume_examples": 8192,
     "server_seconds": 5.0,
+    "limit_requests": 2048,
+    "halving_requests": 1536,
     "ray_examples": 16_384,
 }
 QUICK = {
@@ -71,6 +79,8 @@ QUICK = {
     "mem_examples": (1_000, 10_000),
     "resume_examples": 1024,
     "server_seconds": 1.0,
+    "limit_requests": 256,
+    "halving_requests": 1024,
     "ray_examples": 2048,
 }
 REQUEST_SIZE = 8
@@ -88,6 +98,11 @@ TARGETS = {
     "ray_scaling": 0.8,  # issue 16: throughput with N actors >= 0.8 x N x one actor's
 }
 
+# 8. the rate-limited server: R requests/s, a bucket of LIMIT_BURST seconds, Retry-After 1 s.
+LIMIT_R = 100.0
+LIMIT_BURST = 0.1
+HALVING_AT = 8.0  # seconds after the first request
+
 ALL = (
     "efficiency",
     "naive",
@@ -96,6 +111,7 @@ ALL = (
     "resume",
     "server",
     "ray",
+    "limits",
     "recall",
     "contamination",
 )
@@ -286,7 +302,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         return worker_contamination(spec)
     from synth_datasets import SynthClient
 
-    client = SynthClient(os.environ[TOKEN_ENV], spec["url"], max_retries=2)
+    client = SynthClient(os.environ[TOKEN_ENV], spec["url"], max_retries=spec.get("retries", 2))
     if kind == "expand":
         return worker_expand(spec, client)
     if kind == "naive":
@@ -331,6 +347,7 @@ def worker_expand(spec: dict[str, Any], client: Any) -> dict[str, Any]:
         columns=COLUMNS,
         request_size=spec.get("request_size", REQUEST_SIZE),
         max_concurrency=spec.get("concurrency", CONCURRENCY),
+        on_error=spec.get("on_error", "raise"),
         cache=cache_dir is not None,
         cache_dir=cache_dir,
     )
@@ -817,6 +834,117 @@ def measure_server(server: Server, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _limited(server: Server, burst: float = LIMIT_BURST, halve_at: float | None = None) -> None:
+    server._call(
+        "POST",
+        "/__faults",
+        {
+            "latency": LATENCY,
+            "requests_per_second": LIMIT_R,
+            "limit_burst": burst,
+            "retry_after": 1.0,
+            "limit_schedule": [] if halve_at is None else [[halve_at, 0.5]],
+        },
+    )
+
+
+def run_polled(server: Server, spec: dict[str, Any]) -> dict[str, Any]:
+    """``run_worker`` while the server's counters are read every 0.1 s: ``samples`` of
+    (seconds since the first request reached it, 200s, 429s)."""
+    server.reset()
+    raw: list[tuple[float, int, int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.1):
+            s = server.stats()
+            raw.append(
+                (
+                    time.monotonic(),
+                    s["requests"],
+                    s["by_status"].get("200", 0),
+                    s["by_status"].get("429", 0),
+                )
+            )
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        r = run_worker(server, spec)
+    finally:
+        stop.set()
+        poller.join()
+    start = next((t for t, n, _, _ in raw if n), raw[0][0] if raw else 0.0)
+    r["samples"] = [(round(t - start, 2), ok, refused) for t, n, ok, refused in raw if n]
+    r["ok"] = server.stats()["by_status"].get("200", 0)
+    r["refused"] = server.stats()["by_status"].get("429", 0)
+    r["share_429"] = r["refused"] / max(1, r["server_requests"])
+    r["throughput_R"] = r["ok"] / r["wall_s"] / LIMIT_R
+    return r
+
+
+def settle_seconds(samples: list[tuple[float, int, int]], at: float, limit: float) -> int | None:
+    """Whole seconds after ``at`` until every full second that follows has >= 85 % of ``limit``
+    answered and at most 10 % of its answers 429s; None if never. The run's last two seconds'
+    worth of requests are left out: there the requests run out, not the quota."""
+
+    def counts(t: float) -> tuple[int, int]:  # the last sample at or before t
+        before = [(ok, refused) for s, ok, refused in samples if s <= t]
+        return before[-1] if before else (0, 0)
+
+    total = samples[-1][1] if samples else 0
+    end = next((s for s, ok, _ in samples if ok >= total - 2 * limit), at)
+    bins = []
+    k = 0
+    while at + k + 1 <= end:
+        (ok0, r0), (ok1, r1) = counts(at + k), counts(at + k + 1)
+        ok, refused = ok1 - ok0, r1 - r0
+        bins.append(ok >= 0.85 * limit and refused <= 0.1 * max(1, ok + refused))
+        k += 1
+    for first in range(len(bins)):
+        if all(bins[first:]):
+            return first
+    return None
+
+
+def measure_limits(server: Server, p: dict[str, Any]) -> dict[str, Any]:
+    n = p["limit_requests"]
+    out: dict[str, Any] = {}
+    cases: list[tuple[str, Any, int, float]] = [
+        ("auto", "auto", n, LIMIT_BURST),
+        ("fixed_4", 4, n // 2, LIMIT_BURST),  # a quarter of the pace: half the requests
+        ("fixed_64", 64, n, LIMIT_BURST),
+        ("auto_burst_1s", "auto", n, 1.0),
+    ]
+    for label, concurrency, requests, burst in cases:
+        _limited(server, burst)
+        spec = {
+            "kind": "expand",
+            "examples": requests * REQUEST_SIZE,
+            "storage": "memory",
+            "concurrency": concurrency,
+            "on_error": "keep",  # a request out of retries is an error row, counted
+            "retries": 5,  # the library's default
+        }
+        r = run_polled(server, spec)
+        r.update(label=label, requests=requests, burst_s=burst)
+        out[label] = r
+    _limited(server, LIMIT_BURST, halve_at=HALVING_AT)
+    spec = {
+        "kind": "expand",
+        "examples": p["halving_requests"] * REQUEST_SIZE,
+        "storage": "memory",
+        "concurrency": "auto",
+        "on_error": "keep",
+        "retries": 5,
+    }
+    r = run_polled(server, spec)
+    r["settle_s"] = settle_seconds(r["samples"], HALVING_AT, LIMIT_R / 2)
+    out["halving"] = r
+    server._call("POST", "/__faults", {"requests_per_second": None, "limit_schedule": []})
+    return out
+
+
 def run_local_worker(spec: dict[str, Any], tmp: Path, *, timeout: float = 1800) -> dict[str, Any]:
     """A measurement that needs no server, in a fresh subprocess of its own."""
     env = dict(os.environ, HF_DATASETS_DISABLE_PROGRESS_BARS="1")
@@ -1180,12 +1308,43 @@ def table(results: dict[str, Any], quick: bool) -> str:
                 else "—",
             )
         )
+    lim = results.get("limits")
+    if lim:
+        for label in ("auto", "fixed_4", "fixed_64", "auto_burst_1s"):
+            r = lim[label]
+            target, ok = {
+                "auto": (
+                    ">= 0.90 R, <= 5 % 429",
+                    r["throughput_R"] >= 0.90 and r["share_429"] <= 0.05,
+                ),
+                "fixed_64": (">= 0.85 R", r["throughput_R"] >= 0.85),
+            }.get(label, ("—", None))
+            rows.append(
+                (
+                    f"8. {label.replace('_', ' ')}, R = 100/s, bucket {r['burst_s']:g} s ({r['requests']} req)",
+                    f"{r['throughput_R']:.2f} R, {r['share_429']:.1%} 429 ({r['refused']} of "
+                    f"{r['server_requests']}), {r['errors']} error rows, {r['wall_s']:.1f} s",
+                    target,
+                    verdict(ok),
+                )
+            )
+        h = lim["halving"]
+        rows.append(
+            (
+                f"8. auto, limit halved at {HALVING_AT:g} s ({h['examples'] // REQUEST_SIZE} req)",
+                f"settled in {h['settle_s']} s; {h['share_429']:.1%} 429 overall"
+                if h["settle_s"] is not None
+                else "never settled",
+                "<= 10 s",
+                verdict(h["settle_s"] is not None and h["settle_s"] <= 10),
+            )
+        )
     rec = results.get("recall")
     if rec:
         pr = rec["pairs"]
         rows.append(
             (
-                f"8. near-dup recall, Jaccard >= {pr['threshold'] + 0.02:.2f} ({pr['pairs_above']} pairs)",
+                f"9. near-dup recall, Jaccard >= {pr['threshold'] + 0.02:.2f} ({pr['pairs_above']} pairs)",
                 f"{pr['recall_above']:.4f}",
                 ">= 0.99",
                 verdict(pr["recall_above"] >= 0.99),
@@ -1240,7 +1399,7 @@ def table(results: dict[str, Any], quick: bool) -> str:
     if con:
         rows.append(
             (
-                f"9. decontamination, {con['eval_texts']:,} eval texts of 30-70 words",
+                f"10. decontamination, {con['eval_texts']:,} eval texts of 30-70 words",
                 f"{con['cpu_s']:.1f} s CPU; {con['ngrams']:,} 13-grams = {con['index_mb']:.0f} MB "
                 f"index; peak anon {con['anon_before_mb']:.0f} -> {con['peak_anon_mb']:.0f} MB "
                 f"(+ {con['peak_file_mb']:.0f} MB file-backed); {con['rows_flagged']}/100 planted",
@@ -1319,12 +1478,17 @@ def main(argv: list[str] | None = None) -> int:
         if "ray" in only:
             print("7. Ray actors ...", file=sys.stderr, flush=True)
             results["ray"] = measure_ray(server, p, tmp)
+        if "limits" in only:
+            print("8. under a rate limit ...", file=sys.stderr, flush=True)
+            results["limits"] = measure_limits(server, p)
         if "recall" in only:
-            print("8. near-duplicate recall and cost ...", file=sys.stderr, flush=True)
+            print("9. near-duplicate recall and cost ...", file=sys.stderr, flush=True)
             results["recall"] = measure_recall(recall_sizes, tmp)
         if "contamination" in only:
             print(
-                "9. decontamination against a large evaluation set ...", file=sys.stderr, flush=True
+                "10. decontamination against a large evaluation set ...",
+                file=sys.stderr,
+                flush=True,
             )
             results["contamination"] = measure_contamination(recall_sizes, tmp)
     finally:

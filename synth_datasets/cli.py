@@ -146,10 +146,19 @@ def add_expand_arguments(
             kw.update(choices=["raise", "keep"])
         elif f.name == "columns":
             kw.update(type=_comma_list, metavar="A,B")
+        elif int in kind and str in kind:  # a number or a word (max_concurrency: N or auto)
+            kw.update(type=_int_or_word)
         else:
             kw.update(type=next(t for t in (int, float, str) if t in kind))
-        p.add_argument(flag(f.name), **kw)
+        p.add_argument(*filter(None, (f.metadata["short"], flag(f.name))), **kw)
     p.set_defaults(**{k: v for k, v in defaults.items() if k not in exclude})
+
+
+def _int_or_word(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _comma_list(text: str) -> list[str]:
@@ -472,6 +481,9 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     examples = make_examples(layout, first.to_dict(), list(range(len(first))))
     base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
     has_key = args.local or bool(os.environ.get("COLLINEAR_API_KEY"))
+    in_flight = config.max_concurrency
+    if in_flight == "auto":
+        in_flight = f"up to {config.concurrency_ceiling} (adaptive)"
     body = {
         "model_id": "<not set: --model-id or COLLINEAR_MODEL_ID>" if no_model else config.model_id,
         "multiplier": config.multiplier,
@@ -481,7 +493,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     print(
         f"plan: {n} seed rows -> {math.ceil(n / size)} requests of <= {size} examples, "
         f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
-        f"{flag('generation_limit')} {config.generation_limit}), {config.max_concurrency} in flight"
+        f"{flag('generation_limit')} {config.generation_limit}), {in_flight} in flight"
     )
     print(_budget_line(config, math.ceil(n / size), n * config.multiplier))
     config.check_generations(n)  # the plan is shown, then refused like the run would be

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -46,14 +47,16 @@ from .errors import (
     status_error_class,
 )
 from .framing import parse_body
+from .throttle import Throttle
 
 __all__ = ["Generation", "SynthClient", "check_api_key", "identify_engine", "validate_examples"]
 
 logger = logging.getLogger("synth_datasets.client")
 
-# What _make_session builds: not pickled, built again in the receiving process.
+# What _make_session builds: not pickled, built again in the receiving process. A throttle
+# belongs to its process (its places and counts): a pickled client arrives without one.
 _SESSION_STATE = frozenset(
-    {"_session", "_template", "_retry", "_headers", "_timeout", "_pool", "_request_url"}
+    {"_session", "_template", "_retry", "_headers", "_timeout", "_pool", "_request_url", "throttle"}
 )
 
 
@@ -77,11 +80,13 @@ class CallInfo:
 
 
 class _Retry(Retry):
-    """``Retry`` whose ``Retry-After`` wait is capped: minutes of it would stall the expansion."""
+    """``Retry`` whose ``Retry-After`` wait is capped (minutes of it would stall the expansion)
+    and spread by the jitter, and whose waits go through the client's throttle."""
 
     # urllib3 >= 2.6 has a cap of its own, declared as int (and its default as Final); it only
     # compares and assigns it, so a fractional cap works there too. Set by the client.
     retry_after_max: float  # type: ignore[assignment]
+    throttle: Throttle | None = None
 
     def parse_retry_after(self, retry_after: str) -> float:
         # Some servers send fractional seconds ("0.5"); urllib3 only reads integers or dates.
@@ -91,13 +96,28 @@ class _Retry(Retry):
             return super().parse_retry_after(retry_after)
 
     def new(self, **kw: Any) -> _Retry:
-        retry = super().new(**kw)  # urllib3 rebuilds from __init__ arguments: carry the cap over
+        retry = super().new(**kw)  # urllib3 rebuilds from __init__ arguments: carry ours over
         retry.retry_after_max = self.retry_after_max
+        retry.throttle = self.throttle
         return retry
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.retry_after_max)
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        """Wait before the next attempt: the ``Retry-After`` plus up to ``backoff_jitter``
+        (requests refused together must not all come back at the same instant, to be refused
+        together again), else the exponential backoff; without holding a throttle's place."""
+        seconds = self.get_retry_after(response) if response is not None else None
+        if seconds:
+            seconds += random.random() * self.backoff_jitter
+        else:
+            seconds = self.get_backoff_time()
+        if self.throttle is None:
+            time.sleep(seconds)
+        else:
+            self.throttle.wait(response.status if response is not None else None, seconds)
 
 
 def identify_engine(base_url: str, timeout: float = 5.0) -> str | None:
@@ -153,7 +173,10 @@ def check_api_key(api_key: str | None) -> str:
 
 @takes_options(ClientConfig)
 class SynthClient:
-    """Client for the synth-data endpoint; ``pool_maxsize`` should match the requests in flight."""
+    """Client for the synth-data endpoint; ``pool_maxsize`` should match the requests in flight.
+
+    A ``throttle`` (the expansion gives one) gates every attempt, retries included.
+    """
 
     def __init__(
         self,
@@ -161,6 +184,7 @@ class SynthClient:
         base_url: str | None = None,
         *,
         pool_maxsize: int = 16,
+        throttle: Throttle | None = None,
         **options: Any,
     ) -> None:
         self._api_key = check_api_key(api_key)
@@ -168,6 +192,7 @@ class SynthClient:
         assert self.config.base_url is not None
         self.base_url: str = self.config.base_url
         self.pool_maxsize = max(1, pool_maxsize)
+        self.throttle = throttle
         self._session = self._make_session()
 
     @property
@@ -192,6 +217,7 @@ class SynthClient:
             raise_on_status=False,
         )
         self._retry.retry_after_max = self.config.retry_after_max
+        self._retry.throttle = self.throttle
         session = requests.Session()
         # The environment is read once here, not on every request (requests would re-scan it
         # per call, a measurable cost at thousands of requests); and never from ~/.netrc, whose
@@ -242,6 +268,7 @@ class SynthClient:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.throttle = None
         self._session = self._make_session()
 
     def close(self) -> None:
@@ -318,9 +345,13 @@ class SynthClient:
             )
             self._request_url = adapter.request_url(self._template, self._session.proxies)
         retry: Retry = self._retry
+        throttle = self.throttle
         attempts = 0
         while True:
             attempts += 1
+            if throttle is not None:
+                throttle.acquire()
+            status: int | None = None
             try:
                 response = self._pool.urlopen(
                     "POST",
@@ -334,8 +365,12 @@ class SynthClient:
                     preload_content=True,  # buffer the whole body before parsing
                     decode_content=True,
                 )
+                status = response.status
             except (HTTPError, OSError) as exc:  # urllib3 already spent the retries
                 raise self._connection_error(exc) from None
+            finally:
+                if throttle is not None:
+                    throttle.release(status)
             if response.retries is not None:
                 attempts += len(response.retries.history)
                 retry = response.retries  # what is left of the budget

@@ -133,6 +133,14 @@ def _timeout(name: str, value: Any) -> tuple[float, float]:
     return (seconds[0], seconds[1]) if pair else (min(seconds[0], DEFAULT_TIMEOUT[0]), seconds[0])
 
 
+def _concurrency(name: str, value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(name, f"must be an int >= 1 or 'auto', got {value!r:.40}")
+    return value
+
+
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda name, value: None if value is None else check(name, value)
 
@@ -308,12 +316,21 @@ def _option(
     check: Callable[[str, Any], Any],
     *,
     flag: str | None = None,
+    short: str | None = None,
     cli: bool = True,
     output: bool = False,
 ) -> Any:
-    """A config field. ``flag``: the command line's spelling when it is not ``--<name>``;
-    ``output``: the option changes the rows, so it is part of the map fingerprint."""
-    metadata = {"help": help, "check": check, "flag": flag, "cli": cli, "output": output}
+    """A config field. ``flag``: the command line's spelling when it is not ``--<name>``
+    (``short``: a one-letter one beside it); ``output``: the option changes the rows, so it is
+    part of the map fingerprint."""
+    metadata = {
+        "help": help,
+        "check": check,
+        "flag": flag,
+        "short": short,
+        "cli": cli,
+        "output": output,
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -388,7 +405,14 @@ class ExpandConfig(ClientConfig):
         output=True,
     )
     request_size: int = _option(8, "examples per request", _positive, output=True)
-    max_concurrency: int = _option(16, "requests in flight", _positive)
+    max_concurrency: int | str = _option(
+        "auto",
+        "requests in flight: N, or 'auto': more while answers are clean, fewer on 429/503",
+        _concurrency,
+    )
+    concurrency_ceiling: int = _option(
+        64, "with max_concurrency='auto', the most requests in flight", _positive
+    )
     keep_original: bool = _option(
         True, "keep the `original` column", _bool, flag="--no-original", output=True
     )
@@ -419,6 +443,13 @@ class ExpandConfig(ClientConfig):
     )
     requests_per_map_batch: int | None = _option(
         None, "requests per map call (default: about 1024 output rows)", _optional(_positive)
+    )
+    progress: bool = _option(
+        True,
+        "show a live progress bar (rows/s, in flight, retries, 429s, error rows, ETA)",
+        _bool,
+        flag="--quiet",
+        short="-q",
     )
     generation_limit: int = _option(
         GENERATION_LIMIT,
@@ -475,6 +506,15 @@ class ExpandConfig(ClientConfig):
     @property
     def client(self) -> ClientConfig:
         return ClientConfig(**{f.name: getattr(self, f.name) for f in fields(ClientConfig)})
+
+    @property
+    def threads(self) -> int:
+        """The most requests in flight: ``max_concurrency``, or its ceiling when adaptive."""
+        return (
+            self.concurrency_ceiling
+            if self.max_concurrency == "auto"
+            else int(self.max_concurrency)
+        )
 
     @property
     def requests_per_call(self) -> int:

@@ -78,9 +78,17 @@ def expand(
             folder = RequestCache.folder_for(config.cache_dir) / "maps"
             check_folder("cache_dir", folder, create=True)
             kwargs["cache_file_name"] = str(folder / f"expand-{kwargs['new_fingerprint']}.arrow")
+        # One bar: ours (rows, in flight, retries, 429s, error rows) in place of datasets' own,
+        # none with progress=False. num_proc workers show none: datasets' bar sums theirs.
+        ours = num_proc is None and mapper.engine.progress_seeds is not None
+        hide = (ours or not config.progress) and datasets.utils.is_progress_bar_enabled()
+        if hide:
+            datasets.disable_progress_bars()
         try:
             result = dataset.map(mapper, num_proc=num_proc, **kwargs)
         finally:
+            if hide:
+                datasets.enable_progress_bars()
             if num_proc is None:
                 logger.info("synth_datasets: %s", mapper.stats.summary())
             mapper.close()

@@ -1,7 +1,8 @@
 """``SynthMapper``: the expansion engine as a batched async callable for ``ds.map``.
 
 datasets runs async map functions concurrently and keeps their order; each call hands its
-requests to ``max_concurrency`` threads of our own (the default executor has only cpus+4).
+requests to threads of our own (the default executor has only cpus+4), one per request that may be
+in flight (``max_concurrency``, or its ceiling when adaptive); a throttle gates their attempts.
 ``SynthMapper`` is a ``functools.partial`` of an ``async def`` function because that is what
 ``inspect.iscoroutinefunction`` recognises on every supported Python (not, on 3.11, an instance
 with an async ``__call__``: datasets would then run nothing concurrently).
@@ -31,9 +32,13 @@ from .client import CallInfo, SynthClient, check_api_key
 from .config import ClientConfig, ExpandConfig, takes_options
 from .errors import ConfigurationError, SynthError
 from .layout import Layout, make_examples, plan_layout
+from .progress import Progress
 from .rows import Collected, RowBuilder
+from .throttle import ConcurrencyLimit, Throttle, shared_limit
 
 __all__ = ["ExpansionStats", "SynthMapper", "configure", "plan_for"]
+
+WINDOW_ROUNDS = 8  # map calls admitted at once: this many rounds of the threads' requests
 
 
 @dataclass
@@ -45,6 +50,7 @@ class ExpansionStats:
     requests_sent: int = 0
     cache_hits: int = 0
     retries: int = 0
+    rate_limited: int = 0
     failed_requests: int = 0
     seeds: int = 0
     targeted: int = 0
@@ -53,6 +59,7 @@ class ExpansionStats:
     cast_errors: int = 0
     unlinked: int = 0
     empty_seeds: int = 0
+    error_rows: int = 0
     requests_not_sent: int = 0  # left out by the budget (max_requests, max_generations)
 
     def add(self, **counts: int) -> None:
@@ -63,7 +70,8 @@ class ExpansionStats:
     def summary(self) -> str:
         return (
             f"{self.requests_sent} requests sent, {self.cache_hits} answered from cache, "
-            f"{self.retries} retried, {self.failed_requests} failed; "
+            f"{self.retries} retries ({self.rate_limited} answered 429), "
+            f"{self.failed_requests} failed; {self.error_rows} rows with an error; "
             f"{self.returned}/{self.targeted} generations returned/targeted for {self.seeds} "
             f"seeds; {self.parse_errors} parse errors, {self.cast_errors} type errors, "
             f"{self.unlinked} unlinked, {self.empty_seeds} seeds without generations"
@@ -100,6 +108,7 @@ class _Local(NamedTuple):  # what each process builds for itself: never crosses 
     client: SynthClient
     cache: RequestCache | None
     executor: ThreadPoolExecutor
+    progress: Progress | None
 
 
 class _Engine:
@@ -117,6 +126,8 @@ class _Engine:
         self.stats = ExpansionStats() if stats is None else stats
         self.layout = layout
         self._builder = RowBuilder(layout, config.multiplier) if layout is not None else None
+        self.progress_seeds: int | None = None  # set by map_kwargs when a bar is wanted
+        self._creator = os.getpid()  # a fork or an unpickled copy shows no bar
         # The run's budget, spent by every thread (on Ray, replaced by one shared by the actors).
         self.budget: Budget | None = None
         if config.max_requests is not None or config.max_generations is not None:
@@ -156,28 +167,42 @@ class _Engine:
         if self._local is None:
             with self._lock:
                 if self._local is None:
-                    c = self.config
-                    client = SynthClient(
-                        self._api_key, **c.client.as_dict(), pool_maxsize=c.max_concurrency
-                    )
-                    self._local = _Local(
-                        client,
-                        RequestCache(c.cache_dir) if c.cache else None,
-                        ThreadPoolExecutor(c.max_concurrency, thread_name_prefix="synth_datasets"),
-                    )
+                    self._local = self._build()
         return self._local
+
+    def _build(self) -> _Local:
+        c = self.config
+        if c.max_concurrency == "auto":  # the process's limit for this endpoint and token
+            assert c.base_url is not None
+            limit = shared_limit(c.base_url, check_api_key(self._api_key), c.threads)
+        else:
+            limit = ConcurrencyLimit(c.threads, c.threads)
+        throttle = Throttle(limit, count=self.stats.add)
+        client = SynthClient(
+            self._api_key, **c.client.as_dict(), pool_maxsize=c.threads, throttle=throttle
+        )
+        # The bar is the creating process's: num_proc workers and Ray actors get no total.
+        seeds = self.progress_seeds if self._pid == self._creator else None
+        return _Local(
+            client,
+            RequestCache(c.cache_dir) if c.cache else None,
+            ThreadPoolExecutor(c.threads, thread_name_prefix="synth_datasets"),
+            Progress(seeds, c.multiplier, self.stats, throttle) if seeds else None,
+        )
 
     def window(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
         """Map calls allowed past the start line at once (per event loop).
 
         datasets starts up to 1000 async map calls together; unbounded, the request threads run
-        far ahead of the writer and parsed answers pile up in memory. Two rounds of the thread
-        pool's worth of requests keep every thread busy.
+        far ahead of the writer and parsed answers pile up in memory. A map call ends with its
+        slowest request, and under a rate limit a few requests of each call wait out their
+        Retry-After: with only two rounds of the threads' worth of requests admitted, threads
+        then sat idle while the quota went unused. ``WINDOW_ROUNDS`` rounds keep them busy.
         """
         window = self._window
         if window is None or window[0] is not loop:
             per_call = self.config.requests_per_call
-            size = max(2, -(-2 * self.config.max_concurrency // per_call))
+            size = max(2, -(-WINDOW_ROUNDS * self.config.threads // per_call))
             window = self._window = (loop, asyncio.Semaphore(size))
         return window[1]
 
@@ -186,7 +211,7 @@ class _Engine:
         honour before they ask themselves."""
         c = self.config
         timeout = c.timeout if isinstance(c.timeout, tuple) else (c.timeout, c.timeout)
-        per_try = sum(timeout) + max(c.backoff_max, c.retry_after_max)
+        per_try = sum(timeout) + max(c.backoff_max, c.retry_after_max + c.backoff_factor)
         return per_try * (c.max_retries + 1)
 
     def warn_not_cached(self) -> None:
@@ -197,6 +222,8 @@ class _Engine:
     def close(self) -> None:
         if self._local is not None:
             self._local.executor.shutdown(wait=True)
+            if self._local.progress is not None:
+                self._local.progress.close()
             self._local.client.close()
             self.warn_not_cached()
             if self._local.cache is not None:
@@ -262,7 +289,7 @@ class _Engine:
         Positions in the result are relative to ``examples``. With ``on_error="raise"`` a
         failure raises, naming the seed rows; with ``"keep"`` it becomes one error row per seed.
         """
-        client, cache, _ = self.local()
+        client, cache, _, progress = self.local()
         c = self.config
         body = self._body(examples)
         key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
@@ -284,6 +311,8 @@ class _Engine:
                 exc.message = f"{exc.message} [seed rows {_format_indices(indices)}]"
                 if c.on_error == "raise":
                     raise
+                if progress is not None:
+                    progress.add_rows(len(indices))
                 return self.builder.collect_errors(len(indices), exc.message)
             finally:
                 if cache is not None and items is None:
@@ -296,9 +325,11 @@ class _Engine:
                     cache.release(key)
                 else:  # a failed write is counted by the cache, never raised: the rows matter
                     cache.put(key, items, body=info.body, content_type=info.content_type)
-            self.stats.add(requests_sent=1, retries=info.attempts - 1)
+            self.stats.add(requests_sent=1)
         rows, counts = self.builder.collect(examples, items)
         self.stats.add(returned=len(items), **counts)
+        if progress is not None:
+            progress.add_rows(len(rows.positions))
         return rows
 
 
@@ -320,7 +351,10 @@ async def _map_batch(
             raise result
     parts = [(a, rows) for (a, _), rows in zip(chunks, results, strict=True)]
     table, counts = engine.builder.to_arrow(parts, batch, seeds, examples)
-    engine.stats.add(**counts)
+    engine.stats.add(error_rows=table.num_rows - table.column("error").null_count, **counts)
+    progress = engine.local().progress
+    if progress is not None:
+        progress.account(len(seeds))
     if hasattr(batch, "pa_table"):
         return table
     # IterableDataset.map takes no table from a batch of Python values: it gets a dict of lists,
@@ -492,6 +526,9 @@ class SynthMapper(functools.partial):  # type: ignore[type-arg]
         config.check_generations(len(ds) if isinstance(ds, datasets.Dataset) else 1)
         if not isinstance(ds, datasets.Dataset):
             return kwargs
+        # A bar with an end; shown when datasets shows its own (HF_DATASETS_DISABLE_PROGRESS_BARS).
+        if config.progress and not datasets.utils.are_progress_bars_disabled():
+            self.engine.progress_seeds = len(ds)
         index = [config.index_column] if config.index_column is not None else []
         if index:  # a null index is refused before any request
             values = ds.select_columns(index).with_format("arrow")[:][index[0]]

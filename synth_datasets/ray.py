@@ -14,6 +14,7 @@ Ray started by this process, from the driver's environment).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -182,7 +183,7 @@ def _index_blocks(
         # Enough requests per block to keep an actor's threads busy, and at least one block per
         # actor when the data is small.
         n_requests = math.ceil(total / config.request_size)
-        per_block = max(1, min(4 * config.max_concurrency, math.ceil(n_requests / actors)))
+        per_block = max(1, min(4 * config.threads, math.ceil(n_requests / actors)))
     block_rows = config.request_size * per_block
     blocks: list[Any] = []
     pieces: list[tuple[int, int]] = []  # (offset, rows) of each source block in the next block
@@ -210,6 +211,7 @@ def expand_ray(
     api_key: None = None,
     concurrency: int = 2,
     num_cpus: float = 0.5,
+    split_ceiling: bool = True,
     features: Features | None = None,
     preserve_order: bool = False,
     source: Mapping[str, Any] | None = None,
@@ -225,7 +227,9 @@ def expand_ray(
     to the driver's ``COLLINEAR_BASE_URL`` / ``COLLINEAR_MODEL_ID``.
 
     Ray's own options: ``concurrency`` actors, each with ``max_concurrency`` requests in flight
-    and ``num_cpus`` CPUs reserved (it waits on HTTP); a block holds ``requests_per_map_batch``
+    and ``num_cpus`` CPUs reserved (it waits on HTTP); with ``max_concurrency="auto"`` each actor
+    adapts its own, up to ``concurrency_ceiling`` divided among the actors (``split_ceiling=False``:
+    up to all of it each); a block holds ``requests_per_map_batch``
     requests (default: ``4 * max_concurrency``, fewer for small data); ``features``: the input's
     Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
     current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
@@ -238,6 +242,9 @@ def expand_ray(
     config = ExpandConfig(**options)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    if config.max_concurrency == "auto" and split_ceiling:  # the quota is the actors' together
+        ceiling = max(1, config.concurrency_ceiling // concurrency)
+        config = dataclasses.replace(config, concurrency_ceiling=ceiling)
 
     def plan(schema: pa.Schema) -> Layout:
         if INDEX_COLUMN in schema.names:

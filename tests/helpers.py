@@ -194,8 +194,13 @@ def load_script(name: str) -> ModuleType:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The lines of ``stderr`` that report an error (progress bars may come before them)."""
-    return [line for line in stderr.splitlines() if "error" in line.lower()]
+    """The lines of ``stderr`` that report an error (progress bars, whose counts name error
+    rows, may come before them)."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if "error" in line.lower() and not line.startswith("synth_datasets:")
+    ]
 
 
 # -- the request cache's file, held by another process ----------------------------------------

@@ -166,3 +166,39 @@ def test_an_engine_announcement_reads_back(params: dict[str, str]) -> None:
     value.encode("ascii")  # a header value
     assert parse_engine(value) == {"engine": "some-engine", "version": __version__, **params}
     assert parse_engine(None) == {}
+
+
+def test_max_concurrency_is_a_number_or_auto_with_a_ceiling():
+    config = ExpandConfig(prompt="p", multiplier=2, model_id=MODEL_ID, max_concurrency="auto")
+    assert (config.max_concurrency, config.threads) == ("auto", 64)
+    assert dataclasses.replace(config, concurrency_ceiling=8).threads == 8
+    assert dataclasses.replace(config, max_concurrency=5).threads == 5
+    for bad in ("Auto", "16", 0, True, 2.5):
+        with pytest.raises(
+            ConfigurationError, match="max_concurrency must be an int >= 1 or 'auto'"
+        ):
+            dataclasses.replace(config, max_concurrency=bad)
+    with pytest.raises(ConfigurationError, match="concurrency_ceiling must be an int >= 1"):
+        dataclasses.replace(config, concurrency_ceiling=0)
+
+
+def test_cli_takes_max_concurrency_auto_and_names_the_flag(tmp_path):
+    from synth_datasets.cli import _build_parser
+
+    parser = _build_parser()
+    args = parser.parse_args(["expand", "s.jsonl", "--max-concurrency", "auto", "-q"])
+    assert (args.max_concurrency, args.progress) == ("auto", False)
+    assert parser.parse_args(["expand", "s.jsonl", "--max-concurrency", "8"]).max_concurrency == 8
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"q": "a"}\n', encoding="utf-8")
+    args = ["expand", str(seeds), "--local", "--prompt", "p", "--max-concurrency", "fast"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth_datasets.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "synth-datasets: error: --max-concurrency must be an int >= 1 or 'auto', got 'fast'"
+    )

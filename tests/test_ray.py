@@ -385,3 +385,17 @@ def test_actors_honour_every_client_option(local_ray, tmp_path):
     assert stats["by_status"] == {"429": 1, "200": 1}  # one wait, then the answer
     assert result["error"] == [None] * 12
     assert elapsed < 300  # the uncapped wait alone would be 600 s
+
+
+@pytest.mark.slow
+def test_auto_divides_the_ceiling_among_the_actors(local_ray, server, tmp_path):
+    """max_concurrency='auto' with a ceiling of 2 on two actors: one request in flight each, so
+    never more than 2 at the server, though each actor alone could reach the whole ceiling."""
+    server.set_faults(latency=0.2)  # long enough for the actors' requests to overlap
+    kwargs = ray_kwargs(
+        server, tmp_path / "cache", max_concurrency="auto", concurrency_ceiling=2, concurrency=2
+    )
+    out = to_huggingface(expand_ray(from_huggingface(seeds(32)), **kwargs))
+    assert out["error"] == [None] * 96
+    stats = server.stats()
+    assert stats["requests"] == 8 and stats["max_in_flight"] <= 2

@@ -304,7 +304,7 @@ def test_bench_recall_section_prints_its_figures(tmp_path):
     out = tmp_path / "recall.json"
     proc = script("bench.py", "--quick", "--only", "recall", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "8. near-dup recall" in proc.stdout and "CPU per 100k rows" in proc.stdout
+    assert "9. near-dup recall" in proc.stdout and "CPU per 100k rows" in proc.stdout
     recall = json.loads(out.read_text())["results"]["recall"]
     assert recall["pairs"]["recall_above"] >= 0.99 and recall["pairs"]["pairs_above"] >= 500
     assert recall["pairs"]["false_positives_below"] <= 0.01

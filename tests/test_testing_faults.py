@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import requests
-from refserver import post, wait_for
+from refserver import TIMEOUT, make_body, post, wait_for
 
 from synth_datasets.testing import Faults, ReferenceServer
-from synth_datasets.testing.faults import parse_script
+from synth_datasets.testing.faults import parse_schedule, parse_script
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,14 @@ from synth_datasets.testing.faults import parse_script
         {"script": [302]},
         {"script": "429"},
         {"shuffle": "yes"},
+        {"requests_per_second": 0},
+        {"requests_per_second": "100"},
+        {"generations_per_minute": -5.0},
+        {"limit_burst": -1.0},
+        {"limit_schedule": "10:0.5"},
+        {"limit_schedule": [(10,)]},
+        {"limit_schedule": [(10, 0)]},
+        {"limit_schedule": [(-1, 0.5)]},
     ],
 )
 def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
@@ -45,6 +53,8 @@ def test_values_are_normalised_and_the_script_copied() -> None:
     assert faults.latency == 1.0 and type(faults.latency) is float
     assert faults.script == script and faults.script is not script
     assert parse_script(" 429, drop,,ok ") == [429, "drop", "ok"]
+    assert parse_schedule("30:1, 10:0.5") == [(30.0, 1.0), (10.0, 0.5)]
+    assert Faults(limit_schedule=[[30, 1], (10, 0.5)]).limit_schedule == [(10.0, 0.5), (30.0, 1.0)]
 
 
 def test_script_statuses_with_retry_after() -> None:
@@ -167,3 +177,58 @@ def test_max_concurrency_answers_429(ref_server: ReferenceServer) -> None:
     stats = ref_server.stats()
     assert stats["max_in_flight"] == 2 and stats["in_flight"] == 0
     assert stats["requests"] == 5 and stats["by_status"] == {"429": 3}
+
+
+def test_requests_per_second_is_a_token_bucket(ref_server: ReferenceServer) -> None:
+    """A bucket of one request, refilled every 10 s: the first request goes, the next ones are
+    refused at once, before auth, taking nothing, with the time until the bucket refills."""
+    ref_server.set_faults(requests_per_second=0.1, retry_after=0.5, script=[503])
+    first = post(ref_server)
+    refused = [post(ref_server), post(ref_server, token="wrong")]
+    assert first.status_code == 503  # admitted: the script's entry is its outcome
+    assert [r.status_code for r in refused] == [429, 429]
+    assert all(r.json() == {"detail": "Rate limit exceeded"} for r in refused)
+    assert all(5 < float(r.headers["Retry-After"]) <= 10 for r in refused)
+    assert ref_server.stats()["rate_limited"] == 2
+    ref_server.set_faults(requests_per_second=0.1, limit_burst=30)  # a bucket of 3, still empty
+    assert post(ref_server).status_code == 429
+    ref_server.reset_stats()  # full buckets again
+    assert [post(ref_server).status_code for _ in range(4)] == [200, 200, 200, 429]
+    stats = ref_server.stats()
+    assert stats["by_status"] == {"200": 3, "429": 1} and stats["rate_limited"] == 1
+
+
+def test_generations_per_minute_counts_examples_times_multiplier(
+    ref_server: ReferenceServer,
+) -> None:
+    ref_server.set_faults(generations_per_minute=6, retry_after=0)
+    body = make_body(multiplier=3)  # two examples: 6 generations, the whole bucket
+    assert post(ref_server, body).status_code == 200
+    refused = post(ref_server, make_body(multiplier=1))
+    assert refused.status_code == 429
+    assert 10 < float(refused.headers["Retry-After"]) <= 20  # 2 generations at 6 a minute
+    # A request larger than the whole bucket goes once it is full (else it never could).
+    ref_server.reset_stats()
+    assert post(ref_server, make_body(multiplier=50)).status_code == 200
+    assert post(ref_server, make_body(multiplier=1)).status_code == 429
+    assert ref_server.stats()["generations"] == 100
+
+
+def test_limit_schedule_changes_the_limit_during_the_run(ref_server: ReferenceServer) -> None:
+    """One request per 10 s at first; from 0.2 s after the first request, 100 times more."""
+    ref_server.set_faults(requests_per_second=0.1, limit_schedule=[(0.2, 100.0)], retry_after=0)
+    assert [post(ref_server).status_code for _ in range(2)] == [200, 429]
+    time.sleep(0.5)  # past the step: the bucket holds 10 and refills at 10 a second
+    statuses = [post(ref_server).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert ref_server.faults.limit_schedule == [(0.2, 100.0)]
+
+
+def test_limits_are_set_over_http(ref_server: ReferenceServer) -> None:
+    response = requests.post(
+        ref_server.url + "/__faults",
+        json={"requests_per_second": 50, "limit_schedule": [[10, 0.5]]},
+        timeout=TIMEOUT,
+    )
+    assert response.json()["requests_per_second"] == 50.0
+    assert response.json()["limit_schedule"] == [[10.0, 0.5]]

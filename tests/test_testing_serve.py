@@ -29,6 +29,10 @@ def test_every_fault_has_a_flag_with_its_default() -> None:
     )
     args = parser.parse_args(["--rate-429", "0.5", "--shuffle", "--script", "429,drop"])
     assert (args.rate_429, args.shuffle, args.script) == (0.5, True, [429, "drop"])
+    limits = ["--requests-per-second", "100", "--generations-per-minute", "6000"]
+    args = parser.parse_args([*limits, "--limit-burst", "0.1", "--limit-schedule", "10:0.5"])
+    assert (args.requests_per_second, args.generations_per_minute) == (100.0, 6000.0)
+    assert (args.limit_burst, args.limit_schedule) == (0.1, [(10.0, 0.5)])
     assert "NOT a language model" in PARSER_DESCRIPTION
 
 

@@ -86,6 +86,7 @@ def test_stats_and_reset(ref_server: ReferenceServer) -> None:
         "by_status": {"200": 1, "401": 1, "422": 1, "503": 1},
         "examples": 2,
         "generations": 6,
+        "rate_limited": 0,
         "in_flight": 0,
         "max_in_flight": 1,
     }
@@ -99,6 +100,7 @@ def test_stats_and_reset(ref_server: ReferenceServer) -> None:
         "by_status": {},
         "examples": 0,
         "generations": 0,
+        "rate_limited": 0,
         "in_flight": 0,
         "max_in_flight": 0,
     }

@@ -10,7 +10,14 @@ import math
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeGuard
 
-__all__ = ["CONTENT_TYPES", "FRAMINGS", "SCRIPT_WORDS", "Faults", "parse_script"]
+__all__ = [
+    "CONTENT_TYPES",
+    "FRAMINGS",
+    "SCRIPT_WORDS",
+    "Faults",
+    "parse_schedule",
+    "parse_script",
+]
 
 # Each body framing's content type ("chunked" is JSON sent in chunks).
 CONTENT_TYPES = {
@@ -27,6 +34,16 @@ def parse_script(text: str) -> list[int | str]:
     """``"429,drop,ok"`` as ``[429, "drop", "ok"]`` (the ``--script`` flag)."""
     parts = (part.strip() for part in text.split(","))
     return [int(part) if part.isdigit() else part for part in parts if part]
+
+
+def parse_schedule(text: str) -> list[tuple[float, float]]:
+    """``"10:0.5,30:1"`` as ``[(10.0, 0.5), (30.0, 1.0)]`` (the ``--limit-schedule`` flag)."""
+    steps = []
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            at, _, factor = part.partition(":")
+            steps.append((float(at), float(factor)))
+    return steps
 
 
 def _opt(default: Any, help: str, **argparse_options: Any) -> Any:
@@ -47,6 +64,12 @@ class Faults:
     ``seed``. ``script`` is consumed first, one entry per request that ``max_concurrency`` admits.
     Latency is an admitted request's whole time to answer, work included; scripted and random
     statuses are answered before auth and validation.
+
+    Rate limits are enforced as providers do, before anything else: ``requests_per_second`` and
+    ``generations_per_minute`` are token buckets (holding ``limit_burst`` of a second and of a
+    minute of them, at least one, full at the start), a refused request takes nothing from them and is answered 429 at once
+    with a ``Retry-After`` of ``retry_after`` or the time until the buckets hold enough, which
+    ever is longer. ``limit_schedule`` multiplies both limits by a factor from a given second on.
 
     Script words: ``drop`` (the connection closes mid-body), ``truncate`` (the body ends early but
     cleanly), ``hang`` (nothing for ``hang`` seconds, then the whole answer: a read timeout before
@@ -73,6 +96,25 @@ class Faults:
     rate_extra: float = _rate("of examples given one extra")
     rate_alter_original: float = _rate("of items whose original is altered")
     max_concurrency: int | None = _opt(None, "answer 429 beyond N in-flight requests", type=int)
+    requests_per_second: float | None = _opt(
+        None, "answer 429 beyond R requests per second (a token bucket of one second)", type=float
+    )
+    generations_per_minute: float | None = _opt(
+        None,
+        "answer 429 beyond G generations (examples x multiplier) per minute (a bucket of a minute)",
+        type=float,
+    )
+    limit_burst: float = _opt(
+        1.0, "what the buckets hold, as a share of the limits' period: 1 = a second, a minute"
+    )
+    limit_schedule: list[tuple[float, float]] = dataclasses.field(
+        default_factory=list,
+        metadata={
+            "help": "the limits times a factor from a time on, in seconds from the first request "
+            "(after start or a stats reset), e.g. 10:0.5,30:1",
+            "type": parse_schedule,
+        },
+    )
     script: list[int | str] = dataclasses.field(
         default_factory=list,
         metadata={
@@ -87,8 +129,11 @@ class Faults:
         """Refuse bad values up front: a typo'd fault must not silently mean "no fault"."""
         for name in (f.name for f in dataclasses.fields(self) if isinstance(f.default, float)):
             value, rate = getattr(self, name), name.startswith("rate_")
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (number and math.isfinite(value) and 0 <= value <= (1 if rate else math.inf)):
+            if not (
+                _is_number(value)
+                and math.isfinite(value)
+                and 0 <= value <= (1 if rate else math.inf)
+            ):
                 _refuse(name, "a fraction in [0, 1]" if rate else "a finite number >= 0", value)
             setattr(self, name, float(value))
         if self.framing not in FRAMINGS:
@@ -98,6 +143,26 @@ class Faults:
         limit = self.max_concurrency
         if limit is not None and (not _is_int(limit) or limit < 1):
             _refuse("max_concurrency", "None or an int >= 1", limit)
+        for name in ("requests_per_second", "generations_per_minute"):
+            value = getattr(self, name)
+            if value is not None:
+                if not (_is_number(value) and math.isfinite(value) and value > 0):
+                    _refuse(name, "None or a finite number > 0", value)
+                setattr(self, name, float(value))
+        if isinstance(self.limit_schedule, (str, bytes)) or not isinstance(
+            self.limit_schedule, Sequence
+        ):
+            _refuse("limit_schedule", "a list of (seconds, factor) pairs", self.limit_schedule)
+        steps = []
+        for step in self.limit_schedule:
+            pair = tuple(step) if isinstance(step, Sequence) and not isinstance(step, str) else ()
+            numbers = [float(v) for v in pair if _is_number(v)]
+            if len(numbers) != 2 or len(pair) != 2 or not all(map(math.isfinite, numbers)):
+                _refuse("limit_schedule", "a list of (seconds, factor) pairs", step)
+            if numbers[0] < 0 or numbers[1] <= 0:
+                _refuse("limit_schedule", "steps of seconds >= 0 and a factor > 0", step)
+            steps.append((numbers[0], numbers[1]))
+        self.limit_schedule = sorted(steps)
         if not _is_int(self.seed):
             _refuse("seed", "an int", self.seed)
         if isinstance(self.script, (str, bytes)) or not isinstance(self.script, Sequence):
@@ -111,6 +176,10 @@ class Faults:
 
 def _refuse(name: str, expected: str, value: object) -> NoReturn:
     raise ValueError(f"Faults.{name} must be {expected}, got {value!r}")
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hmac
 import json
+import math
 import random
 import secrets
 import signal
@@ -186,8 +187,11 @@ class ReferenceServer:
 
     def _zero_stats(self) -> None:
         self._by_status: Counter[str] = Counter()
-        self._stats = dict.fromkeys(("requests", "examples", "generations"), 0)
+        self._stats = dict.fromkeys(("requests", "examples", "generations", "rate_limited"), 0)
         self._stats["max_in_flight"] = self._in_flight
+        # The rate limits: full buckets, and the schedule's clock starts at the next request.
+        self._tokens: dict[str, float] = {}
+        self._limit_clock: tuple[float, float] | None = None  # (first request, last refill)
 
     def _snapshot(self) -> dict[str, Any]:
         return {**self._stats, "by_status": dict(self._by_status), "in_flight": self._in_flight}
@@ -195,12 +199,14 @@ class ReferenceServer:
     def stats(self) -> dict[str, Any]:
         """Counters since start or the last reset: ``requests`` (every generate POST), ``by_status``
         ("200", "401", ... and the faulty 200s "drop", "truncate", "hang", "stall"), ``examples``
-        and ``generations`` (what complete 200 answers carried), ``in_flight``, ``max_in_flight``.
+        and ``generations`` (what complete 200 answers carried), ``rate_limited`` (the 429s of
+        the rate limits), ``in_flight``, ``max_in_flight``.
         """
         return self._on_loop(self._snapshot)
 
     def reset_stats(self) -> None:
-        """Zero the counters (the fault RNG and the script are left as they are)."""
+        """Zero the counters, refill the rate limits' buckets and restart their schedule's clock
+        (the fault RNG and the script are left as they are)."""
         self._on_loop(self._zero_stats)
 
     def set_faults(self, faults: Faults | None = None, **changes: Any) -> None:
@@ -222,17 +228,48 @@ class ReferenceServer:
         detail: str | Detail | None = None,
         retry_after: str | None = None,
     ) -> web.Response:
-        """An error answer; ``retry_after`` (an engine's backend's) replaces the faults' own."""
+        """An error answer; ``retry_after`` (an engine's backend's, or the rate limits') replaces
+        the faults' own."""
         self._by_status[str(status)] += 1
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if retry_after is not None:
             headers["Retry-After"] = retry_after
         elif status in (429, 503):
-            seconds = faults.retry_after
-            headers["Retry-After"] = str(int(seconds)) if seconds.is_integer() else repr(seconds)
+            headers["Retry-After"] = _seconds(faults.retry_after)
         if detail is None:
             detail = _STATUS_DETAIL.get(status) or HTTPStatus(status).phrase
         return web.json_response({"detail": detail}, status=status, headers=headers)
+
+    def _limit_wait(self, faults: Faults, generations: int) -> float | None:
+        """Take a request from the rate limits' buckets: None when they hold enough (it is
+        taken), else the seconds until they would (nothing is taken)."""
+        now = asyncio.get_running_loop().time()
+        start, last = self._limit_clock or (now, now)
+        self._limit_clock = (start, now)
+        factor = 1.0
+        for at, step in faults.limit_schedule:
+            if now - start >= at:
+                factor = step
+        buckets = []  # (name, tokens per second, capacity, tokens this request takes)
+        if faults.requests_per_second is not None:
+            rate = faults.requests_per_second * factor
+            buckets.append(("requests", rate, max(1.0, rate * faults.limit_burst), 1.0))
+        if faults.generations_per_minute is not None:
+            rate = faults.generations_per_minute * factor / 60
+            capacity = max(1.0, rate * 60 * faults.limit_burst)
+            buckets.append(("generations", rate, capacity, float(generations)))
+        waits = []
+        for name, rate, capacity, need in buckets:
+            level = min(capacity, self._tokens.get(name, capacity) + (now - last) * rate)
+            self._tokens[name] = level
+            # A request larger than the whole bucket goes once it is full, leaving it in debt.
+            if level < min(need, capacity):
+                waits.append((min(need, capacity) - level) / rate)
+        if waits:
+            return max(waits)
+        for name, _, _, need in buckets:
+            self._tokens[name] -= need
+        return None
 
     def _decide(self, faults: Faults) -> int | str:
         """The request-level outcome: the next script entry, else one draw of the fault RNG."""
@@ -272,6 +309,14 @@ class ReferenceServer:
         add to the latency a benchmark sets (a fixed sleep plus the work would)."""
         faults = self.faults
         self._stats["requests"] += 1
+        if faults.requests_per_second is not None or faults.generations_per_minute is not None:
+            counted = await _generations(request) if faults.generations_per_minute else 0
+            wait = self._limit_wait(faults, counted)
+            if wait is not None:
+                self._stats["rate_limited"] += 1
+                # Whole milliseconds, rounded up: never earlier than the buckets allow.
+                seconds = max(faults.retry_after, math.ceil(wait * 1000) / 1000)
+                return self._error(429, faults, "Rate limit exceeded", _seconds(seconds))
         if faults.max_concurrency is not None and self._in_flight >= faults.max_concurrency:
             return self._error(429, faults, "Too many concurrent requests")
         self._in_flight += 1
@@ -338,6 +383,21 @@ class ReferenceServer:
             except (TypeError, ValueError) as exc:
                 return web.json_response({"detail": str(exc)}, status=400)
         return web.json_response(dataclasses.asdict(self.faults))
+
+
+def _seconds(value: float) -> str:
+    """A ``Retry-After`` value: whole seconds as an integer, else the fraction."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+async def _generations(request: web.Request) -> int:
+    """The generations a request asks for (examples x multiplier); 0 when its body is not the
+    documented shape (validation answers it later)."""
+    try:
+        body = json.loads(await request.read())
+        return max(0, len(body["examples"]) * int(body["multiplier"]))
+    except (web.HTTPException, ValueError, TypeError, KeyError):
+        return 0
 
 
 async def _send(
