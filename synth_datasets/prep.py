@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Features, List, Value
 
-from .contamination import DEFAULT_NGRAM, EvalSet, find_contamination
+from .contamination import EvalIndex, EvalSet, find_contamination, index_eval_sets
 from .dedup import (
     DEFAULT_NEAR_THRESHOLD,
     DuplicateFinder,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MESSAGES_FEATURE",
     "DuplicateOptions",
+    "EvalIndex",
     "EvalSet",
     "cross_split_duplicates",
     "decontaminate",
@@ -43,6 +44,7 @@ __all__ = [
     "duplicate_mask",
     "find_contamination",
     "held_out_rows",
+    "index_eval_sets",
     "mix_in_seeds",
     "seed_groups",
     "split_by_seed",
@@ -305,14 +307,15 @@ def cross_split_duplicates(
 
 def decontaminate(
     ds: datasets.Dataset,
-    against: Sequence[EvalSet | str | datasets.Dataset],
+    against: Sequence[EvalSet | str | datasets.Dataset] | EvalIndex,
     *,
-    n: int = DEFAULT_NGRAM,
+    n: int | None = None,
     remove: bool = False,
     columns: Sequence[str] | None = None,
 ) -> datasets.Dataset:
-    """Check ``ds`` against evaluation sets (``find_contamination``) and, with ``remove``, drop
-    the rows that share an ``n``-word n-gram with one of them.
+    """Check ``ds`` against evaluation sets (``find_contamination``: a list of them, or their
+    ``EvalIndex``) and, with ``remove``, drop the rows that share an ``n``-word n-gram (13 by
+    default) with one of them.
 
     The result records what was checked and found (the sets with their revision or fingerprint,
     split and columns, ``n``, the rows flagged and removed) in its provenance, under
