@@ -3,6 +3,7 @@ typo taken for a Hub id; each one line naming the source, in the words the user 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -106,12 +107,19 @@ def test_an_empty_or_mixed_folder_is_one_line_naming_it(tmp_path):
 
 
 def test_a_local_typo_taken_for_a_hub_id_names_the_source_when_no_hub_answers():
-    """No fake Hub here: HF_ENDPOINT points at a port nobody listens on."""
-    message = refused(
-        "evals/missingdir",
-        "evals/missingdir: no such file or folder, and the Hub could not be reached: ConnectError",
+    """As a user runs it offline: the Hub's address answers nothing (a port nobody listens on)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = cli(
+        "expand", "evals/missingdir", "--prompt", "p", "--dry-run", env={"HF_ENDPOINT": nobody}
     )
-    assert len(message) < 300
+    assert proc.returncode == 2, proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert line.startswith(
+        "synth-datasets: error: evals/missingdir: no such file or folder, and the Hub could not "
+        "be reached: ConnectError"
+    )
 
 
 def test_a_hub_dataset_split_and_a_missing_hub_dataset(fake_hub):
