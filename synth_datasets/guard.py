@@ -45,7 +45,7 @@ def run_guarded(
 ) -> int:
     """Run a command the way every entry point here does: exit 2 for usage or configuration
     (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v); the
-    command itself returns ``BUDGET_EXIT`` (``budget_exit``) when it stopped at its budget.
+    command itself returns ``cli.BUDGET_EXIT`` (``cli.budget_exit``) when it stopped at its budget.
 
     ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
     token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
