@@ -25,16 +25,11 @@ from typing import Any
 import datasets
 
 from synth_datasets.card import build_sft_card
-from synth_datasets.cli import (
-    add_against_arguments,
-    add_publish_options,
-    card_options,
-    print_offline_notice,
-    push,
-    run_guarded,
-)
+from synth_datasets.cli import print_offline_notice, push
 from synth_datasets.errors import ConfigurationError, UsageError
+from synth_datasets.flags import add_against_arguments, add_publish_options, card_options
 from synth_datasets.folder import MANIFEST, load_result
+from synth_datasets.guard import run_guarded
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import (
     cross_split_duplicates,
