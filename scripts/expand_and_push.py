@@ -19,21 +19,18 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from synth_datasets import build_card, expand, get_provenance
-from synth_datasets.cli import (
+from synth_datasets.cli import budget_exit, load_seeds, print_offline_notice, push
+from synth_datasets.errors import UsageError
+from synth_datasets.flags import (
     add_expand_arguments,
     add_output_arguments,
     add_publish_options,
-    budget_exit,
     card_options,
     expand_options,
-    load_seeds,
     offline_run,
-    print_offline_notice,
-    push,
-    run_guarded,
 )
-from synth_datasets.errors import UsageError
 from synth_datasets.folder import MANIFEST, check_output, write_output
+from synth_datasets.guard import run_guarded
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD, quality_report
 

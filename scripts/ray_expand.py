@@ -33,7 +33,7 @@ API_KEY_ENV = "COLLINEAR_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_card_options, add_expand_arguments, add_output_arguments
+    from synth_datasets.flags import add_card_options, add_expand_arguments, add_output_arguments
 
     p = argparse.ArgumentParser(
         prog="ray_expand.py",
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from synth_datasets.cli import run_guarded
+    from synth_datasets.guard import run_guarded
 
     return run_guarded("ray_expand.py", run, args, describe=one_line)
 
@@ -81,15 +81,10 @@ def one_line(exc: BaseException) -> str:
 def run(args: argparse.Namespace) -> int:
     import ray
 
-    from synth_datasets.cli import (
-        budget_exit,
-        expand_options,
-        load_seeds,
-        make_card,
-        print_offline_notice,
-    )
+    from synth_datasets.cli import budget_exit, load_seeds, make_card, print_offline_notice
     from synth_datasets.client import check_api_key
     from synth_datasets.errors import UsageError
+    from synth_datasets.flags import expand_options
     from synth_datasets.folder import MANIFEST, README, check_output, write_output
     from synth_datasets.ray import expand_ray, from_huggingface, to_huggingface
 

@@ -48,7 +48,7 @@ def expand_shard(ds: Any, *, rank: int, world_size: int, **expand_kwargs: Any) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from synth_datasets.cli import add_expand_arguments, add_output_arguments
+    from synth_datasets.flags import add_expand_arguments, add_output_arguments
 
     p = argparse.ArgumentParser(
         prog="split_by_node.py",
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from synth_datasets.cli import run_guarded
+    from synth_datasets.guard import run_guarded
 
     return run_guarded(
         "split_by_node.py", cmd_expand if args.command == "expand" else cmd_merge, args
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_expand(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from synth_datasets.cli import budget_exit, expand_options, load_seeds
+    from synth_datasets.cli import budget_exit, load_seeds
     from synth_datasets.errors import UsageError
+    from synth_datasets.flags import expand_options
     from synth_datasets.folder import check_output, write_output
 
     if not 0 <= args.rank < args.world_size:

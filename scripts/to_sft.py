@@ -27,17 +27,16 @@ from typing import Any
 import datasets
 
 from synth_datasets.card import build_sft_card
-from synth_datasets.cli import (
+from synth_datasets.cli import print_offline_notice, push
+from synth_datasets.errors import ConfigurationError, UsageError
+from synth_datasets.flags import (
     add_against_arguments,
     add_output_arguments,
     add_publish_options,
     card_options,
-    print_offline_notice,
-    push,
-    run_guarded,
 )
-from synth_datasets.errors import ConfigurationError, UsageError
 from synth_datasets.folder import MANIFEST, README, check_output, load_result, write_splits
+from synth_datasets.guard import run_guarded
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import (
     check_test_size,

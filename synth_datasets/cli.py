@@ -2,30 +2,36 @@
 
 Exit codes: 0 done, 2 usage or configuration (nothing was sent), 1 failure, 3 stopped at the
 budget (``--max-requests``, ``--max-generations``: what was received is written), 130 interrupted.
-Errors are one line; ``-v`` shows the traceback and DEBUG logs.
+Errors are one line; ``-v`` shows the traceback and DEBUG logs. The flags are built in ``flags.py``
+and every command ends through ``guard.run_guarded``, as the scripts' do.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import os
-import re
 import sys
-import traceback
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .config import OFFLINE_NOTICE, ExpandConfig, option_fields
-from .errors import ConfigurationError, SynthError, UsageError, scrub
+from .config import OFFLINE_NOTICE, ExpandConfig, flag
+from .errors import ConfigurationError, UsageError
+from .flags import (
+    add_against_arguments,
+    add_card_options,
+    add_expand_arguments,
+    add_output_arguments,
+    add_publish_options,
+    card_options,
+    expand_options,
+    offline_run,
+)
 from .folder import (
     MANIFEST,
     README,
@@ -35,30 +41,22 @@ from .folder import (
     write_figures,
     write_output,
 )
-from .sources import check_utf8, load_source
+from .guard import run_guarded
+from .sources import load_source
 
 __all__ = [
     "BUDGET_EXIT",
-    "add_against_arguments",
-    "add_card_options",
-    "add_expand_arguments",
-    "add_hub_options",
-    "add_output_arguments",
     "budget_exit",
-    "check_output",
-    "expand_options",
-    "flag",
     "load_seeds",
     "main",
-    "offline_run",
+    "make_card",
     "print_offline_notice",
-    "read_prompt",
-    "run_guarded",
+    "push",
+    "write_card",
 ]
 
 BUDGET_EXIT = 3
 """The exit code of a run that stopped at its budget: its rows are written, the rest unsent."""
-_FIELDS = {f.name: f for f in fields(ExpandConfig)}
 
 
 def _add_expand(sub: Any) -> None:
@@ -81,243 +79,12 @@ def _add_expand(sub: Any) -> None:
     add_publish_options(p)
 
 
-# The command line asks for 4 generations per seed unless told (the API has no default).
-_CLI_DEFAULTS: dict[str, Any] = {"multiplier": 4}
-
-
-def flag(option: str) -> str:
-    """An option's spelling on the command line."""
-    f = _FIELDS[option]
-    return str(f.metadata["flag"] or "--" + option.replace("_", "-"))
-
-
-def in_cli_words(message: str, option: str | None) -> str:
-    """A library error about keyword ``option`` in the words of the command line: its flag
-    (``pass model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
-    COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
-    if option == "api_key":
-        return message.replace("pass api_key=", "use --local (the offline reference server)")
-    if not option:
-        return message
-    # A publishing keyword (allow_offline_data=True) is spelled as its flag too.
-    spelled = flag(option) if option in _FIELDS else "--" + option.replace("_", "-")
-    # Not inside quotes: a column may be named like an option.
-    return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])(=True)?=?", spelled, message)
-
-
-def add_expand_arguments(
-    p: argparse.ArgumentParser,
-    *,
-    exclude: Sequence[str] = (),
-    defaults: dict[str, Any] | None = None,
-) -> None:
-    """The seeds, the prompt and every option of ``ExpandConfig`` as flags: the CLI's
-    ``expand`` and the scripts share them, so each flag is spelled, typed and explained once."""
-    p.add_argument("source", help="file, save_to_disk folder, or Hub dataset id")
-    p.add_argument("--split", default=None, help="split to use (default: train)")
-    p.add_argument("--config", default=None, help="Hub dataset config name")
-    p.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or sha)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows")
-    prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", help="instruction prompt sent with every request")
-    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
-    p.add_argument(
-        "--local",
-        action="store_true",
-        help="start the bundled reference server on loopback and use it (no account; "
-        "its offline engine rewrites words, it is not a language model; --engine openai "
-        "answers from your own model)",
-    )
-    from .testing.serve import add_engine_arguments
-
-    add_engine_arguments(p)
-    defaults = {**_CLI_DEFAULTS, **(defaults or {})}
-    hints = typing.get_type_hints(ExpandConfig)
-    for f in option_fields(ExpandConfig):
-        if not f.metadata["cli"] or f.name in exclude:
-            continue
-        default = defaults.get(f.name, f.default)
-        shown = "" if default in (None, dataclasses.MISSING) else f" (default {default})"
-        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"] + shown}
-        kind = typing.get_args(hints[f.name]) or (hints[f.name],)
-        if bool in kind:  # a default-on switch: the flag turns it off
-            kw.update(action="store_false", default=None, help="do not " + f.metadata["help"])
-        elif f.name == "on_error":
-            kw.update(choices=["raise", "keep"])
-        elif f.name == "columns":
-            kw.update(type=_comma_list, metavar="A,B")
-        elif int in kind and str in kind:  # a number or a word (max_concurrency: N or auto)
-            kw.update(type=_int_or_word)
-        else:
-            kw.update(type=next(t for t in (int, float, str) if t in kind))
-        p.add_argument(*filter(None, (f.metadata["short"], flag(f.name))), **kw)
-    p.set_defaults(**{k: v for k, v in defaults.items() if k not in exclude})
-
-
-def _int_or_word(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _comma_list(text: str) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
-
-
-def _whole_number(text: str) -> int:
-    """A whole number >= 1 (argparse names the flag)."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}")
-    return int(text)
-
-
-def expand_options(args: argparse.Namespace, stack: ExitStack | None = None) -> dict[str, Any]:
-    """The keywords of ``expand`` that the command line gave (the rest keep their defaults):
-    the prompt, the options, and with ``--local`` and a ``stack`` the bundled server's URL and
-    token (the server, with the ``--engine`` chosen, is stopped with ``stack``)."""
-    from .testing.serve import engine_flags, engine_from_args
-
-    options = {
-        f.name: getattr(args, f.name)
-        for f in fields(ExpandConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    options["prompt"] = read_prompt(args)
-    if not args.local:
-        given = engine_flags(args)
-        if given:
-            raise UsageError(f"{given[0]} chooses the bundled server's engine: add --local")
-        return options
-    if "base_url" in options:
-        raise UsageError("--local runs its own server: drop --base-url (or --local)")
-    engine = engine_from_args(args)
-    options.setdefault("model_id", engine.model_id)
-    size = options.get("request_size", _FIELDS["request_size"].default)
-    in_flight = engine.requests_in_flight(size * (options.get("multiplier") or 1))
-    if in_flight is not None and "max_concurrency" not in options:
-        # Requests beyond what the engine works on at once wait in its queue, past the timeout.
-        options["max_concurrency"] = in_flight
-    if stack is not None:
-        from .testing import ReferenceServer
-
-        server = stack.enter_context(ReferenceServer(engine=engine))
-        options.update(api_key=server.token, base_url=server.url)
-        print(
-            f"using the local reference server at {server.url}: rows are generated by "
-            f"{engine.description}"
-        )
-        if in_flight is not None:
-            n = options["max_concurrency"]
-            print(f"keeping {n} requests in flight (--max-concurrency to change it)")
-    return options
-
-
-def offline_run(args: argparse.Namespace) -> bool:
-    """Whether the rows will come from the offline engine: ``--local`` with no other ``--engine``."""
-    return bool(args.local) and args.engine in (None, "offline")
-
-
 def print_offline_notice(dataset: Any, provenance: Any = None) -> None:
     """The first line of a command's report on rows the offline engine made."""
     from .provenance import get_provenance, is_offline
 
     if is_offline(provenance if provenance is not None else get_provenance(dataset)):
         print(f"note: these rows were {OFFLINE_NOTICE} (word substitution, not a language model)")
-
-
-def add_output_arguments(
-    p: argparse.ArgumentParser,
-    *,
-    help: str = "write the data, its card and the manifest to this folder",
-    required: bool = False,
-    formats: bool = True,
-) -> None:
-    """``--output`` (and ``--format``) and ``--overwrite``: the same for the CLI and scripts."""
-    p.add_argument("--output", type=Path, default=None, required=required, help=help)
-    if formats:
-        p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace files in --output that synth-datasets did not write (your own README.md, "
-        "data files it does not know)",
-    )
-
-
-def add_publish_options(p: argparse.ArgumentParser) -> None:
-    """The Hub and card options, the same for the CLI and the scripts."""
-    add_hub_options(p)
-    add_card_options(p)
-
-
-def add_hub_options(p: argparse.ArgumentParser) -> None:
-    """Where and how a push goes (``hub.push_to_hub``'s keywords, see ``push``)."""
-    p.add_argument(
-        "--public", action="store_true", help="create the Hub repo public (default private)"
-    )
-    p.add_argument(
-        "--hf-token-file",
-        metavar="PATH",
-        dest="hf_token",
-        type=_token_file,
-        default=None,
-        help="read the Hub token from this file (default: HF_TOKEN, else the token saved by "
-        "`hf auth login`); a token typed on the command line would land in shell history and ps",
-    )
-    p.add_argument(
-        "--overwrite-card",
-        action="store_true",
-        help="replace the README already in the repo even if it was written by hand",
-    )
-    p.add_argument(
-        "--allow-offline-data",
-        action="store_true",
-        help="push rows made by the bundled offline engine (--local, serve) all the same",
-    )
-
-
-def add_card_options(p: argparse.ArgumentParser) -> None:
-    """What the card says (``card_options``): all that ``card`` takes, which writes no Hub repo."""
-    # Refused, not unknown: argparse would quote an unknown flag's value (the token) back, or take
-    # it for --hf-token-file (a prefix) where that exists.
-    p.add_argument("--hf-token", type=_token_on_command_line, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--pretty-name",
-        default=None,
-        help="the card's title (default: the repo's name, else the seed dataset's)",
-    )
-    p.add_argument("--license", default=None, help="license for the card (default: the source's)")
-    p.add_argument("--language", action="append", default=None, help="card language (repeatable)")
-    p.add_argument(
-        "--task-category",
-        action="append",
-        default=None,
-        dest="task_categories",
-        help="card task category (repeatable)",
-    )
-    p.add_argument(
-        "--no-prompt-in-card", action="store_true", help="do not publish the prompt in the card"
-    )
-
-
-def _token_file(path: str) -> str:
-    """The Hub token in the file ``path``; an error never quotes the file's text."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
-    if not token or any(c.isspace() for c in token):
-        raise argparse.ArgumentTypeError(f"{path} must hold the token alone, on one line")
-    return token
-
-
-def _token_on_command_line(value: str) -> str:
-    raise argparse.ArgumentTypeError(
-        "refused: a token on the command line lands in shell history and ps; set HF_TOKEN, "
-        "run `hf auth login` or pass --hf-token-file PATH"
-    )
 
 
 def _folder_command(sub: Any, name: str, help: str, **kw: Any) -> argparse.ArgumentParser:
@@ -369,33 +136,6 @@ def _add_report(sub: Any) -> None:
     )
 
 
-def add_against_arguments(p: argparse.ArgumentParser, name: str, what: str) -> None:
-    """The evaluation sets to check against (comma-separated or repeated) and ``--ngram``."""
-    from .contamination import DEFAULT_NGRAM, EvalSet
-
-    def sets(text: str) -> list[EvalSet]:
-        try:
-            return [EvalSet.parse(spec) for spec in _comma_list(text)]
-        except UsageError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    p.add_argument(
-        name,
-        metavar="A,B",
-        type=sets,
-        action="extend",
-        default=[],
-        help=f"{what}: each a file, a save_to_disk folder or a Hub id, as PATH[:SPLIT] or "
-        "HUB_ID[@REVISION][:CONFIG][:SPLIT] (a Hub id's split defaults to test)",
-    )
-    p.add_argument(
-        "--ngram",
-        type=_whole_number,
-        default=DEFAULT_NGRAM,
-        help=f"words per n-gram of that check (default {DEFAULT_NGRAM})",
-    )
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from .card import figure_drawer
     from .report import DEFAULT_NEAR_THRESHOLD, quality_report
@@ -443,25 +183,6 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_parser("serve", help="run the offline reference server of the endpoint")
     )
     return parser
-
-
-# -- loading --------------------------------------------------------------------------------------
-
-
-def read_prompt(args: argparse.Namespace) -> str:
-    """``--prompt`` or the text of ``--prompt-file``."""
-    if args.prompt_file is not None:
-        try:
-            check_utf8(args.prompt_file, f"--prompt-file {args.prompt_file}")
-            return str(args.prompt_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"--prompt-file: {exc.strerror}: {args.prompt_file}") from None
-    if args.prompt is None:
-        raise UsageError("give the instruction prompt with --prompt or --prompt-file")
-    return str(args.prompt)
-
-
-# -- commands -------------------------------------------------------------------------------------
 
 
 def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
@@ -539,16 +260,6 @@ def budget_exit(prog: str, dataset: Any) -> int:
         return 0
     print(f"{prog}: {partial_message(partial, spell=flag)}", file=sys.stderr)
     return BUDGET_EXIT
-
-
-def card_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "pretty_name": args.pretty_name,
-        "license": args.license,
-        "language": args.language,
-        "task_categories": args.task_categories,
-        "include_prompt": not args.no_prompt_in_card,
-    }
 
 
 def make_card(dataset: Any, folder: Path, args: argparse.Namespace, repo_id: str | None) -> Any:
@@ -687,91 +398,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_guarded("synth-datasets", commands[args.command], args, verbose=args.verbose)
     finally:
         datasets.logging.enable_propagation()  # as it was, for a caller in the same process
-
-
-def run_guarded(
-    prog: str,
-    command: Callable[[argparse.Namespace], int],
-    args: argparse.Namespace,
-    *,
-    verbose: bool = False,
-    describe: Callable[[BaseException], str] | None = None,
-) -> int:
-    """Run a command the way every entry point here does: exit 2 for usage or configuration
-    (nothing was sent), 1 for a failure, each as one line on stderr (a traceback with -v); the
-    command itself returns ``BUDGET_EXIT`` (``budget_exit``) when it stopped at its budget.
-
-    ``describe`` words the errors that are not ours (Ray's, say). A server may quote back the
-    token it was sent (the Hub's errors and debug logs of its headers do): the tokens this
-    process holds are masked in what it prints.
-    """
-    tokens = _tokens(args)
-    masking = _Masking(tokens)
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(masking)
-    # A run stopped at its budget ends with the command's own line (flags, BUDGET_EXIT): the
-    # library's warning, in Python's terms, would say it twice.
-    budget_log = logging.getLogger("synth_datasets.budget")
-    budget_level = budget_log.level
-    budget_log.setLevel(logging.ERROR)
-    try:
-        return command(args)
-    except KeyboardInterrupt:
-        print(
-            f"{prog}: interrupted; answered requests are cached, rerun to resume", file=sys.stderr
-        )
-        return 130
-    except Exception as exc:
-        scrub(exc, *tokens)
-        code = 2 if isinstance(exc, (UsageError, ConfigurationError)) else 1
-        if verbose:
-            traceback.print_exc()
-        if describe is not None and not isinstance(exc, (UsageError, SynthError)):
-            message = describe(exc)
-        else:
-            prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
-            message = prefix + " ".join(str(exc).split())
-            message = in_cli_words(message, getattr(exc, "option", None))
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return code
-    finally:
-        budget_log.setLevel(budget_level)
-        for handler in handlers:
-            handler.removeFilter(masking)
-
-
-def _tokens(args: argparse.Namespace) -> list[str]:
-    """The API and Hub tokens this process may hold (too short to be one: not masked)."""
-    from huggingface_hub import get_token
-
-    found = (
-        getattr(args, "hf_token", None),
-        os.environ.get("HF_TOKEN"),
-        get_token(),
-        os.environ.get("COLLINEAR_API_KEY"),
-    )
-    return [token.strip() for token in found if token and len(token.strip()) >= 8]
-
-
-class _Masking(logging.Filter):
-    """Masks the tokens in each record a handler prints."""
-
-    def __init__(self, tokens: Sequence[str]) -> None:
-        super().__init__()
-        self.tokens = tokens
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = message
-        for token in self.tokens:
-            masked = masked.replace(token, "***")
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and record.exc_info[1] is not None:
-            scrub(record.exc_info[1], *self.tokens)
-            record.exc_text = None
-        return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ __all__ = [
     "ExpandConfig",
     "announce_engine",
     "check_folder",
+    "flag",
     "given_model_id",
     "option_fields",
     "parse_engine",
@@ -581,6 +582,14 @@ def option_fields(config: type = ExpandConfig) -> list[dataclasses.Field[Any]]:
     """The config's fields, its own before those it inherits (the expansion's before the
     client's): the order help texts list them in."""
     return sorted(fields(config), key=lambda f: f.name not in config.__annotations__)
+
+
+def flag(option: str) -> str:
+    """An option's spelling on the command line: its field's ``flag``, else ``--<name>``, as for
+    a keyword that is no option (``allow_offline_data`` -> ``--allow-offline-data``)."""
+    f = ExpandConfig.__dataclass_fields__.get(option)
+    spelled = f.metadata["flag"] if f is not None else None
+    return str(spelled or "--" + option.replace("_", "-"))
 
 
 def takes_options(config: type, exclude: Sequence[str] = ()) -> Callable[[_F], _F]:

@@ -54,7 +54,7 @@ class SynthError(Exception):
 
 class ConfigurationError(SynthError, ValueError):
     """Found before anything was sent; ``option`` names the keyword at fault, for the command
-    line to name its own flag or variable instead (``cli.in_cli_words``)."""
+    line to name its own flag or variable instead (``guard.in_cli_words``)."""
 
     def __init__(self, message: str, *, option: str | None = None) -> None:
         super().__init__(message)

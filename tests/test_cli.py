@@ -135,14 +135,6 @@ def test_a_bad_key_is_named_by_its_variable(
     )
 
 
-def test_card_offers_no_hub_options() -> None:
-    """`card` writes a local README.md: no --public or --hf-token that would do nothing."""
-    proc = cli("card", "--help")
-    assert proc.returncode == 0
-    assert "--license" in proc.stdout and "--no-prompt-in-card" in proc.stdout
-    assert "--public" not in proc.stdout and "--hf-token" not in proc.stdout
-
-
 def test_save_to_disk_source(tmp_path):
     datasets.Dataset.from_list([{"q": "one question"}, {"q": "two question"}]).save_to_disk(
         str(tmp_path / "saved")

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import MODEL_ID
 
 from synth_datasets import ConfigurationError, SynthClient, SynthMapper, __version__, expand
-from synth_datasets.cli import flag, main
 from synth_datasets.config import (
     ClientConfig,
     ExpandConfig,
     announce_engine,
+    flag,
     option_fields,
     parse_engine,
 )
@@ -68,31 +65,11 @@ def test_client_takes_every_client_option():
     assert list(inspect.signature(SynthClient).parameters)[:2] == ["api_key", "base_url"]
 
 
-def test_cli_has_a_flag_per_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["expand", "--help"])
-    flags = set(re.findall(r"--[a-z][a-z0-9-]*", capsys.readouterr().out))
-    wanted = {flag(name) for name, f in OPTIONS.items() if f.metadata["cli"]}
-    assert wanted <= flags, sorted(wanted - flags)
-
-
-@pytest.mark.parametrize(
-    "script, skip",
-    [
-        ("expand_and_push.py", set()),
-        ("ray_expand.py", {"index_column"}),
-        ("split_by_node.py", {"index_column"}),
-    ],
-)
-def test_scripts_have_a_flag_per_option(script, skip):
-    args = [sys.executable, str(ROOT / "scripts" / script)]
-    if script == "split_by_node.py":
-        args.append("expand")
-    text = subprocess.run([*args, "--help"], capture_output=True, text=True, check=True).stdout
-    for name, f in OPTIONS.items():
-        if f.metadata["cli"] and name not in skip:
-            spelled = f.metadata["flag"] or "--" + name.replace("_", "-")
-            assert spelled in text, f"{script} lacks {spelled}"
+def test_an_option_is_spelled_as_its_flag_on_the_command_line():
+    assert flag("model_id") == "--model-id"
+    assert (flag("progress"), flag("keep_original")) == ("--quiet", "--no-original")
+    # A keyword that is no option of the config (a publishing one) is spelled the same way.
+    assert flag("allow_offline_data") == "--allow-offline-data"
 
 
 def test_the_config_checks_itself_once_naming_the_option():
@@ -133,30 +110,6 @@ def test_fingerprint_follows_what_changes_rows_only():
     assert base.fingerprint() != dataclasses.replace(base, prompt="q").fingerprint()
 
 
-def test_cli_errors_name_the_flag(tmp_path):
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text('{"q": "a"}\n', encoding="utf-8")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synth_datasets.cli",
-            "expand",
-            str(seeds),
-            "--local",
-            "--prompt",
-            "p",
-            "--request-size",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert "--request-size must be an int >= 1" in proc.stderr
-
-
 @pytest.mark.parametrize(
     "params",
     [{}, {"model": "Qwen/Qwen2.5-7B-Instruct", "host": "127.0.0.1:8000"}, {"model": "a; b=c é"}],
@@ -180,25 +133,3 @@ def test_max_concurrency_is_a_number_or_auto_with_a_ceiling():
             dataclasses.replace(config, max_concurrency=bad)
     with pytest.raises(ConfigurationError, match="concurrency_ceiling must be an int >= 1"):
         dataclasses.replace(config, concurrency_ceiling=0)
-
-
-def test_cli_takes_max_concurrency_auto_and_names_the_flag(tmp_path):
-    from synth_datasets.cli import _build_parser
-
-    parser = _build_parser()
-    args = parser.parse_args(["expand", "s.jsonl", "--max-concurrency", "auto", "-q"])
-    assert (args.max_concurrency, args.progress) == ("auto", False)
-    assert parser.parse_args(["expand", "s.jsonl", "--max-concurrency", "8"]).max_concurrency == 8
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text('{"q": "a"}\n', encoding="utf-8")
-    args = ["expand", str(seeds), "--local", "--prompt", "p", "--max-concurrency", "fast"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "synth_datasets.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "synth-datasets: error: --max-concurrency must be an int >= 1 or 'auto', got 'fast'"
-    )

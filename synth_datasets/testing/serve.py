@@ -14,9 +14,9 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from ..cli import run_guarded
 from ..config import is_loopback
 from ..errors import ConfigurationError
+from ..guard import run_guarded
 from .engine import Engine, OfflineEngine
 from .faults import Faults
 from .openai_engine import OpenAIEngine
