@@ -468,7 +468,8 @@ def _status_error(
         next_step = f"set max_request_bytes below this body's {body_size} bytes"
     text = f"{head}; {next_step}" if next_step else head
     error = cls(text, status_code=status, request_id=request_id, body=body)
-    error.option = "base_url" if status < 400 else "max_request_bytes" if status == 413 else None
+    if status < 400 or status == 413:  # else the class's own (RateLimitError: max_concurrency)
+        error.option = "base_url" if status < 400 else "max_request_bytes"
     return error
 
 

@@ -171,10 +171,11 @@ def test_report_command_counts_against_evaluation_sets(tmp_path, capsys):
     assert figures["contamination"]["flagged_rows"] == [17, 42, 99]
     assert figures["contamination"]["rows_removed"] is None
     assert figures["rows"] == 200  # the quality report is all there too
-    with pytest.raises(SystemExit) as exit_code:  # argparse refuses it, naming the flag
-        main(["report", str(tmp_path / "data"), "--ngram", "0"])
-    assert exit_code.value.code == 2
-    assert "--ngram: a whole number >= 1" in capsys.readouterr().err
+    for words in ("0", "65"):
+        with pytest.raises(SystemExit) as exit_code:  # argparse refuses it, naming the flag
+            main(["report", str(tmp_path / "data"), "--against", str(evals), "--ngram", words])
+        assert exit_code.value.code == 2
+        assert f"--ngram: a whole number from 1 to 64, got '{words}'" in capsys.readouterr().err
 
 
 def test_a_split_is_chosen_as_the_command_line_names_it_and_never_ignored(tmp_path, capsys):

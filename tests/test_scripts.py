@@ -655,4 +655,5 @@ def test_to_sft_refuses_bad_sizes_splits_and_sets_before_the_work(
     out, err = capsys.readouterr()
     (line,) = [line for line in err.splitlines() if "to_sft.py: error:" in line]
     assert line.startswith("to_sft.py: error: ") and needle in line, line
-    assert "rows:" not in out and not out_dir.exists()
+    assert "rows:" not in out and "Dropping error rows" not in err  # refused before the work
+    assert not out_dir.exists()
