@@ -21,7 +21,7 @@ from typing import Any
 
 from ._version import __version__
 from .config import OFFLINE_NOTICE, ExpandConfig, flag
-from .errors import ConfigurationError, UsageError
+from .errors import UsageError
 from .flags import (
     add_against_arguments,
     add_card_options,
@@ -334,10 +334,8 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     ds, source_meta = load_source(
         args.source, split=args.split, config=args.config, revision=args.revision
     )
-    if args.limit is not None:
+    if args.limit is not None:  # an empty source is refused by load_source, naming it
         ds = ds.select(range(min(args.limit, len(ds))))
-    if len(ds) == 0:
-        raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
     return ds, source_meta
 
 
