@@ -23,6 +23,7 @@ from helpers import (
 from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
+from synth_datasets.errors import UsageError
 from synth_datasets.folder import load_result
 from synth_datasets.prep import (
     cross_split_duplicates,
@@ -613,6 +614,8 @@ def test_to_sft_output_is_checked_before_the_work_and_written_as_expand_writes(
         "train": 2,
         "test": 2,
     }
+    with pytest.raises(UsageError, match="holds the splits train, test: read it with"):
+        load_result(theirs)  # one Dataset would mix them (push, card, report)
     assert to_sft([str(folder), "--output", str(theirs), "--test-size", "0"]) == 0
     assert sorted(_files(theirs / "data")) == ["train-00000-of-00001.parquet"]  # ours: removed
     capsys.readouterr()
