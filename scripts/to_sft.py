@@ -12,7 +12,9 @@ split with a fixed seed that keeps each seed's group on one side;
 Written as parquet or jsonl under ``DIR/data/`` (``load_dataset(DIR)`` reads both splits) or
 pushed, with a dataset card (``DIR/README.md``, or the repo's) that tells how the rows were
 generated and what each step removed: the lineage columns are gone by then, so the card is the
-record. Exit codes as the CLI: 0 done, 2 usage or configuration, 1 failure.
+record. ``--output`` is the CLI's: checked before the work, files it did not write replaced only
+with ``--overwrite``, each swapped in whole. Exit codes as the CLI: 0 done, 2 usage or
+configuration, 1 failure.
 """
 
 from __future__ import annotations
@@ -27,23 +29,30 @@ import datasets
 from synth_datasets.card import build_sft_card
 from synth_datasets.cli import print_offline_notice, push
 from synth_datasets.errors import ConfigurationError, UsageError
-from synth_datasets.flags import add_against_arguments, add_publish_options, card_options
-from synth_datasets.folder import MANIFEST, load_result
+from synth_datasets.flags import (
+    add_against_arguments,
+    add_output_arguments,
+    add_publish_options,
+    card_options,
+)
+from synth_datasets.folder import MANIFEST, README, check_output, load_result, write_splits
 from synth_datasets.guard import run_guarded
 from synth_datasets.hub import refuse_offline, resolve_hf_token, validate_hub_repo_id
 from synth_datasets.prep import (
+    check_test_size,
     cross_split_duplicates,
     decontaminate,
     drop_duplicates,
     drop_errors,
     held_out_rows,
+    index_eval_sets,
     mix_in_seeds,
     split_by_seed,
     to_messages,
 )
 from synth_datasets.provenance import get_provenance, is_offline
 from synth_datasets.report import DEFAULT_NEAR_THRESHOLD
-from synth_datasets.sources import load_source
+from synth_datasets.sources import Use, load_source
 
 __all__ = ["load_expanded", "main", "split"]
 
@@ -96,12 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed: whole seed groups (a seed's rows, the seed, and their exact and near "
         "duplicates) on one side, so nothing leaks into test (default); row: row by row",
     )
-    p.add_argument("--output", type=Path, default=None, help="write the splits under DIR/data/")
-    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
+    add_output_arguments(p, help="write the splits under DIR/data/, the card and the manifest")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Hub dataset repo")
     add_publish_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     return p
+
+
+SOURCE = Use(rows="rows to prepare")
+SEEDS = Use(
+    rows="seed rows to mix in", choose="choose one with --seeds-split", drop="drop --seeds-split"
+)
 
 
 def load_expanded(source: str, *, split: str | None, config: str | None) -> datasets.Dataset:
@@ -109,7 +123,7 @@ def load_expanded(source: str, *, split: str | None, config: str | None) -> data
     path = Path(source)
     if path.is_dir() and ((path / MANIFEST).exists() or (path / "state.json").exists()):
         return load_result(path)
-    return load_source(source, split=split, config=config)[0]
+    return load_source(source, split=split, config=config, use=SOURCE)[0]
 
 
 def split(
@@ -122,8 +136,6 @@ def split(
 ) -> datasets.DatasetDict:
     """train/test with a fixed seed (only train when ``test_size`` is 0): by seed group
     (``prep.split_by_seed``, nothing leaks) or, with ``by="row"``, row by row."""
-    if test_size < 0:
-        raise UsageError(f"--test-size must be >= 0, got {test_size}")
     if test_size == 0:
         return datasets.DatasetDict({"train": ds})
     if by == "seed":
@@ -152,29 +164,18 @@ def split_note(args: argparse.Namespace, asked: int, test: int, leaks: int) -> s
     )
 
 
-def write(splits: datasets.DatasetDict, output: Path, fmt: str) -> list[Path]:
-    """``data/<split>-00000-of-00001.<ext>``: the names ``load_dataset(folder)`` maps to splits."""
-    data = output / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("*-00000-of-00001.*"):
-        old.unlink()
-    written = []
-    for name, ds in splits.items():
-        if fmt == "parquet":
-            target = data / f"{name}-00000-of-00001.parquet"
-            ds.to_parquet(str(target))
-        else:
-            target = data / f"{name}-00000-of-00001.jsonl"
-            ds.to_json(str(target), lines=True, force_ascii=False)
-        written.append(target)
-    return written
-
-
 def run(args: argparse.Namespace) -> int:
     if args.output is None and args.push_to_hub is None:
         raise UsageError("say where the result goes: --output DIR and/or --push-to-hub REPO_ID")
     if not 0 < args.near_threshold <= 1:
         raise UsageError(f"--near-threshold must be in (0, 1], got {args.near_threshold}")
+    if args.test_size < 0:
+        raise UsageError(f"--test-size must be >= 0 (0: no test split), got {args.test_size}")
+    if args.test_size != 0:  # the rest of its check needs the rows, after the work
+        check_test_size(args.test_size)
+    if args.output is not None:
+        names = ["train", "test"] if args.test_size != 0 else ["train"]
+        check_output(args.output, overwrite=args.overwrite, splits=names)
     if args.push_to_hub is not None:
         validate_hub_repo_id(args.push_to_hub)
         resolve_hf_token(args.hf_token)
@@ -185,19 +186,24 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub is not None:  # before the work, not after it
         refuse_offline(is_offline(provenance), args.allow_offline_data)
     print_offline_notice(ds, provenance)
+    seeds = None
+    if args.mix_in_seeds is not None:
+        seeds, _ = load_source(args.mix_in_seeds, split=args.seeds_split, config=None, use=SEEDS)
+    evals = None  # read and hashed before the work: a set that cannot be read stops it first
+    if args.decontaminate_against:
+        evals = index_eval_sets(args.decontaminate_against, n=args.ngram)
     counts: dict[str, Any] = {"rows": len(ds)}
     ds = drop_errors(ds)
     counts["error rows dropped"] = counts["rows"] - len(ds)
-    if args.mix_in_seeds is not None:
-        seeds, _ = load_source(args.mix_in_seeds, split=args.seeds_split, config=None)
+    if seeds is not None:
         ds = mix_in_seeds(ds, seeds)
         counts["seed rows mixed in"] = len(seeds)
     before = len(ds)
     ds = drop_duplicates(ds, near=not args.no_near, threshold=args.near_threshold)
     counts["duplicates dropped"] = before - len(ds)
     contamination = None
-    if args.decontaminate_against:
-        ds = decontaminate(ds, args.decontaminate_against, n=args.ngram, remove=True)
+    if evals is not None:
+        ds = decontaminate(ds, evals, remove=True)
         contamination = (get_provenance(ds) or {})["decontamination"]
         counts["rows sharing an n-gram with an evaluation set dropped"] = contamination[
             "rows_removed"
@@ -246,10 +252,9 @@ def run(args: argparse.Namespace) -> int:
         **card_options(args),
     )
     if args.output is not None:
-        for path in write(splits, args.output, args.format):
+        for path in write_splits(splits, args.output, args.format, card, overwrite=args.overwrite):
             print(f"wrote {path}")
-        card.save(args.output / "README.md")
-        print(f"wrote {args.output / 'README.md'}")
+        print(f"wrote {args.output / README} and {args.output / MANIFEST}")
     if args.push_to_hub is not None:
         push(splits, args.push_to_hub, args, card=card, provenance=provenance)
     return 0

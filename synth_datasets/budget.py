@@ -80,9 +80,11 @@ def partial_message(partial: Mapping[str, Any], spell: Callable[[str], str] | No
     name, limit = str(partial["stopped_by"]), partial["limit"]
     option = f"{spell(name)} {limit}" if spell else f"{name}={limit}"
     again = spell(name) if spell else name
+    requests, seeds = partial["requests_not_sent"], partial["seed_rows_not_sent"]
     return (
-        f"stopped at the budget ({option}): {partial['requests_not_sent']} requests for "
-        f"{partial['seed_rows_not_sent']} seed rows were not sent (those seeds have no rows); "
+        f"stopped at the budget ({option}): {requests} request{'s' * (requests != 1)} for "
+        f"{seeds} seed row{'s' * (seeds != 1)} {'were' if requests != 1 else 'was'} not sent "
+        "(those seeds have no rows); "
         f"what was answered is cached, so a rerun with a higher {again} continues from there "
         "without paying for it again"
     )

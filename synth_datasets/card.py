@@ -10,6 +10,7 @@ tells a card it may refresh from one written by hand, and the provenance in its 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -51,8 +52,9 @@ CARD_MARKER = "<!-- synth_datasets card "
 _MARKER_LINE = re.compile(re.escape(CARD_MARKER) + r"(\{.*?\})")
 _DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
-FIGURES_EXTRA = 'pip install "synth-datasets[figures]"'
-"""What installs matplotlib, which draws the card's figures."""
+FIGURES_EXTRA = "pip install matplotlib"
+"""What installs matplotlib, which draws the card's figures (the package is not on PyPI: its
+``figures`` extra installs from a clone only)."""
 FIGURE_PATHS = tuple(f"figures/{name}.png" for name in ("rows_per_seed", "lengths", "error_kinds"))
 """The card's figures, relative to it (``figures.draw_figures`` draws them, in this order)."""
 
@@ -151,6 +153,11 @@ def figure_drawer(wanted: bool | None = None) -> Callable[[QualityReport], list[
     drawer of no figures, or (``wanted`` True) a ConfigurationError saying how to install it."""
     if wanted is False:
         return lambda report: []
+    # matplotlib logs a DEBUG line per font it scores: under -v they would bury every other
+    # line. A level set on its logger by the user is kept.
+    matplotlib_log = logging.getLogger("matplotlib")
+    if matplotlib_log.level == logging.NOTSET:
+        matplotlib_log.setLevel(logging.WARNING)
     try:
         from .figures import draw_figures
     except ModuleNotFoundError as exc:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ._version import __version__
 from .config import OFFLINE_NOTICE, ExpandConfig, flag
-from .errors import ConfigurationError, UsageError
+from .errors import UsageError
 from .flags import (
     add_against_arguments,
     add_card_options,
@@ -125,11 +125,13 @@ def _add_report(sub: Any) -> None:
         help="Jaccard similarity for near-duplicates (default 0.85)",
     )
     p.add_argument("--no-near", action="store_true", help="skip the near-duplicate search")
+    from .card import FIGURES_EXTRA
+
     p.add_argument(
         "--figures",
         action="store_true",
-        help="also draw the report's figures into DIR/figures/ (needs matplotlib: "
-        'pip install "synth-datasets[figures]")',
+        help=f"also draw the report's figures into DIR/figures/ (needs matplotlib: "
+        f"{FIGURES_EXTRA})",
     )
     add_against_arguments(
         p, "--against", "count the rows that share an n-gram with a text of these evaluation sets"
@@ -145,12 +147,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--near-threshold must be in (0, 1], got {threshold}")
     draw = figure_drawer(True) if args.figures else None  # refused before the pass, not after
     dataset = load_result(args.dir)
+    evals = None  # read and hashed before the report's pass: a bad set is refused before it
+    if args.against:
+        from .contamination import index_eval_sets
+
+        evals = index_eval_sets(args.against, n=args.ngram)
     report = quality_report(dataset, near=not args.no_near, near_threshold=threshold)
     found = None
-    if args.against:
+    if evals is not None:
         from .contamination import find_contamination
 
-        found = find_contamination(dataset, args.against, n=args.ngram)
+        found = find_contamination(dataset, evals)
     if args.json:
         payload = report.to_dict() | ({"contamination": found.to_dict()} if found else {})
         print(json.dumps(payload, ensure_ascii=False, indent=2))
@@ -198,6 +205,7 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
     config = ExpandConfig(**stand_in if no_model else options)
     layout = plan_for(config, ds.features)
     n, size = len(ds), config.request_size
+    requests = math.ceil(n / size)
     first = ds.select(range(min(size, n)))
     examples = make_examples(layout, first.to_dict(), list(range(len(first))))
     base = "http://127.0.0.1:<port> (local reference server)" if args.local else config.base_url
@@ -212,11 +220,12 @@ def _dry_run(args: argparse.Namespace, ds: Any, options: dict[str, Any]) -> int:
         "prompt": config.prompt,
     }
     print(
-        f"plan: {n} seed rows -> {math.ceil(n / size)} requests of <= {size} examples, "
+        f"plan: {n} seed row{'s' * (n != 1)} -> {requests} request{'s' * (requests != 1)} of "
+        f"<= {size} examples, "
         f"{n * config.multiplier} generations targeted (multiplier {config.multiplier}; "
         f"{flag('generation_limit')} {config.generation_limit}), {in_flight} in flight"
     )
-    print(_budget_line(config, math.ceil(n / size), n * config.multiplier))
+    print(_budget_line(config, requests, n * config.multiplier))
     config.check_generations(n)  # the plan is shown, then refused like the run would be
     print(f"endpoint: POST {base}{ENDPOINT_PATH}")
     print(
@@ -325,10 +334,8 @@ def load_seeds(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     ds, source_meta = load_source(
         args.source, split=args.split, config=args.config, revision=args.revision
     )
-    if args.limit is not None:
+    if args.limit is not None:  # an empty source is refused by load_source, naming it
         ds = ds.select(range(min(args.limit, len(ds))))
-    if len(ds) == 0:
-        raise ConfigurationError(f"{args.source}: the dataset is empty, nothing to expand")
     return ds, source_meta
 
 

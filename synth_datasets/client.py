@@ -346,9 +346,7 @@ class SynthClient:
             self._request_url = adapter.request_url(self._template, self._session.proxies)
         retry: Retry = self._retry
         throttle = self.throttle
-        attempts = 0
         while True:
-            attempts += 1
             if throttle is not None:
                 throttle.acquire()
             status: int | None = None
@@ -372,8 +370,7 @@ class SynthClient:
                 if throttle is not None:
                     throttle.release(status)
             if response.retries is not None:
-                attempts += len(response.retries.history)
-                retry = response.retries  # what is left of the budget
+                retry = response.retries  # what is left of the budget, and every retry so far
             status = response.status
             headers = response.headers
             content = response.data
@@ -402,6 +399,7 @@ class SynthClient:
                 retry.sleep()
                 continue
             elapsed = time.monotonic() - started
+            attempts = 1 + len(retry.history)  # each retry, of a status or of a body, is in it
             logger.debug(
                 "POST %s -> %d, %d items, request id %s, %d attempt(s), %.3fs",
                 self.host,
@@ -470,7 +468,8 @@ def _status_error(
         next_step = f"set max_request_bytes below this body's {body_size} bytes"
     text = f"{head}; {next_step}" if next_step else head
     error = cls(text, status_code=status, request_id=request_id, body=body)
-    error.option = "base_url" if status < 400 else "max_request_bytes" if status == 413 else None
+    if status < 400 or status == 413:  # else the class's own (RateLimitError: max_concurrency)
+        error.option = "base_url" if status < 400 else "max_request_bytes"
     return error
 
 

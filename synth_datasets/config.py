@@ -102,8 +102,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # -- checks (each raises one line naming the option) ----------------------------------------------
 
 
-def _fail(name: str, problem: str) -> ConfigurationError:
-    return ConfigurationError(f"{name} {problem}", option=name)
+def _fail(name: str, problem: str, *also: str) -> ConfigurationError:
+    """``name``'s check failed; ``also``: the other options the message names."""
+    return ConfigurationError(f"{name} {problem}", option=name, also=also)
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
@@ -493,6 +494,7 @@ class ExpandConfig(ClientConfig):
                 f"is {self.max_generations:,}: one request of {min(rows, self.request_size)} seed "
                 f"rows x multiplier {self.multiplier} asks for {one:,} generations, so nothing "
                 "could be sent; raise it or lower request_size",
+                "request_size",
             )
         if most > self.generation_limit:
             seeds = "a seed row" if rows == 1 else f"{rows:,} seed rows"
@@ -501,6 +503,7 @@ class ExpandConfig(ClientConfig):
                 f"is {self.generation_limit:,}: {seeds} x multiplier {self.multiplier:,} would ask "
                 f"for {total:,} generations; raise generation_limit if you mean it (or cap the "
                 "run with max_generations)",
+                "max_generations",
             )
         return total
 

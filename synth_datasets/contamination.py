@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import chain
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 
 from .dedup import (
     DEFAULT_BATCH_SIZE,
+    MAX_NGRAM,
     content_columns,
     distinct,
     has_text,
@@ -33,13 +35,15 @@ from .dedup import (
     text_batches,
 )
 from .errors import ConfigurationError, UsageError
-from .sources import load_source
+from .sources import Use, load_source
 
 __all__ = [
     "DEFAULT_NGRAM",
     "Contamination",
+    "EvalIndex",
     "EvalSet",
     "find_contamination",
+    "index_eval_sets",
     "render_contamination",
 ]
 
@@ -51,15 +55,20 @@ _SPEC = "PATH[:SPLIT] or HUB_ID[@REVISION][:CONFIG][:SPLIT]"
 @dataclass(frozen=True)
 class EvalSet:
     """An evaluation set to check against: a ``Dataset``, a local file or folder (``save_to_disk``
-    or data files), or a Hub dataset id; ``split`` (default ``test`` for a Hub id), ``config``,
-    ``revision`` (a Hub branch, tag or commit) and ``columns`` (default: every column that holds
-    text)."""
+    or data files), or a Hub dataset id; ``split`` (of a folder or a Hub id: by default its only
+    split, else ``test``; a file has none; of a ``Dataset``, the name the card gives it),
+    ``config``, ``revision`` (a Hub branch, tag or commit) and ``columns`` (default: every column
+    that holds text; one name alone is one column)."""
 
     source: str | datasets.Dataset
     split: str | None = None
     columns: Sequence[str] | None = None
     config: str | None = None
     revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.columns, str):  # a str is a sequence of its characters: one column
+            object.__setattr__(self, "columns", (self.columns,))
 
     @classmethod
     def parse(cls, spec: str) -> EvalSet:
@@ -92,6 +101,12 @@ class EvalSet:
             f"got {type(value).__name__}"
         )
 
+    def spec(self, split: str | None = None) -> str:
+        """The command line's spelling of this set (``parse`` reads it back), with ``split``."""
+        revision = f"@{self.revision}" if self.revision else ""
+        config = f":{self.config}" if self.config else ""
+        return f"{self.source}{revision}{config}" + (f":{split}" if split else "")
+
     def load(self) -> tuple[datasets.Dataset, dict[str, Any]]:
         """The split's rows and what the card says of them (name, revision or fingerprint)."""
         if isinstance(self.source, datasets.Dataset):
@@ -100,12 +115,16 @@ class EvalSet:
             split = self.split or (str(ds.split) if ds.split is not None else None)
             meta = {"name": name, "config": info.config_name or None, "split": split}
         else:
-            local = Path(self.source).exists()
-            split = self.split or (None if local else "test")
-            ds, meta = load_source(
-                self.source, split=split, config=self.config, revision=self.revision
+            use = Use(
+                rows="rows in this evaluation set",
+                choose=f"choose one as {self.spec('SPLIT')}",
+                drop=f"drop :{self.split}",
+                default_split="test",
+                only_split=True,
             )
-            meta = {**meta, "split": None if local and self.split is None else split}
+            ds, meta = load_source(
+                self.source, split=self.split, config=self.config, revision=self.revision, use=use
+            )
         return ds, {
             "name": str(meta.get("name")),
             "revision": meta.get("revision"),
@@ -211,39 +230,79 @@ def render_contamination(record: Mapping[str, Any] | None, heading_level: int = 
     return template.render(c=record, h="#" * heading_level).strip() + "\n"
 
 
+@dataclass(frozen=True)
+class EvalIndex:
+    """Evaluation sets read and hashed (``index_eval_sets``), ready to check rows against: built
+    before the work on the rows, a set that cannot be read is refused before that work."""
+
+    n: int
+    sets: tuple[dict[str, Any], ...]  # what each set was (the card's record)
+    hashes: tuple[np.ndarray, ...] = field(repr=False)  # per set, sorted distinct n-gram hashes
+
+
+def index_eval_sets(
+    against: Sequence[EvalSet | str | datasets.Dataset], *, n: int = DEFAULT_NGRAM
+) -> EvalIndex:
+    """Read each evaluation set and hash its ``n``-word n-grams (``EvalIndex``), for
+    ``find_contamination`` and ``decontaminate`` to check rows against later."""
+    _check_sets(against, n)
+    n = int(n)
+    built = [_index(EvalSet.of(x), n) for x in against]
+    return EvalIndex(
+        n=n, sets=tuple(meta for _, meta in built), hashes=tuple(index for index, _ in built)
+    )
+
+
+def _check_sets(against: Sequence[Any], n: Any) -> None:
+    if isinstance(against, (str, datasets.Dataset, EvalSet)) or not against:
+        raise ConfigurationError("against: give a list of one or more evaluation sets")
+    if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= int(n) <= MAX_NGRAM:
+        raise ConfigurationError(
+            f"n must be a whole number of words from 1 to {MAX_NGRAM}, got {n!r}", option="n"
+        )
+
+
 def find_contamination(
     ds: datasets.Dataset,
-    against: Sequence[EvalSet | str | datasets.Dataset],
+    against: Sequence[EvalSet | str | datasets.Dataset] | EvalIndex,
     *,
-    n: int = DEFAULT_NGRAM,
+    n: int | None = None,
     columns: Sequence[str] | None = None,
 ) -> Contamination:
-    """The rows of ``ds`` that share an ``n``-word n-gram with a text of any set ``against``.
+    """The rows of ``ds`` that share an ``n``-word n-gram (13 by default) with a text of any set
+    ``against``.
 
     ``columns``: the text compared (default: the generated columns ``expand`` recorded, else
     every non-lineage column), in rows without an ``error``. Each evaluation set is an
-    ``EvalSet``, a ``Dataset``, or a string as ``EvalSet.parse`` reads it.
+    ``EvalSet``, a ``Dataset``, or a string as ``EvalSet.parse`` reads it; or ``against`` is an
+    ``EvalIndex`` of them, built beforehand (its ``n`` is the one used).
     """
     require_dataset(ds, "find_contamination")
-    if isinstance(against, (str, datasets.Dataset, EvalSet)) or not against:
-        raise ConfigurationError("against: give a list of one or more evaluation sets")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"n must be a whole number of words >= 1, got {n!r}")
-    batches = text_batches(ds, columns)  # the columns are checked before any set is loaded
-    indexes = [_index(EvalSet.of(x), n) for x in against]
-    flags = np.zeros((len(indexes), len(ds)), dtype=bool)
+    if isinstance(against, EvalIndex):
+        if n is not None and n != against.n:
+            raise ConfigurationError(
+                f"n={n!r}, but the evaluation sets were indexed with n={against.n}", option="n"
+            )
+        index = against
+        batches = text_batches(ds, columns)
+    else:
+        n = DEFAULT_NGRAM if n is None else n
+        _check_sets(against, n)
+        batches = text_batches(ds, columns)  # the columns are checked before any set is loaded
+        index = index_eval_sets(against, n=n)
+    flags = np.zeros((len(index.hashes), len(ds)), dtype=bool)
     offset = 0
     for texts, clean, _ in batches:
         rows = np.arange(len(texts)) if clean is None else np.flatnonzero(clean)
-        hashes, owner = ngram_hashes(texts.take(pa.array(rows, pa.int64())), n)
-        for k, (index, _) in enumerate(indexes):
-            flags[k, offset + rows[owner[_contains(index, hashes)]]] = True
+        hashes, owner = ngram_hashes(texts.take(pa.array(rows, pa.int64())), index.n)
+        for k, hashed in enumerate(index.hashes):
+            flags[k, offset + rows[owner[_contains(hashed, hashes)]]] = True
         offset += len(texts)
     return Contamination(
-        n=n,
+        n=index.n,
         columns=tuple(columns if columns is not None else content_columns(ds)),
         rows_checked=len(ds),
-        sets=tuple(meta for _, meta in indexes),
+        sets=index.sets,
         flagged=np.flatnonzero(flags.any(axis=0)),
         flagged_by_set=tuple(np.flatnonzero(f) for f in flags),
     )

@@ -23,6 +23,7 @@ from .provenance import get_provenance
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_NEAR_THRESHOLD",
+    "MAX_NGRAM",
     "SHINGLE_WORDS",
     "DuplicateFinder",
     "content_columns",
@@ -135,8 +136,8 @@ def _word_multipliers(count: int) -> list[int]:
 
 
 _MASK64 = (1 << 64) - 1
-_MAX_NGRAM = 64
-_MULTIPLIERS = _word_multipliers(_MAX_NGRAM)
+MAX_NGRAM = 64  # words per n-gram: one mixing constant per position
+_MULTIPLIERS = _word_multipliers(MAX_NGRAM)
 
 
 def _words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -160,8 +161,8 @@ def ngram_hashes(
     Each distinct word is hashed once. A text of fewer than ``n`` words has no n-gram, or with
     ``whole_short`` one of all its words.
     """
-    if not 1 <= n <= _MAX_NGRAM:
-        raise ConfigurationError(f"n-grams of 1 to {_MAX_NGRAM} words, got n={n!r}")
+    if not 1 <= n <= MAX_NGRAM:
+        raise ConfigurationError(f"n-grams of 1 to {MAX_NGRAM} words, got n={n!r}")
     flat, rows = _words(texts)
     if len(flat) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)

@@ -53,12 +53,16 @@ class SynthError(Exception):
 
 
 class ConfigurationError(SynthError, ValueError):
-    """Found before anything was sent; ``option`` names the keyword at fault, for the command
-    line to name its own flag or variable instead (``guard.in_cli_words``)."""
+    """Found before anything was sent; ``option`` names the keyword at fault and ``also`` the
+    other keywords the message names (those it tells to change instead), for the command line
+    to name their flags instead (``guard.in_cli_words``)."""
 
-    def __init__(self, message: str, *, option: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, option: str | None = None, also: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.option = option
+        self.also = also
 
 
 class UsageError(ConfigurationError):
@@ -92,6 +96,7 @@ class ValidationError(APIStatusError):
 class RateLimitError(APIStatusError):
     """429 that persisted through every retry."""
 
+    option = "max_concurrency"
     next_step = "still rate limited after retries: lower max_concurrency or retry later"
 
 

@@ -96,10 +96,12 @@ def _comma_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def _whole_number(text: str) -> int:
-    """A whole number >= 1 (argparse names the flag)."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number >= 1, got {text!r}")
+def _words_per_ngram(text: str) -> int:
+    """A whole number of words from 1 to ``dedup.MAX_NGRAM`` (argparse names the flag)."""
+    from .dedup import MAX_NGRAM
+
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_NGRAM:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_NGRAM}, got {text!r}")
     return int(text)
 
 
@@ -283,11 +285,12 @@ def add_against_arguments(p: argparse.ArgumentParser, name: str, what: str) -> N
         action="extend",
         default=[],
         help=f"{what}: each a file, a save_to_disk folder or a Hub id, as PATH[:SPLIT] or "
-        "HUB_ID[@REVISION][:CONFIG][:SPLIT] (a Hub id's split defaults to test)",
+        "HUB_ID[@REVISION][:CONFIG][:SPLIT] (a folder's or Hub id's split defaults to its only "
+        "one, else test; a file has none)",
     )
     p.add_argument(
         "--ngram",
-        type=_whole_number,
+        type=_words_per_ngram,
         default=DEFAULT_NGRAM,
         help=f"words per n-gram of that check (default {DEFAULT_NGRAM})",
     )

@@ -24,16 +24,19 @@ __all__ = [
     "save_card",
     "write_figures",
     "write_output",
+    "write_splits",
 ]
 
 MANIFEST = "synth_manifest.json"
 README = "README.md"
 
 
-def check_output(output: Path, *, overwrite: bool = False, card: bool = True) -> None:
+def check_output(
+    output: Path, *, overwrite: bool = False, card: bool = True, splits: Sequence[str] = ("train",)
+) -> None:
     """Refuse, before anything is sent, an ``--output`` that cannot be written, or whose files
-    this library did not write (unless ``overwrite``): the data files, the manifest and (with
-    ``card``) README.md are what a write replaces. Other files are never touched."""
+    this library did not write (unless ``overwrite``): the data files of ``splits``, the manifest
+    and (with ``card``) README.md are what a write replaces. Other files are never touched."""
     from .config import check_folder
 
     check_folder("--output", output)
@@ -44,7 +47,7 @@ def check_output(output: Path, *, overwrite: bool = False, card: bool = True) ->
         raise UsageError(f"--output {output}: cannot write in {probe}: {exc.strerror}") from None
     if overwrite or not output.is_dir():
         return
-    theirs = _not_ours(output, card=card)
+    theirs = _not_ours(output, card=card, splits=splits)
     if theirs:
         raise UsageError(
             f"--output {output}: {theirs[0]} was not written by synth-datasets (or was changed "
@@ -52,7 +55,7 @@ def check_output(output: Path, *, overwrite: bool = False, card: bool = True) ->
         )
 
 
-def _not_ours(output: Path, *, card: bool) -> list[str]:
+def _not_ours(output: Path, *, card: bool, splits: Sequence[str]) -> list[str]:
     """The files a write would replace that the folder's manifest does not record as ours."""
     manifest: dict[str, Any] = {}
     if (output / MANIFEST).exists():
@@ -65,7 +68,7 @@ def _not_ours(output: Path, *, card: bool) -> list[str]:
     ours = set(manifest.get("files", []))
     theirs = [
         rel
-        for rel in (str(f.relative_to(output)) for f in sorted(output.glob("data/train-*")))
+        for rel in (str(f.relative_to(output)) for f in _split_files(output, splits))
         if rel not in ours
     ]
     readme = output / README
@@ -81,6 +84,11 @@ def _not_ours(output: Path, *, card: bool) -> list[str]:
             if (output / rel).exists() and _sha256(output / rel) != drawn.get(rel)
         ]
     return theirs
+
+
+def _split_files(output: Path, splits: Sequence[str]) -> list[Path]:
+    """The data files ``load_dataset(output)`` reads as ``splits``: a write replaces them all."""
+    return sorted(f for name in splits for f in (output / "data").glob(f"{name}-*"))
 
 
 def _sha256(path: Path) -> str:
@@ -111,19 +119,36 @@ def _figures_record(folder: Path, figures: Sequence[Any]) -> dict[str, str]:
 def write_output(
     dataset: Any, output: Path, fmt: str, card: Any = None, *, overwrite: bool = False
 ) -> Path:
-    """Data under ``data/`` (so ``load_dataset(folder)`` finds it), the card (a ``DatasetCard``,
-    if given) and the manifest, which records what was written.
+    """``dataset`` as the folder's train split (``write_splits``); the data file written."""
+    return write_splits({"train": dataset}, output, fmt, card, overwrite=overwrite)[0]
+
+
+def write_splits(
+    splits: Mapping[str, Any],
+    output: Path,
+    fmt: str,
+    card: Any = None,
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Each split under ``data/`` (so ``load_dataset(folder)`` finds them by name), the card (a
+    ``DatasetCard``, if given) and the manifest, which records what was written.
 
     Parquet files carry the provenance in their schema too. Each file is written next to the one
     it replaces under a hidden name, then swapped in whole (``os.replace``): a crash leaves the
-    old file or the new one, never half of one.
+    old file or the new one, never half of one. The data files of these splits that are not
+    written again, and those of the splits an earlier write recorded, are removed.
     """
     from .provenance import get_provenance, is_offline, write_parquet
 
-    check_output(output, overwrite=overwrite, card=card is not None)  # the run took a while
+    names = list(splits)
+    check_output(output, overwrite=overwrite, card=card is not None, splits=names)  # time passed
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    target = data_dir / f"train-00000-of-00001.{fmt}"
+    targets = [data_dir / f"{name}-00000-of-00001.{fmt}" for name in names]
+    recorded = _read_manifest(output).get("files", [])
+    earlier = [data_dir / Path(rel).name for rel in recorded if Path(rel).parent == Path("data")]
+    stale = {*_split_files(output, names), *earlier}.difference(targets)
     staged: list[tuple[Path, Path]] = []
 
     def stage(final: Path) -> Path:
@@ -131,18 +156,20 @@ def write_output(
         staged.append((partial, final))
         return partial
 
-    provenance = get_provenance(dataset)
+    provenance = get_provenance(next(iter(splits.values())))
     try:
-        if fmt == "parquet":
-            write_parquet(dataset, stage(target), provenance)
-        else:
-            dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
+        for dataset, target in zip(splits.values(), targets, strict=True):
+            if fmt == "parquet":
+                write_parquet(dataset, stage(target), provenance)
+            else:
+                dataset.to_json(str(stage(target)), lines=True, force_ascii=False)
         manifest: dict[str, Any] = {
             **({"notice": f"rows {OFFLINE_NOTICE}"} if is_offline(provenance) else {}),
             "provenance": provenance,
-            "num_rows": len(dataset),
+            "num_rows": sum(len(dataset) for dataset in splits.values()),
             "format": fmt,
-            "files": [str(target.relative_to(output))],
+            "files": [str(target.relative_to(output)) for target in targets],
+            **({"splits": names} if names != ["train"] else {}),
         }
         if card is not None:
             partial = stage(output / README)
@@ -157,10 +184,9 @@ def write_output(
         raise
     for partial, final in staged:
         os.replace(partial, final)
-    for old in data_dir.glob("train-*"):
-        if old != target:
-            old.unlink()
-    return target
+    for old in stale:
+        old.unlink(missing_ok=True)
+    return targets
 
 
 def save_card(folder: Path, card: Any) -> Path:
@@ -199,6 +225,11 @@ def load_result(folder: Path) -> Any:
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("splits"):  # several splits, which one Dataset would mix
+            raise UsageError(
+                f"{folder} holds the splits {', '.join(manifest['splits'])}: read it with "
+                f'datasets.load_dataset("{folder}")'
+            )
         files = [str(folder / f) for f in manifest.get("files", [])]
         kind = "parquet" if manifest.get("format") == "parquet" else "json"
         ds = datasets.load_dataset(kind, data_files=files, split="train")

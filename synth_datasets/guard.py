@@ -22,17 +22,24 @@ from .errors import ConfigurationError, SynthError, UsageError, scrub
 __all__ = ["in_cli_words", "run_guarded"]
 
 
-def in_cli_words(message: str, option: str | None) -> str:
-    """A library error about keyword ``option`` in the words of the command line: its flag
-    (``pass model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
+# Keywords of library functions that the command line spells otherwise than ``--<keyword>``.
+_SPELLED = {"n": "--ngram"}
+
+
+def in_cli_words(message: str, *options: str | None) -> str:
+    """A library error naming keywords ``options`` (the one at fault, and any other it names:
+    ``ConfigurationError.also``) in the words of the command line: their flags (``pass
+    model_id=`` -> ``pass --model-id``). The token has no flag: it comes from
     COLLINEAR_API_KEY, or from the bundled server with ``--local``."""
-    if option == "api_key":
-        return message.replace("pass api_key=", "use --local (the offline reference server)")
-    if not option:
-        return message
-    # A publishing keyword (allow_offline_data=True) is spelled as its flag too; not inside
-    # quotes: a column may be named like an option.
-    return re.sub(rf"(?<!['\"])\b{option}\b(?!['\"])(=True)?=?", flag(option), message)
+    for option in filter(None, options):
+        if option == "api_key":
+            message = message.replace("pass api_key=", "use --local (the offline reference server)")
+            continue
+        # A publishing keyword (allow_offline_data=True) is spelled as its flag too; not inside
+        # quotes: a column may be named like an option.
+        spelled = _SPELLED.get(option) or flag(option)
+        message = re.sub(rf"(?<!['\"-])\b{option}\b(?!['\"-])(=True)?=?", spelled, message)
+    return message
 
 
 def run_guarded(
@@ -78,7 +85,8 @@ def run_guarded(
         else:
             prefix = "" if isinstance(exc, (UsageError, SynthError)) else f"{type(exc).__name__}: "
             message = prefix + " ".join(str(exc).split())
-            message = in_cli_words(message, getattr(exc, "option", None))
+            named = (getattr(exc, "option", None), *getattr(exc, "also", ()))
+            message = in_cli_words(message, *named)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return code
     finally:

@@ -8,7 +8,9 @@ both sides of train/test), then ``to_messages`` (a ``messages`` column for TRL's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import datasets
@@ -16,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Features, List, Value
 
-from .contamination import DEFAULT_NGRAM, EvalSet, find_contamination
+from .contamination import EvalIndex, EvalSet, find_contamination, index_eval_sets
 from .dedup import (
     DEFAULT_NEAR_THRESHOLD,
     DuplicateFinder,
@@ -34,7 +36,9 @@ if TYPE_CHECKING:
 __all__ = [
     "MESSAGES_FEATURE",
     "DuplicateOptions",
+    "EvalIndex",
     "EvalSet",
+    "check_test_size",
     "cross_split_duplicates",
     "decontaminate",
     "drop_duplicates",
@@ -43,6 +47,7 @@ __all__ = [
     "duplicate_mask",
     "find_contamination",
     "held_out_rows",
+    "index_eval_sets",
     "mix_in_seeds",
     "seed_groups",
     "split_by_seed",
@@ -172,12 +177,17 @@ def seed_groups(
     return np.array([groups.find(i) for i in range(len(ds))], dtype=np.int64)
 
 
-def held_out_rows(test_size: float, n: int) -> int:
-    """Rows asked for in the test split, as ``train_test_split`` reads ``test_size``."""
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
+def check_test_size(test_size: float) -> None:
+    """Refuse a ``test_size`` that is neither a fraction in (0, 1) nor a whole number of rows
+    >= 1, before any work (the number of rows is checked by ``held_out_rows``)."""
+    if isinstance(test_size, bool) or not isinstance(test_size, Real):
         raise ConfigurationError(
             f"test_size must be a fraction or a number of rows, got {test_size!r}",
             option="test_size",
+        )
+    if not math.isfinite(test_size):
+        raise ConfigurationError(
+            f"test_size must be a finite number, got {test_size}", option="test_size"
         )
     if test_size <= 0:
         raise ConfigurationError(f"test_size must be > 0, got {test_size}", option="test_size")
@@ -186,7 +196,14 @@ def held_out_rows(test_size: float, n: int) -> int:
             f"test_size is a fraction below 1 or a whole number, got {test_size}",
             option="test_size",
         )
-    rows = int(test_size) if test_size >= 1 else max(1, round(test_size * n))
+
+
+def held_out_rows(test_size: float, n: int) -> int:
+    """Rows asked for in the test split, as ``train_test_split`` reads ``test_size``."""
+    check_test_size(test_size)
+    if n == 0:
+        raise ConfigurationError("the dataset has no rows to split into train and test")
+    rows = int(test_size) if test_size >= 1 else max(1, round(float(test_size) * n))
     if rows >= n:
         raise ConfigurationError(
             f"test_size {test_size:g} leaves no training rows out of {n}", option="test_size"
@@ -305,14 +322,15 @@ def cross_split_duplicates(
 
 def decontaminate(
     ds: datasets.Dataset,
-    against: Sequence[EvalSet | str | datasets.Dataset],
+    against: Sequence[EvalSet | str | datasets.Dataset] | EvalIndex,
     *,
-    n: int = DEFAULT_NGRAM,
+    n: int | None = None,
     remove: bool = False,
     columns: Sequence[str] | None = None,
 ) -> datasets.Dataset:
-    """Check ``ds`` against evaluation sets (``find_contamination``) and, with ``remove``, drop
-    the rows that share an ``n``-word n-gram with one of them.
+    """Check ``ds`` against evaluation sets (``find_contamination``: a list of them, or their
+    ``EvalIndex``) and, with ``remove``, drop the rows that share an ``n``-word n-gram (13 by
+    default) with one of them.
 
     The result records what was checked and found (the sets with their revision or fingerprint,
     split and columns, ``n``, the rows flagged and removed) in its provenance, under

@@ -565,14 +565,18 @@ def test_cli_refuses_a_run_above_the_generation_limit_naming_the_flag(
 ) -> None:
     seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
     argv = ["expand", str(seeds), *expand_argv, "--multiplier", "1000000000"]
-    last = cli_refused(argv, ["--generation-limit", "3,000,000,000 generations"], ref_server,
-                       capsys)  # fmt: skip
-    assert "generation_limit" not in last
+    needles = [
+        "--generation-limit",
+        "3,000,000,000 generations",
+        "cap the run with --max-generations",
+    ]
+    last = cli_refused(argv, needles, ref_server, capsys)
+    assert "generation_limit" not in last and "max_generations" not in last
     # The dry run shows the plan (generations and requests), then refuses the same way.
     cli_refused([*argv, "--dry-run"], ["--generation-limit"], ref_server, capsys)
     assert cli_main([*argv, "--dry-run", "--generation-limit", "3000000000"]) == 0
     plan = capsys.readouterr().out
-    assert "3 seed rows -> 1 requests" in plan and "3000000000 generations targeted" in plan
+    assert "3 seed rows -> 1 request of" in plan and "3000000000 generations targeted" in plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,7 +586,10 @@ def test_cli_refuses_a_run_above_the_generation_limit_naming_the_flag(
 @pytest.mark.parametrize(
     ("flags", "needles"),
     [
-        (["--max-generations", "3"], ["--max-generations is 3: one request of 3 seed rows"]),
+        (
+            ["--max-generations", "3"],
+            ["--max-generations is 3: one request of 3 seed rows", "lower --request-size"],
+        ),
         (["--max-requests", "0"], ["--max-requests must be an int >= 1, got 0"]),
         (["--max-generations", "-4"], ["--max-generations must be an int >= 1"]),
     ],
@@ -598,3 +605,4 @@ def test_cli_refuses_a_budget_that_cannot_send_naming_the_flag(
     seeds = write_jsonl(tmp_path / "seeds.jsonl", qa(3).to_list())
     last = cli_refused(["expand", str(seeds), *expand_argv, *flags], needles, ref_server, capsys)
     assert "max_generations" not in last and "max_requests" not in last
+    assert "request_size" not in last

@@ -12,6 +12,7 @@ from datasets import Dataset
 from helpers import MODEL_ID, PROMPT, make_client, qa, run_expand, sorted_by_seed
 
 from synth_datasets import ConfigurationError, SynthMapper, expand, get_provenance
+from synth_datasets.budget import partial_message
 from synth_datasets.cache import RequestCache
 from synth_datasets.testing import ReferenceServer
 
@@ -163,3 +164,14 @@ def test_the_budget_holds_on_an_iterable_dataset_and_in_a_users_own_map(
     assert len(out) == 3 * REQUEST_SIZE * 2
     assert mapper.stats.requests_sent == 3 and mapper.stats.requests_not_sent == 7
     assert "7 not sent (budget)" in mapper.stats.summary()
+
+
+def test_the_line_on_what_was_left_out_counts_in_words(
+    ref_server: ReferenceServer, cache_dir: Path
+) -> None:
+    one = budget_run(ref_server, cache_dir, max_requests=19, request_size=1, max_concurrency=1)
+    assert partial_message(partial(one)).startswith(
+        "stopped at the budget (max_requests=19): 1 request for 1 seed row was not sent"
+    )
+    more = budget_run(ref_server, cache_dir, max_requests=8, run_id="again", max_concurrency=1)
+    assert "2 requests for 4 seed rows were not sent" in partial_message(partial(more))

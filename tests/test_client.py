@@ -126,6 +126,20 @@ def test_truncated_body_is_retried(server):
     assert server.stats()["requests"] == 2
 
 
+@pytest.mark.parametrize(
+    "script", [[429, "truncate"], ["truncate", 429], [503, "truncate", 429], ["drop", "truncate"]]
+)
+def test_attempts_are_what_the_server_received(server, script):
+    """Status retries (urllib3's) and body retries (ours) share one Retry, whose history grows
+    across both: the attempts reported are the requests the server got."""
+    server.set_faults(script=script, retry_after=0.01)
+    client = fast_client(server)
+    body = client.build_body(model_id=MODEL, prompt="p", examples=EXAMPLES, multiplier=3)
+    items, info = client.post(body)
+    assert len(items) == 6
+    assert info.attempts == server.stats()["requests"] == len(script) + 1
+
+
 def test_dropped_every_time_is_connection_error(server):
     server.set_faults(rate_drop=1.0)
     with pytest.raises(APIConnectionError):

@@ -13,7 +13,7 @@ from helpers import write_jsonl
 
 from synth_datasets import ConfigurationError, EvalSet, decontaminate, get_provenance
 from synth_datasets.cli import main
-from synth_datasets.prep import find_contamination
+from synth_datasets.prep import find_contamination, index_eval_sets
 from synth_datasets.provenance import attach_provenance
 
 pytestmark = pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
@@ -171,7 +171,53 @@ def test_report_command_counts_against_evaluation_sets(tmp_path, capsys):
     assert figures["contamination"]["flagged_rows"] == [17, 42, 99]
     assert figures["contamination"]["rows_removed"] is None
     assert figures["rows"] == 200  # the quality report is all there too
-    with pytest.raises(SystemExit) as exit_code:  # argparse refuses it, naming the flag
-        main(["report", str(tmp_path / "data"), "--ngram", "0"])
-    assert exit_code.value.code == 2
-    assert "--ngram: a whole number >= 1" in capsys.readouterr().err
+    for words in ("0", "65"):
+        with pytest.raises(SystemExit) as exit_code:  # argparse refuses it, naming the flag
+            main(["report", str(tmp_path / "data"), "--against", str(evals), "--ngram", words])
+        assert exit_code.value.code == 2
+        assert f"--ngram: a whole number from 1 to 64, got '{words}'" in capsys.readouterr().err
+
+
+def test_a_split_is_chosen_as_the_command_line_names_it_and_never_ignored(tmp_path, capsys):
+    ds, _ = planted()
+    path = write_jsonl(tmp_path / "good.jsonl", [{"q": EVAL[3]}])
+    with pytest.raises(
+        ConfigurationError, match=r"good.jsonl is one file, with no splits.*drop :validation"
+    ):
+        find_contamination(ds, [f"{path}:validation"])
+    folder = tmp_path / "evals"
+    DatasetDict(
+        {"train": Dataset.from_dict({"q": [EVAL[3]]}), "dev": Dataset.from_dict({"q": [EVAL[9]]})}
+    ).save_to_disk(str(folder))
+    ds.save_to_disk(str(tmp_path / "data"))
+    assert main(["report", str(tmp_path / "data"), "--no-near", "--against", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{folder} has no split 'test' (read when none is named), only train, dev: choose one as {folder}:SPLIT"
+        in err
+    )
+    found = find_contamination(ds, [f"{folder}:dev"])
+    assert (found.record()["sets"][0]["split"], found.flagged.tolist()) == ("dev", [42])
+
+
+def test_one_column_name_is_one_column_and_n_is_bounded_up_front():
+    ds, _ = planted()
+    assert EvalSet(eval_set(), columns="question").columns == ("question",)
+    found = find_contamination(ds, [EvalSet(eval_set(), columns="question")])
+    assert found.record()["sets"][0]["columns"] == ["question"]
+    for n in (0, 65, 2.5, True):
+        with pytest.raises(
+            ConfigurationError, match="n must be a whole number of words from 1 to 64"
+        ) as info:
+            find_contamination(ds, [eval_set()], n=n)  # type: ignore[arg-type]
+        assert info.value.option == "n"
+
+
+def test_evaluation_sets_indexed_once_before_the_rows():
+    ds, _ = planted()
+    index = index_eval_sets([eval_set()], n=12)
+    assert index.n == 12 and index.sets[0]["texts"] == 40
+    assert find_contamination(ds, index).flagged.tolist() == [17, 42, 99]
+    assert len(decontaminate(ds, index, remove=True)) == 197
+    with pytest.raises(ConfigurationError, match="indexed with n=12"):
+        find_contamination(ds, index, n=13)

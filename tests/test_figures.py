@@ -24,14 +24,14 @@ from PIL import Image
 
 import synth_datasets
 from synth_datasets import build_card, quality_report
-from synth_datasets.card import FIGURE_PATHS, FIGURES_EXTRA
+from synth_datasets.card import FIGURE_PATHS
 from synth_datasets.figures import draw_figures
 from synth_datasets.provenance import attach_provenance
 
 pytestmark = pytest.mark.filterwarnings(LFS_PUT_WARNING_FILTER)
 
 LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-HINT = f"(`{FIGURES_EXTRA}`; then `synth-datasets card DIR` or `push`)"
+HINT = "(`pip install matplotlib`; then `synth-datasets card DIR` or `push`)"
 # The command line as a user without matplotlib runs it: the import fails as if not installed.
 WITHOUT_MATPLOTLIB = (
     "import sys; sys.modules['matplotlib'] = None; "
@@ -172,9 +172,18 @@ def test_without_matplotlib_the_card_says_how_to_get_the_figures(tmp_path):
     proc = run_python(["-c", WITHOUT_MATPLOTLIB, "report", str(out), "--figures"])
     assert proc.returncode == 2
     assert error_lines(proc.stderr) == [
-        f"synth-datasets: error: the figures need matplotlib: {FIGURES_EXTRA}"
-    ]
+        "synth-datasets: error: the figures need matplotlib: pip install matplotlib"
+    ]  # synth-datasets is not on PyPI: `pip install "synth-datasets[figures]"` would fail
     assert proc.stdout == ""  # refused before the report was computed
+
+
+def test_verbose_figures_keep_matplotlib_debug_lines_out(tmp_path):
+    out = tmp_path / "out"
+    assert expand_sample(out, tmp_path / "c").returncode == 0
+    proc = cli("-v", "report", str(out), "--no-near", "--figures")
+    assert proc.returncode == 0, proc.stderr
+    assert "DEBUG " in proc.stderr  # -v still logs the rest
+    assert "matplotlib" not in proc.stderr
 
 
 def test_matplotlib_is_imported_only_for_figures():

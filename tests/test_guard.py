@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from synth_datasets.errors import ConfigurationError, UsageError
+from synth_datasets.errors import ConfigurationError, RateLimitError, UsageError
 from synth_datasets.guard import in_cli_words, run_guarded
 
 TOKEN = "sk-guard-0123456789abcdef"
@@ -60,6 +60,14 @@ def test_a_library_error_reads_in_the_command_line_words() -> None:
     quoted = "unknown column(s) in columns: 'columns'"
     assert in_cli_words(quoted, "columns") == "unknown column(s) in --columns: 'columns'"
     assert in_cli_words("model_id is wrong", None) == "model_id is wrong"
+    # Every option the message names, each as its flag; a library keyword as the CLI spells it.
+    told = "max_generations is 5: raise it or lower request_size"
+    assert in_cli_words(told, "max_generations", "request_size") == (
+        "--max-generations is 5: raise it or lower --request-size"
+    )
+    assert in_cli_words("n must be from 1 to 64 words per n-gram", "n") == (
+        "--ngram must be from 1 to 64 words per n-gram"
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,6 +78,22 @@ def test_a_library_error_reads_in_the_command_line_words() -> None:
             ConfigurationError("request_size must be an int >= 1", option="request_size"),
             2,
             "prog: error: --request-size must be an int >= 1",
+        ),
+        (
+            ConfigurationError(
+                "limit_schedule changes the rate limits, and none is set: set requests_per_second",
+                option="limit_schedule",
+                also=("requests_per_second",),
+            ),
+            2,
+            "prog: error: --limit-schedule changes the rate limits, and none is set: set "
+            "--requests-per-second",
+        ),
+        (
+            RateLimitError("429 from h; " + RateLimitError.next_step, status_code=429),
+            1,
+            "prog: error: 429 from h; still rate limited after retries: lower --max-concurrency "
+            "or retry later",
         ),
         (OSError("disk\n  full"), 1, "prog: error: OSError: disk full"),
         (

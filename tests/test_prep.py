@@ -305,9 +305,17 @@ def test_split_by_seed_takes_whole_groups_as_close_as_they_allow():
         (0, "test_size must be > 0"),
         (12, "leaves no training rows"),
         (2.5, "a fraction below 1 or a whole number"),
+        (float("nan"), "a finite number, got nan"),
+        (float("inf"), "a finite number, got inf"),
+        ("0.1", "a fraction or a number of rows"),
     ]:
         with pytest.raises(ConfigurationError, match=message):
             split_by_seed(ds, test_size=bad)
+    # numpy's numbers are sizes like Python's.
+    assert split_by_seed(ds, test_size=np.int64(4)).num_rows == {"train": 8, "test": 4}
+    assert split_by_seed(ds, test_size=np.float64(0.3)).num_rows == {"train": 8, "test": 4}
+    with pytest.raises(ConfigurationError, match="the dataset has no rows to split"):
+        split_by_seed(ds.select([]), test_size=0.5)
     one_seed = ds.map(lambda r: {"source_index": 0})
     with pytest.raises(ConfigurationError, match="form one group"):
         split_by_seed(one_seed, test_size=0.5)

@@ -23,6 +23,7 @@ from helpers import (
 from test_prep import SEEDS, expanded, gen
 
 from synth_datasets import get_provenance
+from synth_datasets.errors import UsageError
 from synth_datasets.folder import load_result
 from synth_datasets.prep import (
     cross_split_duplicates,
@@ -581,3 +582,81 @@ def test_split_by_node_a_node_stopped_at_its_budget_makes_the_merge_partial(tmp_
     assert len(merged) == (3 + 6) * 2
     partial = get_provenance(merged)["partial"]
     assert partial["requests_not_sent"] == 1 and partial["seed_rows_not_sent"] == 3
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_to_sft_output_is_checked_before_the_work_and_written_as_expand_writes(
+    tmp_path, expanded_dir, capsys
+):
+    folder, _ = expanded_dir
+    to_sft = load_script("to_sft.py").main
+    theirs = tmp_path / "theirs"
+    (theirs / "data").mkdir(parents=True)
+    (theirs / "README.md").write_text("my notes\n")
+    (theirs / "data" / "test-00000-of-00001.jsonl").write_text('{"keep": 1}\n')
+    before = _files(theirs)
+    assert to_sft([str(folder), "--output", str(theirs)]) == 2
+    out, err = capsys.readouterr()
+    assert "data/test-00000-of-00001.jsonl was not written by synth-datasets" in err
+    assert "--overwrite" in err and "rows:" not in out  # refused before the work
+    assert _files(theirs) == before
+    (tmp_path / "afile").write_text("x")
+    assert to_sft([str(folder), "--output", str(tmp_path / "afile")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    # With --overwrite: replaced, and recorded as ours, so the next run needs no --overwrite.
+    assert to_sft([str(folder), "--output", str(theirs), "--overwrite", "--no-near"]) == 0
+    assert (theirs / "README.md").read_text() != "my notes\n"
+    assert json.loads((theirs / "synth_manifest.json").read_text())["splits"] == ["train", "test"]
+    assert {k: len(v) for k, v in datasets.load_dataset(str(theirs)).items()} == {
+        "train": 2,
+        "test": 2,
+    }
+    with pytest.raises(UsageError, match="holds the splits train, test: read it with"):
+        load_result(theirs)  # one Dataset would mix them (push, card, report)
+    assert to_sft([str(folder), "--output", str(theirs), "--test-size", "0"]) == 0
+    assert sorted(_files(theirs / "data")) == ["train-00000-of-00001.parquet"]  # ours: removed
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--test-size", "nan"], "--test-size must be a finite number, got nan"),
+        (["--test-size", "inf"], "--test-size must be a finite number, got inf"),
+        (["--test-size", "-1"], "--test-size must be >= 0"),
+        (["--test-size", "2.5"], "--test-size is a fraction below 1 or a whole number"),
+        (
+            ["--mix-in-seeds", "SPLITS"],
+            "has no split 'train' (read when none is named), only a, b: "
+            "choose one with --seeds-split",
+        ),
+        (["--mix-in-seeds", "SPLITS", "--seeds-split", "c"], "no split 'c'"),
+        (["--mix-in-seeds", "EMPTY"], "EMPTY: no seed rows to mix in"),
+        (["--decontaminate-against", "SPLITS:c"], "choose one as SPLITS:SPLIT"),
+        (["--decontaminate-against", "EMPTY"], "EMPTY: no rows in this evaluation set"),
+        (["--decontaminate-against", "EMPTY:test"], "one file, with no splits"),
+    ],
+)
+def test_to_sft_refuses_bad_sizes_splits_and_sets_before_the_work(
+    tmp_path, expanded_dir, capsys, argv, needle
+):
+    folder, _ = expanded_dir
+    splits = tmp_path / "splits"
+    datasets.DatasetDict(
+        {"a": datasets.Dataset.from_list(SEEDS), "b": datasets.Dataset.from_list(SEEDS)}
+    ).save_to_disk(str(splits))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    places = {"SPLITS": str(splits), "EMPTY": str(empty)}
+    argv = [re.sub("SPLITS|EMPTY", lambda m: places[m[0]], a) for a in argv]
+    needle = re.sub("SPLITS|EMPTY", lambda m: places[m[0]], needle)
+    out_dir = tmp_path / "out"
+    assert load_script("to_sft.py").main([str(folder), *argv, "--output", str(out_dir)]) == 2
+    out, err = capsys.readouterr()
+    (line,) = [line for line in err.splitlines() if "to_sft.py: error:" in line]
+    assert line.startswith("to_sft.py: error: ") and needle in line, line
+    assert "rows:" not in out and "Dropping error rows" not in err  # refused before the work
+    assert not out_dir.exists()

@@ -40,6 +40,7 @@ from synth_datasets.testing.faults import parse_schedule, parse_script
         {"limit_schedule": [(10,)]},
         {"limit_schedule": [(10, 0)]},
         {"limit_schedule": [(-1, 0.5)]},
+        {"limit_schedule": [(10, 0.5)]},  # no rate limit to change
     ],
 )
 def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
@@ -54,7 +55,8 @@ def test_values_are_normalised_and_the_script_copied() -> None:
     assert faults.script == script and faults.script is not script
     assert parse_script(" 429, drop,,ok ") == [429, "drop", "ok"]
     assert parse_schedule("30:1, 10:0.5") == [(30.0, 1.0), (10.0, 0.5)]
-    assert Faults(limit_schedule=[[30, 1], (10, 0.5)]).limit_schedule == [(10.0, 0.5), (30.0, 1.0)]
+    scheduled = Faults(requests_per_second=10, limit_schedule=[[30, 1], (10, 0.5)])
+    assert scheduled.limit_schedule == [(10.0, 0.5), (30.0, 1.0)]
 
 
 def test_script_statuses_with_retry_after() -> None:

@@ -96,7 +96,21 @@ def test_cli_refuses_remote_host_and_bad_faults(capsys: pytest.CaptureFixture[st
     assert main(["--host", "0.0.0.0", "--port", "0"]) == 2
     assert "--allow-remote" in capsys.readouterr().err
     assert main(["--port", "0", "--rate-500", "2"]) == 2
-    assert "rate_500" in capsys.readouterr().err
+    assert "error: --rate-500 must be a fraction in [0, 1], got 2.0" in capsys.readouterr().err
+    # Every fault's error names its flag, the options it tells to set too.
+    for argv, line in [
+        (["--requests-per-second", "0"], "--requests-per-second must be a finite number > 0"),
+        (["--limit-burst", "-1"], "--limit-burst must be a finite number >= 0, got -1.0"),
+        (["--limit-schedule", "10:0"], "--limit-schedule must be steps of seconds >= 0"),
+        (
+            ["--limit-schedule", "10:0.5"],  # no limit to change: it would do nothing
+            "--limit-schedule changes the rate limits, and none is set: set "
+            "--requests-per-second or --generations-per-minute too",
+        ),
+    ]:
+        assert main(["--port", "0", *argv]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {line}" in err and "_" not in err.split("error:")[1], err
 
 
 def test_cli_serves_your_own_model_with_the_key_from_the_environment() -> None:
@@ -149,4 +163,4 @@ def test_cli_refuses_bad_engine_options(capsys: pytest.CaptureFixture[str]) -> N
     assert "does not answer" in capsys.readouterr().err
     with FakeOpenAI() as backend:
         assert main(["--port", "0", *openai, backend.url, "--rate-malformed", "0.1"]) == 2
-    assert "rate_malformed acts on the offline engine's items" in capsys.readouterr().err
+    assert "--rate-malformed acts on the offline engine's items" in capsys.readouterr().err

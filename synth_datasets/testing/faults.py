@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeGuard
 
+from ..errors import ConfigurationError
+
 __all__ = [
     "CONTENT_TYPES",
     "FRAMINGS",
@@ -147,7 +149,7 @@ class Faults:
             value = getattr(self, name)
             if value is not None:
                 if not (_is_number(value) and math.isfinite(value) and value > 0):
-                    _refuse(name, "None or a finite number > 0", value)
+                    _refuse(name, "a finite number > 0 (unset: no limit)", value)
                 setattr(self, name, float(value))
         if isinstance(self.limit_schedule, (str, bytes)) or not isinstance(
             self.limit_schedule, Sequence
@@ -163,6 +165,13 @@ class Faults:
                 _refuse("limit_schedule", "steps of seconds >= 0 and a factor > 0", step)
             steps.append((numbers[0], numbers[1]))
         self.limit_schedule = sorted(steps)
+        if steps and self.requests_per_second is None and self.generations_per_minute is None:
+            raise ConfigurationError(  # it would change nothing: a typo, or a limit left out
+                "limit_schedule changes the rate limits, and none is set: set "
+                "requests_per_second or generations_per_minute too",
+                option="limit_schedule",
+                also=("requests_per_second", "generations_per_minute"),
+            )
         if not _is_int(self.seed):
             _refuse("seed", "an int", self.seed)
         if isinstance(self.script, (str, bytes)) or not isinstance(self.script, Sequence):
@@ -175,7 +184,8 @@ class Faults:
 
 
 def _refuse(name: str, expected: str, value: object) -> NoReturn:
-    raise ValueError(f"Faults.{name} must be {expected}, got {value!r}")
+    """``name`` is the keyword of ``Faults`` and the flag of ``serve`` (``guard.in_cli_words``)."""
+    raise ConfigurationError(f"{name} must be {expected}, got {value!r}", option=name)
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

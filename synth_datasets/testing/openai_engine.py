@@ -158,12 +158,15 @@ class OpenAIEngine(Engine):
     def check_faults(self, faults: Faults) -> None:
         for name in ITEM_FAULTS:
             if getattr(faults, f"rate_{name}") > 0:
-                raise ValueError(
-                    f"Faults.rate_{name} acts on the offline engine's items; OpenAIEngine "
-                    "passes the model's answers on as they are"
+                raise ConfigurationError(
+                    f"rate_{name} acts on the offline engine's items; OpenAIEngine passes the "
+                    "model's answers on as they are",
+                    option=f"rate_{name}",
                 )
         if faults.shuffle:
-            raise ValueError("Faults.shuffle acts on the offline engine's items only")
+            raise ConfigurationError(
+                "shuffle acts on the offline engine's items only", option="shuffle"
+            )
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}

@@ -147,7 +147,9 @@ def run_serve(args: argparse.Namespace) -> int:
         server = ReferenceServer(
             token=args.token, host=args.host, port=args.port, faults=faults, engine=engine
         )
-    except ValueError as exc:  # a ConfigurationError already names the flag
+    except ConfigurationError:
+        raise  # its option is the flag's name: guard.in_cli_words spells it as the flag
+    except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     try:
         server.start()  # the engine checks its backend here (ConfigurationError)
