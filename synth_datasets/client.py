@@ -252,8 +252,14 @@ class SynthClient:
         )
         connect, read = cast("tuple[float, float]", self.config.timeout)  # checked: a pair
         self._timeout = Timeout(connect=connect, read=read)
-        self._pool: HTTPConnectionPool | None = None
-        self._request_url = ""
+        # The adapter's own pool (proxy and TLS settings applied), called directly: requests'
+        # per-call layers cost more CPU than the exchange, and urlopen reads the whole body, so
+        # a body that breaks off is retried like every other failure. Built here, before any
+        # thread can post: built lazily, a thread could see the pool before its request URL.
+        self._pool: HTTPConnectionPool = adapter.get_connection_with_tls_context(
+            self._template, verify=session.verify, proxies=session.proxies
+        )
+        self._request_url = adapter.request_url(self._template, session.proxies)
         return session
 
     def __repr__(self) -> str:
@@ -334,16 +340,6 @@ class SynthClient:
 
     def _post(self, body: bytes) -> tuple[list[dict[str, Any]], CallInfo]:
         started = time.monotonic()
-        if self._pool is None:
-            # The session adapter's own pool (proxy and TLS settings applied), called directly:
-            # requests' per-call layers cost more CPU than the exchange, and urlopen reads the
-            # whole body, so a body that breaks off is retried like every other failure.
-            adapter = self._session.get_adapter(self.url)
-            assert isinstance(adapter, HTTPAdapter)
-            self._pool = adapter.get_connection_with_tls_context(
-                self._template, verify=self._session.verify, proxies=self._session.proxies
-            )
-            self._request_url = adapter.request_url(self._template, self._session.proxies)
         retry: Retry = self._retry
         throttle = self.throttle
         while True:

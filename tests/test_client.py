@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import sys
+import threading
 import time
 import uuid
 
@@ -261,6 +263,37 @@ def test_unreachable_server_is_connection_error():
 def test_client_pickles_and_rebuilds_its_session(server):
     client = pickle.loads(pickle.dumps(fast_client(server)))
     assert len(generate(client, multiplier=1)) == 2
+
+
+def test_a_new_clients_first_calls_at_once_all_reach_the_endpoint(server):
+    """Eight threads' first calls on a new client, the GIL switched as often as it can be: every
+    call is answered (a client building its pool lazily let one thread send before the request
+    URL was set, and the server answered 404 for the empty path)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    errors: list[BaseException] = []
+    try:
+        for _ in range(60):
+            client = fast_client(server)
+            start = threading.Barrier(8)
+
+            def call(client: SynthClient = client, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    generate(client, multiplier=1)
+                except Exception as exc:  # collected, asserted below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=call) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            client.close()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert server.stats()["requests"] == 60 * 8
 
 
 def test_token_never_leaks(server, caplog):
