@@ -296,15 +296,21 @@ class RequestCache:
     def release(self, key: str) -> None:
         """End this process's lease of fetching ``key`` (not answered: another may ask)."""
         link = self._link()
-        if key in link.fetching:
-            link.fetching.discard(key)
-            self._run(
-                lambda conn: conn.execute(
+
+        def drop(conn: sqlite3.Connection) -> None:
+            # Under the link's lock, as claims are: a thread claiming between the discard and the
+            # DELETE would take this lease over and then lose it to the DELETE.
+            if key not in link.fetching:
+                return
+            try:
+                conn.execute(
                     "DELETE FROM leases WHERE key = ? AND host = ? AND pid = ?",
                     (key, _HOST, os.getpid()),
-                ),
-                None,
-            )
+                )
+            finally:
+                link.fetching.discard(key)  # a lease row left behind is a leftover, taken over
+
+        self._run(drop, None)
 
     def get_or_claim(self, key: str, seconds: float) -> list[dict[str, Any]] | None:
         """The cached answer, or None once this process holds the lease of fetching it.
