@@ -55,8 +55,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "synth_datasets"
 
 
-def request_key(base_url: str, body: bytes, run_id: str | None = None) -> str:
-    head = "\x00".join((_SCHEMA_VERSION, base_url, run_id or "", "")).encode("utf-8")
+def request_key(endpoint: str, body: bytes, run_id: str | None = None) -> str:
+    """The key of a request: the endpoint (its base URL, or the ``cache_endpoint`` a server
+    on a changing port is known by), the body and ``run_id``; never the token."""
+    head = "\x00".join((_SCHEMA_VERSION, endpoint, run_id or "", "")).encode("utf-8")
     return hashlib.sha256(head + body).hexdigest()
 
 
