@@ -314,6 +314,7 @@ def test_bench_recall_section_prints_its_figures(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # three Ray starts: minutes on a loaded machine (its own limit below)
 def test_bench_ray_scaling_runs_every_actor_count_on_the_same_seeds(tmp_path):
     """What holds by construction: each actor count makes every row from the same requests, and
     no more requests are in flight than the actors' threads."""
