@@ -55,8 +55,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "synth_datasets"
 
 
-def request_key(base_url: str, body: bytes, run_id: str | None = None) -> str:
-    head = "\x00".join((_SCHEMA_VERSION, base_url, run_id or "", "")).encode("utf-8")
+def request_key(endpoint: str, body: bytes, run_id: str | None = None) -> str:
+    """The key of a request: the endpoint (its base URL, or the ``cache_endpoint`` a server
+    on a changing port is known by), the body and ``run_id``; never the token."""
+    head = "\x00".join((_SCHEMA_VERSION, endpoint, run_id or "", "")).encode("utf-8")
     return hashlib.sha256(head + body).hexdigest()
 
 
@@ -294,15 +296,21 @@ class RequestCache:
     def release(self, key: str) -> None:
         """End this process's lease of fetching ``key`` (not answered: another may ask)."""
         link = self._link()
-        if key in link.fetching:
-            link.fetching.discard(key)
-            self._run(
-                lambda conn: conn.execute(
+
+        def drop(conn: sqlite3.Connection) -> None:
+            # Under the link's lock, as claims are: a thread claiming between the discard and the
+            # DELETE would take this lease over and then lose it to the DELETE.
+            if key not in link.fetching:
+                return
+            try:
+                conn.execute(
                     "DELETE FROM leases WHERE key = ? AND host = ? AND pid = ?",
                     (key, _HOST, os.getpid()),
-                ),
-                None,
-            )
+                )
+            finally:
+                link.fetching.discard(key)  # a lease row left behind is a leftover, taken over
+
+        self._run(drop, None)
 
     def get_or_claim(self, key: str, seconds: float) -> list[dict[str, Any]] | None:
         """The cached answer, or None once this process holds the lease of fetching it.

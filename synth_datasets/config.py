@@ -431,6 +431,13 @@ class ExpandConfig(ClientConfig):
     run_id: str | None = _option(
         None, "ask for fresh samples: a new id misses the cache", _optional(_text), output=True
     )
+    cache_endpoint: str | None = _option(
+        None,
+        "the endpoint as the request cache keys its answers (default base_url): a server whose "
+        "port changes every run names itself here (expand --local: its engine), so a rerun resumes",
+        _optional(_text),
+        cli=False,
+    )
     index_column: str | None = _option(
         None,
         "column of global row indices to use as source_index (neither sent nor kept)",

@@ -23,7 +23,7 @@ __all__ = ["in_cli_words", "run_guarded"]
 
 
 # Keywords of library functions that the command line spells otherwise than ``--<keyword>``.
-_SPELLED = {"n": "--ngram"}
+_SPELLED = {"n": "--ngram", "concurrency": "--actors"}  # report's --ngram, ray_expand.py's
 
 
 def in_cli_words(message: str, *options: str | None) -> str:

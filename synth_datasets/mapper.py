@@ -292,7 +292,8 @@ class _Engine:
         client, cache, _, progress = self.local()
         c = self.config
         body = self._body(examples)
-        key = request_key(client.base_url, body, c.run_id) if cache is not None else ""
+        endpoint = c.cache_endpoint or client.base_url
+        key = request_key(endpoint, body, c.run_id) if cache is not None else ""
         # Another process (or thread) fetching the same request is waited for, not paid twice.
         items = cache.get_or_claim(key, self._lease_seconds()) if cache is not None else None
         if items is None and not self._may_send(len(indices)):

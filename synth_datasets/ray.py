@@ -228,9 +228,10 @@ def expand_ray(
 
     Ray's own options: ``concurrency`` actors, each with ``max_concurrency`` requests in flight
     and ``num_cpus`` CPUs reserved (it waits on HTTP); with ``max_concurrency="auto"`` each actor
-    adapts its own, up to ``concurrency_ceiling`` divided among the actors (``split_ceiling=False``:
-    up to all of it each); a block holds ``requests_per_map_batch``
-    requests (default: ``4 * max_concurrency``, fewer for small data); ``features``: the input's
+    adapts its own, up to ``concurrency_ceiling`` divided among the actors (more actors than the
+    ceiling are refused; ``split_ceiling=False``: up to all of it each); a block holds
+    ``requests_per_map_batch`` requests (default: ``4 * max_concurrency``, fewer for small
+    data); ``features``: the input's
     Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
     current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
     ``source``: what the provenance records about the input (name, split, fingerprint, ...).
@@ -241,10 +242,20 @@ def expand_ray(
     _refuse(ray, ray_dataset, api_key, options)
     config = ExpandConfig(**options)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        raise ConfigurationError(
+            f"concurrency must be an int >= 1, got {concurrency!r}", option="concurrency"
+        )
     if config.max_concurrency == "auto" and split_ceiling:  # the quota is the actors' together
-        ceiling = max(1, config.concurrency_ceiling // concurrency)
-        config = dataclasses.replace(config, concurrency_ceiling=ceiling)
+        most = config.concurrency_ceiling
+        if concurrency > most:  # each actor keeps one in flight: together they would pass it
+            raise ConfigurationError(
+                f"concurrency is {concurrency}: {concurrency} actors keep at least one request "
+                f"in flight each, more than concurrency_ceiling ({most}) allows; use at most "
+                f"{most} actors or raise concurrency_ceiling",
+                option="concurrency",
+                also=("concurrency_ceiling",),
+            )
+        config = dataclasses.replace(config, concurrency_ceiling=most // concurrency)
 
     def plan(schema: pa.Schema) -> Layout:
         if INDEX_COLUMN in schema.names:

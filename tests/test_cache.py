@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -282,6 +283,42 @@ def test_threads_of_one_process_fetch_a_request_once(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(work, range(8))) == [ITEMS] * 8
     assert fetched == [1]
+
+
+def test_a_released_lease_never_takes_the_next_holders_lease_with_it(tmp_path: Path) -> None:
+    """One thread claims and releases a key over and over while another does too, the GIL
+    switched as often as it can be: whenever a thread holds the claim, the lease row that keeps
+    other processes away is there (a release that dropped the claim before deleting its row let
+    the other thread take over the row, then deleted it)."""
+    cache = RequestCache(tmp_path)
+    cache.put("other", ITEMS)  # the file and its tables exist
+    stop = threading.Event()
+    held = lost = 0
+
+    def other_thread() -> None:
+        while not stop.is_set():
+            if cache.claim("k", 60):
+                cache.release("k")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        with contextlib.closing(sqlite3.connect(cache.path)) as conn:
+            for _ in range(200_000):
+                if cache.claim("k", 60):
+                    held += 1
+                    rows = conn.execute("SELECT COUNT(*) FROM leases WHERE key = 'k'").fetchone()
+                    lost += rows[0] == 0
+                    cache.release("k")
+                    if held == 3000:
+                        break
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert held == 3000 and lost == 0
 
 
 def test_two_processes_expanding_into_one_cache_pay_once(

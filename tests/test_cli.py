@@ -714,6 +714,54 @@ def test_a_run_stopped_at_its_budget_exits_3_writes_what_it_received_and_a_rerun
     assert "me/budget" in fake_hub.repos
 
 
+def _local_urls(out: str) -> list[str]:
+    return re.findall(r"using the local reference server at (\S+):", out)
+
+
+def test_a_local_run_stopped_at_its_budget_resumes_from_the_cache_on_its_new_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--local serves on a new port each run, yet a rerun pays only for what was not answered."""
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", qa_rows(8))
+    out = tmp_path / "out"
+    args = ["expand", str(seeds), "--local", "--prompt", "p", "--request-size", "2", "-q"]
+    args += ["--output", str(out), "--cache-dir", str(tmp_path / "c")]  # 4 requests in all
+    assert main([*args, "--max-requests", "1"]) == 3
+    first = capsys.readouterr().out
+    assert manifest(out)["provenance"]["partial"]["requests_sent"] == 1
+    # The 3 requests left fit in a budget of 3 only if the one answered comes from the cache.
+    assert main([*args, "--max-requests", "3"]) == 0
+    assert manifest(out)["provenance"]["partial"] is None
+    assert len(datasets.load_dataset(str(out), split="train")) == 8 * 4
+    (url1,), (url2,) = _local_urls(first), _local_urls(capsys.readouterr().out)
+    assert url1 != url2  # another port, the same answers
+
+
+def test_local_engines_never_share_answers_in_the_cache(
+    tmp_path: Path, seeds_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same request body (one --model-id for all) to the offline engine and to two model
+    servers: each engine is asked, and each answers a rerun from the cache."""
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    args = ["expand", str(seeds_file), "--prompt", "p", "--model-id", MODEL_ID, "--multiplier"]
+    args += ["2", "--request-size", "2", "-q", "--local", *cache]  # 2 requests of 4 completions
+
+    def rows(*more: str) -> list[str]:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main([*args, *more, "--output", str(out)]) == 0, capsys.readouterr().err
+        return list(datasets.load_dataset(str(out), split="train")["q"])
+
+    offline = rows()
+    assert not any("schema text" in q for q in offline)
+    with FakeOpenAI(models=["M"]) as a, FakeOpenAI(models=["M"]) as b:
+        own_a = [*(["--engine", "openai", "--engine-model", "M", "--engine-base-url"]), a.url]
+        own_b = [*own_a[:-1], b.url]
+        assert sorted(_numbers(rows(*own_a))) == list(range(1, 9)) and len(a.calls) == 8
+        assert sorted(_numbers(rows(*own_a))) == list(range(1, 9)) and len(a.calls) == 8
+        assert sorted(_numbers(rows(*own_b))) == list(range(1, 9)) and len(b.calls) == 8
+    assert rows() == offline
+
+
 def test_dry_run_shows_the_budget(endpoint: list[str], seeds_file: Path, tmp_path: Path, capsys):
     args = ["expand", str(seeds_file), "--prompt", "p", *endpoint, "--dry-run"]
     assert main([*args, "--request-size", "1", "--max-generations", "8"]) == 0

@@ -25,6 +25,7 @@ from helpers import MODEL_ID, conversations, load_script, make_client
 from helpers import sorted_by_seed as by_seed
 
 from synth_datasets import ConfigurationError, SynthClient, expand, get_provenance, push_to_hub
+from synth_datasets.guard import in_cli_words
 from synth_datasets.provenance import from_schema
 from synth_datasets.ray import (
     expand_ray,
@@ -252,6 +253,24 @@ def test_a_run_above_the_generation_limit_is_refused_before_any_request(
         ConfigurationError, match=r"generation_limit is 10: 4 seed rows x multiplier 3"
     ):
         expand_ray(from_huggingface(seeds(4)), **ray_kwargs(server, tmp_path, generation_limit=10))
+    assert server.stats()["requests"] == 0
+
+
+def test_more_actors_than_the_ceiling_are_refused_before_any_request(local_ray, server, tmp_path):
+    """One request in flight each at least: 3 actors would pass a ceiling of 2 together."""
+    kwargs = ray_kwargs(server, tmp_path, concurrency=3, concurrency_ceiling=2)
+    with pytest.raises(ConfigurationError) as caught:
+        expand_ray(from_huggingface(seeds(4)), **kwargs)
+    exc = caught.value
+    assert str(exc) == (
+        "concurrency is 3: 3 actors keep at least one request in flight each, more than "
+        "concurrency_ceiling (2) allows; use at most 2 actors or raise concurrency_ceiling"
+    )
+    # scripts/ray_expand.py's words: its --actors are expand_ray's concurrency.
+    assert in_cli_words(str(exc), exc.option, *exc.also) == (
+        "--actors is 3: 3 actors keep at least one request in flight each, more than "
+        "--concurrency-ceiling (2) allows; use at most 2 actors or raise --concurrency-ceiling"
+    )
     assert server.stats()["requests"] == 0
 
 

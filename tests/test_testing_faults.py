@@ -41,6 +41,7 @@ from synth_datasets.testing.faults import parse_schedule, parse_script
         {"limit_schedule": [(10, 0)]},
         {"limit_schedule": [(-1, 0.5)]},
         {"limit_schedule": [(10, 0.5)]},  # no rate limit to change
+        {"limit_burst": 0.1},  # no rate limit to size
     ],
 )
 def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
@@ -57,6 +58,7 @@ def test_values_are_normalised_and_the_script_copied() -> None:
     assert parse_schedule("30:1, 10:0.5") == [(30.0, 1.0), (10.0, 0.5)]
     scheduled = Faults(requests_per_second=10, limit_schedule=[[30, 1], (10, 0.5)])
     assert scheduled.limit_schedule == [(10.0, 0.5), (30.0, 1.0)]
+    assert Faults(generations_per_minute=60, limit_burst=0.1).limit_burst == 0.1
 
 
 def test_script_statuses_with_retry_after() -> None:

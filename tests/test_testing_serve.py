@@ -107,6 +107,11 @@ def test_cli_refuses_remote_host_and_bad_faults(capsys: pytest.CaptureFixture[st
             "--limit-schedule changes the rate limits, and none is set: set "
             "--requests-per-second or --generations-per-minute too",
         ),
+        (
+            ["--limit-burst", "0.1"],  # no bucket to size
+            "--limit-burst sizes the rate limits, and none is set: set "
+            "--requests-per-second or --generations-per-minute too",
+        ),
     ]:
         assert main(["--port", "0", *argv]) == 2
         err = capsys.readouterr().err

@@ -165,13 +165,20 @@ class Faults:
                 _refuse("limit_schedule", "steps of seconds >= 0 and a factor > 0", step)
             steps.append((numbers[0], numbers[1]))
         self.limit_schedule = sorted(steps)
-        if steps and self.requests_per_second is None and self.generations_per_minute is None:
-            raise ConfigurationError(  # it would change nothing: a typo, or a limit left out
-                "limit_schedule changes the rate limits, and none is set: set "
-                "requests_per_second or generations_per_minute too",
-                option="limit_schedule",
-                also=("requests_per_second", "generations_per_minute"),
-            )
+        # What shapes the rate limits would change nothing without one: a typo, or a limit left
+        # out (a limit_burst other than its default is one given).
+        shaping = {
+            "limit_schedule": (bool(steps), "changes the rate limits"),
+            "limit_burst": (self.limit_burst != Faults.limit_burst, "sizes the rate limits"),
+        }
+        for name, (given, what) in shaping.items():
+            if given and self.requests_per_second is None and self.generations_per_minute is None:
+                raise ConfigurationError(
+                    f"{name} {what}, and none is set: set requests_per_second or "
+                    "generations_per_minute too",
+                    option=name,
+                    also=("requests_per_second", "generations_per_minute"),
+                )
         if not _is_int(self.seed):
             _refuse("seed", "an int", self.seed)
         if isinstance(self.script, (str, bytes)) or not isinstance(self.script, Sequence):

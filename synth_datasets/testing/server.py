@@ -98,6 +98,14 @@ class ReferenceServer:
             raise RuntimeError("ReferenceServer is not started; call start() or use `with`")
         return self._url
 
+    @property
+    def cache_endpoint(self) -> str:
+        """What the request cache knows this server by (``cache_endpoint=``) instead of its URL,
+        whose port changes every run: its engine as announced (name, version; an OpenAIEngine's
+        model and host) and the model id a run sends it (an OpenAIEngine's backend URL and
+        model), so a rerun resumes and no two engines share answers, whatever model id is sent."""
+        return f"synth_datasets reference server: {self.engine.announce}; {self.engine.model_id}"
+
     def __repr__(self) -> str:
         return f"ReferenceServer(url={self._url or 'not started'!r}, engine={self.engine!r})"
 
