@@ -2,6 +2,8 @@
 
 ``report`` counts and ``prep.drop_duplicates`` drops with this one search, so they agree. A row's
 text is its generated columns (else every non-lineage column), NFKC, lower case, spacing collapsed.
+Its words (shingles, n-grams) are what spaces separate, and each character of Chinese, Japanese,
+Thai and the other scripts written without spaces (``_words``).
 """
 
 from __future__ import annotations
@@ -44,8 +46,19 @@ DEFAULT_BATCH_SIZE = 1000
 _FIELD_SEP = pa.scalar("\t", pa.large_string())  # between the fields of a struct
 _ITEM_SEP = pa.scalar("\n", pa.large_string())  # between the items of a list
 _COLUMN_SEP = pa.scalar("\n\n", pa.large_string())  # between columns
-# Trimmed from both ends of each word before shingling, so "blink," and "blink" are one word.
-_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~¡¿«»‘’‚“”„‹›–—…·"
+# Trimmed from both ends of each word before shingling, so "blink," and "blink" are one word
+# (and "、" or "。", which _SPACELESS makes words of their own, are no word).
+_PUNCTUATION = (
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~¡¿«»‘’‚“”„‹›–—…·"
+    "、。〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰・๏๚๛၊။។៕៖"
+)
+# A character of a script written without spaces between words, with the marks on it (see _words):
+# Han, kana and the scripts of South-East Asia (Thai, Lao, Khmer, Burmese, Tai Le, Tai Lue, Lanna);
+# also CJK punctuation and symbols (U+3000-303F), the kana middle dot and the prolonged sound mark.
+_SPACELESS = (
+    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tai_Le}"
+    r"\p{New_Tai_Lue}\p{Tai_Tham}\x{3000}-\x{303F}\x{30FB}\x{30FC}]\p{M}*"
+)
 SHINGLE_WORDS = 3  # words per shingle of the near-duplicate search
 # How often LSH may fail to propose a pair exactly at the threshold (see lsh_bands).
 _LSH_MISS = 1e-3
@@ -142,8 +155,17 @@ _MULTIPLIERS = _word_multipliers(MAX_NGRAM)
 
 def _words(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """The words of each normalised text (trimmed of punctuation, empty ones gone), flat, and the
-    row of each word."""
-    split = pc.ascii_split_whitespace(texts)  # normalised text: only ASCII whitespace is left
+    row of each word.
+
+    Words are what spaces separate, except in scripts written without them (Chinese, Japanese,
+    Thai, ...: ``_SPACELESS``), where each character is a word, so that a sentence is not one
+    word and n-grams count characters. As BERT's tokenizer does for CJK and data-juicer's
+    MinHash for Chinese ("character"), and as Unicode's default word boundaries (UAX #29) fall
+    between ideographs: no dictionary (jieba, MeCab, PyThaiNLP) is needed, and a text without
+    such characters gets exactly the words it had. Hangul is left alone: Korean has spaces.
+    """
+    spaced = pc.replace_substring_regex(texts, _SPACELESS, r" \0 ")
+    split = pc.ascii_split_whitespace(spaced)  # normalised text: only ASCII whitespace is left
     flat = pc.utf8_trim(split.flatten(), characters=_PUNCTUATION)
     rows = np.repeat(np.arange(len(texts), dtype=np.int64), list_lengths(split))
     nonempty = np.asarray(pc.greater(pc.binary_length(flat), 0), dtype=bool)

@@ -221,3 +221,33 @@ def test_evaluation_sets_indexed_once_before_the_rows():
     assert len(decontaminate(ds, index, remove=True)) == 197
     with pytest.raises(ConfigurationError, match="indexed with n=12"):
         find_contamination(ds, index, n=13)
+
+
+def test_japanese_and_chinese_rows_are_checked_character_by_character():
+    """In scripts written without spaces each character is a word (``dedup._words``): a row that
+    quotes 13 characters of a Japanese evaluation text is flagged, 12 are not enough, Chinese rows
+    on the same subjects (sharing 富士山, 一九五八年) are not, and a 13-word English quote glued to
+    Chinese characters on both sides is found."""
+    ja = [
+        "富士山の山頂で日の出を見るためには、夜のうちに八合目の山小屋を出発しなければならない。",
+        "東京タワーは一九五八年に完成した高さ三百三十三メートルの電波塔で、今も多くの観光客が訪れる。",
+    ]
+    evals = Dataset.from_dict({"question": [*ja, *EVAL[:3]]})
+    english = " ".join(EVAL[2].split()[3:16])
+    rows = Dataset.from_dict(
+        {
+            "answer": [
+                "たぶん夜のうちに八合目の山小屋を出るのがいい。",  # 13 characters of ja[0]
+                "たぶん夜のうちに八合目の山小屋で休むのがいい。",  # 12
+                "富士山是日本最高的山，每年夏天都有很多人在夜里出发，去山顶看日出。",
+                "东京塔建成于一九五八年，高三百三十三米，现在仍然吸引很多游客。",
+                f"根据说明{english}然后重启",
+            ]
+        }
+    )
+    found = find_contamination(rows, [evals])
+    assert found.flagged.tolist() == [0, 4]
+    assert found.record()["sets"][0]["texts_too_short"] == 0  # 41 and 44 characters
+    kept = decontaminate(rows, [evals], remove=True)
+    assert kept["answer"] == [rows[i]["answer"] for i in (1, 2, 3)]
+    assert find_contamination(rows, [evals], n=12).flagged.tolist() == [0, 1, 4]

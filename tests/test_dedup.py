@@ -93,3 +93,54 @@ def test_finder_matches_every_indexed_set_and_skips_on_request():
     assert list(finder.matches(query, finder.band_keys(query))) == [0, 1, 2]
     assert list(finder.matches(query, finder.band_keys(query), skip=lambda k: k == 1)) == [0, 2]
     assert not finder.similar(sets[0], sets[3]) and finder.similar(sets[1], sets[2])
+
+
+# Scripts written without spaces: each character is a word (dedup._words). A text of 41 Chinese
+# characters and the same text with one changed (三十 -> 四十): 39 character triples, 3 replaced,
+# so a Jaccard similarity of 36 / 42 = 0.857.
+ZH = "请先关闭路由器的电源，等待大约三十秒后再重新打开，然后检查正面的所有指示灯是否变成绿色。"
+
+
+def near_flags(texts: list[str]) -> list[bool]:
+    """The rows ``drop_duplicates(near=True)`` drops, checked against the report's count."""
+    ds = Dataset.from_dict({"text": texts})
+    flagged = duplicate_mask(ds, near=True).tolist()
+    assert quality_report(ds).near_duplicates == sum(flagged)
+    assert len(drop_duplicates(ds, near=True)) == len(texts) - sum(flagged)
+    return flagged
+
+
+def test_a_chinese_answer_with_one_character_changed_is_a_near_duplicate():
+    changed = ZH.replace("三十", "四十")
+    # Another answer about the same router, sharing words (路由器, 然后) but not its sentences.
+    other = "请先打开路由器的设置页面，输入管理员密码后选择无线网络，然后修改网络名称并保存设置。"
+    assert near_flags([ZH, other, changed]) == [False, False, True]
+    # Six characters of the last clause rewritten (Jaccard 0.78): not near.
+    assert near_flags([ZH, ZH.replace("是否变成绿色", "是否还在闪烁红灯")]) == [False, False]
+
+
+def test_a_thai_answer_with_one_word_changed_is_a_near_duplicate():
+    """Thai puts spaces between phrases, not words: two phrases of 90 characters in all (a letter
+    with its vowel and tone marks is one), of which สามสิบ -> หกสิบ replaces 3 by 2."""
+    thai = (
+        "กรุณาปิดเราเตอร์แล้วรอประมาณสามสิบวินาทีก่อนเปิดใหม่อีกครั้ง "
+        "จากนั้นตรวจดูว่าไฟด้านหน้าทุกดวงเปลี่ยนเป็นสีเขียวหรือไม่"
+    )
+    other = "กรุณาเปิดหน้าตั้งค่าของเราเตอร์แล้วใส่รหัสผ่านผู้ดูแลระบบเพื่อเปลี่ยนชื่อเครือข่ายไร้สาย"
+    changed = thai.replace("สามสิบ", "หกสิบ")  # thirty -> sixty seconds
+    assert near_flags([thai, other, changed]) == [False, False, True]
+
+
+def test_latin_words_inside_chinese_and_japanese_text_stay_words():
+    """Latin words glued to CJK characters are words of their own: spaced apart or not, the text
+    has the same words; one character changed out of 41 (or 36 in Japanese) is near."""
+    zh = (
+        "在Python 3.11中，用asyncio.run()启动事件循环，再用await等待每个任务完成，"
+        "最后关闭所有的网络连接并记录运行日志。"
+    )
+    spaced = zh.replace("Python", " Python").replace("中", " 中").replace("await", " await ")
+    ja = "Pythonのasyncio.runでイベントループを起動し、awaitで各タスクの完了を待ってから接続を閉じる。"
+    a, b = DuplicateFinder.shingle_sets(pa.array([zh, spaced]))
+    assert a is not None and b is not None and a.tolist() == b.tolist()
+    texts = [zh, ja, spaced, zh.replace("记录", "记下"), ja.replace("閉じる", "閉める")]
+    assert near_flags([*texts, "python asyncio await"]) == [False, False, True, True, True, False]

@@ -269,6 +269,23 @@ def test_seed_groups_join_seeds_through_duplicates():
             assert (of_seed[a] == of_seed[b]) == ((a, b) in joined), (a, b)
 
 
+def test_seeds_whose_chinese_answers_are_near_duplicates_are_one_group():
+    """Chinese has no spaces: a character is a word (dedup._words), so two seeds' answers with one
+    character changed out of 41 join their seeds, and the split keeps them on one side."""
+    zh = "请先关闭路由器的电源，等待大约三十秒后再重新打开，然后检查正面的所有指示灯是否变成绿色。"
+    texts = [
+        zh,
+        "请先打开路由器的设置页面，输入管理员密码后选择无线网络，然后修改网络名称并保存设置。",
+        zh.replace("三十", "四十"),
+        "如果无法连接网络，请检查网线是否插好，并确认路由器的指示灯正常亮起。",
+    ]
+    ds = Dataset.from_dict({"text": texts, "source_index": [0, 1, 2, 3]})
+    assert seed_groups(ds).tolist() == [0, 1, 0, 3]
+    for seed in range(4):
+        test = split_by_seed(ds, test_size=2, seed=seed)["test"]["source_index"]
+        assert (0 in test) == (2 in test)
+
+
 def test_split_by_seed_leaks_nothing_and_hits_the_size():
     ds = seeded_rows()
     splits = split_by_seed(ds, test_size=0.2, seed=7)
