@@ -941,7 +941,9 @@ def measure_limits(server: Server, p: dict[str, Any]) -> dict[str, Any]:
     r = run_polled(server, spec)
     r["settle_s"] = settle_seconds(r["samples"], HALVING_AT, LIMIT_R / 2)
     out["halving"] = r
-    server._call("POST", "/__faults", {"requests_per_second": None, "limit_schedule": []})
+    server._call(  # the burst back to its default: without a rate it would be refused
+        "POST", "/__faults", {"requests_per_second": None, "limit_schedule": [], "limit_burst": 1.0}
+    )
     return out
 
 

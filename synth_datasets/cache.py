@@ -297,11 +297,11 @@ class RequestCache:
         """End this process's lease of fetching ``key`` (not answered: another may ask)."""
         link = self._link()
 
-        def drop(conn: sqlite3.Connection) -> None:
+        def drop(conn: sqlite3.Connection) -> bool:
             # Under the link's lock, as claims are: a thread claiming between the discard and the
             # DELETE would take this lease over and then lose it to the DELETE.
             if key not in link.fetching:
-                return
+                return True
             try:
                 conn.execute(
                     "DELETE FROM leases WHERE key = ? AND host = ? AND pid = ?",
@@ -309,8 +309,11 @@ class RequestCache:
                 )
             finally:
                 link.fetching.discard(key)  # a lease row left behind is a leftover, taken over
+            return True
 
-        self._run(drop, None)
+        if not self._run(drop, False):  # the cache could not be opened: the claim ends anyway
+            with link.lock:
+                link.fetching.discard(key)
 
     def get_or_claim(self, key: str, seconds: float) -> list[dict[str, Any]] | None:
         """The cached answer, or None once this process holds the lease of fetching it.

@@ -434,7 +434,8 @@ class ExpandConfig(ClientConfig):
     cache_endpoint: str | None = _option(
         None,
         "the endpoint as the request cache keys its answers (default base_url): a server whose "
-        "port changes every run names itself here (expand --local: its engine), so a rerun resumes",
+        "port changes every run names itself here (expand --local: its engine), so a rerun "
+        "resumes; runs giving one name share answers, whatever their base_url",
         _optional(_text),
         cli=False,
     )

@@ -3,9 +3,10 @@
 A model trained on a row that quotes a benchmark item scores on that item by memory. A row is
 flagged when one of its word n-grams (13 words by default), after the normalisation of the
 duplicate search (``dedup``: Unicode NFKC, case, spacing, punctuation at the ends of words; a
-character of Chinese, Japanese or Thai is a word), is also an n-gram of a text of an evaluation set. The evaluation sets are held as sorted arrays of
-64-bit n-gram hashes, never as strings: 8 bytes per distinct n-gram, and a few times that while
-the array is merged; the rows are then checked batch by batch.
+character of Chinese, Japanese or Thai is a word), is also an n-gram of a text of an evaluation
+set. The evaluation sets are held as sorted arrays of 64-bit n-gram hashes, never as strings:
+8 bytes per distinct n-gram, and a few times that while the array is merged; the rows are then
+checked batch by batch.
 """
 
 from __future__ import annotations

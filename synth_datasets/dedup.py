@@ -47,10 +47,13 @@ _FIELD_SEP = pa.scalar("\t", pa.large_string())  # between the fields of a struc
 _ITEM_SEP = pa.scalar("\n", pa.large_string())  # between the items of a list
 _COLUMN_SEP = pa.scalar("\n\n", pa.large_string())  # between columns
 # Trimmed from both ends of each word before shingling, so "blink," and "blink" are one word
-# (and "、" or "。", which _SPACELESS makes words of their own, are no word).
+# (and "、" or "。", which _SPACELESS makes words of their own, are no word). Zero-width spaces and
+# joiners too: Thai, Khmer and Burmese writers put them between words, where they would otherwise
+# be words of their own.
 _PUNCTUATION = (
     "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~¡¿«»‘’‚“”„‹›–—…·"
     "、。〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰・๏๚๛၊။។៕៖"
+    "\u200b\u200c\u200d\u2060\ufeff"
 )
 # A character of a script written without spaces between words, with the marks on it (see _words):
 # Han, kana and the scripts of South-East Asia (Thai, Lao, Khmer, Burmese, Tai Le, Tai Lue, Lanna);

@@ -131,6 +131,18 @@ def test_a_thai_answer_with_one_word_changed_is_a_near_duplicate():
     assert near_flags([thai, other, changed]) == [False, False, True]
 
 
+def test_zero_width_spaces_between_thai_words_are_no_words():
+    """Thai writers mark word breaks with U+200B: the text has the same shingles with or without
+    them, and is near (and n-gram) equal to its plain form."""
+    thai = "กรุณาปิดเราเตอร์แล้วรอประมาณสามสิบวินาทีก่อนเปิดใหม่อีกครั้ง"
+    marked = "\u200b".join(["กรุณา", "ปิด", "เราเตอร์", "แล้ว", "รอ", "ประมาณ", "สามสิบ", "วินาที"])
+    marked += "\u200bก่อน\u200bเปิด\u200bใหม่\u200bอีก\u200bครั้ง"
+    assert marked.replace("\u200b", "") == thai
+    a, b = DuplicateFinder.shingle_sets(pa.array([thai, marked]))
+    assert a is not None and b is not None and a.tolist() == b.tolist()
+    assert near_flags([thai, marked]) == [False, True]
+
+
 def test_latin_words_inside_chinese_and_japanese_text_stay_words():
     """Latin words glued to CJK characters are words of their own: spaced apart or not, the text
     has the same words; one character changed out of 41 (or 36 in Japanese) is near."""
