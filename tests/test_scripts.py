@@ -314,6 +314,24 @@ def test_bench_recall_section_prints_its_figures(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_limits_section_runs_every_case_and_leaves_the_server_unlimited(tmp_path):
+    """`bench.py --only limits` (figures not asserted): every case answers each request once
+    with a 200, the rest of what reached the server are 429s, and the section ends by lifting
+    the limit it set (its report is written)."""
+    out = tmp_path / "limits.json"
+    proc = script("bench.py", "--quick", "--only", "limits", "--json", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "8. auto, R = 100/s" in proc.stdout
+    limits = json.loads(out.read_text())["results"]["limits"]
+    assert sorted(limits) == ["auto", "auto_burst_1s", "fixed_4", "fixed_64", "halving"]
+    for run in limits.values():
+        assert run["server_requests"] == run["ok"] + run["refused"]
+        assert run["ok"] <= run["examples"] // 8  # 8 examples a request, each answered once
+        if run["errors"] == 0:  # (a request refused past its retries would be error rows)
+            assert run["ok"] == run["examples"] // 8 and run["rows"] == run["examples"] * 4
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # three Ray starts: minutes on a loaded machine (its own limit below)
 def test_bench_ray_scaling_runs_every_actor_count_on_the_same_seeds(tmp_path):
     """What holds by construction: each actor count makes every row from the same requests, and
