@@ -4,6 +4,7 @@ modules, and imports go down that table, never up (a function's own import count
 from __future__ import annotations
 
 import ast
+import gc
 import re
 from pathlib import Path
 
@@ -32,9 +33,25 @@ def type_checking_only(tree: ast.Module) -> set[ast.AST]:
     }
 
 
+def parse(source: str) -> ast.Module:
+    """``ast.parse`` with the cyclic collector held off. CPython 3.11.7 keeps one recursion count
+    for building AST objects per interpreter: a collection inside the build may run a finaliser,
+    hand the GIL to a thread formatting a traceback (3.11's tracebacks parse source to place
+    their carets), and the build then fails with "SystemError: AST constructor recursion depth
+    mismatch" (CPython gh-106905; reproduced here on 3.11.7). The collector is process-wide:
+    while it is off, no such switch happens in any thread."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def imported_modules(path: Path) -> set[str]:
     """The top-level modules of the package that ``path`` imports (``testing`` for any of its)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse(path.read_text(encoding="utf-8"))
     skipped = type_checking_only(tree)
     inside = path.relative_to(PACKAGE).parts[:-1]
     found: set[str] = set()
