@@ -231,9 +231,9 @@ def expand_ray(
     adapts its own, up to ``concurrency_ceiling`` divided among the actors (more actors than the
     ceiling are refused; ``split_ceiling=False``: up to all of it each); a block holds
     ``requests_per_map_batch`` requests (default: ``4 * max_concurrency``, fewer for small
-    data); ``features``: the input's
-    Hugging Face features when its Arrow schema lacks them; ``preserve_order=True`` (or the
-    current ``DataContext``'s) yields rows in ``expand``'s order at some cost in throughput;
+    data); ``features``: the input's Hugging Face features when its Arrow schema lacks them;
+    ``preserve_order=True`` (or the current ``DataContext``'s) yields rows in ``expand``'s order
+    at some cost in throughput;
     ``source``: what the provenance records about the input (name, split, fingerprint, ...).
     A budget (``max_requests``, ``max_generations``) is the run's, shared by the actors through
     one small actor; ``to_huggingface`` records whether the run stopped at it.

@@ -203,6 +203,21 @@ def error_lines(stderr: str) -> list[str]:
     ]
 
 
+# -- races ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gil_switching_often() -> Iterator[None]:
+    """Threads handed the GIL as often as CPython allows while the block runs: a window of a few
+    bytecodes between two steps that should be one becomes one a test can hit."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
 # -- the request cache's file, held by another process ----------------------------------------
 
 _HOLD_LOCK = """

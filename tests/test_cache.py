@@ -24,6 +24,7 @@ from helpers import (
     MODEL_ID,
     PROMPT,
     assert_complete,
+    gil_switching_often,
     lock_held_by_another_process,
     qa,
     qa_rows,
@@ -300,24 +301,22 @@ def test_a_released_lease_never_takes_the_next_holders_lease_with_it(tmp_path: P
             if cache.claim("k", 60):
                 cache.release("k")
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     thread = threading.Thread(target=other_thread)
-    thread.start()
-    try:
-        with contextlib.closing(sqlite3.connect(cache.path)) as conn:
-            for _ in range(200_000):
-                if cache.claim("k", 60):
-                    held += 1
-                    rows = conn.execute("SELECT COUNT(*) FROM leases WHERE key = 'k'").fetchone()
-                    lost += rows[0] == 0
-                    cache.release("k")
-                    if held == 3000:
-                        break
-    finally:
-        stop.set()
-        thread.join()
-        sys.setswitchinterval(interval)
+    with gil_switching_often():
+        thread.start()
+        try:
+            with contextlib.closing(sqlite3.connect(cache.path)) as conn:
+                for _ in range(200_000):
+                    if cache.claim("k", 60):
+                        held += 1
+                        rows = conn.execute("SELECT COUNT(*) FROM leases WHERE key = 'k'")
+                        lost += rows.fetchone()[0] == 0
+                        cache.release("k")
+                        if held == 3000:
+                            break
+        finally:
+            stop.set()
+            thread.join()
     assert held == 3000 and lost == 0
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import sys
 import threading
 import time
 import uuid
 
 import pytest
 from helpers import MODEL_ID as MODEL
-from helpers import Answer, StubServer
+from helpers import Answer, StubServer, gil_switching_often
 from helpers import make_client as fast_client
 
 from synth_datasets import (
@@ -269,10 +268,8 @@ def test_a_new_clients_first_calls_at_once_all_reach_the_endpoint(server):
     """Eight threads' first calls on a new client, the GIL switched as often as it can be: every
     call is answered (a client building its pool lazily let one thread send before the request
     URL was set, and the server answered 404 for the empty path)."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     errors: list[BaseException] = []
-    try:
+    with gil_switching_often():
         for _ in range(60):
             client = fast_client(server)
             start = threading.Barrier(8)
@@ -290,8 +287,6 @@ def test_a_new_clients_first_calls_at_once_all_reach_the_endpoint(server):
             for thread in threads:
                 thread.join()
             client.close()
-    finally:
-        sys.setswitchinterval(interval)
     assert errors == []
     assert server.stats()["requests"] == 60 * 8
 
